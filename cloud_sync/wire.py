@@ -1,0 +1,198 @@
+"""The sync API's payload format (version 1).  docs/sync-api.md is the contract this module implements.
+
+One payload is one batch of events of one lane from one device.  Lanes other than waveforms are UTF-8 JSON:
+
+    {"v": 1, "gateway": ..., "device": ..., "patient": ..., "lane": "numerics", "items": [ ... ]}
+
+Waveforms are binary, because JSON would cost several bytes per sample:
+
+    b"IOMTW" | u8 version | u32 BE header length | JSON header (as above, items without samples) | zstd blob
+
+The blob is the concatenation, per item in order, of the item's samples delta-encoded (first sample, then
+differences) as little-endian int16 when every difference fits, else int32 (`width` in the item says which).
+Every item carries its stable `id`; receivers de-duplicate by it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import zstandard
+
+from gateway.errors import ProtocolError
+from gateway.model import Alarm, CommandResult, DeviceStatus, Event, Lane, Observation, WaveformChunk
+
+VERSION = 1
+WAVEFORM_MAGIC = b"IOMTW"
+_HEADER_LEN = struct.Struct(">I")
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+MAX_SAMPLES_PER_PAYLOAD = 8 * 1024 * 1024
+
+_compressor = zstandard.ZstdCompressor(level=3)
+
+
+class InvalidPayload(ProtocolError):
+    """A sync payload that does not follow the wire format."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A decoded payload: the envelope fields and its items (waveform items carry a `samples` array)."""
+
+    gateway: str
+    device: str
+    patient: str | None
+    lane: Lane
+    items: list[dict[str, Any]]
+
+
+def _number(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _special(value: float) -> str | None:
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "+inf" if value > 0 else "-inf"
+    return None
+
+
+def _item(event: Event) -> dict[str, Any]:
+    if isinstance(event, Observation):
+        item: dict[str, Any] = {
+            "id": event.id, "code": event.quantity.code, "ref": event.quantity.reference_id,
+            "unit": event.quantity.ucum, "value": _number(event.value),
+            "t_dev": event.device_time_ns, "t_gw": event.gateway_time_ns,
+        }
+        special = _special(event.value)
+        if special:
+            item["special"] = special
+        return item
+    if isinstance(event, DeviceStatus):
+        return {
+            "id": event.id, "connection": event.connection.value, "battery_pct": event.battery_pct,
+            "rssi_dbm": event.rssi_dbm, "errors": list(event.errors), "detail": event.detail,
+            "t_dev": event.device_time_ns, "t_gw": event.gateway_time_ns,
+        }
+    if isinstance(event, Alarm):
+        return {
+            "id": event.id, "condition": event.condition, "kind": event.kind.value,
+            "priority": event.priority.value, "state": event.state.value,
+            "code": event.quantity.code if event.quantity else None,
+            "ref": event.quantity.reference_id if event.quantity else None,
+            "t_dev": event.device_time_ns, "t_gw": event.gateway_time_ns,
+        }
+    if isinstance(event, CommandResult):
+        return {
+            "id": event.id, "command_id": event.command_id, "outcome": event.outcome.value,
+            "reason": event.reason, "t_gw": event.gateway_time_ns,
+        }
+    raise TypeError(type(event).__name__)
+
+
+def _envelope(gateway: str, device: str, patient: str | None, lane: Lane) -> dict[str, Any]:
+    return {"v": VERSION, "gateway": gateway, "device": device, "patient": patient, "lane": lane.topic_name}
+
+
+def encode_batch(
+    gateway: str, device: str, patient: str | None, lane: Lane, events: Sequence[Event]
+) -> bytes:
+    """One payload for events that all belong to `lane` and `device`."""
+    if lane is Lane.WAVEFORMS:
+        return _encode_waveforms(_envelope(gateway, device, patient, lane), events)
+    doc = _envelope(gateway, device, patient, lane)
+    doc["items"] = [_item(e) for e in events]
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _encode_waveforms(doc: dict[str, Any], events: Sequence[Event]) -> bytes:
+    items = []
+    parts = []
+    for event in events:
+        if not isinstance(event, WaveformChunk):
+            raise TypeError(type(event).__name__)
+        samples = event.samples.astype(np.int64, copy=False)
+        deltas = np.empty_like(samples)
+        if len(samples):
+            deltas[0] = samples[0]
+            np.subtract(samples[1:], samples[:-1], out=deltas[1:])
+        fits16 = len(samples) == 0 or (deltas.min() >= -32768 and deltas.max() <= 32767)
+        width = 2 if fits16 else 4
+        parts.append(deltas.astype("<i2" if fits16 else "<i4").tobytes())
+        items.append({
+            "id": event.id, "code": event.quantity.code, "ref": event.quantity.reference_id,
+            "unit": event.quantity.ucum, "rate_hz": event.sample_rate_hz, "gain": event.gain,
+            "offset": event.offset, "n": len(samples), "width": width,
+            "t_dev": event.start_device_time_ns, "t_gw": event.gateway_time_ns,
+        })
+    doc["items"] = items
+    header = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    blob = _compressor.compress(b"".join(parts))
+    return WAVEFORM_MAGIC + bytes([VERSION]) + _HEADER_LEN.pack(len(header)) + header + blob
+
+
+def decode_batch(payload: bytes) -> Batch:
+    """Parse a payload; InvalidPayload for anything that is not a well-formed version-1 batch."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise InvalidPayload("payload too large", length=len(payload))
+    blob = None
+    if payload.startswith(WAVEFORM_MAGIC):
+        start = len(WAVEFORM_MAGIC) + 1 + _HEADER_LEN.size
+        if len(payload) < start or payload[len(WAVEFORM_MAGIC)] != VERSION:
+            raise InvalidPayload("truncated or unknown-version waveform payload", length=len(payload))
+        (header_len,) = _HEADER_LEN.unpack_from(payload, start - _HEADER_LEN.size)
+        if start + header_len > len(payload):
+            raise InvalidPayload("waveform header overruns payload", length=len(payload))
+        header = payload[start : start + header_len]
+        blob = payload[start + header_len :]
+    else:
+        header = payload
+    try:
+        doc = json.loads(header)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidPayload("payload is not JSON", length=len(payload)) from None
+    if not isinstance(doc, dict) or doc.get("v") != VERSION:
+        raise InvalidPayload("not a version-1 batch", expected=VERSION)
+    try:
+        lane = next(lane for lane in Lane if lane.topic_name == doc["lane"])
+        gateway, device, patient, items = doc["gateway"], doc["device"], doc["patient"], doc["items"]
+    except (KeyError, StopIteration, TypeError):
+        raise InvalidPayload("batch envelope incomplete or lane unknown") from None
+    if not (isinstance(gateway, str) and isinstance(device, str) and isinstance(items, list)):
+        raise InvalidPayload("batch envelope has wrong types")
+    if not all(isinstance(item, dict) and isinstance(item.get("id"), str) for item in items):
+        raise InvalidPayload("batch item without a string id")
+    if (lane is Lane.WAVEFORMS) != (blob is not None):
+        raise InvalidPayload("waveform lane and binary framing disagree")
+    if blob is not None:
+        _attach_samples(items, blob)
+    return Batch(gateway, device, patient if isinstance(patient, str) else None, lane, items)
+
+
+def _attach_samples(items: list[dict[str, Any]], blob: bytes) -> None:
+    try:
+        total = sum(int(item["n"]) * int(item["width"]) for item in items)
+        if not 0 <= total <= MAX_SAMPLES_PER_PAYLOAD * 4:
+            raise InvalidPayload("waveform sample count out of range")
+        raw = zstandard.ZstdDecompressor().decompress(blob, max_output_size=total)
+    except (KeyError, TypeError, ValueError, zstandard.ZstdError):
+        raise InvalidPayload("waveform blob does not match its header") from None
+    if len(raw) != total:
+        raise InvalidPayload("waveform blob length does not match its header", length=len(raw), expected=total)
+    position = 0
+    for item in items:
+        n, width = int(item["n"]), int(item["width"])
+        if width not in (2, 4) or n < 0:
+            raise InvalidPayload("waveform item has a bad width or count")
+        deltas = np.frombuffer(raw, dtype="<i2" if width == 2 else "<i4", count=n, offset=position)
+        position += n * width
+        samples: npt.NDArray[np.int64] = np.cumsum(deltas, dtype=np.int64)
+        item["samples"] = samples

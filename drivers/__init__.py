@@ -1,0 +1,1 @@
+"""Device drivers, one subpackage per transport: pure codecs plus thin transport adapters."""

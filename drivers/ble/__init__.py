@@ -1,0 +1,1 @@
+"""Bluetooth Low Energy: pure GATT codecs (no I/O) for the medical profiles the gateway speaks."""

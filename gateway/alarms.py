@@ -1,0 +1,120 @@
+"""Alarm rules evaluated on the event stream: physiological limits and technical conditions.
+
+Limits have a condition delay (the violation must persist) and hysteresis (the value must come back past the
+limit by a margin before the alarm clears), so a noisy value near a limit does not chatter.  Technical alarms
+come from device status: link lost and low battery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.config import AlarmsSection, LimitRule
+from gateway.model import (
+    Alarm,
+    AlarmKind,
+    AlarmPriority,
+    AlarmState,
+    ConnectionState,
+    DeviceStatus,
+    Event,
+    Observation,
+    new_id,
+)
+from gateway.nomenclature import Quantity, quantity
+
+
+@dataclass
+class _LimitState:
+    violating_since_ns: int | None = None
+    active_side: str | None = None
+
+
+class AlarmEngine:
+    """Turns observations and statuses into Alarm events (raise and clear)."""
+
+    def __init__(self, config: AlarmsSection) -> None:
+        self._low_battery = config.low_battery_pct
+        self._rules: dict[int, list[LimitRule]] = {}
+        for rule in config.limits:
+            self._rules.setdefault(quantity(rule.quantity).code, []).append(rule)
+        self._limits: dict[tuple[str, int, int], _LimitState] = {}
+        self._technical: set[tuple[str, str]] = set()
+        self.active: dict[tuple[str, str], Alarm] = {}
+
+    def evaluate(self, event: Event) -> list[Alarm]:
+        if isinstance(event, Observation):
+            return self._on_observation(event)
+        if isinstance(event, DeviceStatus):
+            return self._on_status(event)
+        return []
+
+    def _on_observation(self, obs: Observation) -> list[Alarm]:
+        rules = self._rules.get(obs.quantity.code)
+        if not rules:
+            return []
+        t = obs.device_time_ns if obs.device_time_ns is not None else obs.gateway_time_ns
+        out = []
+        for index, rule in enumerate(rules):
+            state = self._limits.setdefault((obs.device_id, obs.quantity.code, index), _LimitState())
+            side = None
+            if rule.low is not None and obs.value < rule.low:
+                side = "low"
+            elif rule.high is not None and obs.value > rule.high:
+                side = "high"
+            if state.active_side is not None:
+                low_ok = rule.low is None or obs.value >= rule.low + rule.hysteresis
+                high_ok = rule.high is None or obs.value <= rule.high - rule.hysteresis
+                if low_ok and high_ok:
+                    out.append(self._make(obs.device_id, f"{obs.quantity.reference_id}.{state.active_side}",
+                                          AlarmKind.PHYSIOLOGICAL, AlarmPriority(rule.priority),
+                                          AlarmState.CLEARED, obs.gateway_time_ns, obs.quantity,
+                                          obs.device_time_ns))
+                    state.active_side = None
+                    state.violating_since_ns = None
+                continue
+            if side is None:
+                state.violating_since_ns = None
+                continue
+            if state.violating_since_ns is None:
+                state.violating_since_ns = t
+            if t - state.violating_since_ns >= rule.delay_s * 1e9:
+                state.active_side = side
+                out.append(self._make(obs.device_id, f"{obs.quantity.reference_id}.{side}",
+                                      AlarmKind.PHYSIOLOGICAL, AlarmPriority(rule.priority), AlarmState.ACTIVE,
+                                      obs.gateway_time_ns, obs.quantity, obs.device_time_ns))
+        return out
+
+    def _on_status(self, status: DeviceStatus) -> list[Alarm]:
+        out: list[Alarm] = []
+        lost = status.connection is ConnectionState.DISCONNECTED
+        if lost and status.detail.get("reason") == "stopped":
+            return out  # a deliberate stop (gateway shutdown, technician) is not an alarm condition
+        if status.connection is not ConnectionState.CONNECTING:
+            out += self._technical_alarm(status, "device_disconnected", lost, AlarmPriority.MEDIUM)
+        if status.battery_pct is not None:
+            out += self._technical_alarm(status, "low_battery", status.battery_pct < self._low_battery,
+                                         AlarmPriority.LOW)
+        return out
+
+    def _technical_alarm(self, status: DeviceStatus, condition: str, present: bool,
+                         priority: AlarmPriority) -> list[Alarm]:
+        key = (status.device_id, condition)
+        if present and key not in self._technical:
+            self._technical.add(key)
+            return [self._make(status.device_id, condition, AlarmKind.TECHNICAL, priority, AlarmState.ACTIVE,
+                               status.gateway_time_ns, None, None)]
+        if not present and key in self._technical:
+            self._technical.discard(key)
+            return [self._make(status.device_id, condition, AlarmKind.TECHNICAL, priority, AlarmState.CLEARED,
+                               status.gateway_time_ns, None, None)]
+        return []
+
+    def _make(self, device_id: str, condition: str, kind: AlarmKind, priority: AlarmPriority, state: AlarmState,
+              t_gw: int, q: Quantity | None, t_dev: int | None) -> Alarm:
+        alarm = Alarm(new_id(), device_id, condition, kind, priority, state, t_gw, q, t_dev)
+        if state is AlarmState.ACTIVE:
+            self.active[(device_id, condition)] = alarm
+        else:
+            self.active.pop((device_id, condition), None)
+        return alarm

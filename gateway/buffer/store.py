@@ -1,0 +1,285 @@
+"""The SQLite store behind the buffer: versioned schema, sealed rows, priority reads, batched commits.
+
+All database work runs on one dedicated thread (the connection never crosses threads), so a commit's fsync
+never stalls the event loop.  Callers use the async methods; each is one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from gateway.buffer.keys import Keyring
+from gateway.errors import BufferKeyError, IntegrityError, StorageError
+from gateway.model import Lane
+
+T = TypeVar("T")
+
+_KEY_CHECK_PLAINTEXT = b"iomt-gateway buffer key check v1"
+NONCE_BYTES = 12
+
+
+def _schema_scripts() -> list[tuple[int, str]]:
+    """Schema files `NNNN_name.sql` in order; the number is the `user_version` after applying it."""
+    folder = resources.files("gateway.buffer") / "schema"
+    scripts = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            scripts.append((int(name[:4]), entry.read_text("utf-8")))
+    return sorted(scripts)
+
+
+SCHEMA_VERSION = max(version for version, _ in _schema_scripts())
+
+
+def associated_data(lane: int, device: str, seq: int, key_id: str) -> bytes:
+    """The row identity bound into the GCM tag: a row moved, renumbered or relabelled fails to open."""
+    return f"iomt-row-v1|{lane}|{device}|{seq}|{key_id}".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    lane: Lane
+    device: str
+    payload: bytes
+    items: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    seq: int
+    lane: Lane
+    device: str
+    payload: bytes
+    items: int
+    created_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class LaneStats:
+    lane: Lane
+    rows: int
+    items: int
+    bytes: int
+    oldest_age_s: float | None
+
+
+class _Store:
+    """Synchronous core; used only from the buffer's own thread."""
+
+    def __init__(self, path: Path, keyring: Keyring, synchronous: Literal["full", "normal"]) -> None:
+        self.path = path
+        self.keyring = keyring
+        self._aead = {key_id: AESGCM(key) for key_id, key in keyring.keys.items()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+            self._check_keys()
+            row = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()
+        except sqlite3.DatabaseError as err:
+            raise StorageError("cannot open buffer database", path=str(path), error=type(err).__name__) from None
+        self._next_seq: int = row[0] + 1
+
+    def _migrate(self) -> None:
+        current = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if current > SCHEMA_VERSION:
+            raise StorageError(
+                "buffer database is newer than this gateway", schema_version=current, expected=SCHEMA_VERSION
+            )
+        for version, script in _schema_scripts():
+            if version <= current:
+                continue
+            # executescript would COMMIT first; run the statements inside one explicit transaction instead.
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _split_sql(script):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version={version}")
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def _check_keys(self) -> None:
+        stored = {
+            key_id: (nonce, sealed)
+            for key_id, nonce, sealed in self.db.execute("SELECT key_id, nonce, sealed FROM key_check")
+        }
+        in_use = {row[0] for row in self.db.execute("SELECT DISTINCT key_id FROM records")}
+        missing = in_use - set(self._aead)
+        if missing:
+            raise BufferKeyError("rows in the buffer were sealed with a key the key file does not hold",
+                                 key_id=sorted(missing)[0])
+        for key_id, (nonce, sealed) in stored.items():
+            aead = self._aead.get(key_id)
+            if aead is None:
+                continue
+            try:
+                aead.decrypt(nonce, sealed, b"key-check|" + key_id.encode())
+            except InvalidTag:
+                raise BufferKeyError("buffer key does not match the database (wrong key file?)",
+                                     key_id=key_id) from None
+        for key_id, aead in self._aead.items():
+            if key_id not in stored:
+                nonce = os.urandom(NONCE_BYTES)
+                sealed = aead.encrypt(nonce, _KEY_CHECK_PLAINTEXT, b"key-check|" + key_id.encode())
+                self.db.execute("INSERT INTO key_check VALUES (?, ?, ?)", (key_id, nonce, sealed))
+
+    def append(self, records: Sequence[NewRecord]) -> list[int]:
+        key_id = self.keyring.active_id
+        aead = self._aead[key_id]
+        now = time.time_ns()
+        rows = []
+        seqs = []
+        for record in records:
+            seq = self._next_seq
+            self._next_seq += 1
+            nonce = os.urandom(NONCE_BYTES)
+            sealed = aead.encrypt(nonce, record.payload, associated_data(record.lane, record.device, seq, key_id))
+            rows.append((seq, int(record.lane), record.device, key_id, nonce, sealed, record.items, now))
+            seqs.append(seq)
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self.db.execute("COMMIT")
+        except sqlite3.Error as err:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            self._next_seq = seqs[0] if seqs else self._next_seq
+            raise StorageError("buffer write failed", rows=len(rows), error=type(err).__name__) from None
+        return seqs
+
+    def read(self, after: dict[Lane, int], limit: int, lanes: Iterable[Lane] = tuple(Lane)) -> list[StoredRecord]:
+        """Up to `limit` rows, highest-priority lane first, oldest first, after each lane's cursor."""
+        out: list[StoredRecord] = []
+        for lane in sorted(lanes):
+            if len(out) >= limit:
+                break
+            cursor = self.db.execute(
+                "SELECT seq, device, key_id, nonce, sealed, items, created_ns FROM records "
+                "WHERE lane = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (int(lane), after.get(lane, 0), limit - len(out)),
+            )
+            for seq, device, key_id, nonce, sealed, items, created_ns in cursor:
+                out.append(StoredRecord(seq, lane, device, self._open(lane, device, seq, key_id, nonce, sealed),
+                                        items, created_ns))
+        return out
+
+    def _open(self, lane: Lane, device: str, seq: int, key_id: str, nonce: bytes, sealed: bytes) -> bytes:
+        aead = self._aead.get(key_id)
+        if aead is None:
+            raise BufferKeyError("row sealed with a key the key file does not hold", key_id=key_id)
+        try:
+            return aead.decrypt(nonce, sealed, associated_data(lane, device, seq, key_id))
+        except InvalidTag:
+            raise IntegrityError("buffer row failed authentication (edited, moved or foreign)",
+                                 lane=lane.name.lower(), key_id=key_id) from None
+
+    def delete(self, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany("DELETE FROM records WHERE seq = ?", [(s,) for s in seqs])
+            self.db.execute("COMMIT")
+        except sqlite3.Error as err:
+            self.db.execute("ROLLBACK")
+            raise StorageError("buffer delete failed", rows=len(seqs), error=type(err).__name__) from None
+
+    def stats(self) -> list[LaneStats]:
+        now = time.time_ns()
+        found = {
+            lane: (rows, items, size, oldest)
+            for lane, rows, items, size, oldest in self.db.execute(
+                "SELECT lane, COUNT(*), SUM(items), SUM(LENGTH(sealed) + LENGTH(nonce) + 64), MIN(created_ns) "
+                "FROM records GROUP BY lane"
+            )
+        }
+        out = []
+        for lane in Lane:
+            rows, items, size, oldest = found.get(int(lane), (0, 0, 0, None))
+            out.append(LaneStats(lane, rows, items or 0, size or 0,
+                                 None if oldest is None else (now - oldest) / 1e9))
+        return out
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _split_sql(script: str) -> list[str]:
+    statements = []
+    current: list[str] = []
+    for line in script.splitlines():
+        stripped = line.split("--", 1)[0].rstrip()
+        if not stripped:
+            continue
+        current.append(stripped)
+        if stripped.endswith(";"):
+            statements.append("\n".join(current))
+            current = []
+    if current:
+        statements.append("\n".join(current))
+    return statements
+
+
+class Buffer:
+    """Async facade over the store; every call runs on the buffer's single database thread."""
+
+    def __init__(self, store: _Store, executor: ThreadPoolExecutor) -> None:
+        self._store = store
+        self._executor = executor
+        self.path = store.path
+
+    @classmethod
+    async def open(
+        cls, path: Path, keyring: Keyring, synchronous: Literal["full", "normal"] = "normal"
+    ) -> Buffer:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="buffer-db")
+        try:
+            store = await asyncio.get_running_loop().run_in_executor(
+                executor, _Store, path, keyring, synchronous
+            )
+        except BaseException:
+            executor.shutdown(wait=True)
+            raise
+        return cls(store, executor)
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
+
+    async def append(self, records: Sequence[NewRecord]) -> list[int]:
+        """Seal and commit the records in one transaction; durable (per the synchronous mode) on return."""
+        result: list[int] = await self._call(self._store.append, records)
+        return result
+
+    async def read(self, after: dict[Lane, int], limit: int) -> list[StoredRecord]:
+        result: list[StoredRecord] = await self._call(self._store.read, dict(after), limit)
+        return result
+
+    async def delete(self, seqs: Sequence[int]) -> None:
+        await self._call(self._store.delete, list(seqs))
+
+    async def stats(self) -> list[LaneStats]:
+        result: list[LaneStats] = await self._call(self._store.stats)
+        return result
+
+    async def close(self) -> None:
+        await self._call(self._store.close)
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,117 @@
+"""`iomt-gateway`: the daemon, the demo, and the technician's commands.
+
+Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or start-up input (nothing was started).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from gateway.config import DEFAULT_CONFIG_PATH, load_config
+from gateway.errors import BufferKeyError, ConfigError, GatewayError
+from gateway.logs import configure_logging, get_logger
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+log = get_logger("gateway.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iomt-gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the gateway daemon")
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="TOML configuration file")
+
+    demo = sub.add_parser("demo", help="gateway + simulated devices + embedded broker + reference receiver")
+    demo.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: Ctrl-C)")
+    demo.add_argument("--json", action="store_true", help="no live view; print one JSON summary at exit")
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    validate = config_sub.add_parser("validate", help="validate a configuration file; exit 0 or 2")
+    validate.add_argument("path", type=Path)
+
+    keys = sub.add_parser("keys", help="buffer encryption keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    generate = keys_sub.add_parser("generate", help="create a new key file (mode 0600)")
+    generate.add_argument("path", type=Path)
+    return parser
+
+
+def _config_failure(err: GatewayError) -> int:
+    print(f"iomt-gateway: config error: {err.message}", file=sys.stderr)  # noqa: T201 - CLI output
+    return EXIT_CONFIG
+
+
+def cmd_run(config_path: Path) -> int:
+    try:
+        config = load_config(config_path)
+    except ConfigError as err:
+        return _config_failure(err)
+    configure_logging(config.logging.level, config.logging.format)
+    from gateway.daemon import Gateway  # noqa: PLC0415 - keep `config validate` free of daemon imports
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Gateway(config).run(stop)
+
+    code = EXIT_OK
+    try:
+        asyncio.run(main())
+    except* BufferKeyError as group:
+        code = _config_failure(group.exceptions[0])  # type: ignore[arg-type]
+    except* GatewayError as group:
+        for exc in group.exceptions:
+            log.error("gateway failed", **exc.log_fields() if isinstance(exc, GatewayError) else {})
+        code = EXIT_FAILURE
+    return code
+
+
+def cmd_config_validate(path: Path) -> int:
+    try:
+        load_config(path)
+    except ConfigError as err:
+        return _config_failure(err)
+    print(f"{path}: ok")  # noqa: T201 - CLI output
+    return EXIT_OK
+
+
+def cmd_keys_generate(path: Path) -> int:
+    from gateway.buffer import generate_key_file  # noqa: PLC0415
+
+    try:
+        generate_key_file(path)
+    except FileExistsError:
+        print(f"iomt-gateway: {path} exists; refusing to overwrite a key", file=sys.stderr)  # noqa: T201
+        return EXIT_FAILURE
+    print(f"{path}: new key written (mode 0600)")  # noqa: T201
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        return cmd_run(args.config)
+    if args.command == "demo":
+        from gateway.demo import cmd_demo  # noqa: PLC0415 - pulls in the embedded broker
+
+        return cmd_demo(args.duration, as_json=args.json)
+    if args.command == "config":
+        return cmd_config_validate(args.path)
+    if args.command == "keys":
+        return cmd_keys_generate(args.path)
+    return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Gateway configuration: one TOML file, validated completely before anything starts.
+
+Every error names the key (as a dotted path), the form of the bad value and what was expected, on one line.
+Unknown keys are rejected, so a typo never silently falls back to a default.  Secrets are never inlined: the
+config references files, either by path or as `credential:NAME`, which resolves inside the systemd
+credentials directory ($CREDENTIALS_DIRECTORY, see systemd.exec LoadCredential=).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gateway.errors import ConfigError
+from gateway.nomenclature import BY_REFERENCE, Kind
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "gateway.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+SecretRef = Annotated[str, Field(min_length=1, description="a file path, or credential:NAME")]
+
+
+def resolve_secret(ref: str, base_dir: Path | None = None) -> Path:
+    """The file a secret reference points at; `credential:NAME` resolves in $CREDENTIALS_DIRECTORY."""
+    if ref.startswith("credential:"):
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            raise ConfigError(
+                f"secret {ref!r} needs $CREDENTIALS_DIRECTORY (set by systemd LoadCredential=), which is unset"
+            )
+        return Path(directory) / ref.removeprefix("credential:")
+    path = Path(ref)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return path
+
+
+class GatewaySection(_Section):
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    state_dir: str
+
+
+class LoggingSection(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class BufferSection(_Section):
+    path: str = "buffer.sqlite3"
+    key_file: SecretRef
+    synchronous: Literal["full", "normal"] = "normal"
+    flush_interval_ms: Annotated[int, Field(ge=1, le=5000)] = 200
+    max_batch_items: Annotated[int, Field(ge=1, le=100_000)] = 512
+    queue_size: Annotated[int, Field(ge=16, le=1_000_000)] = 10_000
+
+
+class TlsSection(_Section):
+    ca_file: SecretRef
+    cert_file: SecretRef
+    key_file: SecretRef
+
+
+class MqttSection(_Section):
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 8883
+    client_id: str | None = None
+    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")] = "iomt/v1"
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    inflight_window: Annotated[int, Field(ge=1, le=1000)] = 32
+    tls: TlsSection | None = None
+    allow_plaintext_loopback: bool = False
+    reconnect_initial_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    reconnect_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+    @model_validator(mode="after")
+    def _tls_or_explicit_loopback(self) -> MqttSection:
+        if self.tls is None:
+            if not self.allow_plaintext_loopback:
+                raise ValueError("mqtt.tls is required unless mqtt.allow_plaintext_loopback = true")
+            if not _is_loopback(self.host):
+                raise ValueError(
+                    f"mqtt.allow_plaintext_loopback only permits a loopback host, got host of length "
+                    f"{len(self.host)}; expected 127.0.0.0/8, ::1 or localhost"
+                )
+        return self
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class SupervisorSection(_Section):
+    backoff_initial_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    watchdog_interval_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+
+
+class DeviceSection(_Section):
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    transport: Literal["ble"]
+    profile: Literal["ecg_patch", "pulse_oximeter", "cgm", "insulin_pump"]
+    address: Annotated[str, Field(pattern=r"^sim:[A-Za-z0-9_.-]+$")]
+    patient: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+    silent_link_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+
+
+class LimitRule(_Section):
+    quantity: str
+    low: float | None = None
+    high: float | None = None
+    priority: Literal["high", "medium", "low"] = "medium"
+    delay_s: Annotated[float, Field(ge=0, le=600)] = 0.0
+    hysteresis: Annotated[float, Field(ge=0)] = 0.0
+
+    @field_validator("quantity")
+    @classmethod
+    def _known_numeric(cls, value: str) -> str:
+        q = BY_REFERENCE.get(value)
+        if q is None or q.kind is not Kind.NUMERIC:
+            raise ValueError("expected the MDC reference id of a numeric quantity, e.g. MDC_PULS_OXIM_SAT_O2")
+        return value
+
+    @model_validator(mode="after")
+    def _has_a_limit(self) -> LimitRule:
+        if self.low is None and self.high is None:
+            raise ValueError("a limit rule needs low, high or both")
+        if self.low is not None and self.high is not None and self.low >= self.high:
+            raise ValueError("low must be below high")
+        return self
+
+
+class AlarmsSection(_Section):
+    low_battery_pct: Annotated[float, Field(ge=0, le=100)] = 15.0
+    limits: Annotated[tuple[LimitRule, ...], Field(strict=False)] = ()
+
+
+class Config(_Section):
+    gateway: GatewaySection
+    logging: LoggingSection = LoggingSection()
+    buffer: BufferSection
+    mqtt: MqttSection
+    supervisor: SupervisorSection = SupervisorSection()
+    alarms: AlarmsSection = AlarmsSection()
+    devices: Annotated[tuple[DeviceSection, ...], Field(strict=False)] = ()
+
+    @model_validator(mode="after")
+    def _unique_device_ids(self) -> Config:
+        seen: set[str] = set()
+        for device in self.devices:
+            if device.id in seen:
+                raise ValueError(f"duplicate device id {device.id!r}")
+            seen.add(device.id)
+        return self
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.gateway.state_dir)
+
+    def secret_path(self, ref: str) -> Path:
+        return resolve_secret(ref, self.state_dir)
+
+    def secret_refs(self) -> dict[str, str]:
+        """Every secret the config references, by dotted key."""
+        refs = {"buffer.key_file": self.buffer.key_file}
+        if self.mqtt.tls is not None:
+            refs |= {
+                "mqtt.tls.ca_file": self.mqtt.tls.ca_file,
+                "mqtt.tls.cert_file": self.mqtt.tls.cert_file,
+                "mqtt.tls.key_file": self.mqtt.tls.key_file,
+            }
+        return refs
+
+
+def _describe(value: Any) -> str:
+    """The form of a bad value without the value itself (it may be a secret or a patient id)."""
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"{type(value).__name__} {value!r}"
+    if isinstance(value, str):
+        return f"a string of length {len(value)}"
+    return type(value).__name__
+
+
+def _loc(parts: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "(top level)"
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors(include_url=False)[0]
+    loc = _loc(tuple(first["loc"]))
+    kind = first["type"]
+    if kind == "missing":
+        return f"{loc}: missing required key"
+    if kind == "extra_forbidden":
+        return f"{loc}: unknown key (not part of the configuration schema)"
+    message = first["msg"].removeprefix("Value error, ")
+    got = _describe(first.get("input"))
+    return f"{loc}: got {got}; expected {message[0].lower() + message[1:]}"
+
+
+def parse_config(data: dict[str, Any], *, check_secrets: bool = True) -> Config:
+    """Validate a parsed TOML document; ConfigError with a one-line message on the first problem."""
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+    if check_secrets:
+        for key, ref in config.secret_refs().items():
+            path = config.secret_path(ref)
+            if not path.is_file():
+                raise ConfigError(f"{key}: secret file not found (expected a readable file at {path})")
+            if not os.access(path, os.R_OK):
+                raise ConfigError(f"{key}: secret file not readable by this user ({path})")
+    return config
+
+
+def load_config(path: Path, *, check_secrets: bool = True) -> Config:
+    """Read and validate the TOML file at `path`."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    return parse_config(data, check_secrets=check_secrets)

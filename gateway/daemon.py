@@ -1,0 +1,136 @@
+"""The gateway daemon: wires drivers -> pipeline -> buffer -> uplink, supervises them, and stops cleanly.
+
+Shutdown order matters for "nothing lost": drivers stop first (no new data), the pipeline drains its queue
+and commits, then the uplink stops (whatever it had not delivered stays durable in the buffer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from functools import partial
+
+from cloud_sync.tls import client_context
+from cloud_sync.uplink import Uplink
+from drivers.registry import Backends, build_driver
+from gateway.alarms import AlarmEngine
+from gateway.buffer import Buffer, load_keyring
+from gateway.config import Config
+from gateway.logs import get_logger
+from gateway.metrics import Metrics
+from gateway.pipeline import Pipeline
+from gateway.sdnotify import SystemdNotifier
+from gateway.supervisor import Supervisor
+
+log = get_logger(__name__)
+
+
+def sim_backends(config: Config) -> Backends:
+    """Backends for `sim:` addresses: one simulated peripheral per configured device."""
+    from hil.ble_sim import SimBleWorld, default_peripheral  # noqa: PLC0415 - HIL code only when configured
+
+    world = SimBleWorld()
+    for device in config.devices:
+        if device.address.startswith("sim:"):
+            world.add(default_peripheral(device.address.removeprefix("sim:"), device.profile))
+    return Backends(ble=world.link)
+
+
+@dataclass
+class GatewayParts:
+    buffer: Buffer
+    pipeline: Pipeline
+    uplink: Uplink
+    supervisor: Supervisor | None = None
+
+
+class Gateway:
+    """One running gateway.  `run(stop)` returns after a clean shutdown once `stop` is set."""
+
+    def __init__(self, config: Config, backends: Backends | None = None,
+                 notifier: SystemdNotifier | None = None) -> None:
+        self.config = config
+        self.backends = backends if backends is not None else sim_backends(config)
+        self.metrics = Metrics()
+        self.alarms = AlarmEngine(config.alarms)
+        self.notifier = notifier or SystemdNotifier()
+        self.started = asyncio.Event()
+        self.parts: GatewayParts | None = None
+        self.started_at = time.monotonic()
+
+    async def _open(self) -> GatewayParts:
+        cfg = self.config
+        keyring = load_keyring(cfg.secret_path(cfg.buffer.key_file))
+        buffer_path = cfg.state_dir / cfg.buffer.path
+        buffer = await Buffer.open(buffer_path, keyring, cfg.buffer.synchronous)
+        pipeline = Pipeline(
+            buffer, self.alarms, self.metrics, gateway_id=cfg.gateway.id,
+            patients={d.id: d.patient for d in cfg.devices},
+            flush_interval_s=cfg.buffer.flush_interval_ms / 1000, max_batch_items=cfg.buffer.max_batch_items,
+            queue_size=cfg.buffer.queue_size,
+        )
+        tls = None
+        if cfg.mqtt.tls is not None:
+            tls = client_context(cfg.secret_path(cfg.mqtt.tls.ca_file), cfg.secret_path(cfg.mqtt.tls.cert_file),
+                                 cfg.secret_path(cfg.mqtt.tls.key_file))
+        uplink = Uplink(cfg.mqtt, buffer, pipeline.stored, self.metrics, gateway_id=cfg.gateway.id,
+                        tls_context=tls)
+        return GatewayParts(buffer, pipeline, uplink)
+
+    async def run(self, stop: asyncio.Event, *, drain_uplink_s: float = 0.0) -> None:
+        """Run until `stop` is set, then stop drivers, commit everything, and optionally let the uplink drain."""
+        parts = self.parts = await self._open()
+        try:
+            drivers = [build_driver(device, self.backends) for device in self.config.devices]
+            async with asyncio.TaskGroup() as group:
+                pipeline_task = group.create_task(parts.pipeline.run(), name="pipeline")
+                uplink_task = group.create_task(parts.uplink.run(), name="uplink")
+                watchdog_task = group.create_task(self._watchdog(), name="watchdog")
+                supervisor = parts.supervisor = Supervisor(
+                    group, self.metrics, initial_s=self.config.supervisor.backoff_initial_s,
+                    max_s=self.config.supervisor.backoff_max_s)
+                for driver in drivers:
+                    supervisor.start(f"driver:{driver.device_id}", partial(driver.run, parts.pipeline))
+                self.notifier.ready(f"running {len(drivers)} drivers")
+                self.started.set()
+                log.info("gateway started", gateway_id=self.config.gateway.id, count=len(drivers))
+
+                await stop.wait()
+
+                self.notifier.stopping()
+                log.info("gateway stopping: draining into the buffer")
+                await supervisor.stop()
+                parts.pipeline.close()
+                await pipeline_task
+                if drain_uplink_s > 0:
+                    await self._wait_drained(parts, drain_uplink_s)
+                uplink_task.cancel()
+                watchdog_task.cancel()
+        finally:
+            await parts.buffer.close()
+            self.notifier.close()
+        log.info("gateway stopped", rows=self.metrics.rows_written)
+
+    async def _wait_drained(self, parts: GatewayParts, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            stats = await parts.buffer.stats()
+            if sum(s.rows for s in stats) == 0 and parts.uplink.inflight == 0:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def _watchdog(self) -> None:
+        """Pings the systemd watchdog while the pipeline keeps moving, and publishes a short STATUS."""
+        interval = self.notifier.watchdog_interval_s or self.config.supervisor.watchdog_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            parts = self.parts
+            if parts is None:
+                continue
+            self.notifier.watchdog()
+            self.notifier.status(
+                f"sync {parts.uplink.state}; {len(self.config.devices)} devices; "
+                f"backlog {parts.pipeline.backlog}; rows out {self.metrics.rows_deleted}"
+            )

@@ -1,0 +1,231 @@
+"""`iomt-gateway demo`: the whole data path on one machine, with nothing to install or configure.
+
+Simulated BLE devices (hil/) -> gateway (pipeline, alarms, encrypted buffer) -> embedded MQTT broker (amqtt,
+loopback only) -> reference cloud receiver.  A live terminal view shows devices, latest vitals, alarms, buffer
+depth and sync state; `--json` runs unattended and prints one summary, whose `values_lost` must be 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import sys
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from cloud_sync.receiver import ReferenceReceiver
+from drivers.registry import Backends
+from gateway.buffer import generate_key_file
+from gateway.config import Config, parse_config
+from gateway.daemon import Gateway
+from gateway.logs import configure_logging
+from gateway.model import Alarm, AlarmState
+from hil.ble_sim import SimBleWorld, default_peripheral
+
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
+DRAIN_TIMEOUT_S = 30.0
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def demo_config(state_dir: Path, port: int, path: Path = DEMO_CONFIG) -> Config:
+    data = tomllib.loads(path.read_text("utf-8"))
+    data["gateway"]["state_dir"] = str(state_dir)
+    data["buffer"]["key_file"] = str(state_dir / "buffer.key")
+    data["mqtt"]["port"] = port
+    return parse_config(data)
+
+
+class EmbeddedBroker:
+    """amqtt on a loopback port: the demo's stand-in for the cloud's broker."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._broker: Any = None
+
+    async def start(self) -> None:
+        from amqtt.broker import Broker  # noqa: PLC0415 - optional heavy import, demo only
+
+        self._broker = Broker({
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        })
+        await self._broker.start()
+
+    async def stop(self) -> None:
+        if self._broker is not None:
+            await self._broker.shutdown()
+
+
+@dataclass
+class DemoRun:
+    config: Config
+    gateway: Gateway
+    world: SimBleWorld
+    receiver: ReferenceReceiver
+    alarms: list[Alarm]
+    started: float
+
+
+def summary(run: DemoRun) -> dict[str, Any]:
+    """The demo's JSON summary: per device received/accepted/delivered, alarms, and values lost."""
+    devices: dict[str, Any] = {}
+    for device in run.config.devices:
+        counters = run.gateway.metrics.device(device.id)
+        delivered = run.receiver.stats.unique[device.id]
+        devices[device.id] = {
+            "profile": device.profile,
+            "received": counters.received,
+            "accepted": counters.accepted,
+            "delivered": delivered,
+            "samples_received": counters.samples_received,
+            "samples_delivered": run.receiver.stats.samples[device.id],
+            "lost": counters.accepted - delivered,
+            "not_accepted": counters.received - counters.accepted,
+        }
+    raised = [a for a in run.alarms if a.state is AlarmState.ACTIVE]
+    values = {key: sum(d[key] for d in devices.values()) for key in ("received", "accepted", "delivered")}
+    return {
+        "duration_s": round(time.monotonic() - run.started, 2),
+        "devices": devices,
+        "values_received": values["received"],
+        "values_accepted": values["accepted"],
+        "values_delivered": values["delivered"],
+        "values_lost": sum(max(0, d["lost"]) + d["not_accepted"] for d in devices.values()),
+        "duplicates_dropped_by_receiver": sum(run.receiver.stats.duplicates.values()),
+        "alarms_raised": len(raised),
+        "alarms": sorted({f"{a.device_id}:{a.condition}:{a.priority}" for a in raised}),
+        "alarms_delivered": sum(1 for a in run.receiver.alarms if a.get("state") == "active"),
+        "publishes": run.gateway.metrics.publishes,
+        "driver_restarts": sum(run.gateway.metrics.restarts.values()),
+    }
+
+
+def _view(run: DemoRun, backlog_rows: int) -> Group:
+    gateway = run.gateway
+    parts = gateway.parts
+    devices = Table(title="Devices", expand=True)
+    for column in ("device", "profile", "link", "received", "delivered", "latest vitals"):
+        devices.add_column(column)
+    latest = parts.pipeline.latest if parts else {}
+    for device in run.config.devices:
+        counters = gateway.metrics.device(device.id)
+        peripheral = run.world.peripherals.get(device.address.removeprefix("sim:"))
+        link = "up" if peripheral and peripheral.links else "down"
+        vitals = ", ".join(
+            f"{obs.quantity.display}: {obs.value:g} {obs.unit}"
+            for (dev, _), obs in sorted(latest.items()) if dev == device.id
+        )
+        devices.add_row(device.id, device.profile, link, str(counters.received),
+                        str(run.receiver.stats.unique[device.id]), vitals)
+    alarms = Table(title="Alarms (newest first)", expand=True)
+    for column in ("time", "device", "condition", "priority", "state"):
+        alarms.add_column(column)
+    for alarm in reversed(run.alarms[-8:]):
+        style = "bold red" if alarm.priority == "high" and alarm.state is AlarmState.ACTIVE else ""
+        alarms.add_row(time.strftime("%H:%M:%S", time.localtime(alarm.gateway_time_ns / 1e9)), alarm.device_id,
+                       alarm.condition, alarm.priority.value, alarm.state.value, style=style)
+    sync = parts.uplink.state.value if parts else "starting"
+    status = Text.assemble(
+        ("sync: ", "bold"), sync, ("   buffer rows: ", "bold"), str(backlog_rows),
+        ("   pipeline backlog: ", "bold"), str(parts.pipeline.backlog if parts else 0),
+        ("   published: ", "bold"), str(gateway.metrics.publishes),
+        ("   elapsed: ", "bold"), f"{time.monotonic() - run.started:.0f} s   (Ctrl-C to stop)",
+    )
+    return Group(status, devices, alarms)
+
+
+async def run_demo(duration_s: float | None, *, as_json: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="iomt-demo-") as tmp:
+        state_dir = Path(tmp)
+        generate_key_file(state_dir / "buffer.key")
+        port = free_loopback_port()
+        config = demo_config(state_dir, port)
+        broker = EmbeddedBroker(port)
+        await broker.start()
+        receiver = ReferenceReceiver("127.0.0.1", port, topic_prefix=config.mqtt.topic_prefix,
+                                     client_id="demo-receiver")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            async with asyncio.TaskGroup() as group:
+                receiver_task = group.create_task(receiver.run(), name="receiver")
+                await asyncio.wait_for(receiver.subscribed.wait(), 10)
+                world = SimBleWorld()
+                for device in config.devices:
+                    world.add(default_peripheral(device.address.removeprefix("sim:"), device.profile))
+                gateway = Gateway(config, Backends(ble=world.link))
+                run = DemoRun(config, gateway, world, receiver, [], time.monotonic())
+                gateway_task = group.create_task(gateway.run(stop, drain_uplink_s=DRAIN_TIMEOUT_S),
+                                                 name="gateway")
+                await gateway.started.wait()
+                if gateway.parts is not None:
+                    gateway.parts.pipeline.alarm_listeners.append(run.alarms.append)
+                deadline = None if duration_s is None else time.monotonic() + duration_s
+                await _show(run, stop, deadline, live=not as_json and sys.stdout.isatty(), quiet=as_json)
+                stop.set()
+                await gateway_task
+                accepted = {d.id: gateway.metrics.device(d.id).accepted for d in config.devices}
+                await receiver.wait_for(accepted, timeout_s=10)
+                receiver_task.cancel()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await broker.stop()
+        return summary(run)
+
+
+async def _show(run: DemoRun, stop: asyncio.Event, deadline: float | None, *, live: bool, quiet: bool) -> None:
+    async def tick() -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await stop.wait()
+        return stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
+
+    async def backlog_rows() -> int:
+        parts = run.gateway.parts
+        return sum(s.rows for s in await parts.buffer.stats()) if parts else 0
+
+    if live:
+        console = Console()
+        with Live(_view(run, 0), console=console, refresh_per_second=4) as view:
+            while not await tick():
+                view.update(_view(run, await backlog_rows()))
+        return
+    last_print = 0.0
+    while not await tick():
+        if not quiet and time.monotonic() - last_print >= 2.0:
+            last_print = time.monotonic()
+            totals = sum(run.gateway.metrics.device(d.id).received for d in run.config.devices)
+            print(f"[{time.monotonic() - run.started:5.1f} s] values {totals}, delivered "  # noqa: T201
+                  f"{sum(run.receiver.stats.unique.values())}, alarms {len(run.alarms)}, "
+                  f"sync {run.gateway.parts.uplink.state if run.gateway.parts else '-'}", flush=True)
+
+
+def cmd_demo(duration_s: float | None, *, as_json: bool) -> int:
+    configure_logging("warning", "auto")
+    result = asyncio.run(run_demo(duration_s, as_json=as_json))
+    if as_json:
+        print(json.dumps(result, indent=2))  # noqa: T201 - the demo's output
+    else:
+        Console().print_json(json.dumps(result))
+    return 0 if result["values_lost"] == 0 else 1

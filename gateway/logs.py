@@ -1,0 +1,119 @@
+"""Logging: structlog, JSON lines off a TTY, readable console on a TTY, and redaction before any output.
+
+Redaction is an allowlist: only keys named in SAFE_KEYS keep their values.  Anything else (a measured value,
+a patient identifier, key material, a payload) is replaced by "[redacted]" whatever its name, so a developer
+who logs `value=...` by mistake leaks nothing.  Exceptions are rendered as their type and, for the gateway's
+own errors, their message (which by contract carries no values); a foreign exception's message is dropped
+because libraries put arbitrary data in it.  Standard-library loggers (aiomqtt, amqtt, asyncio) go through
+the same chain.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from gateway.errors import GatewayError
+
+REDACTED = "[redacted]"
+
+SAFE_KEYS = frozenset(
+    {
+        # structure added by structlog / our processors
+        "event", "level", "timestamp", "logger", "exc_type", "exc_detail", "exc_trace",
+        # identities that are configuration, not patient data
+        "gateway_id", "device_id", "task", "driver", "profile", "transport", "lane", "topic", "host", "port",
+        "client_id", "quantity", "condition", "priority", "kind", "state", "key_id", "command_id", "outcome",
+        "reason", "path", "config_path", "listener",
+        # counts, sizes and timings of the gateway itself
+        "attempt", "restarts", "delay_s", "elapsed_s", "rows", "items", "bytes", "count", "backlog",
+        "inflight", "lanes", "duration_s", "interval_s", "version", "schema_version", "pid", "status",
+        # errors (our errors' fields are designed to be safe)
+        "error", "detail", "characteristic", "length", "expected", "config_key", "errno",
+    }
+)
+
+
+def _redact(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    exc = event_dict.pop("exc_info", None)
+    if exc:
+        if exc is True:
+            exc = sys.exc_info()
+        elif isinstance(exc, BaseException):
+            exc = (type(exc), exc, exc.__traceback__)
+        if isinstance(exc, tuple) and exc[0] is not None:
+            event_dict["exc_type"] = exc[0].__name__
+            if isinstance(exc[1], GatewayError):
+                event_dict["exc_detail"] = exc[1].message
+            # Frames only (file, line, function): never the exception message or locals.
+            frames = traceback.extract_tb(exc[2])
+            event_dict["exc_trace"] = " <- ".join(
+                f"{f.name}@{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in reversed(frames[-6:])
+            )
+    for key in list(event_dict):
+        if key not in SAFE_KEYS:
+            event_dict[key] = REDACTED
+    event = event_dict.get("event")
+    if not isinstance(event, str):
+        event_dict["event"] = REDACTED
+    return event_dict
+
+
+def _stdlib_event(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A foreign library's log record: keep its logger name and level, never its formatted message args."""
+    record = event_dict.get("_record")
+    if record is not None and not isinstance(record.msg, str | type(None)):
+        event_dict["event"] = REDACTED
+    elif record is not None and record.args:
+        # The template is the library's; the args may be payloads or addresses of patients' devices.
+        event_dict["event"] = str(record.msg)
+    return event_dict
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Install the structlog chain and route the standard library's loggers through it."""
+    stream = stream or sys.stderr
+    use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        if use_console
+        else structlog.processors.JSONRenderer()
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[*shared, _redact, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, _stdlib_event],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _redact,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # Chatty third-party loggers: their protocol traces would include payload bytes at debug.
+    for name in ("amqtt", "transitions", "paho", "aiomqtt", "asyncio", "hpack"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    return structlog.stdlib.get_logger(name)

@@ -1,0 +1,34 @@
+"""In-process counters: what each device sent, what the buffer accepted, what the broker acknowledged."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DeviceCounters:
+    received: int = 0          # events the driver decoded and handed to the pipeline
+    accepted: int = 0          # events committed to the buffer (durable)
+    delivered: int = 0         # events in payloads the broker acknowledged (PUBACK)
+    samples_received: int = 0  # waveform samples within `received`
+    last_seen_ns: int | None = None
+
+
+@dataclass
+class Metrics:
+    devices: dict[str, DeviceCounters] = field(default_factory=dict)
+    alarms_raised: int = 0
+    invalid_frames: int = 0
+    publishes: int = 0
+    publish_errors: int = 0
+    reconnects: int = 0
+    rows_written: int = 0
+    rows_deleted: int = 0
+    restarts: Counter[str] = field(default_factory=Counter)
+
+    def device(self, device_id: str) -> DeviceCounters:
+        counters = self.devices.get(device_id)
+        if counters is None:
+            counters = self.devices[device_id] = DeviceCounters()
+        return counters

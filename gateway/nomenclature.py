@@ -1,0 +1,97 @@
+"""IEEE 11073-10101 (MDC) codes and UCUM units for every quantity the gateway emits.
+
+Codes are context-free: partition << 16 | term code.  Partition 2 is SCADA (vital signs, ECG), partition 128 is
+PHD disease management (ISO/IEEE 11073-10419 insulin pump, -10425 CGM), partition 1 is objects/attributes.
+Units are UCUM case-sensitive codes as the HL7 Personal Health Device FHIR IG uses them.
+
+A driver never invents a code: it looks a quantity up here by reference id, so an unknown quantity fails at
+import time in tests rather than reaching the cloud uncoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+MDC_PART_OBJ = 1
+MDC_PART_SCADA = 2
+MDC_PART_PHD_DM = 128
+
+
+class Kind(Enum):
+    """Whether a quantity is a numeric (one value at an instant) or a waveform (sampled series)."""
+
+    NUMERIC = "numeric"
+    WAVEFORM = "waveform"
+
+
+@dataclass(frozen=True, slots=True)
+class Quantity:
+    """One coded quantity: its MDC reference id, context-free code, UCUM unit and kind."""
+
+    reference_id: str
+    code: int
+    ucum: str
+    kind: Kind
+    display: str
+
+    @property
+    def partition(self) -> int:
+        return self.code >> 16
+
+    @property
+    def term(self) -> int:
+        return self.code & 0xFFFF
+
+
+def _q(ref: str, partition: int, term: int, ucum: str, display: str, kind: Kind = Kind.NUMERIC) -> Quantity:
+    return Quantity(ref, (partition << 16) | term, ucum, kind, display)
+
+
+_TABLE: tuple[Quantity, ...] = (
+    # Cardiac numerics
+    _q("MDC_ECG_HEART_RATE", MDC_PART_SCADA, 16770, "/min", "Heart rate (ECG)"),
+    _q("MDC_ECG_TIME_PD_RR_GL", MDC_PART_SCADA, 16168, "ms", "RR interval"),
+    # Pulse oximetry
+    _q("MDC_PULS_OXIM_SAT_O2", MDC_PART_SCADA, 19384, "%", "SpO2"),
+    _q("MDC_PULS_OXIM_PULS_RATE", MDC_PART_SCADA, 18458, "/min", "Pulse rate (SpO2)"),
+    _q("MDC_PULS_OXIM_PERF_REL", MDC_PART_SCADA, 19376, "%", "Perfusion index"),
+    # Blood pressure (non-invasive and arterial line)
+    _q("MDC_PRESS_BLD_NONINV_SYS", MDC_PART_SCADA, 18949, "mm[Hg]", "NIBP systolic"),
+    _q("MDC_PRESS_BLD_NONINV_DIA", MDC_PART_SCADA, 18950, "mm[Hg]", "NIBP diastolic"),
+    _q("MDC_PRESS_BLD_NONINV_MEAN", MDC_PART_SCADA, 18951, "mm[Hg]", "NIBP mean"),
+    # Temperature and respiration
+    _q("MDC_TEMP_BODY", MDC_PART_SCADA, 19292, "Cel", "Body temperature"),
+    _q("MDC_RESP_RATE", MDC_PART_SCADA, 20490, "/min", "Respiration rate"),
+    # Glucose (CGM interstitial fluid, capillary meter) and trend
+    _q("MDC_CONC_GLU_ISF", MDC_PART_SCADA, 29324, "mg/dL", "Glucose (interstitial fluid)"),
+    _q("MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD", MDC_PART_SCADA, 29296, "mg/dL", "Glucose (capillary blood)"),
+    _q("MDC_CONC_GLU_TREND", MDC_PART_PHD_DM, 29400, "mg/dL/min", "Glucose rate of change"),
+    # Insulin pump (ISO/IEEE 11073-10419)
+    _q("MDC_INS_RESERVOIR", MDC_PART_PHD_DM, 29780, "[iU]", "Insulin reservoir remaining"),
+    _q("MDC_INS_BASAL_RATE_SETTING", MDC_PART_PHD_DM, 29692, "[iU]/h", "Basal rate setting"),
+    _q("MDC_INS_BOLUS", MDC_PART_PHD_DM, 29736, "[iU]", "Delivered bolus"),
+    # Device attributes
+    _q("MDC_ATTR_VAL_BATT_CHARGE", MDC_PART_OBJ, 2460, "%", "Battery charge"),
+    # Waveforms
+    _q("MDC_ECG_ELEC_POTL", MDC_PART_SCADA, 256, "uV", "ECG, unspecified lead", Kind.WAVEFORM),
+    _q("MDC_ECG_ELEC_POTL_I", MDC_PART_SCADA, 257, "uV", "ECG lead I", Kind.WAVEFORM),
+    _q("MDC_ECG_ELEC_POTL_II", MDC_PART_SCADA, 258, "uV", "ECG lead II", Kind.WAVEFORM),
+    _q("MDC_ECG_ELEC_POTL_V1", MDC_PART_SCADA, 259, "uV", "ECG lead V1", Kind.WAVEFORM),
+    _q("MDC_ECG_ELEC_POTL_V5", MDC_PART_SCADA, 263, "uV", "ECG lead V5", Kind.WAVEFORM),
+    _q("MDC_ECG_ELEC_POTL_III", MDC_PART_SCADA, 317, "uV", "ECG lead III", Kind.WAVEFORM),
+    _q("MDC_PULS_OXIM_PLETH", MDC_PART_SCADA, 19380, "1", "Plethysmogram", Kind.WAVEFORM),
+    _q("MDC_PRESS_BLD_ART_ABP", MDC_PART_SCADA, 18960, "mm[Hg]", "Arterial pressure", Kind.WAVEFORM),
+)
+
+BY_REFERENCE: dict[str, Quantity] = {q.reference_id: q for q in _TABLE}
+BY_CODE: dict[int, Quantity] = {q.code: q for q in _TABLE}
+
+
+def quantity(reference_id: str) -> Quantity:
+    """The coded quantity for an MDC reference id; KeyError for a quantity the gateway does not emit."""
+    return BY_REFERENCE[reference_id]
+
+
+def all_quantities() -> tuple[Quantity, ...]:
+    return _TABLE

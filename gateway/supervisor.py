@@ -1,0 +1,112 @@
+"""Supervision: named tasks in one TaskGroup, each restarted with jittered, capped backoff when it fails.
+
+A task that fails is logged once as a warning; repeats of the same failure go to debug, and the recovery is
+logged once.  Configuration and authentication errors jump straight to the maximum delay: retrying them fast
+cannot help.  Cancelling one attempt (`kill`) restarts that task; cancelling the supervisor stops them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from gateway.errors import ConfigError, GatewayError
+from gateway.logs import get_logger
+from gateway.metrics import Metrics
+
+log = get_logger(__name__)
+
+HEALTHY_AFTER_S = 5.0
+
+
+@dataclass
+class SupervisedTask:
+    name: str
+    factory: Callable[[], Awaitable[None]]
+    restarts: int = 0
+    failures_in_row: int = 0
+    attempt: asyncio.Task[None] | None = None
+    last_error: str | None = None
+    running_since: float | None = None
+    history: list[float] = field(default_factory=list)
+
+
+class Supervisor:
+    """Starts and restarts named tasks inside a caller-owned TaskGroup."""
+
+    def __init__(self, group: asyncio.TaskGroup, metrics: Metrics, *, initial_s: float = 0.5,
+                 max_s: float = 30.0) -> None:
+        self._group = group
+        self._metrics = metrics
+        self._initial = initial_s
+        self._max = max_s
+        self.tasks: dict[str, SupervisedTask] = {}
+        self._wrappers: list[asyncio.Task[None]] = []
+
+    def start(self, name: str, factory: Callable[[], Awaitable[None]]) -> SupervisedTask:
+        supervised = SupervisedTask(name, factory)
+        self.tasks[name] = supervised
+        self._wrappers.append(self._group.create_task(self._supervise(supervised), name=f"supervise:{name}"))
+        return supervised
+
+    async def stop(self) -> None:
+        """Cancel every supervised task and wait until each has finished its cleanup."""
+        for wrapper in self._wrappers:
+            wrapper.cancel()
+        await asyncio.gather(*self._wrappers, return_exceptions=True)
+
+    def kill(self, name: str) -> None:
+        """Cancel the current attempt of a task; the supervisor restarts it as after a failure."""
+        attempt = self.tasks[name].attempt
+        if attempt is not None:
+            attempt.cancel()
+
+    def backoff(self, failures: int, error: BaseException | None) -> float:
+        if isinstance(error, ConfigError):
+            return self._max
+        ceiling = min(self._max, self._initial * 2 ** max(0, failures - 1))
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
+
+    async def _supervise(self, task: SupervisedTask) -> None:
+        me = asyncio.current_task()
+        if me is None:  # pragma: no cover - always called from a task
+            raise RuntimeError("supervisor must run in a task")
+        while True:
+            attempt: asyncio.Task[None] = asyncio.ensure_future(task.factory())
+            task.attempt = attempt
+            task.running_since = time.monotonic()
+            recovery = asyncio.get_running_loop().call_later(HEALTHY_AFTER_S, self._healthy, task)
+            error: BaseException | None = None
+            try:
+                await attempt
+            except asyncio.CancelledError:
+                if me.cancelling():
+                    raise
+                error = None  # killed on purpose: restart
+                task.last_error = "killed"
+            except Exception as err:  # noqa: BLE001 - a supervisor's job is to survive any task failure
+                error = err
+                task.last_error = type(err).__name__
+            finally:
+                recovery.cancel()
+                task.running_since = None
+            task.failures_in_row += 1
+            task.restarts += 1
+            self._metrics.restarts[task.name] += 1
+            delay = self.backoff(task.failures_in_row, error)
+            fields = error.log_fields() if isinstance(error, GatewayError) else {
+                "error": task.last_error or "returned"}
+            if task.failures_in_row == 1:
+                log.warning("task failed; restarting", task=task.name, delay_s=round(delay, 2), **fields)
+            else:
+                log.debug("task failed again", task=task.name, attempt=task.failures_in_row,
+                          delay_s=round(delay, 2), **fields)
+            await asyncio.sleep(delay)
+
+    def _healthy(self, task: SupervisedTask) -> None:
+        if task.failures_in_row:
+            log.info("task recovered", task=task.name, restarts=task.restarts)
+            task.failures_in_row = 0

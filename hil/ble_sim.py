@@ -1,0 +1,287 @@
+"""Simulated BLE health peripherals, reachable through the same GattLink interface as real devices.
+
+Each peripheral encodes its characteristics with the Bluetooth SIG formats (drivers.ble.gatt encoders), so the
+production driver decodes real bytes.  A `SimBleWorld` holds the peripherals by name; the driver's address
+`sim:NAME` selects one.  Fault injection: `drop_links()` (link lost), `online = False` (out of range),
+`silent = True` (connected but quiet), and `garbage_every` (malformed notifications).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import numpy as np
+
+from drivers.ble import gatt
+from drivers.ble.link import NotifyCallback
+from drivers.ble.profiles import PMD_START_ECG, POLAR_EPOCH_OFFSET_NS
+from gateway.errors import TransportError
+from hil.physiology import Episode, SyntheticEcg, Trajectory
+
+Notifier = Callable[[Callable[[bytes], None]], Coroutine[Any, Any, None]]
+
+
+class SimPeripheral:
+    """Base: readable characteristics, notification loops, and the fault switches."""
+
+    profile = ""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.online = True
+        self.silent = False
+        self.garbage_every = 0
+        self.readable: dict[str, Callable[[], bytes]] = {}
+        self.notifiers: dict[str, Notifier] = {}
+        self.writes: list[tuple[str, bytes]] = []
+        self.links: set[SimGattLink] = set()
+        self.connections = 0
+        self.notifications_sent = 0
+        self.battery_pct = 96.0
+        self._t0 = time.monotonic()
+        self.readable[gatt.BATTERY_LEVEL] = lambda: gatt.encode_battery_level(round(self.battery_pct))
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self._t0
+
+    def characteristics(self) -> set[str]:
+        return set(self.readable) | set(self.notifiers)
+
+    def on_write(self, uuid: str, data: bytes) -> None:
+        self.writes.append((uuid, data))
+
+    def drop_links(self) -> None:
+        for link in list(self.links):
+            link.lose()
+
+    async def _every(self, period_s: float, make: Callable[[], bytes], send: Callable[[bytes], None]) -> None:
+        next_at = time.monotonic()
+        while True:
+            send(make())
+            next_at += period_s
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+
+class SimEcgPatch(SimPeripheral):
+    """A chest strap like the Polar H10: Heart Rate Service plus PMD ECG at 130 Hz after a start command."""
+
+    profile = "ecg_patch"
+    FRAME_SAMPLES = 73
+
+    def __init__(self, name: str, heart_rate_bpm: float = 72.0, seed: int = 11) -> None:
+        super().__init__(name)
+        self.ecg = SyntheticEcg(gatt.PMD_ECG_SAMPLE_RATE_HZ, heart_rate_bpm, seed)
+        self.streaming = False
+        self._sample_index = 0
+        self._epoch_ns = time.time_ns() - POLAR_EPOCH_OFFSET_NS
+        self.notifiers[gatt.HEART_RATE_MEASUREMENT] = self._heart_rate
+        self.notifiers[gatt.PMD_DATA] = self._pmd
+        self.readable[gatt.PMD_CONTROL_POINT] = lambda: b"\x0f\x01"
+
+    def on_write(self, uuid: str, data: bytes) -> None:
+        super().on_write(uuid, data)
+        if uuid == gatt.PMD_CONTROL_POINT and data == PMD_START_ECG:
+            self.streaming = True
+
+    async def _heart_rate(self, send: Callable[[bytes], None]) -> None:
+        def make() -> bytes:
+            rr = 60_000.0 / self.ecg.heart_rate_bpm
+            return gatt.encode_heart_rate_measurement(
+                gatt.HeartRateMeasurement(round(self.ecg.heart_rate_bpm), True, None, (round(rr, 1),))
+            )
+
+        await self._every(1.0, make, send)
+
+    async def _pmd(self, send: Callable[[bytes], None]) -> None:
+        period = self.FRAME_SAMPLES / gatt.PMD_ECG_SAMPLE_RATE_HZ
+        next_at = time.monotonic()
+        while True:
+            next_at += period
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            samples = self.ecg.next(self.FRAME_SAMPLES)
+            self._sample_index += self.FRAME_SAMPLES
+            if self.streaming:
+                last_ns = self._epoch_ns + round((self._sample_index - 1) * 1e9 / gatt.PMD_ECG_SAMPLE_RATE_HZ)
+                send(gatt.encode_pmd_ecg_frame(last_ns, samples))
+
+
+class SimPulseOximeter(SimPeripheral):
+    """A Pulse Oximeter Service device sending continuous measurements once a second."""
+
+    profile = "pulse_oximeter"
+
+    def __init__(self, name: str, desaturations: tuple[Episode, ...] = (), seed: int = 12) -> None:
+        super().__init__(name)
+        self.spo2 = Trajectory(97.0, 0.15, desaturations, seed, lo=50, hi=100)
+        self.pulse = Trajectory(74.0, 0.6, (), seed + 1, lo=30, hi=220)
+        self.notifiers[gatt.PLX_CONTINUOUS_MEASUREMENT] = self._continuous
+
+    async def _continuous(self, send: Callable[[bytes], None]) -> None:
+        def make() -> bytes:
+            t = self.elapsed_s
+            return gatt.encode_plx_continuous(gatt.PlxContinuousMeasurement(
+                round(self.spo2.at(t), 1), round(self.pulse.at(t), 1), 3.4, None, None))
+
+        await self._every(1.0, make, send)
+
+
+class SimCgm(SimPeripheral):
+    """A CGM Service sensor.  Its clock can run faster than real time (`time_scale`) for demos."""
+
+    profile = "cgm"
+
+    def __init__(self, name: str, lows: tuple[Episode, ...] = (), interval_min: int = 1,
+                 time_scale: float = 60.0, seed: int = 13) -> None:
+        super().__init__(name)
+        self.interval_min = interval_min
+        self.time_scale = time_scale
+        self.session_start_ns = (time.time_ns() // 60_000_000_000) * 60_000_000_000
+        self.glucose = Trajectory(118.0, 1.5, lows, seed, lo=40, hi=400)
+        self.records: list[gatt.CgmMeasurement] = []
+        self.readable[gatt.CGM_SESSION_START_TIME] = lambda: gatt.encode_cgm_session_start_time(
+            self.session_start_ns)
+        self.notifiers[gatt.CGM_MEASUREMENT] = self._measure
+
+    async def _measure(self, send: Callable[[bytes], None]) -> None:
+        period = self.interval_min * 60.0 / self.time_scale
+        while True:
+            offset = len(self.records) * self.interval_min
+            previous = self.records[-1].glucose_mg_dl if self.records else None
+            value = round(self.glucose.at(self.elapsed_s))
+            trend = None if previous is None else round((value - previous) / self.interval_min, 1)
+            record = gatt.CgmMeasurement(float(value), offset, None, trend, None)
+            self.records.append(record)
+            send(gatt.encode_cgm_measurement(record, e2e_crc=False))
+            await asyncio.sleep(period)
+
+
+class SimInsulinPump(SimPeripheral):
+    """An Insulin Delivery Service pump reporting its status (therapy state, reservoir) every two seconds."""
+
+    profile = "insulin_pump"
+
+    def __init__(self, name: str, reservoir_iu: float = 180.0, basal_iu_h: float = 0.8) -> None:
+        super().__init__(name)
+        self.reservoir_iu = reservoir_iu
+        self.basal_iu_h = basal_iu_h
+        self.notifiers[gatt.IDD_STATUS] = self._status
+        self.notifiers[gatt.BATTERY_LEVEL] = self._battery
+
+    async def _status(self, send: Callable[[bytes], None]) -> None:
+        def make() -> bytes:
+            self.reservoir_iu = max(0.0, self.reservoir_iu - self.basal_iu_h * 2.0 / 3600.0)
+            return gatt.encode_idd_status(gatt.IddStatus(
+                gatt.TherapyControlState.RUN, gatt.OperationalState.READY, round(self.reservoir_iu, 1), True,
+                None), e2e=False)
+
+        await self._every(2.0, make, send)
+
+    async def _battery(self, send: Callable[[bytes], None]) -> None:
+        def make() -> bytes:
+            self.battery_pct = max(0.0, self.battery_pct - 0.5)
+            return gatt.encode_battery_level(round(self.battery_pct))
+
+        await self._every(5.0, make, send)
+
+
+class SimGattLink:
+    """An in-process GATT connection to a simulated peripheral; implements drivers.ble.link.GattLink."""
+
+    def __init__(self, peripheral: SimPeripheral) -> None:
+        self.peripheral = peripheral
+        self.disconnected = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._connected = False
+
+    async def connect(self, timeout_s: float) -> None:
+        await asyncio.sleep(0.01)  # a real connection takes at least a connection interval
+        if not self.peripheral.online:
+            await asyncio.sleep(min(timeout_s, 0.2))
+            raise TransportError("peripheral not reachable", device_id=self.peripheral.name)
+        self._connected = True
+        self.peripheral.links.add(self)
+        self.peripheral.connections += 1
+
+    def _check(self) -> None:
+        if not self._connected or self.disconnected.is_set():
+            raise TransportError("not connected", device_id=self.peripheral.name)
+
+    async def read(self, uuid: str) -> bytes:
+        self._check()
+        return self.peripheral.readable[uuid]()
+
+    async def write(self, uuid: str, data: bytes, *, response: bool = True) -> None:
+        self._check()
+        self.peripheral.on_write(uuid, bytes(data))
+
+    def has_characteristic(self, uuid: str) -> bool:
+        return uuid in self.peripheral.characteristics()
+
+    async def start_notify(self, uuid: str, callback: NotifyCallback) -> None:
+        self._check()
+        notifier = self.peripheral.notifiers.get(uuid)
+        if notifier is None:
+            return  # readable-only characteristic (e.g. battery on some devices)
+        counter = 0
+
+        def send(data: bytes) -> None:
+            nonlocal counter
+            if self.disconnected.is_set() or self.peripheral.silent:
+                return
+            counter += 1
+            if self.peripheral.garbage_every and counter % self.peripheral.garbage_every == 0:
+                data = bytes(np.random.default_rng(counter).integers(0, 256, 3, dtype=np.uint8))
+            self.peripheral.notifications_sent += 1
+            callback(uuid, data)
+
+        self._tasks.append(asyncio.create_task(notifier(send), name=f"sim-{self.peripheral.name}-{uuid[4:8]}"))
+
+    def lose(self) -> None:
+        self.disconnected.set()
+        for task in self._tasks:
+            task.cancel()
+
+    async def disconnect(self) -> None:
+        self.lose()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        self._connected = False
+        self.peripheral.links.discard(self)
+
+
+class SimBleWorld:
+    """The simulated radio environment: peripherals by name, and the link factory the driver uses."""
+
+    def __init__(self) -> None:
+        self.peripherals: dict[str, SimPeripheral] = {}
+
+    def add(self, peripheral: SimPeripheral) -> SimPeripheral:
+        self.peripherals[peripheral.name] = peripheral
+        return peripheral
+
+    def link(self, address: str) -> SimGattLink:
+        name = address.removeprefix("sim:")
+        try:
+            return SimGattLink(self.peripherals[name])
+        except KeyError:
+            raise TransportError("no simulated peripheral at address", device_id=name) from None
+
+
+def default_peripheral(name: str, profile: str) -> SimPeripheral:
+    """The demo's simulated device for a profile, with clinical episodes early enough to be seen."""
+    if profile == "ecg_patch":
+        return SimEcgPatch(name)
+    if profile == "pulse_oximeter":
+        return SimPulseOximeter(name, desaturations=(Episode(start_s=6.0, duration_s=8.0, level=85.0),))
+    if profile == "cgm":
+        return SimCgm(name, lows=(Episode(start_s=8.0, duration_s=8.0, level=58.0, ramp_s=3.0),))
+    if profile == "insulin_pump":
+        return SimInsulinPump(name)
+    raise ValueError(profile)

@@ -1,0 +1,70 @@
+"""A running gateway with simulated devices and a reference receiver, for integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from cloud_sync.receiver import ReferenceReceiver
+from drivers.registry import Backends
+from gateway.config import Config
+from gateway.daemon import Gateway
+from hil.ble_sim import SimBleWorld, default_peripheral
+
+
+@dataclass
+class Running:
+    gateway: Gateway
+    world: SimBleWorld
+    receiver: ReferenceReceiver
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+    def received(self, device: str) -> int:
+        return self.gateway.metrics.device(device).received
+
+    async def wait_until(self, predicate: object, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not predicate():  # type: ignore[operator]
+            if time.monotonic() > deadline:
+                raise AssertionError("condition not reached in time")
+            await asyncio.sleep(0.05)
+
+    async def finish(self, drain_s: float = 20.0) -> None:
+        """Stop the gateway and wait until the receiver holds everything the buffer accepted."""
+        self.stop.set()
+        await self.task
+        accepted = {d.id: self.gateway.metrics.device(d.id).accepted for d in self.gateway.config.devices}
+        await self.receiver.wait_for(accepted, timeout_s=drain_s)
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(config: Config, *, receiver_id: str = "test-receiver",
+                          world: SimBleWorld | None = None) -> AsyncIterator[Running]:
+    receiver = ReferenceReceiver(config.mqtt.host, config.mqtt.port, client_id=f"{receiver_id}-{time.time_ns()}")
+    receiver.keep_items = True
+    receiver_task = asyncio.create_task(receiver.run(), name="receiver")
+    try:
+        await asyncio.wait_for(receiver.subscribed.wait(), 10)
+        if world is None:
+            world = SimBleWorld()
+            for device in config.devices:
+                world.add(default_peripheral(device.address.removeprefix("sim:"), device.profile))
+        gateway = Gateway(config, Backends(ble=world.link))
+        stop = asyncio.Event()
+        task = asyncio.create_task(gateway.run(stop, drain_uplink_s=20), name="gateway")
+        await asyncio.wait_for(gateway.started.wait(), 10)
+        running = Running(gateway, world, receiver, stop, task)
+        try:
+            yield running
+        finally:
+            if not task.done():
+                stop.set()
+                await task
+    finally:
+        receiver_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiver_task
