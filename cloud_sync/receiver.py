@@ -25,10 +25,10 @@ log = get_logger(__name__)
 
 @dataclass
 class ReceiverStats:
-    unique: Counter[str] = field(default_factory=Counter)           # per device
-    duplicates: Counter[str] = field(default_factory=Counter)       # per device
+    unique: Counter[str] = field(default_factory=Counter)  # per device
+    duplicates: Counter[str] = field(default_factory=Counter)  # per device
     by_lane: Counter[str] = field(default_factory=Counter)
-    samples: Counter[str] = field(default_factory=Counter)          # waveform samples per device
+    samples: Counter[str] = field(default_factory=Counter)  # waveform samples per device
     invalid_payloads: int = 0
     messages: int = 0
 
@@ -36,8 +36,15 @@ class ReceiverStats:
 class ReferenceReceiver:
     """Subscribes to `{prefix}/+/up/#` with a persistent session, so nothing is missed across reconnects."""
 
-    def __init__(self, host: str, port: int, *, topic_prefix: str = "iomt/v1", client_id: str = "reference-receiver",
-                 tls_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        topic_prefix: str = "iomt/v1",
+        client_id: str = "reference-receiver",
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._host = host
         self._port = port
         self._prefix = topic_prefix
@@ -55,13 +62,13 @@ class ReferenceReceiver:
     async def run(self) -> None:
         while True:
             try:
-                async with aiomqtt.Client(self._host, self._port, identifier=self._client_id,
-                                          clean_session=False, tls_context=self._tls) as client:
+                async with aiomqtt.Client(
+                    self._host, self._port, identifier=self._client_id, clean_session=False, tls_context=self._tls
+                ) as client:
                     await client.subscribe(f"{self._prefix}/+/up/#", qos=1)
                     self.subscribed.set()
                     async for message in client.messages:
-                        self.handle(bytes(message.payload) if isinstance(message.payload, bytes | bytearray)
-                                    else b"")
+                        self.handle(bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else b"")
             except aiomqtt.MqttError:
                 self.subscribed.clear()
                 await asyncio.sleep(0.5)
@@ -83,8 +90,12 @@ class ReferenceReceiver:
             self.stats.unique[batch.device] += 1
             self.stats.by_lane[batch.lane.topic_name] += 1
             if self.keep_items:
-                self.items[ident] = {"device": batch.device, "lane": batch.lane.topic_name,
-                                     "patient": batch.patient, **item}
+                self.items[ident] = {
+                    "device": batch.device,
+                    "lane": batch.lane.topic_name,
+                    "patient": batch.patient,
+                    **item,
+                }
             if batch.lane is Lane.WAVEFORMS:
                 self.stats.samples[batch.device] += int(item.get("n", 0))
             elif batch.lane is Lane.NUMERICS:

@@ -79,11 +79,18 @@ class Uplink:
             listener(state)
 
     def _client(self) -> aiomqtt.Client:
-        will = aiomqtt.Will(state_topic(self._config.topic_prefix, self._gateway_id), _state_payload("offline"),
-                            qos=1, retain=True)
+        will = aiomqtt.Will(
+            state_topic(self._config.topic_prefix, self._gateway_id), _state_payload("offline"), qos=1, retain=True
+        )
         return aiomqtt.Client(
-            self._config.host, self._config.port, identifier=self._client_id, clean_session=False,
-            keepalive=self._config.keepalive_s, will=will, tls_context=self._tls, timeout=10,
+            self._config.host,
+            self._config.port,
+            identifier=self._client_id,
+            clean_session=False,
+            keepalive=self._config.keepalive_s,
+            will=will,
+            tls_context=self._tls,
+            timeout=10,
         )
 
     async def run(self) -> None:
@@ -99,8 +106,12 @@ class Uplink:
                     failures = 0
                     self.last_error = None
                     self._set_state(SyncState.ONLINE)
-                    await client.publish(state_topic(self._config.topic_prefix, self._gateway_id),
-                                         _state_payload("online"), qos=1, retain=True)
+                    await client.publish(
+                        state_topic(self._config.topic_prefix, self._gateway_id),
+                        _state_payload("online"),
+                        qos=1,
+                        retain=True,
+                    )
                     await self._drain(client)
             except* aiomqtt.MqttError as group:
                 failures += 1
@@ -109,8 +120,13 @@ class Uplink:
                 delay = min(self._config.reconnect_max_s, self._config.reconnect_initial_s * 2 ** (failures - 1))
                 delay = random.uniform(delay / 2, delay)  # noqa: S311 - jitter
                 if failures == 1:
-                    log.warning("broker connection failed; will retry", host=self._config.host,
-                                port=self._config.port, error=self.last_error, delay_s=round(delay, 2))
+                    log.warning(
+                        "broker connection failed; will retry",
+                        host=self._config.host,
+                        port=self._config.port,
+                        error=self.last_error,
+                        delay_s=round(delay, 2),
+                    )
                 else:
                     log.debug("broker still unreachable", attempt=failures, delay_s=round(delay, 2))
                 await asyncio.sleep(delay)
@@ -137,8 +153,14 @@ class Uplink:
                     self.inflight += 1
                     group.create_task(self._publish(client, record, window, acked, acked_event))
 
-    async def _publish(self, client: aiomqtt.Client, record: StoredRecord, window: asyncio.Semaphore,
-                       acked: list[int], acked_event: asyncio.Event) -> None:
+    async def _publish(
+        self,
+        client: aiomqtt.Client,
+        record: StoredRecord,
+        window: asyncio.Semaphore,
+        acked: list[int],
+        acked_event: asyncio.Event,
+    ) -> None:
         topic = uplink_topic(self._config.topic_prefix, self._gateway_id, record.lane, record.device)
         try:
             await client.publish(topic, record.payload, qos=1)

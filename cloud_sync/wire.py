@@ -9,7 +9,8 @@ Waveforms are binary, because JSON would cost several bytes per sample:
     b"IOMTW" | u8 version | u32 BE header length | JSON header (as above, items without samples) | zstd blob
 
 The blob is the concatenation, per item in order, of the item's samples delta-encoded (first sample, then
-differences) as little-endian int16 when every difference fits, else int32 (`width` in the item says which).
+differences) as little-endian int16 when every difference fits, else int32 taken modulo 2**32 (`width` in the
+item says which); decoding sums them and wraps to int32, which restores any int32 series exactly.
 Every item carries its stable `id`; receivers de-duplicate by it.
 """
 
@@ -68,9 +69,13 @@ def _special(value: float) -> str | None:
 def _item(event: Event) -> dict[str, Any]:
     if isinstance(event, Observation):
         item: dict[str, Any] = {
-            "id": event.id, "code": event.quantity.code, "ref": event.quantity.reference_id,
-            "unit": event.quantity.ucum, "value": _number(event.value),
-            "t_dev": event.device_time_ns, "t_gw": event.gateway_time_ns,
+            "id": event.id,
+            "code": event.quantity.code,
+            "ref": event.quantity.reference_id,
+            "unit": event.quantity.ucum,
+            "value": _number(event.value),
+            "t_dev": event.device_time_ns,
+            "t_gw": event.gateway_time_ns,
         }
         special = _special(event.value)
         if special:
@@ -78,22 +83,34 @@ def _item(event: Event) -> dict[str, Any]:
         return item
     if isinstance(event, DeviceStatus):
         return {
-            "id": event.id, "connection": event.connection.value, "battery_pct": event.battery_pct,
-            "rssi_dbm": event.rssi_dbm, "errors": list(event.errors), "detail": event.detail,
-            "t_dev": event.device_time_ns, "t_gw": event.gateway_time_ns,
+            "id": event.id,
+            "connection": event.connection.value,
+            "battery_pct": event.battery_pct,
+            "rssi_dbm": event.rssi_dbm,
+            "errors": list(event.errors),
+            "detail": event.detail,
+            "t_dev": event.device_time_ns,
+            "t_gw": event.gateway_time_ns,
         }
     if isinstance(event, Alarm):
         return {
-            "id": event.id, "condition": event.condition, "kind": event.kind.value,
-            "priority": event.priority.value, "state": event.state.value,
+            "id": event.id,
+            "condition": event.condition,
+            "kind": event.kind.value,
+            "priority": event.priority.value,
+            "state": event.state.value,
             "code": event.quantity.code if event.quantity else None,
             "ref": event.quantity.reference_id if event.quantity else None,
-            "t_dev": event.device_time_ns, "t_gw": event.gateway_time_ns,
+            "t_dev": event.device_time_ns,
+            "t_gw": event.gateway_time_ns,
         }
     if isinstance(event, CommandResult):
         return {
-            "id": event.id, "command_id": event.command_id, "outcome": event.outcome.value,
-            "reason": event.reason, "t_gw": event.gateway_time_ns,
+            "id": event.id,
+            "command_id": event.command_id,
+            "outcome": event.outcome.value,
+            "reason": event.reason,
+            "t_gw": event.gateway_time_ns,
         }
     raise TypeError(type(event).__name__)
 
@@ -102,9 +119,7 @@ def _envelope(gateway: str, device: str, patient: str | None, lane: Lane) -> dic
     return {"v": VERSION, "gateway": gateway, "device": device, "patient": patient, "lane": lane.topic_name}
 
 
-def encode_batch(
-    gateway: str, device: str, patient: str | None, lane: Lane, events: Sequence[Event]
-) -> bytes:
+def encode_batch(gateway: str, device: str, patient: str | None, lane: Lane, events: Sequence[Event]) -> bytes:
     """One payload for events that all belong to `lane` and `device`."""
     if lane is Lane.WAVEFORMS:
         return _encode_waveforms(_envelope(gateway, device, patient, lane), events)
@@ -127,12 +142,21 @@ def _encode_waveforms(doc: dict[str, Any], events: Sequence[Event]) -> bytes:
         fits16 = len(samples) == 0 or (deltas.min() >= -32768 and deltas.max() <= 32767)
         width = 2 if fits16 else 4
         parts.append(deltas.astype("<i2" if fits16 else "<i4").tobytes())
-        items.append({
-            "id": event.id, "code": event.quantity.code, "ref": event.quantity.reference_id,
-            "unit": event.quantity.ucum, "rate_hz": event.sample_rate_hz, "gain": event.gain,
-            "offset": event.offset, "n": len(samples), "width": width,
-            "t_dev": event.start_device_time_ns, "t_gw": event.gateway_time_ns,
-        })
+        items.append(
+            {
+                "id": event.id,
+                "code": event.quantity.code,
+                "ref": event.quantity.reference_id,
+                "unit": event.quantity.ucum,
+                "rate_hz": event.sample_rate_hz,
+                "gain": event.gain,
+                "offset": event.offset,
+                "n": len(samples),
+                "width": width,
+                "t_dev": event.start_device_time_ns,
+                "t_gw": event.gateway_time_ns,
+            }
+        )
     doc["items"] = items
     header = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
     blob = _compressor.compress(b"".join(parts))
@@ -194,5 +218,5 @@ def _attach_samples(items: list[dict[str, Any]], blob: bytes) -> None:
             raise InvalidPayload("waveform item has a bad width or count")
         deltas = np.frombuffer(raw, dtype="<i2" if width == 2 else "<i4", count=n, offset=position)
         position += n * width
-        samples: npt.NDArray[np.int64] = np.cumsum(deltas, dtype=np.int64)
+        samples: npt.NDArray[np.int32] = np.cumsum(deltas, dtype=np.int64).astype(np.int32)
         item["samples"] = samples

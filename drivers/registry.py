@@ -22,6 +22,7 @@ def build_driver(device: DeviceSection, backends: Backends) -> Driver:
     if device.transport == "ble":
         if backends.ble is None:
             raise ConfigError(f"devices: {device.id} needs a BLE backend, and none is available")
-        return BleDeviceDriver(device.id, device.address, device.profile, backends.ble,
-                               silent_link_timeout_s=device.silent_link_timeout_s)
+        return BleDeviceDriver(
+            device.id, device.address, device.profile, backends.ble, silent_link_timeout_s=device.silent_link_timeout_s
+        )
     raise ConfigError(f"devices: transport {device.transport!r} has no driver")

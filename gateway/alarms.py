@@ -66,10 +66,18 @@ class AlarmEngine:
                 low_ok = rule.low is None or obs.value >= rule.low + rule.hysteresis
                 high_ok = rule.high is None or obs.value <= rule.high - rule.hysteresis
                 if low_ok and high_ok:
-                    out.append(self._make(obs.device_id, f"{obs.quantity.reference_id}.{state.active_side}",
-                                          AlarmKind.PHYSIOLOGICAL, AlarmPriority(rule.priority),
-                                          AlarmState.CLEARED, obs.gateway_time_ns, obs.quantity,
-                                          obs.device_time_ns))
+                    out.append(
+                        self._make(
+                            obs.device_id,
+                            f"{obs.quantity.reference_id}.{state.active_side}",
+                            AlarmKind.PHYSIOLOGICAL,
+                            AlarmPriority(rule.priority),
+                            AlarmState.CLEARED,
+                            obs.gateway_time_ns,
+                            obs.quantity,
+                            obs.device_time_ns,
+                        )
+                    )
                     state.active_side = None
                     state.violating_since_ns = None
                 continue
@@ -80,9 +88,18 @@ class AlarmEngine:
                 state.violating_since_ns = t
             if t - state.violating_since_ns >= rule.delay_s * 1e9:
                 state.active_side = side
-                out.append(self._make(obs.device_id, f"{obs.quantity.reference_id}.{side}",
-                                      AlarmKind.PHYSIOLOGICAL, AlarmPriority(rule.priority), AlarmState.ACTIVE,
-                                      obs.gateway_time_ns, obs.quantity, obs.device_time_ns))
+                out.append(
+                    self._make(
+                        obs.device_id,
+                        f"{obs.quantity.reference_id}.{side}",
+                        AlarmKind.PHYSIOLOGICAL,
+                        AlarmPriority(rule.priority),
+                        AlarmState.ACTIVE,
+                        obs.gateway_time_ns,
+                        obs.quantity,
+                        obs.device_time_ns,
+                    )
+                )
         return out
 
     def _on_status(self, status: DeviceStatus) -> list[Alarm]:
@@ -93,25 +110,56 @@ class AlarmEngine:
         if status.connection is not ConnectionState.CONNECTING:
             out += self._technical_alarm(status, "device_disconnected", lost, AlarmPriority.MEDIUM)
         if status.battery_pct is not None:
-            out += self._technical_alarm(status, "low_battery", status.battery_pct < self._low_battery,
-                                         AlarmPriority.LOW)
+            out += self._technical_alarm(
+                status, "low_battery", status.battery_pct < self._low_battery, AlarmPriority.LOW
+            )
         return out
 
-    def _technical_alarm(self, status: DeviceStatus, condition: str, present: bool,
-                         priority: AlarmPriority) -> list[Alarm]:
+    def _technical_alarm(
+        self, status: DeviceStatus, condition: str, present: bool, priority: AlarmPriority
+    ) -> list[Alarm]:
         key = (status.device_id, condition)
         if present and key not in self._technical:
             self._technical.add(key)
-            return [self._make(status.device_id, condition, AlarmKind.TECHNICAL, priority, AlarmState.ACTIVE,
-                               status.gateway_time_ns, None, None)]
+            return [
+                self._make(
+                    status.device_id,
+                    condition,
+                    AlarmKind.TECHNICAL,
+                    priority,
+                    AlarmState.ACTIVE,
+                    status.gateway_time_ns,
+                    None,
+                    None,
+                )
+            ]
         if not present and key in self._technical:
             self._technical.discard(key)
-            return [self._make(status.device_id, condition, AlarmKind.TECHNICAL, priority, AlarmState.CLEARED,
-                               status.gateway_time_ns, None, None)]
+            return [
+                self._make(
+                    status.device_id,
+                    condition,
+                    AlarmKind.TECHNICAL,
+                    priority,
+                    AlarmState.CLEARED,
+                    status.gateway_time_ns,
+                    None,
+                    None,
+                )
+            ]
         return []
 
-    def _make(self, device_id: str, condition: str, kind: AlarmKind, priority: AlarmPriority, state: AlarmState,
-              t_gw: int, q: Quantity | None, t_dev: int | None) -> Alarm:
+    def _make(
+        self,
+        device_id: str,
+        condition: str,
+        kind: AlarmKind,
+        priority: AlarmPriority,
+        state: AlarmState,
+        t_gw: int,
+        q: Quantity | None,
+        t_dev: int | None,
+    ) -> Alarm:
         alarm = Alarm(new_id(), device_id, condition, kind, priority, state, t_gw, q, t_dev)
         if state is AlarmState.ACTIVE:
             self.active[(device_id, condition)] = alarm

@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config_failure(err: GatewayError) -> int:
-    print(f"iomt-gateway: config error: {err.message}", file=sys.stderr)  # noqa: T201 - CLI output
+    print(f"iomt-gateway: config error: {err.message}", file=sys.stderr)
     return EXIT_CONFIG
 
 
@@ -82,7 +82,7 @@ def cmd_config_validate(path: Path) -> int:
         load_config(path)
     except ConfigError as err:
         return _config_failure(err)
-    print(f"{path}: ok")  # noqa: T201 - CLI output
+    print(f"{path}: ok")
     return EXIT_OK
 
 
@@ -92,9 +92,9 @@ def cmd_keys_generate(path: Path) -> int:
     try:
         generate_key_file(path)
     except FileExistsError:
-        print(f"iomt-gateway: {path} exists; refusing to overwrite a key", file=sys.stderr)  # noqa: T201
+        print(f"iomt-gateway: {path} exists; refusing to overwrite a key", file=sys.stderr)
         return EXIT_FAILURE
-    print(f"{path}: new key written (mode 0600)")  # noqa: T201
+    print(f"{path}: new key written (mode 0600)")
     return EXIT_OK
 
 

@@ -85,11 +85,11 @@ class MqttSection(_Section):
     def _tls_or_explicit_loopback(self) -> MqttSection:
         if self.tls is None:
             if not self.allow_plaintext_loopback:
-                raise ValueError("mqtt.tls is required unless mqtt.allow_plaintext_loopback = true")
+                raise ValueError("[mqtt.tls] is required unless allow_plaintext_loopback = true (loopback broker only)")
             if not _is_loopback(self.host):
                 raise ValueError(
-                    f"mqtt.allow_plaintext_loopback only permits a loopback host, got host of length "
-                    f"{len(self.host)}; expected 127.0.0.0/8, ::1 or localhost"
+                    "allow_plaintext_loopback only permits a loopback host (127.0.0.0/8, ::1 or localhost); "
+                    "configure [mqtt.tls] for any other broker"
                 )
         return self
 
@@ -219,8 +219,11 @@ def _format_error(err: ValidationError) -> str:
     if kind == "extra_forbidden":
         return f"{loc}: unknown key (not part of the configuration schema)"
     message = first["msg"].removeprefix("Value error, ")
-    got = _describe(first.get("input"))
-    return f"{loc}: got {got}; expected {message[0].lower() + message[1:]}"
+    message = message[0].lower() + message[1:]
+    if isinstance(first.get("input"), dict):
+        return f"{loc}: {message}"  # a rule across keys of one table: the message names them
+    message = message.removeprefix("input should be ").removeprefix("expected ")
+    return f"{loc}: got {_describe(first.get('input'))}; expected {message}"
 
 
 def parse_config(data: dict[str, Any], *, check_secrets: bool = True) -> Config:

@@ -48,8 +48,9 @@ class GatewayParts:
 class Gateway:
     """One running gateway.  `run(stop)` returns after a clean shutdown once `stop` is set."""
 
-    def __init__(self, config: Config, backends: Backends | None = None,
-                 notifier: SystemdNotifier | None = None) -> None:
+    def __init__(
+        self, config: Config, backends: Backends | None = None, notifier: SystemdNotifier | None = None
+    ) -> None:
         self.config = config
         self.backends = backends if backends is not None else sim_backends(config)
         self.metrics = Metrics()
@@ -65,17 +66,23 @@ class Gateway:
         buffer_path = cfg.state_dir / cfg.buffer.path
         buffer = await Buffer.open(buffer_path, keyring, cfg.buffer.synchronous)
         pipeline = Pipeline(
-            buffer, self.alarms, self.metrics, gateway_id=cfg.gateway.id,
+            buffer,
+            self.alarms,
+            self.metrics,
+            gateway_id=cfg.gateway.id,
             patients={d.id: d.patient for d in cfg.devices},
-            flush_interval_s=cfg.buffer.flush_interval_ms / 1000, max_batch_items=cfg.buffer.max_batch_items,
+            flush_interval_s=cfg.buffer.flush_interval_ms / 1000,
+            max_batch_items=cfg.buffer.max_batch_items,
             queue_size=cfg.buffer.queue_size,
         )
         tls = None
         if cfg.mqtt.tls is not None:
-            tls = client_context(cfg.secret_path(cfg.mqtt.tls.ca_file), cfg.secret_path(cfg.mqtt.tls.cert_file),
-                                 cfg.secret_path(cfg.mqtt.tls.key_file))
-        uplink = Uplink(cfg.mqtt, buffer, pipeline.stored, self.metrics, gateway_id=cfg.gateway.id,
-                        tls_context=tls)
+            tls = client_context(
+                cfg.secret_path(cfg.mqtt.tls.ca_file),
+                cfg.secret_path(cfg.mqtt.tls.cert_file),
+                cfg.secret_path(cfg.mqtt.tls.key_file),
+            )
+        uplink = Uplink(cfg.mqtt, buffer, pipeline.stored, self.metrics, gateway_id=cfg.gateway.id, tls_context=tls)
         return GatewayParts(buffer, pipeline, uplink)
 
     async def run(self, stop: asyncio.Event, *, drain_uplink_s: float = 0.0) -> None:
@@ -88,8 +95,11 @@ class Gateway:
                 uplink_task = group.create_task(parts.uplink.run(), name="uplink")
                 watchdog_task = group.create_task(self._watchdog(), name="watchdog")
                 supervisor = parts.supervisor = Supervisor(
-                    group, self.metrics, initial_s=self.config.supervisor.backoff_initial_s,
-                    max_s=self.config.supervisor.backoff_max_s)
+                    group,
+                    self.metrics,
+                    initial_s=self.config.supervisor.backoff_initial_s,
+                    max_s=self.config.supervisor.backoff_max_s,
+                )
                 for driver in drivers:
                     supervisor.start(f"driver:{driver.device_id}", partial(driver.run, parts.pipeline))
                 self.notifier.ready(f"running {len(drivers)} drivers")
@@ -110,7 +120,13 @@ class Gateway:
         finally:
             await parts.buffer.close()
             self.notifier.close()
-        log.info("gateway stopped", rows=self.metrics.rows_written)
+        devices = self.metrics.devices.values()
+        log.info(
+            "gateway stopped",
+            count=sum(d.received for d in devices),
+            items=sum(d.accepted for d in devices),
+            rows=self.metrics.rows_written,
+        )
 
     async def _wait_drained(self, parts: GatewayParts, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

@@ -63,10 +63,12 @@ class EmbeddedBroker:
     async def start(self) -> None:
         from amqtt.broker import Broker  # noqa: PLC0415 - optional heavy import, demo only
 
-        self._broker = Broker({
-            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
-        })
+        self._broker = Broker(
+            {
+                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            }
+        )
         await self._broker.start()
 
     async def stop(self) -> None:
@@ -131,23 +133,37 @@ def _view(run: DemoRun, backlog_rows: int) -> Group:
         link = "up" if peripheral and peripheral.links else "down"
         vitals = ", ".join(
             f"{obs.quantity.display}: {obs.value:g} {obs.unit}"
-            for (dev, _), obs in sorted(latest.items()) if dev == device.id
+            for (dev, _), obs in sorted(latest.items())
+            if dev == device.id
         )
-        devices.add_row(device.id, device.profile, link, str(counters.received),
-                        str(run.receiver.stats.unique[device.id]), vitals)
+        devices.add_row(
+            device.id, device.profile, link, str(counters.received), str(run.receiver.stats.unique[device.id]), vitals
+        )
     alarms = Table(title="Alarms (newest first)", expand=True)
     for column in ("time", "device", "condition", "priority", "state"):
         alarms.add_column(column)
     for alarm in reversed(run.alarms[-8:]):
         style = "bold red" if alarm.priority == "high" and alarm.state is AlarmState.ACTIVE else ""
-        alarms.add_row(time.strftime("%H:%M:%S", time.localtime(alarm.gateway_time_ns / 1e9)), alarm.device_id,
-                       alarm.condition, alarm.priority.value, alarm.state.value, style=style)
+        alarms.add_row(
+            time.strftime("%H:%M:%S", time.localtime(alarm.gateway_time_ns / 1e9)),
+            alarm.device_id,
+            alarm.condition,
+            alarm.priority.value,
+            alarm.state.value,
+            style=style,
+        )
     sync = parts.uplink.state.value if parts else "starting"
     status = Text.assemble(
-        ("sync: ", "bold"), sync, ("   buffer rows: ", "bold"), str(backlog_rows),
-        ("   pipeline backlog: ", "bold"), str(parts.pipeline.backlog if parts else 0),
-        ("   published: ", "bold"), str(gateway.metrics.publishes),
-        ("   elapsed: ", "bold"), f"{time.monotonic() - run.started:.0f} s   (Ctrl-C to stop)",
+        ("sync: ", "bold"),
+        sync,
+        ("   buffer rows: ", "bold"),
+        str(backlog_rows),
+        ("   pipeline backlog: ", "bold"),
+        str(parts.pipeline.backlog if parts else 0),
+        ("   published: ", "bold"),
+        str(gateway.metrics.publishes),
+        ("   elapsed: ", "bold"),
+        f"{time.monotonic() - run.started:.0f} s   (Ctrl-C to stop)",
     )
     return Group(status, devices, alarms)
 
@@ -160,8 +176,9 @@ async def run_demo(duration_s: float | None, *, as_json: bool) -> dict[str, Any]
         config = demo_config(state_dir, port)
         broker = EmbeddedBroker(port)
         await broker.start()
-        receiver = ReferenceReceiver("127.0.0.1", port, topic_prefix=config.mqtt.topic_prefix,
-                                     client_id="demo-receiver")
+        receiver = ReferenceReceiver(
+            "127.0.0.1", port, topic_prefix=config.mqtt.topic_prefix, client_id="demo-receiver"
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -175,8 +192,7 @@ async def run_demo(duration_s: float | None, *, as_json: bool) -> dict[str, Any]
                     world.add(default_peripheral(device.address.removeprefix("sim:"), device.profile))
                 gateway = Gateway(config, Backends(ble=world.link))
                 run = DemoRun(config, gateway, world, receiver, [], time.monotonic())
-                gateway_task = group.create_task(gateway.run(stop, drain_uplink_s=DRAIN_TIMEOUT_S),
-                                                 name="gateway")
+                gateway_task = group.create_task(gateway.run(stop, drain_uplink_s=DRAIN_TIMEOUT_S), name="gateway")
                 await gateway.started.wait()
                 if gateway.parts is not None:
                     gateway.parts.pipeline.alarm_listeners.append(run.alarms.append)
@@ -216,16 +232,19 @@ async def _show(run: DemoRun, stop: asyncio.Event, deadline: float | None, *, li
         if not quiet and time.monotonic() - last_print >= 2.0:
             last_print = time.monotonic()
             totals = sum(run.gateway.metrics.device(d.id).received for d in run.config.devices)
-            print(f"[{time.monotonic() - run.started:5.1f} s] values {totals}, delivered "  # noqa: T201
-                  f"{sum(run.receiver.stats.unique.values())}, alarms {len(run.alarms)}, "
-                  f"sync {run.gateway.parts.uplink.state if run.gateway.parts else '-'}", flush=True)
+            print(
+                f"[{time.monotonic() - run.started:5.1f} s] values {totals}, delivered "
+                f"{sum(run.receiver.stats.unique.values())}, alarms {len(run.alarms)}, "
+                f"sync {run.gateway.parts.uplink.state if run.gateway.parts else '-'}",
+                flush=True,
+            )
 
 
 def cmd_demo(duration_s: float | None, *, as_json: bool) -> int:
     configure_logging("warning", "auto")
     result = asyncio.run(run_demo(duration_s, as_json=as_json))
     if as_json:
-        print(json.dumps(result, indent=2))  # noqa: T201 - the demo's output
+        print(json.dumps(result, indent=2))
     else:
         Console().print_json(json.dumps(result))
     return 0 if result["values_lost"] == 0 else 1

@@ -25,16 +25,63 @@ REDACTED = "[redacted]"
 SAFE_KEYS = frozenset(
     {
         # structure added by structlog / our processors
-        "event", "level", "timestamp", "logger", "exc_type", "exc_detail", "exc_trace",
+        "event",
+        "level",
+        "timestamp",
+        "logger",
+        "exc_type",
+        "exc_detail",
+        "exc_trace",
         # identities that are configuration, not patient data
-        "gateway_id", "device_id", "task", "driver", "profile", "transport", "lane", "topic", "host", "port",
-        "client_id", "quantity", "condition", "priority", "kind", "state", "key_id", "command_id", "outcome",
-        "reason", "path", "config_path", "listener",
+        "gateway_id",
+        "device_id",
+        "task",
+        "driver",
+        "profile",
+        "transport",
+        "lane",
+        "topic",
+        "host",
+        "port",
+        "client_id",
+        "quantity",
+        "condition",
+        "priority",
+        "kind",
+        "state",
+        "key_id",
+        "command_id",
+        "outcome",
+        "reason",
+        "path",
+        "config_path",
+        "listener",
         # counts, sizes and timings of the gateway itself
-        "attempt", "restarts", "delay_s", "elapsed_s", "rows", "items", "bytes", "count", "backlog",
-        "inflight", "lanes", "duration_s", "interval_s", "version", "schema_version", "pid", "status",
+        "attempt",
+        "restarts",
+        "delay_s",
+        "elapsed_s",
+        "rows",
+        "items",
+        "bytes",
+        "count",
+        "backlog",
+        "inflight",
+        "lanes",
+        "duration_s",
+        "interval_s",
+        "version",
+        "schema_version",
+        "pid",
+        "status",
         # errors (our errors' fields are designed to be safe)
-        "error", "detail", "characteristic", "length", "expected", "config_key", "errno",
+        "error",
+        "detail",
+        "characteristic",
+        "length",
+        "expected",
+        "config_key",
+        "errno",
     }
 )
 
@@ -65,13 +112,9 @@ def _redact(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> M
 
 
 def _stdlib_event(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """A foreign library's log record: keep its logger name and level, never its formatted message args."""
-    record = event_dict.get("_record")
-    if record is not None and not isinstance(record.msg, str | type(None)):
+    """A foreign library's record keeps its template only (`use_get_message=False`): its args may be payloads."""
+    if not isinstance(event_dict.get("event"), str):
         event_dict["event"] = REDACTED
-    elif record is not None and record.args:
-        # The template is the library's; the args may be payloads or addresses of patients' devices.
-        event_dict["event"] = str(record.msg)
     return event_dict
 
 
@@ -80,9 +123,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     stream = stream or sys.stderr
     use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=stream.isatty())
-        if use_console
-        else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(colors=stream.isatty()) if use_console else structlog.processors.JSONRenderer()
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -96,6 +137,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
+        use_get_message=False,
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, _stdlib_event],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,

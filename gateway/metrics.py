@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 @dataclass
 class DeviceCounters:
-    received: int = 0          # events the driver decoded and handed to the pipeline
-    accepted: int = 0          # events committed to the buffer (durable)
-    delivered: int = 0         # events in payloads the broker acknowledged (PUBACK)
+    received: int = 0  # events the driver decoded and handed to the pipeline
+    accepted: int = 0  # events committed to the buffer (durable)
+    delivered: int = 0  # events in payloads the broker acknowledged (PUBACK)
     samples_received: int = 0  # waveform samples within `received`
     last_seen_ns: int | None = None
 

@@ -204,4 +204,3 @@ class CommandResult:
 
 
 Event = Observation | WaveformChunk | DeviceStatus | Alarm | CommandResult
-

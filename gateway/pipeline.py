@@ -101,12 +101,12 @@ class Pipeline:
                 self._wake.clear()
                 await self._wait_for_input(timeout)
 
-    async def _wait_for_input(self, timeout: float) -> None:
+    async def _wait_for_input(self, wait_s: float) -> None:
         """Sleep until an event is queued, `emit_nowait`/`close` wakes us, or the flush is due."""
         getter = asyncio.ensure_future(self._queue.get())
         waker = asyncio.ensure_future(self._wake.wait())
         try:
-            done, _ = await asyncio.wait({getter, waker}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            _done, _ = await asyncio.wait({getter, waker}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waker.cancel()
             getter.cancel()
@@ -151,8 +151,9 @@ class Pipeline:
         for (lane, device), events in self._pending.items():
             patient = self._patients.get(device)
             for chunk in _split(events, self._max_batch_items, lane):
-                records.append(NewRecord(lane, device, encode_batch(self._gateway_id, device, patient, lane, chunk),
-                                         len(chunk)))
+                records.append(
+                    NewRecord(lane, device, encode_batch(self._gateway_id, device, patient, lane, chunk), len(chunk))
+                )
                 counted.append((device, len(chunk)))
         return records, counted
 

@@ -37,8 +37,9 @@ class SupervisedTask:
 class Supervisor:
     """Starts and restarts named tasks inside a caller-owned TaskGroup."""
 
-    def __init__(self, group: asyncio.TaskGroup, metrics: Metrics, *, initial_s: float = 0.5,
-                 max_s: float = 30.0) -> None:
+    def __init__(
+        self, group: asyncio.TaskGroup, metrics: Metrics, *, initial_s: float = 0.5, max_s: float = 30.0
+    ) -> None:
         self._group = group
         self._metrics = metrics
         self._initial = initial_s
@@ -97,13 +98,13 @@ class Supervisor:
             task.restarts += 1
             self._metrics.restarts[task.name] += 1
             delay = self.backoff(task.failures_in_row, error)
-            fields = error.log_fields() if isinstance(error, GatewayError) else {
-                "error": task.last_error or "returned"}
+            fields = error.log_fields() if isinstance(error, GatewayError) else {"error": task.last_error or "returned"}
             if task.failures_in_row == 1:
                 log.warning("task failed; restarting", task=task.name, delay_s=round(delay, 2), **fields)
             else:
-                log.debug("task failed again", task=task.name, attempt=task.failures_in_row,
-                          delay_s=round(delay, 2), **fields)
+                log.debug(
+                    "task failed again", task=task.name, attempt=task.failures_in_row, delay_s=round(delay, 2), **fields
+                )
             await asyncio.sleep(delay)
 
     def _healthy(self, task: SupervisedTask) -> None:

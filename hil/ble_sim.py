@@ -124,8 +124,9 @@ class SimPulseOximeter(SimPeripheral):
     async def _continuous(self, send: Callable[[bytes], None]) -> None:
         def make() -> bytes:
             t = self.elapsed_s
-            return gatt.encode_plx_continuous(gatt.PlxContinuousMeasurement(
-                round(self.spo2.at(t), 1), round(self.pulse.at(t), 1), 3.4, None, None))
+            return gatt.encode_plx_continuous(
+                gatt.PlxContinuousMeasurement(round(self.spo2.at(t), 1), round(self.pulse.at(t), 1), 3.4, None, None)
+            )
 
         await self._every(1.0, make, send)
 
@@ -135,16 +136,16 @@ class SimCgm(SimPeripheral):
 
     profile = "cgm"
 
-    def __init__(self, name: str, lows: tuple[Episode, ...] = (), interval_min: int = 1,
-                 time_scale: float = 60.0, seed: int = 13) -> None:
+    def __init__(
+        self, name: str, lows: tuple[Episode, ...] = (), interval_min: int = 1, time_scale: float = 60.0, seed: int = 13
+    ) -> None:
         super().__init__(name)
         self.interval_min = interval_min
         self.time_scale = time_scale
         self.session_start_ns = (time.time_ns() // 60_000_000_000) * 60_000_000_000
         self.glucose = Trajectory(118.0, 1.5, lows, seed, lo=40, hi=400)
         self.records: list[gatt.CgmMeasurement] = []
-        self.readable[gatt.CGM_SESSION_START_TIME] = lambda: gatt.encode_cgm_session_start_time(
-            self.session_start_ns)
+        self.readable[gatt.CGM_SESSION_START_TIME] = lambda: gatt.encode_cgm_session_start_time(self.session_start_ns)
         self.notifiers[gatt.CGM_MEASUREMENT] = self._measure
 
     async def _measure(self, send: Callable[[bytes], None]) -> None:
@@ -175,9 +176,12 @@ class SimInsulinPump(SimPeripheral):
     async def _status(self, send: Callable[[bytes], None]) -> None:
         def make() -> bytes:
             self.reservoir_iu = max(0.0, self.reservoir_iu - self.basal_iu_h * 2.0 / 3600.0)
-            return gatt.encode_idd_status(gatt.IddStatus(
-                gatt.TherapyControlState.RUN, gatt.OperationalState.READY, round(self.reservoir_iu, 1), True,
-                None), e2e=False)
+            return gatt.encode_idd_status(
+                gatt.IddStatus(
+                    gatt.TherapyControlState.RUN, gatt.OperationalState.READY, round(self.reservoir_iu, 1), True, None
+                ),
+                e2e=False,
+            )
 
         await self._every(2.0, make, send)
 

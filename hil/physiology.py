@@ -56,8 +56,9 @@ class SyntheticEcg:
             if beat < t[0] - 0.6 or beat > t[-1] + 0.6:
                 continue
             dt = t[:, None] - beat
-            signal += np.sum(_BEAT_WAVES[:, 0] * np.exp(-0.5 * ((dt - _BEAT_WAVES[:, 1]) / _BEAT_WAVES[:, 2]) ** 2),
-                             axis=1)
+            signal += np.sum(
+                _BEAT_WAVES[:, 0] * np.exp(-0.5 * ((dt - _BEAT_WAVES[:, 1]) / _BEAT_WAVES[:, 2]) ** 2), axis=1
+            )
         baseline = 60.0 * np.sin(2 * np.pi * 0.25 * t)
         noise = 8.0 * self._rng.standard_normal(n)
         return np.round(signal + baseline + noise).astype(np.int32)
@@ -76,8 +77,15 @@ class Episode:
 class Trajectory:
     """A vital sign around a baseline with slow noise and scripted episodes, sampled at arbitrary times."""
 
-    def __init__(self, baseline: float, noise: float, episodes: tuple[Episode, ...] = (), seed: int = 2,
-                 lo: float = -1e9, hi: float = 1e9) -> None:
+    def __init__(
+        self,
+        baseline: float,
+        noise: float,
+        episodes: tuple[Episode, ...] = (),
+        seed: int = 2,
+        lo: float = -1e9,
+        hi: float = 1e9,
+    ) -> None:
         self.baseline = baseline
         self.noise = noise
         self.episodes = episodes

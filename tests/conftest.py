@@ -132,13 +132,20 @@ def config_dict(state_dir: Path, port: int, **overrides: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "gateway": {"id": "test-gw", "state_dir": str(state_dir)},
         "buffer": {"key_file": str(key), "flush_interval_ms": 50},
-        "mqtt": {"host": "127.0.0.1", "port": port, "allow_plaintext_loopback": True,
-                 "reconnect_initial_s": 0.1, "reconnect_max_s": 1.0,
-                 "client_id": f"gw-{state_dir.name}"},
+        "mqtt": {
+            "host": "127.0.0.1",
+            "port": port,
+            "allow_plaintext_loopback": True,
+            "reconnect_initial_s": 0.1,
+            "reconnect_max_s": 1.0,
+            "client_id": f"gw-{state_dir.name}",
+        },
         "supervisor": {"backoff_initial_s": 0.05, "backoff_max_s": 0.5},
-        "alarms": {"limits": [
-            {"quantity": "MDC_PULS_OXIM_SAT_O2", "low": 90, "priority": "high", "delay_s": 1, "hysteresis": 2},
-        ]},
+        "alarms": {
+            "limits": [
+                {"quantity": "MDC_PULS_OXIM_SAT_O2", "low": 90, "priority": "high", "delay_s": 1, "hysteresis": 2},
+            ]
+        },
         "devices": [dict(d) for d in DEVICES],
     }
     for section, values in overrides.items():

@@ -42,8 +42,9 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(config: Config, *, receiver_id: str = "test-receiver",
-                          world: SimBleWorld | None = None) -> AsyncIterator[Running]:
+async def running_gateway(
+    config: Config, *, receiver_id: str = "test-receiver", world: SimBleWorld | None = None
+) -> AsyncIterator[Running]:
     receiver = ReferenceReceiver(config.mqtt.host, config.mqtt.port, client_id=f"{receiver_id}-{time.time_ns()}")
     receiver.keep_items = True
     receiver_task = asyncio.create_task(receiver.run(), name="receiver")

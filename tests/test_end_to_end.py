@@ -25,10 +25,15 @@ async def test_every_device_streams_to_the_receiver_exactly_once(tmp_path: Path,
 
     by_ref: dict[str, list[dict[str, object]]] = {}
     for item in run.receiver.items.values():
-        if "ref" in item and item["ref"]:
+        if item.get("ref"):
             by_ref.setdefault(str(item["ref"]), []).append(item)
-    for ref in ("MDC_PULS_OXIM_SAT_O2", "MDC_ECG_HEART_RATE", "MDC_CONC_GLU_ISF", "MDC_INS_RESERVOIR",
-                "MDC_ECG_ELEC_POTL"):
+    for ref in (
+        "MDC_PULS_OXIM_SAT_O2",
+        "MDC_ECG_HEART_RATE",
+        "MDC_CONC_GLU_ISF",
+        "MDC_INS_RESERVOIR",
+        "MDC_ECG_ELEC_POTL",
+    ):
         items = by_ref[ref]
         q = quantity(ref)
         assert all(i["code"] == q.code and i["unit"] == q.ucum for i in items), ref

@@ -92,8 +92,9 @@ class BleDeviceDriver:
         try:
             while True:
                 getter = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({getter, lost}, timeout=self._silent_timeout,
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {getter, lost}, timeout=self._silent_timeout, return_when=asyncio.FIRST_COMPLETED
+                )
                 if getter not in done:
                     if lost in done:
                         raise TransportError("link lost", device_id=self.device_id)
@@ -103,8 +104,9 @@ class BleDeviceDriver:
                     events = self.profile.notify[uuid](state, data)
                 except InvalidFrame as err:
                     self.invalid_frames += 1
-                    log.warning("invalid frame dropped", device_id=self.device_id, count=self.invalid_frames,
-                                **err.log_fields())
+                    log.warning(
+                        "invalid frame dropped", device_id=self.device_id, count=self.invalid_frames, **err.log_fields()
+                    )
                     continue
                 for event in events:
                     await sink.emit(event)
@@ -113,7 +115,7 @@ class BleDeviceDriver:
             if getter is not None:
                 getter.cancel()
 
-    def _status(self, connection: ConnectionState, battery: float | None = None,
-                detail: dict[str, str] | None = None) -> DeviceStatus:
-        return DeviceStatus(new_id(), self.device_id, connection, now_ns(), battery_pct=battery,
-                            detail=detail or {})
+    def _status(
+        self, connection: ConnectionState, battery: float | None = None, detail: dict[str, str] | None = None
+    ) -> DeviceStatus:
+        return DeviceStatus(new_id(), self.device_id, connection, now_ns(), battery_pct=battery, detail=detail or {})

@@ -9,6 +9,7 @@ raise `ValueError` when given values the wire format cannot carry.
 from __future__ import annotations
 
 import enum
+import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -115,8 +116,6 @@ _E = TypeVar("_E", bound=enum.IntEnum)
 
 _U8: Final = struct.Struct("<B")
 _U16: Final = struct.Struct("<H")
-_U64: Final = struct.Struct("<Q")
-_SFLOAT_PAIR: Final = struct.Struct("<HH")
 _DATE_TIME: Final = struct.Struct("<HBBBBB")
 _CGM_HEAD: Final = struct.Struct("<BBHH")  # size, flags, glucose SFLOAT, time offset
 _IDD_STATUS: Final = struct.Struct("<BBHB")  # therapy state, operational state, reservoir SFLOAT, flags
@@ -331,6 +330,8 @@ def encode_heart_rate_measurement(m: HeartRateMeasurement) -> bytes:
     if m.rr_intervals_ms:
         flags |= _HR_RR
         for ms in m.rr_intervals_ms:
+            if not math.isfinite(ms):
+                raise ValueError("rr_intervals_ms must be finite")
             raw = round(ms * 1024 / 1000)
             _check_uint(raw, 16, "rr_interval (1/1024 s)")
             body += _U16.pack(raw)

@@ -82,8 +82,15 @@ def on_pmd_ecg(state: ProfileState, data: bytes) -> Sequence[Event]:
     start_ns = last_ns - round((len(frame.samples_uv) - 1) * 1e9 / rate)
     return [
         WaveformChunk(
-            stable_id(state.device_id, q.code, frame.timestamp_ns), state.device_id, q,
-            frame.samples_uv.astype(np.int32, copy=False), rate, 1.0, 0.0, start_ns, now_ns(),
+            stable_id(state.device_id, q.code, frame.timestamp_ns),
+            state.device_id,
+            q,
+            frame.samples_uv.astype(np.int32, copy=False),
+            rate,
+            1.0,
+            0.0,
+            start_ns,
+            now_ns(),
         )
     ]
 
@@ -121,10 +128,12 @@ def on_idd_status(state: ProfileState, data: bytes) -> Sequence[Event]:
         "operational_state": _enum_name(gatt.OperationalState, s.operational_state),
         "reservoir_attached": str(s.reservoir_attached).lower(),
     }
-    return _finite([
-        _obs(state, "MDC_INS_RESERVOIR", s.reservoir_remaining_iu, None),
-        DeviceStatus(new_id(), state.device_id, ConnectionState.CONNECTED, now_ns(), detail=detail),
-    ])
+    return _finite(
+        [
+            _obs(state, "MDC_INS_RESERVOIR", s.reservoir_remaining_iu, None),
+            DeviceStatus(new_id(), state.device_id, ConnectionState.CONNECTED, now_ns(), detail=detail),
+        ]
+    )
 
 
 def _enum_name(enum_type: type[gatt.TherapyControlState] | type[gatt.OperationalState], value: int) -> str:

@@ -125,8 +125,9 @@ class _Store:
         in_use = {row[0] for row in self.db.execute("SELECT DISTINCT key_id FROM records")}
         missing = in_use - set(self._aead)
         if missing:
-            raise BufferKeyError("rows in the buffer were sealed with a key the key file does not hold",
-                                 key_id=sorted(missing)[0])
+            raise BufferKeyError(
+                "rows in the buffer were sealed with a key the key file does not hold", key_id=sorted(missing)[0]
+            )
         for key_id, (nonce, sealed) in stored.items():
             aead = self._aead.get(key_id)
             if aead is None:
@@ -134,8 +135,9 @@ class _Store:
             try:
                 aead.decrypt(nonce, sealed, b"key-check|" + key_id.encode())
             except InvalidTag:
-                raise BufferKeyError("buffer key does not match the database (wrong key file?)",
-                                     key_id=key_id) from None
+                raise BufferKeyError(
+                    "buffer key does not match the database (wrong key file?)", key_id=key_id
+                ) from None
         for key_id, aead in self._aead.items():
             if key_id not in stored:
                 nonce = os.urandom(NONCE_BYTES)
@@ -178,8 +180,11 @@ class _Store:
                 (int(lane), after.get(lane, 0), limit - len(out)),
             )
             for seq, device, key_id, nonce, sealed, items, created_ns in cursor:
-                out.append(StoredRecord(seq, lane, device, self._open(lane, device, seq, key_id, nonce, sealed),
-                                        items, created_ns))
+                out.append(
+                    StoredRecord(
+                        seq, lane, device, self._open(lane, device, seq, key_id, nonce, sealed), items, created_ns
+                    )
+                )
         return out
 
     def _open(self, lane: Lane, device: str, seq: int, key_id: str, nonce: bytes, sealed: bytes) -> bytes:
@@ -189,8 +194,9 @@ class _Store:
         try:
             return aead.decrypt(nonce, sealed, associated_data(lane, device, seq, key_id))
         except InvalidTag:
-            raise IntegrityError("buffer row failed authentication (edited, moved or foreign)",
-                                 lane=lane.name.lower(), key_id=key_id) from None
+            raise IntegrityError(
+                "buffer row failed authentication (edited, moved or foreign)", lane=lane.name.lower(), key_id=key_id
+            ) from None
 
     def delete(self, seqs: Sequence[int]) -> None:
         if not seqs:
@@ -215,8 +221,7 @@ class _Store:
         out = []
         for lane in Lane:
             rows, items, size, oldest = found.get(int(lane), (0, 0, 0, None))
-            out.append(LaneStats(lane, rows, items or 0, size or 0,
-                                 None if oldest is None else (now - oldest) / 1e9))
+            out.append(LaneStats(lane, rows, items or 0, size or 0, None if oldest is None else (now - oldest) / 1e9))
         return out
 
     def close(self) -> None:
@@ -248,14 +253,10 @@ class Buffer:
         self.path = store.path
 
     @classmethod
-    async def open(
-        cls, path: Path, keyring: Keyring, synchronous: Literal["full", "normal"] = "normal"
-    ) -> Buffer:
+    async def open(cls, path: Path, keyring: Keyring, synchronous: Literal["full", "normal"] = "normal") -> Buffer:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="buffer-db")
         try:
-            store = await asyncio.get_running_loop().run_in_executor(
-                executor, _Store, path, keyring, synchronous
-            )
+            store = await asyncio.get_running_loop().run_in_executor(executor, _Store, path, keyring, synchronous)
         except BaseException:
             executor.shutdown(wait=True)
             raise

@@ -1,0 +1,92 @@
+"""The encrypted buffer: sealed rows, priority reads, wrong keys and tampering detected, versioned schema."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from gateway.buffer import Buffer, generate_key_file, load_keyring
+from gateway.buffer.store import SCHEMA_VERSION, NewRecord
+from gateway.errors import BufferKeyError, IntegrityError
+from gateway.model import Lane
+
+
+@pytest.fixture
+def key_path(tmp_path: Path) -> Path:
+    path = tmp_path / "buffer.key"
+    generate_key_file(path)
+    return path
+
+
+async def test_rows_are_read_highest_priority_first_then_oldest(tmp_path: Path, key_path: Path) -> None:
+    buffer = await Buffer.open(tmp_path / "b.db", load_keyring(key_path))
+    try:
+        await buffer.append([NewRecord(Lane.WAVEFORMS, "ecg", b"w1", 1), NewRecord(Lane.NUMERICS, "ox", b"n1", 1)])
+        await buffer.append([NewRecord(Lane.ALARMS, "ox", b"a1", 1), NewRecord(Lane.NUMERICS, "ox", b"n2", 1)])
+        rows = await buffer.read({}, 10)
+        assert [r.payload for r in rows] == [b"a1", b"n1", b"n2", b"w1"]
+        cursor = {Lane.ALARMS: rows[0].seq, Lane.NUMERICS: rows[1].seq}
+        assert [r.payload for r in await buffer.read(cursor, 10)] == [b"n2", b"w1"]
+        await buffer.delete([r.seq for r in rows[:2]])
+        stats = {s.lane: s for s in await buffer.stats()}
+        assert stats[Lane.ALARMS].rows == 0 and stats[Lane.NUMERICS].rows == 1 and stats[Lane.WAVEFORMS].rows == 1
+    finally:
+        await buffer.close()
+
+
+async def test_nothing_readable_without_the_key_and_wrong_key_refused(tmp_path: Path, key_path: Path) -> None:
+    db = tmp_path / "b.db"
+    buffer = await Buffer.open(db, load_keyring(key_path))
+    await buffer.append([NewRecord(Lane.NUMERICS, "ox", b"MARKER-SPO2-97.3-pt-ZX81Q", 1)])
+    await buffer.close()
+    for suffix in ("", "-wal", "-shm"):
+        path = Path(str(db) + suffix)
+        if path.exists():
+            assert b"MARKER" not in path.read_bytes()
+    other = tmp_path / "other.key"
+    generate_key_file(other)
+    other.write_text(other.read_text().replace("k1 ", "k1 ", 1))
+    with pytest.raises(BufferKeyError, match="does not match"):
+        await Buffer.open(db, load_keyring(other))
+
+
+async def test_edited_or_moved_row_fails_authentication(tmp_path: Path, key_path: Path) -> None:
+    db = tmp_path / "b.db"
+    buffer = await Buffer.open(db, load_keyring(key_path))
+    await buffer.append([NewRecord(Lane.NUMERICS, "ox", b"first", 1), NewRecord(Lane.NUMERICS, "ox", b"second", 1)])
+    await buffer.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE records SET lane = ? WHERE seq = 1", (int(Lane.ALARMS),))
+    buffer = await Buffer.open(db, load_keyring(key_path))
+    try:
+        with pytest.raises(IntegrityError):
+            await buffer.read({}, 10)
+    finally:
+        await buffer.close()
+
+
+async def test_key_file_permissions_and_format_are_checked(tmp_path: Path, key_path: Path) -> None:
+    key_path.chmod(0o644)
+    with pytest.raises(BufferKeyError, match="group or others"):
+        load_keyring(key_path)
+    bad = tmp_path / "bad.key"
+    bad.write_text("k1 not-base64!\n")
+    bad.chmod(0o600)
+    with pytest.raises(BufferKeyError, match="base64"):
+        load_keyring(bad)
+    with pytest.raises(BufferKeyError, match="not found"):
+        load_keyring(tmp_path / "absent.key")
+
+
+async def test_schema_version_recorded_and_newer_database_refused(tmp_path: Path, key_path: Path) -> None:
+    db = tmp_path / "b.db"
+    buffer = await Buffer.open(db, load_keyring(key_path))
+    await buffer.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(Exception, match="newer than this gateway"):
+        await Buffer.open(db, load_keyring(key_path))

@@ -1,0 +1,101 @@
+"""Supervision: a failing or killed driver restarts with backoff while every other device keeps flowing."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from gateway.errors import ConfigError, TransportError
+from gateway.metrics import Metrics
+from gateway.supervisor import Supervisor
+from tests.conftest import Mosquitto, make_config
+from tests.harness import running_gateway
+
+
+async def test_killed_driver_restarts_and_other_devices_keep_arriving(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    config = make_config(tmp_path / "state", mosquitto.port)
+    async with running_gateway(config) as run:
+        await run.wait_until(lambda: all(run.receiver.stats.unique[d.id] > 2 for d in config.devices))
+        supervisor = run.gateway.parts.supervisor  # type: ignore[union-attr]
+        assert supervisor is not None
+
+        # 1. Kill the ECG driver's task outright.
+        before = {d.id: run.receiver.stats.unique[d.id] for d in config.devices}
+        supervisor.kill("driver:ecg-1")
+        # 2. While it restarts, take the pulse oximeter's link down for a while too.
+        oximeter = run.world.peripherals["ox-1"]
+        oximeter.online = False
+        oximeter.drop_links()
+        await asyncio.sleep(2.0)
+        during = {d.id: run.receiver.stats.unique[d.id] for d in config.devices}
+        # The CGM and the pump were never touched: their data kept arriving throughout.
+        assert during["cgm-1"] > before["cgm-1"]
+        assert during["pump-1"] > before["pump-1"]
+        # The killed driver is already back and streaming.
+        assert supervisor.tasks["driver:ecg-1"].restarts >= 1
+        assert during["ecg-1"] > before["ecg-1"]
+
+        oximeter.online = True
+        await run.wait_until(lambda: run.receiver.stats.unique["ox-1"] > during["ox-1"] + 2)
+        assert supervisor.tasks["driver:ox-1"].restarts >= 1
+        assert run.world.peripherals["ecg-1"].connections >= 2
+        await run.finish()
+        for device in config.devices:
+            counters = run.gateway.metrics.device(device.id)
+            assert run.receiver.stats.unique[device.id] == counters.accepted == counters.received
+
+    # The outage raised a technical alarm for the oximeter, and it cleared when the link came back.
+    conditions = [(a["device"], a["condition"], a["state"]) for a in run.receiver.alarms]
+    assert ("ox-1", "device_disconnected", "active") in conditions
+    assert ("ox-1", "device_disconnected", "cleared") in conditions
+
+
+async def test_silent_link_is_noticed_and_reconnected(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    config = make_config(tmp_path / "state", mosquitto.port)
+    data = config.model_dump()
+    for device in data["devices"]:
+        device["silent_link_timeout_s"] = 0.5
+    config = type(config).model_validate(data)
+    async with running_gateway(config) as run:
+        await run.wait_until(lambda: run.receiver.stats.unique["pump-1"] > 1)
+        pump = run.world.peripherals["pump-1"]
+        pump.silent = True
+        supervisor = run.gateway.parts.supervisor  # type: ignore[union-attr]
+        assert supervisor is not None
+        await run.wait_until(lambda: supervisor.tasks["driver:pump-1"].restarts >= 1, timeout_s=10)
+        assert supervisor.tasks["driver:pump-1"].last_error == "TransportError"
+        pump.silent = False
+        seen = run.receiver.stats.unique["pump-1"]
+        await run.wait_until(lambda: run.receiver.stats.unique["pump-1"] > seen + 1)
+        await run.finish()
+
+
+async def test_backoff_grows_jittered_and_capped_and_jumps_to_max_on_config_error() -> None:
+    async with asyncio.TaskGroup() as group:
+        supervisor = Supervisor(group, Metrics(), initial_s=0.1, max_s=2.0)
+        delays = [supervisor.backoff(n, TransportError("x")) for n in range(1, 12)]
+        assert all(0.05 <= d <= 2.0 for d in delays)
+        assert max(delays[-4:]) > 0.9  # grew towards the cap
+        assert supervisor.backoff(1, ConfigError("bad")) == 2.0
+
+
+async def test_supervisor_restarts_a_crashing_task_and_logs_recovery_once() -> None:
+    attempts = 0
+    running = asyncio.Event()
+
+    async def flaky() -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise TransportError("boom")
+        running.set()
+        await asyncio.sleep(3600)
+
+    metrics = Metrics()
+    async with asyncio.TaskGroup() as group:
+        supervisor = Supervisor(group, metrics, initial_s=0.01, max_s=0.05)
+        supervisor.start("flaky", flaky)
+        await asyncio.wait_for(running.wait(), 5)
+        assert supervisor.tasks["flaky"].restarts == 2
+        assert metrics.restarts["flaky"] == 2
+        await supervisor.stop()
