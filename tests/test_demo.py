@@ -13,7 +13,9 @@ import pytest
 
 @pytest.mark.slow
 def test_demo_json_run_delivers_everything_and_raises_alarms() -> None:
-    script = shutil.which("iomt-gateway") or str(Path(sys.executable).parent / "iomt-gateway")
+    beside = Path(sys.executable).parent / "iomt-gateway"
+    script = str(beside) if beside.exists() else shutil.which("iomt-gateway")
+    assert script, "iomt-gateway is not installed (run scripts/test)"
     result = subprocess.run(
         [script, "demo", "--duration", "20", "--json"], capture_output=True, text=True, timeout=120, check=False
     )
