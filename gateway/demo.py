@@ -120,6 +120,16 @@ def summary(run: DemoRun) -> dict[str, Any]:
     }
 
 
+_DISPLAY_UNITS = {"[iU]": "IU", "[iU]/h": "IU/h", "Cel": "°C", "mm[Hg]": "mmHg", "1": ""}
+
+
+def _alarm_text(alarm: Alarm) -> str:
+    if alarm.quantity is None:
+        return alarm.condition.replace("_", " ")
+    side = alarm.condition.rsplit(".", 1)[-1]
+    return f"{alarm.quantity.display} {side}"
+
+
 def _view(run: DemoRun, backlog_rows: int) -> Group:
     gateway = run.gateway
     parts = gateway.parts
@@ -147,7 +157,7 @@ def _view(run: DemoRun, backlog_rows: int) -> Group:
         alarms.add_row(
             time.strftime("%H:%M:%S", time.localtime(alarm.gateway_time_ns / 1e9)),
             alarm.device_id,
-            alarm.condition,
+            _alarm_text(alarm),
             alarm.priority.value,
             alarm.state.value,
             style=style,
