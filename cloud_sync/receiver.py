@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from cloud_sync.wire import InvalidPayload, decode_batch
 from gateway.logs import get_logger
@@ -44,8 +46,10 @@ class ReferenceReceiver:
         topic_prefix: str = "iomt/v1",
         client_id: str = "reference-receiver",
         tls_context: ssl.SSLContext | None = None,
+        protocol: str = "5",
     ) -> None:
         self._host = host
+        self._protocol = protocol
         self._port = port
         self._prefix = topic_prefix
         self._client_id = client_id
@@ -72,6 +76,28 @@ class ReferenceReceiver:
             except aiomqtt.MqttError:
                 self.subscribed.clear()
                 await asyncio.sleep(0.5)
+
+    def _client(self) -> aiomqtt.Client:
+        if self._protocol == "5":
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = 24 * 3600
+            return aiomqtt.Client(
+                self._host,
+                self._port,
+                identifier=self._client_id,
+                protocol=aiomqtt.ProtocolVersion.V5,
+                clean_start=False,
+                properties=properties,
+                tls_context=self._tls,
+            )
+        return aiomqtt.Client(
+            self._host,
+            self._port,
+            identifier=self._client_id,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            clean_session=False,
+            tls_context=self._tls,
+        )
 
     def handle(self, payload: bytes) -> None:
         self.stats.messages += 1

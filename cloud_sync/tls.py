@@ -16,5 +16,8 @@ def client_context(ca_file: Path, cert_file: Path, key_file: Path) -> ssl.SSLCon
         context.load_verify_locations(cafile=str(ca_file))
         context.load_cert_chain(certfile=str(cert_file), keyfile=str(key_file))
     except (OSError, ssl.SSLError) as err:
-        raise ConfigError("mqtt.tls: cannot load CA, certificate or key", error=type(err).__name__) from None
+        raise ConfigError(
+            "mqtt.tls: cannot load the CA, certificate or key (PEM files; the key must match the certificate)",
+            error=type(err).__name__,
+        ) from None
     return context

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.model import Event
+
+
+@dataclass
+class DriverStats:
+    """What a driver saw on its link; nothing a device sent disappears without being counted here."""
+
+    notifications: int = 0  # frames received from the device and decoded (or rejected)
+    invalid_frames: int = 0  # frames that failed decoding (logged, typed error)
+    dropped_notifications: int = 0  # frames lost because the driver's queue was full
 
 
 class EventSink(Protocol):
@@ -20,5 +30,6 @@ class Driver(Protocol):
     """A connection to one device.  `run` returns or raises when the link ends; the supervisor restarts it."""
 
     device_id: str
+    stats: DriverStats
 
     async def run(self, sink: EventSink) -> None: ...

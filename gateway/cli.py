@@ -14,6 +14,7 @@ from pathlib import Path
 from gateway.config import DEFAULT_CONFIG_PATH, load_config
 from gateway.errors import BufferKeyError, ConfigError, GatewayError
 from gateway.logs import configure_logging, get_logger
+from gateway.preflight import preflight
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -37,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True)
     validate = config_sub.add_parser("validate", help="validate a configuration file; exit 0 or 2")
     validate.add_argument("path", type=Path)
+    validate.add_argument(
+        "--no-secrets",
+        action="store_true",
+        help="check keys and values only, not the secret files (e.g. outside systemd, where credential:NAME "
+        "does not resolve); the service checks them when it starts",
+    )
 
     keys = sub.add_parser("keys", help="buffer encryption keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -53,6 +60,7 @@ def _config_failure(err: GatewayError) -> int:
 def cmd_run(config_path: Path) -> int:
     try:
         config = load_config(config_path)
+        preflight(config)
     except ConfigError as err:
         return _config_failure(err)
     configure_logging(config.logging.level, config.logging.format)
@@ -68,21 +76,27 @@ def cmd_run(config_path: Path) -> int:
     code = EXIT_OK
     try:
         asyncio.run(main())
-    except* BufferKeyError as group:
+    except* (ConfigError, BufferKeyError) as group:
         code = _config_failure(group.exceptions[0])  # type: ignore[arg-type]
     except* GatewayError as group:
         for exc in group.exceptions:
             log.error("gateway failed", **exc.log_fields() if isinstance(exc, GatewayError) else {})
         code = EXIT_FAILURE
+    except* Exception as crashed:  # last resort: a redacted log line, never a raw traceback
+        for error in crashed.exceptions:
+            log.error("gateway crashed", exc_info=error)
+        code = EXIT_FAILURE
     return code
 
 
-def cmd_config_validate(path: Path) -> int:
+def cmd_config_validate(path: Path, *, check_secrets: bool = True) -> int:
     try:
-        load_config(path)
+        config = load_config(path, check_secrets=check_secrets)
+        if check_secrets:
+            preflight(config)
     except ConfigError as err:
         return _config_failure(err)
-    print(f"{path}: ok")
+    print(f"{path}: ok" + ("" if check_secrets else " (secrets not checked)"))
     return EXIT_OK
 
 
@@ -107,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return cmd_demo(args.duration, as_json=args.json)
     if args.command == "config":
-        return cmd_config_validate(args.path)
+        return cmd_config_validate(args.path, check_secrets=not args.no_secrets)
     if args.command == "keys":
         return cmd_keys_generate(args.path)
     return EXIT_FAILURE

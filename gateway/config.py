@@ -73,6 +73,7 @@ class MqttSection(_Section):
     host: str
     port: Annotated[int, Field(ge=1, le=65535)] = 8883
     client_id: str | None = None
+    protocol: Literal["5", "3.1.1"] = "5"
     topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")] = "iomt/v1"
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
     inflight_window: Annotated[int, Field(ge=1, le=1000)] = 32
@@ -234,7 +235,10 @@ def parse_config(data: dict[str, Any], *, check_secrets: bool = True) -> Config:
         raise ConfigError(_format_error(err)) from None
     if check_secrets:
         for key, ref in config.secret_refs().items():
-            path = config.secret_path(ref)
+            try:
+                path = config.secret_path(ref)
+            except ConfigError as err:
+                raise ConfigError(f"{key}: {err.message}") from None
             if not path.is_file():
                 raise ConfigError(f"{key}: secret file not found (expected a readable file at {path})")
             if not os.access(path, os.R_OK):

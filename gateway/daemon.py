@@ -11,15 +11,15 @@ import time
 from dataclasses import dataclass
 from functools import partial
 
-from cloud_sync.tls import client_context
 from cloud_sync.uplink import Uplink
 from drivers.registry import Backends, build_driver
 from gateway.alarms import AlarmEngine
-from gateway.buffer import Buffer, load_keyring
+from gateway.buffer import Buffer
 from gateway.config import Config
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
+from gateway.preflight import preflight
 from gateway.sdnotify import SystemdNotifier
 from gateway.supervisor import Supervisor
 
@@ -62,9 +62,8 @@ class Gateway:
 
     async def _open(self) -> GatewayParts:
         cfg = self.config
-        keyring = load_keyring(cfg.secret_path(cfg.buffer.key_file))
-        buffer_path = cfg.state_dir / cfg.buffer.path
-        buffer = await Buffer.open(buffer_path, keyring, cfg.buffer.synchronous)
+        keyring, tls = preflight(cfg)  # secrets first: a bad certificate must not leave an open buffer behind
+        buffer = await Buffer.open(cfg.state_dir / cfg.buffer.path, keyring, cfg.buffer.synchronous)
         pipeline = Pipeline(
             buffer,
             self.alarms,
@@ -75,13 +74,6 @@ class Gateway:
             max_batch_items=cfg.buffer.max_batch_items,
             queue_size=cfg.buffer.queue_size,
         )
-        tls = None
-        if cfg.mqtt.tls is not None:
-            tls = client_context(
-                cfg.secret_path(cfg.mqtt.tls.ca_file),
-                cfg.secret_path(cfg.mqtt.tls.cert_file),
-                cfg.secret_path(cfg.mqtt.tls.key_file),
-            )
         uplink = Uplink(cfg.mqtt, buffer, pipeline.stored, self.metrics, gateway_id=cfg.gateway.id, tls_context=tls)
         return GatewayParts(buffer, pipeline, uplink)
 
@@ -90,9 +82,10 @@ class Gateway:
         parts = self.parts = await self._open()
         try:
             drivers = [build_driver(device, self.backends) for device in self.config.devices]
+            for driver in drivers:
+                self.metrics.drivers[driver.device_id] = driver.stats
             async with asyncio.TaskGroup() as group:
                 pipeline_task = group.create_task(parts.pipeline.run(), name="pipeline")
-                uplink_task = group.create_task(parts.uplink.run(), name="uplink")
                 watchdog_task = group.create_task(self._watchdog(), name="watchdog")
                 supervisor = parts.supervisor = Supervisor(
                     group,
@@ -100,6 +93,9 @@ class Gateway:
                     initial_s=self.config.supervisor.backoff_initial_s,
                     max_s=self.config.supervisor.backoff_max_s,
                 )
+                # The uplink is supervised like a driver: a storage error while draining restarts the uplink,
+                # never the pipeline (which would lose what it has not committed yet).
+                uplink = supervisor.start("uplink", parts.uplink.run)
                 for driver in drivers:
                     supervisor.start(f"driver:{driver.device_id}", partial(driver.run, parts.pipeline))
                 self.notifier.ready(f"running {len(drivers)} drivers")
@@ -110,12 +106,12 @@ class Gateway:
 
                 self.notifier.stopping()
                 log.info("gateway stopping: draining into the buffer")
-                await supervisor.stop()
+                await supervisor.stop(exclude={uplink.name})
                 parts.pipeline.close()
                 await pipeline_task
                 if drain_uplink_s > 0:
                     await self._wait_drained(parts, drain_uplink_s)
-                uplink_task.cancel()
+                await supervisor.stop()
                 watchdog_task.cancel()
         finally:
             await parts.buffer.close()
@@ -138,12 +134,24 @@ class Gateway:
         return False
 
     async def _watchdog(self) -> None:
-        """Pings the systemd watchdog while the pipeline keeps moving, and publishes a short STATUS."""
+        """Pings the systemd watchdog only while the pipeline and the uplink loops keep turning."""
         interval = self.notifier.watchdog_interval_s or self.config.supervisor.watchdog_interval_s
+        stale_after = max(4 * interval, 2 * self.config.buffer.flush_interval_ms / 1000 + 5.0)
         while True:
             await asyncio.sleep(interval)
             parts = self.parts
             if parts is None:
+                continue
+            now = time.monotonic()
+            pipeline_age = now - parts.pipeline.heartbeat
+            uplink_age = now - parts.uplink.heartbeat
+            # The uplink may sleep through a long reconnect backoff; that is progress too.
+            uplink_limit = stale_after + self.config.mqtt.reconnect_max_s
+            if pipeline_age > stale_after or uplink_age > uplink_limit:
+                log.error(
+                    "a core loop is stuck; withholding the watchdog ping",
+                    elapsed_s=round(max(pipeline_age, uplink_age), 1),
+                )
                 continue
             self.notifier.watchdog()
             self.notifier.status(

@@ -91,16 +91,24 @@ def summary(run: DemoRun) -> dict[str, Any]:
     devices: dict[str, Any] = {}
     for device in run.config.devices:
         counters = run.gateway.metrics.device(device.id)
+        driver = run.gateway.metrics.drivers.get(device.id)
+        peripheral = run.world.peripherals.get(device.address.removeprefix("sim:"))
         delivered = run.receiver.stats.unique[device.id]
+        sent = peripheral.notifications_sent if peripheral else 0
+        decoded = driver.notifications if driver else 0
         devices[device.id] = {
             "profile": device.profile,
+            "notifications_sent_by_device": sent,
+            "notifications_received": decoded,
+            "invalid_frames": driver.invalid_frames if driver else 0,
             "received": counters.received,
             "accepted": counters.accepted,
             "delivered": delivered,
             "samples_received": counters.samples_received,
             "samples_delivered": run.receiver.stats.samples[device.id],
-            "lost": counters.accepted - delivered,
-            "not_accepted": counters.received - counters.accepted,
+            "lost": max(0, counters.accepted - delivered)
+            + (counters.received - counters.accepted)
+            + max(0, sent - decoded),
         }
     raised = [a for a in run.alarms if a.state is AlarmState.ACTIVE]
     values = {key: sum(d[key] for d in devices.values()) for key in ("received", "accepted", "delivered")}
@@ -110,7 +118,7 @@ def summary(run: DemoRun) -> dict[str, Any]:
         "values_received": values["received"],
         "values_accepted": values["accepted"],
         "values_delivered": values["delivered"],
-        "values_lost": sum(max(0, d["lost"]) + d["not_accepted"] for d in devices.values()),
+        "values_lost": sum(d["lost"] for d in devices.values()),
         "duplicates_dropped_by_receiver": sum(run.receiver.stats.duplicates.values()),
         "alarms_raised": len(raised),
         "alarms": sorted({f"{a.device_id}:{a.condition}:{a.priority}" for a in raised}),
@@ -187,7 +195,11 @@ async def run_demo(duration_s: float | None, *, as_json: bool) -> dict[str, Any]
         broker = EmbeddedBroker(port)
         await broker.start()
         receiver = ReferenceReceiver(
-            "127.0.0.1", port, topic_prefix=config.mqtt.topic_prefix, client_id="demo-receiver"
+            "127.0.0.1",
+            port,
+            topic_prefix=config.mqtt.topic_prefix,
+            client_id="demo-receiver",
+            protocol=config.mqtt.protocol,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

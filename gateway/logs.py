@@ -21,6 +21,12 @@ import structlog
 from gateway.errors import GatewayError
 
 REDACTED = "[redacted]"
+MAX_VALUE_CHARS = 200
+_SAFE_TYPES = (str, int, float, bool, type(None))
+
+# Foreign loggers whose messages are fixed text or format templates without data (checked in their source).
+# Every other library's message text is dropped: asyncio, for one, puts exception messages into its text.
+FOREIGN_TEXT_ALLOWED = frozenset({"aiomqtt", "mqtt"})
 
 SAFE_KEYS = frozenset(
     {
@@ -103,8 +109,11 @@ def _redact(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> M
                 f"{f.name}@{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in reversed(frames[-6:])
             )
     for key in list(event_dict):
-        if key not in SAFE_KEYS:
+        value = event_dict[key]
+        if key not in SAFE_KEYS or not isinstance(value, _SAFE_TYPES):
             event_dict[key] = REDACTED
+        elif isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+            event_dict[key] = value[:MAX_VALUE_CHARS] + "..."
     event = event_dict.get("event")
     if not isinstance(event, str):
         event_dict["event"] = REDACTED
@@ -112,9 +121,12 @@ def _redact(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> M
 
 
 def _stdlib_event(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """A foreign library's record keeps its template only (`use_get_message=False`): its args may be payloads."""
-    if not isinstance(event_dict.get("event"), str):
-        event_dict["event"] = REDACTED
+    """A foreign library's record: its template only (`use_get_message=False`), and only from allowed loggers."""
+    record = event_dict.get("_record")
+    name = record.name if record is not None else ""
+    if name.split(".", 1)[0] not in FOREIGN_TEXT_ALLOWED or not isinstance(event_dict.get("event"), str):
+        event_dict["event"] = "foreign log record (text withheld)"
+    event_dict["logger"] = name
     return event_dict
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from drivers.base import DriverStats
+
 
 @dataclass
 class DeviceCounters:
@@ -22,10 +24,13 @@ class Metrics:
     invalid_frames: int = 0
     publishes: int = 0
     publish_errors: int = 0
+    publish_refused: int = 0
+    rows_quarantined: int = 0
     reconnects: int = 0
     rows_written: int = 0
     rows_deleted: int = 0
     restarts: Counter[str] = field(default_factory=Counter)
+    drivers: dict[str, DriverStats] = field(default_factory=dict)
 
     def device(self, device_id: str) -> DeviceCounters:
         counters = self.devices.get(device_id)

@@ -1,9 +1,11 @@
 """The pipeline: events from drivers -> alarm rules -> batches per (lane, device) -> encrypted buffer.
 
-Drivers `emit` into a bounded queue; when it is full, `emit` waits, and that wait propagates back to the
-device link (backpressure instead of unbounded memory).  The pipeline groups events into batches and commits
-every pending batch in one transaction (group commit) each flush interval, or at once when an alarm is
-pending.  An event counts as accepted only after that commit returns.
+Drivers `emit` into one ordered FIFO.  When it holds `queue_size` events, `emit` waits, and that wait reaches
+back to the device link (backpressure instead of unbounded memory).  `emit_nowait` (for rare must-not-block
+events such as a disconnect status) appends to the same FIFO, so the order of events from one device is kept.
+An event counts as received once it is in the FIFO, and as accepted once the transaction holding it has
+committed.  The pipeline commits every pending batch in one transaction (group commit) each flush interval,
+or at once when an alarm is pending.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from gateway.model import Alarm, Event, Lane, Observation, WaveformChunk
 log = get_logger(__name__)
 
 MAX_WAVEFORM_SAMPLES_PER_RECORD = 32_768
+RETRY_DELAY_S = 0.5
+CLOSE_DEADLINE_S = 10.0
 
 AlarmListener = Callable[[Alarm], None]
 
@@ -51,12 +55,16 @@ class Pipeline:
         self._patients = patients
         self._flush_interval = flush_interval_s
         self._max_batch_items = max_batch_items
-        self._queue: asyncio.Queue[Event] = asyncio.Queue(queue_size)
-        self._urgent: deque[Event] = deque()
+        self._queue_size = queue_size
+        self._fifo: deque[Event] = deque()
+        self._space = asyncio.Event()
+        self._space.set()
         self._wake = asyncio.Event()
         self._closing = False
         self._pending: dict[tuple[Lane, str], list[Event]] = {}
         self._pending_count = 0
+        self._urgent = False
+        self.heartbeat = time.monotonic()  # last loop iteration; the systemd watchdog checks it
         self.stored = asyncio.Event()  # set after each commit; the uplink waits on it
         self.alarm_listeners: list[AlarmListener] = []
         # Latest value per (device, quantity), for the local display only; never logged.
@@ -64,12 +72,17 @@ class Pipeline:
 
     # -- EventSink -------------------------------------------------------------------------------------------
     async def emit(self, event: Event) -> None:
-        self._count_received(event)
-        await self._queue.put(event)
+        while len(self._fifo) >= self._queue_size:
+            self._space.clear()
+            await self._space.wait()
+        self._append(event)
 
     def emit_nowait(self, event: Event) -> None:
+        self._append(event)
+
+    def _append(self, event: Event) -> None:
+        self._fifo.append(event)
         self._count_received(event)
-        self._urgent.append(event)
         self._wake.set()
 
     def _count_received(self, event: Event) -> None:
@@ -83,54 +96,63 @@ class Pipeline:
     # -- processing ------------------------------------------------------------------------------------------
     @property
     def backlog(self) -> int:
-        return self._queue.qsize() + len(self._urgent) + self._pending_count
+        return len(self._fifo) + self._pending_count
 
     async def run(self) -> None:
-        """Process until `close()`; then drain what is queued, commit it, and return."""
-        next_flush = time.monotonic() + self._flush_interval
-        while True:
-            urgent = self._take_available()
-            if urgent or time.monotonic() >= next_flush or self._pending_count >= self._max_batch_items * 8:
-                await self.flush()
-                next_flush = time.monotonic() + self._flush_interval
-            if self._closing and self._queue.empty() and not self._urgent:
-                await self.flush()
-                return
-            timeout = max(0.0, next_flush - time.monotonic())
-            if self._queue.empty() and not self._urgent:
-                self._wake.clear()
-                await self._wait_for_input(timeout)
+        """Process until `close()`; then commit everything emitted before it and return.
 
-    async def _wait_for_input(self, wait_s: float) -> None:
-        """Sleep until an event is queued, `emit_nowait`/`close` wakes us, or the flush is due."""
-        getter = asyncio.ensure_future(self._queue.get())
-        waker = asyncio.ensure_future(self._wake.wait())
-        try:
-            _done, _ = await asyncio.wait({getter, waker}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waker.cancel()
-            getter.cancel()
-        if getter.done() and not getter.cancelled():
-            # A get() that completed in the same tick as the cancel still holds its event: keep it.
-            self._add(getter.result())
+        Raises StorageError if the buffer still refuses the last batches when the close deadline passes, so
+        the daemon exits non-zero and the loss is visible.
+        """
+        next_flush = time.monotonic() + self._flush_interval
+        close_deadline: float | None = None
+        while True:
+            self.heartbeat = time.monotonic()
+            self._take_available()
+            due = (
+                self._closing
+                or self._urgent
+                or time.monotonic() >= next_flush
+                or self._pending_count >= self._pending_cap
+            )
+            if due and self._pending and not await self.flush():
+                await asyncio.sleep(RETRY_DELAY_S)
+            if due:
+                next_flush = time.monotonic() + self._flush_interval
+            if self._closing:
+                if not self._fifo and not self._pending:
+                    return
+                close_deadline = close_deadline or time.monotonic() + CLOSE_DEADLINE_S
+                if time.monotonic() > close_deadline:
+                    lost = self._pending_count + len(self._fifo)
+                    log.error("buffer refused the last batches at shutdown", items=lost)
+                    raise StorageError("events could not be committed before shutdown", items=lost)
+                continue
+            if not self._fifo:
+                self._wake.clear()
+                try:
+                    async with asyncio.timeout(max(0.0, next_flush - time.monotonic())):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
 
     def close(self) -> None:
         """Stop after draining: `run` commits everything already emitted and returns."""
         self._closing = True
         self._wake.set()
 
-    def _take_available(self) -> bool:
-        """Move queued events into pending batches; True if an alarm is among them."""
-        urgent = False
-        while self._urgent:
-            urgent |= self._add(self._urgent.popleft())
-        budget = self._max_batch_items * 8 - self._pending_count
-        while budget > 0 and not self._queue.empty():
-            urgent |= self._add(self._queue.get_nowait())
-            budget -= 1
-        return urgent
+    @property
+    def _pending_cap(self) -> int:
+        return self._max_batch_items * 8
 
-    def _add(self, event: Event) -> bool:
+    def _take_available(self) -> None:
+        """Move FIFO events into pending batches, up to the pending cap (over it, emitters wait)."""
+        while self._fifo and self._pending_count < self._pending_cap:
+            self._add(self._fifo.popleft())
+        if len(self._fifo) < self._queue_size:
+            self._space.set()
+
+    def _add(self, event: Event) -> None:
         raised = self._alarms.evaluate(event)
         if isinstance(event, Observation):
             self.latest[(event.device_id, event.quantity.reference_id)] = event
@@ -143,7 +165,8 @@ class Pipeline:
             self._pending_count += 1
         self._pending.setdefault((event.lane, event.device_id), []).append(event)
         self._pending_count += 1
-        return bool(raised) or event.lane is Lane.ALARMS
+        if raised or event.lane is Lane.ALARMS:
+            self._urgent = True
 
     def _records(self) -> tuple[list[NewRecord], list[tuple[str, int]]]:
         records: list[NewRecord] = []
@@ -151,30 +174,30 @@ class Pipeline:
         for (lane, device), events in self._pending.items():
             patient = self._patients.get(device)
             for chunk in _split(events, self._max_batch_items, lane):
-                records.append(
-                    NewRecord(lane, device, encode_batch(self._gateway_id, device, patient, lane, chunk), len(chunk))
-                )
+                payload = encode_batch(self._gateway_id, device, patient, lane, chunk)
+                records.append(NewRecord(lane, device, payload, len(chunk)))
                 counted.append((device, len(chunk)))
         return records, counted
 
-    async def flush(self) -> None:
-        """Commit every pending batch in one transaction."""
+    async def flush(self) -> bool:
+        """Commit every pending batch in one transaction; False (batches kept for a retry) if the buffer failed."""
         if not self._pending:
-            return
+            return True
         records, counted = self._records()
         try:
             await self._buffer.append(records)
         except StorageError as err:
-            # Keep the batches and retry; intake pauses while pending is over its cap (backpressure).
-            log.error("buffer commit failed; retrying", rows=len(records), **err.log_fields())
-            await asyncio.sleep(0.5)
-            return
+            # Keep the batches; intake pauses while pending is over its cap, so emitters wait (backpressure).
+            log.error("buffer commit failed; will retry", rows=len(records), **err.log_fields())
+            return False
         self._pending = {}
         self._pending_count = 0
+        self._urgent = False
         self._metrics.rows_written += len(records)
         for device, items in counted:
             self._metrics.device(device).accepted += items
         self.stored.set()
+        return True
 
 
 def _split(events: list[Event], max_items: int, lane: Lane) -> list[list[Event]]:

@@ -8,6 +8,7 @@ cannot help.  Cancelling one attempt (`kill`) restarts that task; cancelling the
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,20 @@ from gateway.metrics import Metrics
 
 log = get_logger(__name__)
 
-HEALTHY_AFTER_S = 5.0
+_current: contextvars.ContextVar[SupervisedTask | None] = contextvars.ContextVar("supervised_task", default=None)
+
+
+def report_healthy() -> None:
+    """Called by a supervised task once it is doing its job (e.g. a driver connected and streaming).
+
+    Resets the task's backoff and logs the recovery once.  Outside a supervisor it does nothing, so drivers
+    can call it unconditionally.  Health is a positive signal, never elapsed time: a device that is out of
+    range fails its connect every time, and its backoff must keep growing.
+    """
+    task = _current.get()
+    if task is not None and task.failures_in_row:
+        log.info("task recovered", task=task.name, restarts=task.restarts)
+        task.failures_in_row = 0
 
 
 @dataclass
@@ -45,19 +59,20 @@ class Supervisor:
         self._initial = initial_s
         self._max = max_s
         self.tasks: dict[str, SupervisedTask] = {}
-        self._wrappers: list[asyncio.Task[None]] = []
+        self._wrappers: dict[str, asyncio.Task[None]] = {}
 
     def start(self, name: str, factory: Callable[[], Awaitable[None]]) -> SupervisedTask:
         supervised = SupervisedTask(name, factory)
         self.tasks[name] = supervised
-        self._wrappers.append(self._group.create_task(self._supervise(supervised), name=f"supervise:{name}"))
+        self._wrappers[name] = self._group.create_task(self._supervise(supervised), name=f"supervise:{name}")
         return supervised
 
-    async def stop(self) -> None:
-        """Cancel every supervised task and wait until each has finished its cleanup."""
-        for wrapper in self._wrappers:
+    async def stop(self, exclude: set[str] | frozenset[str] = frozenset()) -> None:
+        """Cancel the supervised tasks (all but `exclude`) and wait until each has finished its cleanup."""
+        stopping = [w for name, w in self._wrappers.items() if name not in exclude]
+        for wrapper in stopping:
             wrapper.cancel()
-        await asyncio.gather(*self._wrappers, return_exceptions=True)
+        await asyncio.gather(*stopping, return_exceptions=True)
 
     def kill(self, name: str) -> None:
         """Cancel the current attempt of a task; the supervisor restarts it as after a failure."""
@@ -76,10 +91,13 @@ class Supervisor:
         if me is None:  # pragma: no cover - always called from a task
             raise RuntimeError("supervisor must run in a task")
         while True:
-            attempt: asyncio.Task[None] = asyncio.ensure_future(task.factory())
+            context = contextvars.copy_context()
+            context.run(_current.set, task)
+            attempt: asyncio.Task[None] = asyncio.get_running_loop().create_task(
+                _await(task.factory), name=task.name, context=context
+            )
             task.attempt = attempt
             task.running_since = time.monotonic()
-            recovery = asyncio.get_running_loop().call_later(HEALTHY_AFTER_S, self._healthy, task)
             error: BaseException | None = None
             try:
                 await attempt
@@ -92,7 +110,6 @@ class Supervisor:
                 error = err
                 task.last_error = type(err).__name__
             finally:
-                recovery.cancel()
                 task.running_since = None
             task.failures_in_row += 1
             task.restarts += 1
@@ -107,7 +124,6 @@ class Supervisor:
                 )
             await asyncio.sleep(delay)
 
-    def _healthy(self, task: SupervisedTask) -> None:
-        if task.failures_in_row:
-            log.info("task recovered", task=task.name, restarts=task.restarts)
-            task.failures_in_row = 0
+
+async def _await(factory: Callable[[], Awaitable[None]]) -> None:
+    await factory()

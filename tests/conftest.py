@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
 import shutil
 import socket
@@ -100,17 +101,24 @@ class Mosquitto:
             self.process = None
 
 
-@pytest.fixture(scope="session")
-def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    folder = tmp_path_factory.mktemp("mosquitto")
+def start_mosquitto(folder: Path, extra_conf: str = "") -> Mosquitto:
+    """A fresh Mosquitto on a free loopback port; `extra_conf` adds lines (ACLs, TLS listeners)."""
     port = free_port()
     conf = folder / "mosquitto.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
         f"max_queued_messages 100000\nlog_dest stderr\n"
+        # Run as the test's user: as root, Mosquitto would drop to "mosquitto", who cannot read our temp files.
+        f"user {getpass.getuser()}\n{extra_conf}"
     )
     broker = Mosquitto(conf, port, folder / "mosquitto.log")
     broker.start()
+    return broker
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    broker = start_mosquitto(tmp_path_factory.mktemp("mosquitto"))
     yield broker
     broker.stop()
 

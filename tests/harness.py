@@ -43,7 +43,7 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    config: Config, *, receiver_id: str = "test-receiver", world: SimBleWorld | None = None
+    config: Config, *, receiver_id: str = "test-receiver", world: SimBleWorld | None = None, drain_s: float = 20.0
 ) -> AsyncIterator[Running]:
     receiver = ReferenceReceiver(config.mqtt.host, config.mqtt.port, client_id=f"{receiver_id}-{time.time_ns()}")
     receiver.keep_items = True
@@ -56,7 +56,7 @@ async def running_gateway(
                 world.add(default_peripheral(device.address.removeprefix("sim:"), device.profile))
         gateway = Gateway(config, Backends(ble=world.link))
         stop = asyncio.Event()
-        task = asyncio.create_task(gateway.run(stop, drain_uplink_s=20), name="gateway")
+        task = asyncio.create_task(gateway.run(stop, drain_uplink_s=drain_s), name="gateway")
         await asyncio.wait_for(gateway.started.wait(), 10)
         running = Running(gateway, world, receiver, stop, task)
         try:

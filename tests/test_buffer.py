@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.buffer import Buffer, generate_key_file, load_keyring
-from gateway.buffer.store import SCHEMA_VERSION, NewRecord
+from gateway.buffer.store import SCHEMA_VERSION, NewRecord, _Store
 from gateway.errors import BufferKeyError, IntegrityError
 from gateway.model import Lane
 
@@ -52,19 +52,50 @@ async def test_nothing_readable_without_the_key_and_wrong_key_refused(tmp_path: 
         await Buffer.open(db, load_keyring(other))
 
 
-async def test_edited_or_moved_row_fails_authentication(tmp_path: Path, key_path: Path) -> None:
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        "UPDATE records SET lane = 0 WHERE seq = 1",  # moved to another lane
+        "UPDATE records SET device = 'other' WHERE seq = 1",  # relabelled
+        "edit one ciphertext byte",
+        # swapped: row 1 gets row 2's ciphertext and nonce
+        "UPDATE records SET sealed = (SELECT sealed FROM records WHERE seq = 2), "
+        "nonce = (SELECT nonce FROM records WHERE seq = 2) WHERE seq = 1",
+    ],
+)
+async def test_tampered_row_is_detected_quarantined_and_skipped(tmp_path: Path, key_path: Path, tamper: str) -> None:
     db = tmp_path / "b.db"
     buffer = await Buffer.open(db, load_keyring(key_path))
     await buffer.append([NewRecord(Lane.NUMERICS, "ox", b"first", 1), NewRecord(Lane.NUMERICS, "ox", b"second", 1)])
     await buffer.close()
     with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE records SET lane = ? WHERE seq = 1", (int(Lane.ALARMS),))
+        if tamper == "edit one ciphertext byte":
+            sealed = bytearray(conn.execute("SELECT sealed FROM records WHERE seq = 1").fetchone()[0])
+            sealed[2] ^= 0x01
+            conn.execute("UPDATE records SET sealed = ? WHERE seq = 1", (bytes(sealed),))
+        else:
+            conn.execute(tamper)
     buffer = await Buffer.open(db, load_keyring(key_path))
     try:
-        with pytest.raises(IntegrityError):
-            await buffer.read({}, 10)
+        rows = await buffer.read({}, 10)
+        assert [r.payload for r in rows] == [b"second"]
+        assert buffer.quarantined == 1
     finally:
         await buffer.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT seq, reason FROM quarantine").fetchall() == [(1, "IntegrityError")]
+        assert conn.execute("SELECT COUNT(*) FROM records").fetchone()[0] == 1
+
+
+async def test_opening_a_row_directly_raises_integrity_error(tmp_path: Path, key_path: Path) -> None:
+    store = _Store(tmp_path / "b.db", load_keyring(key_path), "normal")
+    try:
+        store.append([NewRecord(Lane.NUMERICS, "ox", b"x", 1)])
+        seq, key_id, nonce, sealed = store.db.execute("SELECT seq, key_id, nonce, sealed FROM records").fetchone()
+        with pytest.raises(IntegrityError):
+            store._open(Lane.ALARMS, "ox", seq, key_id, nonce, sealed)
+    finally:
+        store.close()
 
 
 async def test_key_file_permissions_and_format_are_checked(tmp_path: Path, key_path: Path) -> None:

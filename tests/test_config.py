@@ -84,6 +84,25 @@ def test_valid_config_validates_with_exit_0(tmp_path: Path) -> None:
     assert "ok" in result.stdout
 
 
+def _loose_key(tmp_path: Path, data: dict[str, Any]) -> None:
+    loose = tmp_path / "loose.key"
+    loose.write_bytes((tmp_path / "state" / "buffer.key").read_bytes())
+    loose.chmod(0o644)
+    data["buffer"]["key_file"] = str(loose)
+
+
+def _garbage_tls(tmp_path: Path, data: dict[str, Any]) -> None:
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    data["mqtt"]["host"] = "broker.example.org"
+    data["mqtt"].pop("allow_plaintext_loopback")
+    data["mqtt"]["tls"] = {
+        "ca_file": str(tmp_path / "ca.pem"),
+        "cert_file": str(tmp_path / "cert.pem"),
+        "key_file": str(tmp_path / "key.pem"),
+    }
+
+
 def _mutations(tmp_path: Path) -> dict[str, tuple[dict[str, Any], str]]:
     base = config_dict(tmp_path / "state", 1883)
 
@@ -117,6 +136,14 @@ def _mutations(tmp_path: Path) -> dict[str, tuple[dict[str, Any], str]]:
             changed(lambda d: d["alarms"]["limits"][0].__setitem__("quantity", "SPO2")),
             "alarms.limits[0].quantity",
         ),
+        "key file readable by others": (
+            changed(lambda d: _loose_key(tmp_path, d)),
+            "buffer.key_file: buffer key file is accessible to group or others",
+        ),
+        "TLS material that does not load": (
+            changed(lambda d: _garbage_tls(tmp_path, d)),
+            "mqtt.tls: cannot load the CA, certificate or key",
+        ),
         "_base_is_valid": (base, ""),
     }
 
@@ -133,6 +160,8 @@ def _mutations(tmp_path: Path) -> dict[str, tuple[dict[str, Any], str]]:
         "bad device entry",
         "plaintext to a remote broker",
         "unknown quantity in an alarm limit",
+        "key file readable by others",
+        "TLS material that does not load",
     ],
 )
 def test_bad_config_is_one_line_naming_the_key_exit_2_and_nothing_started(tmp_path: Path, kind: str) -> None:

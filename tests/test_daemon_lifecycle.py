@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from cloud_sync.receiver import ReferenceReceiver
 from gateway.buffer import Buffer, load_keyring
 from gateway.model import Lane
@@ -19,8 +21,8 @@ from tests.conftest import Mosquitto, config_dict
 from tests.test_config import _toml
 
 
-def test_notifier_is_silent_without_notify_socket(monkeypatch: object) -> None:
-    os.environ.pop("NOTIFY_SOCKET", None)
+def test_notifier_is_silent_without_notify_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     notifier = SystemdNotifier()
     assert not notifier.enabled
     notifier.ready("x")  # no socket, no error

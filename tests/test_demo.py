@@ -26,6 +26,7 @@ def test_demo_json_run_delivers_everything_and_raises_alarms() -> None:
         assert figures["received"] > 0, device
         assert figures["delivered"] == figures["accepted"] == figures["received"], device
         assert figures["lost"] == 0, device
+        assert figures["notifications_received"] == figures["notifications_sent_by_device"] > 0, device
     assert summary["values_lost"] == 0
     assert summary["devices"]["ecg-patch-1"]["samples_delivered"] > 20 * 130 * 0.8
     # The scripted episodes raise their alarms: a desaturation and a low glucose, both high priority.

@@ -111,12 +111,19 @@ def on_cgm(state: ProfileState, data: bytes) -> Sequence[Event]:
     for m in gatt.decode_cgm_measurements(data, e2e_crc=False):
         start = state.cgm_session_start_ns
         device_time = None if start is None else start + m.time_offset_min * 60_000_000_000
-        # The time offset identifies a CGM record within its session: a record re-read through RACP after a
-        # reconnect gets the same id, so the receiver keeps one copy.
-        key = (start, m.time_offset_min)
-        events.append(_obs(state, "MDC_CONC_GLU_ISF", m.glucose_mg_dl, device_time, "glucose", *key))
-        if m.trend_mg_dl_min is not None:
-            events.append(_obs(state, "MDC_CONC_GLU_TREND", m.trend_mg_dl_min, device_time, "trend", *key))
+        if start is None:
+            # Without a session start, the time offset does not identify a record across sessions (offsets
+            # restart at 0): fresh ids, and a record re-read through RACP may arrive twice.
+            events.append(_obs(state, "MDC_CONC_GLU_ISF", m.glucose_mg_dl, None))
+            if m.trend_mg_dl_min is not None:
+                events.append(_obs(state, "MDC_CONC_GLU_TREND", m.trend_mg_dl_min, None))
+        else:
+            # The session start and time offset identify a CGM record: a record re-read through RACP after a
+            # reconnect gets the same id, so the receiver keeps one copy.
+            key = (start, m.time_offset_min)
+            events.append(_obs(state, "MDC_CONC_GLU_ISF", m.glucose_mg_dl, device_time, "glucose", *key))
+            if m.trend_mg_dl_min is not None:
+                events.append(_obs(state, "MDC_CONC_GLU_TREND", m.trend_mg_dl_min, device_time, "trend", *key))
         state.last_cgm_offset_min = m.time_offset_min
     return _finite(events)
 

@@ -10,7 +10,7 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -29,6 +29,7 @@ T = TypeVar("T")
 
 _KEY_CHECK_PLAINTEXT = b"iomt-gateway buffer key check v1"
 NONCE_BYTES = 12
+ROW_OVERHEAD_BYTES = 64  # seq, lane, device, key id, counters and SQLite's cell header, roughly
 
 
 def _schema_scripts() -> list[tuple[int, str]]:
@@ -96,6 +97,7 @@ class _Store:
         except sqlite3.DatabaseError as err:
             raise StorageError("cannot open buffer database", path=str(path), error=type(err).__name__) from None
         self._next_seq: int = row[0] + 1
+        self.quarantined = 0
 
     def _migrate(self) -> None:
         current = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -155,11 +157,16 @@ class _Store:
             self._next_seq += 1
             nonce = os.urandom(NONCE_BYTES)
             sealed = aead.encrypt(nonce, record.payload, associated_data(record.lane, record.device, seq, key_id))
-            rows.append((seq, int(record.lane), record.device, key_id, nonce, sealed, record.items, now))
+            size = len(sealed) + NONCE_BYTES + ROW_OVERHEAD_BYTES
+            rows.append((seq, int(record.lane), record.device, key_id, nonce, sealed, record.items, now, size))
             seqs.append(seq)
         try:
             self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self.db.executemany(
+                "INSERT INTO records (seq, lane, device, key_id, nonce, sealed, items, created_ns, size) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
             self.db.execute("COMMIT")
         except sqlite3.Error as err:
             if self.db.in_transaction:
@@ -168,10 +175,14 @@ class _Store:
             raise StorageError("buffer write failed", rows=len(rows), error=type(err).__name__) from None
         return seqs
 
-    def read(self, after: dict[Lane, int], limit: int, lanes: Iterable[Lane] = tuple(Lane)) -> list[StoredRecord]:
-        """Up to `limit` rows, highest-priority lane first, oldest first, after each lane's cursor."""
+    def read(self, after: dict[Lane, int], limit: int) -> list[StoredRecord]:
+        """Up to `limit` rows, highest-priority lane first, oldest first, after each lane's cursor.
+
+        A row that fails authentication is moved to the quarantine table (counted in `quarantined`) and
+        skipped, so one bad row cannot stall the uplink.
+        """
         out: list[StoredRecord] = []
-        for lane in sorted(lanes):
+        for lane in Lane:
             if len(out) >= limit:
                 break
             cursor = self.db.execute(
@@ -179,12 +190,13 @@ class _Store:
                 "WHERE lane = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (int(lane), after.get(lane, 0), limit - len(out)),
             )
-            for seq, device, key_id, nonce, sealed, items, created_ns in cursor:
-                out.append(
-                    StoredRecord(
-                        seq, lane, device, self._open(lane, device, seq, key_id, nonce, sealed), items, created_ns
-                    )
-                )
+            for seq, device, key_id, nonce, sealed, items, created_ns in cursor.fetchall():
+                try:
+                    payload = self._open(lane, device, seq, key_id, nonce, sealed)
+                except StorageError as err:
+                    self._quarantine(seq, type(err).__name__)
+                    continue
+                out.append(StoredRecord(seq, lane, device, payload, items, created_ns))
         return out
 
     def _open(self, lane: Lane, device: str, seq: int, key_id: str, nonce: bytes, sealed: bytes) -> bytes:
@@ -197,6 +209,21 @@ class _Store:
             raise IntegrityError(
                 "buffer row failed authentication (edited, moved or foreign)", lane=lane.name.lower(), key_id=key_id
             ) from None
+
+    def _quarantine(self, seq: int, reason: str) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute(
+                "INSERT OR REPLACE INTO quarantine SELECT seq, lane, device, key_id, nonce, sealed, items, "
+                "created_ns, ?, ? FROM records WHERE seq = ?",
+                (reason, time.time_ns(), seq),
+            )
+            self.db.execute("DELETE FROM records WHERE seq = ?", (seq,))
+            self.db.execute("COMMIT")
+        except sqlite3.Error:
+            self.db.execute("ROLLBACK")
+            raise
+        self.quarantined += 1
 
     def delete(self, seqs: Sequence[int]) -> None:
         if not seqs:
@@ -214,8 +241,7 @@ class _Store:
         found = {
             lane: (rows, items, size, oldest)
             for lane, rows, items, size, oldest in self.db.execute(
-                "SELECT lane, COUNT(*), SUM(items), SUM(LENGTH(sealed) + LENGTH(nonce) + 64), MIN(created_ns) "
-                "FROM records GROUP BY lane"
+                "SELECT lane, COUNT(*), SUM(items), SUM(size), MIN(created_ns) FROM records GROUP BY lane"
             )
         }
         out = []
@@ -271,8 +297,13 @@ class Buffer:
         return result
 
     async def read(self, after: dict[Lane, int], limit: int) -> list[StoredRecord]:
+        """See `_Store.read`: rows that fail authentication are quarantined, counted and skipped."""
         result: list[StoredRecord] = await self._call(self._store.read, dict(after), limit)
         return result
+
+    @property
+    def quarantined(self) -> int:
+        return self._store.quarantined
 
     async def delete(self, seqs: Sequence[int]) -> None:
         await self._call(self._store.delete, list(seqs))

@@ -1,0 +1,35 @@
+"""Start-up checks that need more than the config's shape: secrets exist, keys parse, TLS material loads.
+
+Run by `config validate` and before `run` starts anything, so a bad key or certificate is an exit-code-2
+configuration error (which systemd does not restart), never a crash loop.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from cloud_sync.tls import client_context
+from gateway.buffer import Keyring, load_keyring
+from gateway.config import Config
+from gateway.errors import BufferKeyError, ConfigError
+
+
+def check_keyring(config: Config) -> Keyring:
+    try:
+        return load_keyring(config.secret_path(config.buffer.key_file))
+    except BufferKeyError as err:
+        raise ConfigError(f"buffer.key_file: {err.message}") from None
+
+
+def check_tls(config: Config) -> ssl.SSLContext | None:
+    tls = config.mqtt.tls
+    if tls is None:
+        return None
+    return client_context(
+        config.secret_path(tls.ca_file), config.secret_path(tls.cert_file), config.secret_path(tls.key_file)
+    )
+
+
+def preflight(config: Config) -> tuple[Keyring, ssl.SSLContext | None]:
+    """Everything `run` needs from secrets, loaded once; ConfigError names the key at fault."""
+    return check_keyring(config), check_tls(config)

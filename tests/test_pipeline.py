@@ -1,0 +1,156 @@
+"""The pipeline: order, backpressure, group commit, and what happens when the buffer refuses a commit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+import gateway.pipeline as pipeline_module
+from gateway.alarms import AlarmEngine
+from gateway.buffer import Buffer, generate_key_file, load_keyring
+from gateway.buffer.store import NewRecord
+from gateway.config import AlarmsSection
+from gateway.errors import StorageError
+from gateway.metrics import Metrics
+from gateway.model import ConnectionState, DeviceStatus, Event, Lane, Observation, new_id, now_ns
+from gateway.nomenclature import quantity
+from gateway.pipeline import Pipeline
+
+
+class FaultyBuffer(Buffer):
+    """A real buffer whose commits can be made to fail, as a full or failing disk would."""
+
+    failures_left = 0
+
+    async def append(self, records: Sequence[NewRecord]) -> list[int]:
+        if self.failures_left:
+            self.failures_left -= 1
+            raise StorageError("disk I/O error (injected)")
+        return await super().append(records)
+
+
+async def _open(tmp_path: Path) -> FaultyBuffer:
+    key = tmp_path / "k"
+    generate_key_file(key)
+    plain = await Buffer.open(tmp_path / "b.db", load_keyring(key))
+    faulty = FaultyBuffer.__new__(FaultyBuffer)
+    faulty.__dict__.update(plain.__dict__)
+    return faulty
+
+
+def _obs(i: int) -> Observation:
+    return Observation(new_id(), "ox-1", quantity("MDC_PULS_OXIM_SAT_O2"), 90.0 + i % 10, None, now_ns())
+
+
+async def _items(buffer: Buffer) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for record in await buffer.read({}, 10_000):
+        out.extend(json.loads(record.payload)["items"])
+    return out
+
+
+def _pipeline(buffer: Buffer, metrics: Metrics, **kw: int | float) -> Pipeline:
+    return Pipeline(
+        buffer, AlarmEngine(AlarmsSection()), metrics, gateway_id="gw", patients={}, flush_interval_s=0.02, **kw
+    )  # type: ignore[arg-type]
+
+
+async def test_order_is_kept_between_emit_and_emit_nowait(tmp_path: Path) -> None:
+    buffer = await _open(tmp_path)
+    metrics = Metrics()
+    pipeline = _pipeline(buffer, metrics)
+    task = asyncio.create_task(pipeline.run())
+    events: list[Event] = []
+    for i in range(50):
+        event: Event = _obs(i) if i % 5 else DeviceStatus(new_id(), "ox-1", ConnectionState.CONNECTED, now_ns())
+        events.append(event)
+        if i % 5:
+            await pipeline.emit(event)
+        else:
+            pipeline.emit_nowait(event)
+    pipeline.close()
+    await task
+    numerics = [i["id"] for i in await _items(buffer) if "code" in i]
+    assert numerics == [e.id for e in events if isinstance(e, Observation)]
+    assert metrics.device("ox-1").accepted == metrics.device("ox-1").received == 50
+    await buffer.close()
+
+
+async def test_backpressure_bounds_the_queue(tmp_path: Path) -> None:
+    buffer = await _open(tmp_path)
+    metrics = Metrics()
+    pipeline = _pipeline(buffer, metrics, queue_size=16, max_batch_items=2)
+    buffer.failures_left = 10**9  # nothing can be committed: the queue must stop growing
+    task = asyncio.create_task(pipeline.run())
+
+    async def produce() -> None:
+        for i in range(200):
+            await pipeline.emit(_obs(i))
+
+    producer = asyncio.create_task(produce())
+    await asyncio.sleep(0.3)
+    assert not producer.done()
+    assert pipeline.backlog <= 16 + 2 * 8
+    assert metrics.device("ox-1").received == pipeline.backlog  # counted only once queued
+    buffer.failures_left = 0
+    await producer
+    pipeline.close()
+    await task
+    assert metrics.device("ox-1").accepted == 200
+    await buffer.close()
+
+
+async def test_failed_commit_is_retried_and_nothing_is_lost(tmp_path: Path) -> None:
+    buffer = await _open(tmp_path)
+    buffer.failures_left = 3
+    metrics = Metrics()
+    pipeline = _pipeline(buffer, metrics)
+    task = asyncio.create_task(pipeline.run())
+    for i in range(20):
+        await pipeline.emit(_obs(i))
+    pipeline.close()
+    await task
+    assert len(await _items(buffer)) == 20
+    assert metrics.device("ox-1").accepted == 20
+    await buffer.close()
+
+
+async def test_buffer_refusing_at_shutdown_fails_loudly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline_module, "CLOSE_DEADLINE_S", 0.3)
+    monkeypatch.setattr(pipeline_module, "RETRY_DELAY_S", 0.05)
+    buffer = await _open(tmp_path)
+    metrics = Metrics()
+    pipeline = _pipeline(buffer, metrics)
+    task = asyncio.create_task(pipeline.run())
+    buffer.failures_left = 10**9
+    for i in range(10):
+        await pipeline.emit(_obs(i))
+    pipeline.close()
+    with pytest.raises(StorageError) as err:
+        await task
+    assert err.value.fields["items"] == 10
+    assert metrics.device("ox-1").accepted == 0
+    await buffer.close()
+
+
+async def test_alarm_is_committed_at_once(tmp_path: Path) -> None:
+    buffer = await _open(tmp_path)
+    metrics = Metrics()
+    alarms = AlarmEngine(
+        AlarmsSection.model_validate({"limits": [{"quantity": "MDC_PULS_OXIM_SAT_O2", "low": 90, "priority": "high"}]})
+    )
+    pipeline = Pipeline(buffer, alarms, metrics, gateway_id="gw", patients={}, flush_interval_s=60.0)
+    task = asyncio.create_task(pipeline.run())
+    await asyncio.sleep(0.05)
+    await pipeline.emit(Observation(new_id(), "ox-1", quantity("MDC_PULS_OXIM_SAT_O2"), 80.0, None, now_ns()))
+    async with asyncio.timeout(5):
+        await pipeline.stored.wait()  # long before the 60 s flush interval
+    lanes = {s.lane: s.rows for s in await buffer.stats()}
+    assert lanes[Lane.ALARMS] == 1
+    pipeline.close()
+    await task
+    await buffer.close()
