@@ -113,7 +113,8 @@ class ReferenceReceiver:
                 self.stats.duplicates[batch.device] += 1
                 continue
             self.seen.add(ident)
-            self.stats.unique[batch.device] += 1
+            # A waveform item may carry several contiguous chunks (events): count events, as the gateway does.
+            self.stats.unique[batch.device] += int(item.get("chunks", 1))
             self.stats.by_lane[batch.lane.topic_name] += 1
             if self.keep_items:
                 self.items[ident] = {

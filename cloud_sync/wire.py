@@ -128,33 +128,64 @@ def encode_batch(gateway: str, device: str, patient: str | None, lane: Lane, eve
     return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
 
 
+def _contiguous(prev: WaveformChunk, nxt: WaveformChunk) -> bool:
+    """Whether `nxt` continues `prev` without a gap: same signal, same scaling, next sample on time."""
+    if (prev.quantity.code, prev.sample_rate_hz, prev.gain, prev.offset) != (
+        nxt.quantity.code,
+        nxt.sample_rate_hz,
+        nxt.gain,
+        nxt.offset,
+    ):
+        return False
+    if prev.start_device_time_ns is None or nxt.start_device_time_ns is None:
+        return False
+    expected = prev.start_device_time_ns + round(len(prev.samples) * 1e9 / prev.sample_rate_hz)
+    return abs(nxt.start_device_time_ns - expected) <= 0.5e9 / prev.sample_rate_hz
+
+
+def merge_contiguous(chunks: Sequence[WaveformChunk]) -> list[list[WaveformChunk]]:
+    """Runs of chunks that continue each other; each run travels as one item (one header, one delta chain)."""
+    runs: list[list[WaveformChunk]] = []
+    for chunk in chunks:
+        if runs and _contiguous(runs[-1][-1], chunk):
+            runs[-1].append(chunk)
+        else:
+            runs.append([chunk])
+    return runs
+
+
 def _encode_waveforms(doc: dict[str, Any], events: Sequence[Event]) -> bytes:
-    items = []
-    parts = []
+    chunks = []
     for event in events:
         if not isinstance(event, WaveformChunk):
             raise TypeError(type(event).__name__)
-        samples = event.samples.astype(np.int64, copy=False)
+        chunks.append(event)
+    items = []
+    parts = []
+    for run in merge_contiguous(chunks):
+        first = run[0]
+        samples = np.concatenate([c.samples for c in run]).astype(np.int64, copy=False)
         deltas = np.empty_like(samples)
         if len(samples):
             deltas[0] = samples[0]
             np.subtract(samples[1:], samples[:-1], out=deltas[1:])
         fits16 = len(samples) == 0 or (deltas.min() >= -32768 and deltas.max() <= 32767)
-        width = 2 if fits16 else 4
         parts.append(deltas.astype("<i2" if fits16 else "<i4").tobytes())
+        # A run's id is its first chunk's: the stored payload is re-sent byte for byte, so the id is stable.
         items.append(
             {
-                "id": event.id,
-                "code": event.quantity.code,
-                "ref": event.quantity.reference_id,
-                "unit": event.quantity.ucum,
-                "rate_hz": event.sample_rate_hz,
-                "gain": event.gain,
-                "offset": event.offset,
+                "id": first.id,
+                "code": first.quantity.code,
+                "ref": first.quantity.reference_id,
+                "unit": first.quantity.ucum,
+                "rate_hz": first.sample_rate_hz,
+                "gain": first.gain,
+                "offset": first.offset,
                 "n": len(samples),
-                "width": width,
-                "t_dev": event.start_device_time_ns,
-                "t_gw": event.gateway_time_ns,
+                "width": 2 if fits16 else 4,
+                "chunks": len(run),
+                "t_dev": first.start_device_time_ns,
+                "t_gw": first.gateway_time_ns,
             }
         )
     doc["items"] = items

@@ -60,6 +60,9 @@ class BufferSection(_Section):
     synchronous: Literal["full", "normal"] = "normal"
     flush_interval_ms: Annotated[int, Field(ge=1, le=5000)] = 200
     max_batch_items: Annotated[int, Field(ge=1, le=100_000)] = 512
+    # Waveforms are committed in records of up to this much signal per lead (longer records compress
+    # better; a waveform sample waits at most this long before it is durable and counted as accepted).
+    waveform_record_s: Annotated[float, Field(gt=0, le=60)] = 5.0
     queue_size: Annotated[int, Field(ge=16, le=1_000_000)] = 10_000
 
 

@@ -73,6 +73,7 @@ class Gateway:
             flush_interval_s=cfg.buffer.flush_interval_ms / 1000,
             max_batch_items=cfg.buffer.max_batch_items,
             queue_size=cfg.buffer.queue_size,
+            waveform_record_s=cfg.buffer.waveform_record_s,
         )
         uplink = Uplink(cfg.mqtt, buffer, pipeline.stored, self.metrics, gateway_id=cfg.gateway.id, tls_context=tls)
         return GatewayParts(buffer, pipeline, uplink)

@@ -47,6 +47,7 @@ class Pipeline:
         flush_interval_s: float = 0.2,
         max_batch_items: int = 512,
         queue_size: int = 10_000,
+        waveform_record_s: float = 5.0,
     ) -> None:
         self._buffer = buffer
         self._alarms = alarms
@@ -56,6 +57,11 @@ class Pipeline:
         self._flush_interval = flush_interval_s
         self._max_batch_items = max_batch_items
         self._queue_size = queue_size
+        self._waveform_record_s = waveform_record_s
+        self._pending_since: dict[tuple[Lane, str], float] = {}
+        # Seconds of signal pending per (lane, device), per waveform quantity: a record holds up to
+        # `waveform_record_s` of each signal, so multi-lead devices fill records as fast as single-lead ones.
+        self._pending_signal_s: dict[tuple[Lane, str], dict[int, float]] = {}
         self._fifo: deque[Event] = deque()
         self._space = asyncio.Event()
         self._space.set()
@@ -163,35 +169,59 @@ class Pipeline:
                 listener(alarm)
             self._pending.setdefault((Lane.ALARMS, alarm.device_id), []).append(alarm)
             self._pending_count += 1
-        self._pending.setdefault((event.lane, event.device_id), []).append(event)
+        key = (event.lane, event.device_id)
+        self._pending.setdefault(key, []).append(event)
+        self._pending_since.setdefault(key, time.monotonic())
+        if isinstance(event, WaveformChunk):
+            spans = self._pending_signal_s.setdefault(key, {})
+            spans[event.quantity.code] = spans.get(event.quantity.code, 0.0) + event.duration_ns / 1e9
         self._pending_count += 1
         if raised or event.lane is Lane.ALARMS:
             self._urgent = True
 
-    def _records(self) -> tuple[list[NewRecord], list[tuple[str, int]]]:
+    def _due_keys(self) -> list[tuple[Lane, str]]:
+        """Batches to commit now: all but young waveform batches, which wait to fill a record."""
+        now = time.monotonic()
+        due = []
+        for key in self._pending:
+            if (
+                key[0] is not Lane.WAVEFORMS
+                or self._closing
+                or max(self._pending_signal_s.get(key, {}).values(), default=0.0) >= self._waveform_record_s
+                or now - self._pending_since[key] >= self._waveform_record_s
+                or self._pending_count >= self._pending_cap
+            ):
+                due.append(key)
+        return due
+
+    def _records(self, keys: list[tuple[Lane, str]]) -> tuple[list[NewRecord], list[tuple[str, int]]]:
         records: list[NewRecord] = []
         counted: list[tuple[str, int]] = []
-        for (lane, device), events in self._pending.items():
+        for key in keys:
+            lane, device = key
             patient = self._patients.get(device)
-            for chunk in _split(events, self._max_batch_items, lane):
+            for chunk in _split(self._pending[key], self._max_batch_items, lane, self._waveform_record_s):
                 payload = encode_batch(self._gateway_id, device, patient, lane, chunk)
                 records.append(NewRecord(lane, device, payload, len(chunk)))
                 counted.append((device, len(chunk)))
         return records, counted
 
     async def flush(self) -> bool:
-        """Commit every pending batch in one transaction; False (batches kept for a retry) if the buffer failed."""
-        if not self._pending:
+        """Commit every due batch in one transaction; False (batches kept for a retry) if the buffer failed."""
+        keys = self._due_keys()
+        if not keys:
             return True
-        records, counted = self._records()
+        records, counted = self._records(keys)
         try:
             await self._buffer.append(records)
         except StorageError as err:
             # Keep the batches; intake pauses while pending is over its cap, so emitters wait (backpressure).
             log.error("buffer commit failed; will retry", rows=len(records), **err.log_fields())
             return False
-        self._pending = {}
-        self._pending_count = 0
+        for key in keys:
+            self._pending_count -= len(self._pending.pop(key))
+            self._pending_since.pop(key, None)
+            self._pending_signal_s.pop(key, None)
         self._urgent = False
         self._metrics.rows_written += len(records)
         for device, items in counted:
@@ -200,19 +230,28 @@ class Pipeline:
         return True
 
 
-def _split(events: list[Event], max_items: int, lane: Lane) -> list[list[Event]]:
+def _split(events: list[Event], max_items: int, lane: Lane, waveform_record_s: float) -> list[list[Event]]:
+    """Cut a batch into records: at most `max_items` events, and for waveforms a bounded span of signal."""
     if lane is not Lane.WAVEFORMS:
         return [events[i : i + max_items] for i in range(0, len(events), max_items)]
     out: list[list[Event]] = []
     current: list[Event] = []
     samples = 0
+    spans: dict[int, float] = {}
     for event in events:
         n = len(event.samples) if isinstance(event, WaveformChunk) else 0
-        if current and (samples + n > MAX_WAVEFORM_SAMPLES_PER_RECORD or len(current) >= max_items):
+        code = event.quantity.code if isinstance(event, WaveformChunk) else 0
+        span = event.duration_ns / 1e9 if isinstance(event, WaveformChunk) else 0.0
+        if current and (
+            samples + n > MAX_WAVEFORM_SAMPLES_PER_RECORD
+            or len(current) >= max_items
+            or spans.get(code, 0.0) + span > waveform_record_s * 1.5  # no tiny tail records
+        ):
             out.append(current)
-            current, samples = [], 0
+            current, samples, spans = [], 0, {}
         current.append(event)
         samples += n
+        spans[code] = spans.get(code, 0.0) + span
     if current:
         out.append(current)
     return out

@@ -129,3 +129,17 @@ def test_corrupted_waveform_payloads_raise_only_invalid_payload(data: st.DataObj
 def test_malformed_envelopes_are_refused(doc: dict[str, object]) -> None:
     with pytest.raises(InvalidPayload):
         decode_batch(json.dumps(doc).encode())
+
+
+def test_contiguous_chunks_travel_as_one_item_and_gaps_split_them() -> None:
+    ecg = SyntheticEcg(130.0)
+    q = quantity("MDC_ECG_ELEC_POTL")
+    period_ns = round(73 * 1e9 / 130.0)
+    starts = [0, period_ns, 2 * period_ns, 10 * period_ns]  # a gap before the fourth chunk
+    chunks = [
+        WaveformChunk(new_id(), "ecg", q, ecg.next(73), 130.0, 1.0, 0.0, 1_000_000 + t, now_ns()) for t in starts
+    ]
+    batch = decode_batch(encode_batch("gw", "ecg", None, Lane.WAVEFORMS, chunks))
+    assert [(i["n"], i["chunks"]) for i in batch.items] == [(219, 3), (73, 1)]
+    assert batch.items[0]["id"] == chunks[0].id and batch.items[1]["id"] == chunks[3].id
+    assert np.array_equal(batch.items[0]["samples"], np.concatenate([c.samples for c in chunks[:3]]))
