@@ -101,6 +101,7 @@ def _item(event: Event) -> dict[str, Any]:
             "state": event.state.value,
             "code": event.quantity.code if event.quantity else None,
             "ref": event.quantity.reference_id if event.quantity else None,
+            "detail": event.detail,
             "t_dev": event.device_time_ns,
             "t_gw": event.gateway_time_ns,
         }

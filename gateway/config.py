@@ -58,6 +58,10 @@ class BufferSection(_Section):
     path: str = "buffer.sqlite3"
     key_file: SecretRef
     synchronous: Literal["full", "normal"] = "normal"
+    # Disk budget for buffered data; over it, the oldest rows of the lowest lanes are evicted (never alarms or
+    # command results).  Free disk below the floor is treated the same way.
+    max_mb: Annotated[int, Field(ge=1, le=10_000_000)] = 2048
+    min_free_disk_mb: Annotated[int, Field(ge=0, le=1_000_000)] = 256
     flush_interval_ms: Annotated[int, Field(ge=1, le=5000)] = 200
     max_batch_items: Annotated[int, Field(ge=1, le=100_000)] = 512
     # Waveforms are committed in records of up to this much signal per lead (longer records compress

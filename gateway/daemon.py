@@ -63,7 +63,13 @@ class Gateway:
     async def _open(self) -> GatewayParts:
         cfg = self.config
         keyring, tls = preflight(cfg)  # secrets first: a bad certificate must not leave an open buffer behind
-        buffer = await Buffer.open(cfg.state_dir / cfg.buffer.path, keyring, cfg.buffer.synchronous)
+        buffer = await Buffer.open(
+            cfg.state_dir / cfg.buffer.path,
+            keyring,
+            cfg.buffer.synchronous,
+            max_bytes=cfg.buffer.max_mb * 1024 * 1024,
+            min_free_disk_bytes=cfg.buffer.min_free_disk_mb * 1024 * 1024,
+        )
         pipeline = Pipeline(
             buffer,
             self.alarms,

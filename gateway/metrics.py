@@ -26,6 +26,8 @@ class Metrics:
     publish_errors: int = 0
     publish_refused: int = 0
     rows_quarantined: int = 0
+    evicted_rows: Counter[str] = field(default_factory=Counter)  # per lane
+    evicted_items: Counter[str] = field(default_factory=Counter)  # per lane
     reconnects: int = 0
     rows_written: int = 0
     rows_deleted: int = 0

@@ -161,6 +161,7 @@ class Alarm:
     gateway_time_ns: int
     quantity: Quantity | None = None
     device_time_ns: int | None = None
+    detail: dict[str, str] = field(default_factory=dict)
 
     lane = Lane.ALARMS
 

@@ -18,11 +18,22 @@ from collections.abc import Callable
 from cloud_sync.wire import encode_batch
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer
-from gateway.buffer.store import NewRecord
+from gateway.buffer.store import Eviction, NewRecord
 from gateway.errors import StorageError
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
-from gateway.model import Alarm, Event, Lane, Observation, WaveformChunk
+from gateway.model import (
+    Alarm,
+    AlarmKind,
+    AlarmPriority,
+    AlarmState,
+    Event,
+    Lane,
+    Observation,
+    WaveformChunk,
+    new_id,
+    now_ns,
+)
 
 log = get_logger(__name__)
 
@@ -73,6 +84,7 @@ class Pipeline:
         self.heartbeat = time.monotonic()  # last loop iteration; the systemd watchdog checks it
         self.stored = asyncio.Event()  # set after each commit; the uplink waits on it
         self.alarm_listeners: list[AlarmListener] = []
+        self._episode: Eviction | None = None
         # Latest value per (device, quantity), for the local display only; never logged.
         self.latest: dict[tuple[str, str], Observation] = {}
 
@@ -213,7 +225,7 @@ class Pipeline:
             return True
         records, counted = self._records(keys)
         try:
-            await self._buffer.append(records)
+            result = await self._buffer.append(records)
         except StorageError as err:
             # Keep the batches; intake pauses while pending is over its cap, so emitters wait (backpressure).
             log.error("buffer commit failed; will retry", rows=len(records), **err.log_fields())
@@ -226,8 +238,55 @@ class Pipeline:
         self._metrics.rows_written += len(records)
         for device, items in counted:
             self._metrics.device(device).accepted += items
+        self._track_eviction(result.eviction)
         self.stored.set()
         return True
+
+    def _track_eviction(self, eviction: Eviction) -> None:
+        """Count evictions, and report an eviction episode as a technical alarm (raised, then cleared)."""
+        for lane, items in eviction.by_lane.items():
+            self._metrics.evicted_items[lane.topic_name] += items
+        if eviction.rows:
+            self._metrics.evicted_rows["total"] += eviction.rows
+            if self._episode is None:
+                self._episode = Eviction()
+                log.warning("buffer over quota: evicting oldest low-priority data", rows=eviction.rows)
+                self._raise_gateway_alarm(AlarmState.ACTIVE, eviction)
+            self._episode.rows += eviction.rows
+            self._episode.items += eviction.items
+            self._episode.bytes += eviction.bytes
+            for lane, items in eviction.by_lane.items():
+                self._episode.by_lane[lane] = self._episode.by_lane.get(lane, 0) + items
+        elif self._episode is not None:
+            log.info("buffer back within quota", rows=self._episode.rows, items=self._episode.items)
+            self._raise_gateway_alarm(AlarmState.CLEARED, self._episode)
+            self._episode = None
+
+    def _raise_gateway_alarm(self, state: AlarmState, eviction: Eviction) -> None:
+        detail = {
+            "rows": str(eviction.rows),
+            "items": str(eviction.items),
+            "bytes": str(eviction.bytes),
+            "lanes": ",".join(sorted(lane.topic_name for lane in eviction.by_lane)),
+            "over_quota": str(eviction.over_quota).lower(),
+        }
+        alarm = Alarm(
+            new_id(),
+            self._gateway_id,
+            "buffer_evicting",
+            AlarmKind.TECHNICAL,
+            AlarmPriority.MEDIUM,
+            state,
+            now_ns(),
+            detail=detail,
+        )
+        self._count_received(alarm)
+        self._pending.setdefault((Lane.ALARMS, self._gateway_id), []).append(alarm)
+        self._pending_since.setdefault((Lane.ALARMS, self._gateway_id), time.monotonic())
+        self._pending_count += 1
+        self._urgent = True
+        for listener in self.alarm_listeners:
+            listener(alarm)
 
 
 def _split(events: list[Event], max_items: int, lane: Lane, waveform_record_s: float) -> list[list[Event]]:

@@ -136,9 +136,7 @@ def test_contiguous_chunks_travel_as_one_item_and_gaps_split_them() -> None:
     q = quantity("MDC_ECG_ELEC_POTL")
     period_ns = round(73 * 1e9 / 130.0)
     starts = [0, period_ns, 2 * period_ns, 10 * period_ns]  # a gap before the fourth chunk
-    chunks = [
-        WaveformChunk(new_id(), "ecg", q, ecg.next(73), 130.0, 1.0, 0.0, 1_000_000 + t, now_ns()) for t in starts
-    ]
+    chunks = [WaveformChunk(new_id(), "ecg", q, ecg.next(73), 130.0, 1.0, 0.0, 1_000_000 + t, now_ns()) for t in starts]
     batch = decode_batch(encode_batch("gw", "ecg", None, Lane.WAVEFORMS, chunks))
     assert [(i["n"], i["chunks"]) for i in batch.items] == [(219, 3), (73, 1)]
     assert batch.items[0]["id"] == chunks[0].id and batch.items[1]["id"] == chunks[3].id

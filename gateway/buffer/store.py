@@ -12,7 +12,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -69,6 +69,32 @@ class StoredRecord:
     created_ns: int
 
 
+EVICTION_ORDER = (Lane.IMAGES, Lane.WAVEFORMS, Lane.DEVICE_STATUS, Lane.NUMERICS)  # never alarms, commands
+
+
+@dataclass
+class Eviction:
+    """What one commit evicted to stay within quota."""
+
+    rows: int = 0
+    items: int = 0
+    bytes: int = 0
+    by_lane: dict[Lane, int] = field(default_factory=dict)
+    over_quota: bool = False
+
+    def add(self, lane: Lane, size: int, items: int) -> None:
+        self.rows += 1
+        self.items += items
+        self.bytes += size
+        self.by_lane[lane] = self.by_lane.get(lane, 0) + items
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    seqs: list[int]
+    eviction: Eviction
+
+
 @dataclass(frozen=True, slots=True)
 class LaneStats:
     lane: Lane
@@ -81,8 +107,17 @@ class LaneStats:
 class _Store:
     """Synchronous core; used only from the buffer's own thread."""
 
-    def __init__(self, path: Path, keyring: Keyring, synchronous: Literal["full", "normal"]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        keyring: Keyring,
+        synchronous: Literal["full", "normal"],
+        max_bytes: int = 1 << 62,
+        min_free_disk_bytes: int = 0,
+    ) -> None:
         self.path = path
+        self.max_bytes = max_bytes
+        self.min_free_disk_bytes = min_free_disk_bytes
         self.keyring = keyring
         self._aead = {key_id: AESGCM(key) for key_id, key in keyring.keys.items()}
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,10 +128,11 @@ class _Store:
             self.db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
             self._check_keys()
-            row = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()
+            row = self.db.execute("SELECT COALESCE(MAX(seq), 0), COALESCE(SUM(size), 0) FROM records").fetchone()
         except sqlite3.DatabaseError as err:
             raise StorageError("cannot open buffer database", path=str(path), error=type(err).__name__) from None
         self._next_seq: int = row[0] + 1
+        self.total_bytes: int = row[1]
         self.quarantined = 0
 
     def _migrate(self) -> None:
@@ -146,12 +182,14 @@ class _Store:
                 sealed = aead.encrypt(nonce, _KEY_CHECK_PLAINTEXT, b"key-check|" + key_id.encode())
                 self.db.execute("INSERT INTO key_check VALUES (?, ?, ?)", (key_id, nonce, sealed))
 
-    def append(self, records: Sequence[NewRecord]) -> list[int]:
+    def append(self, records: Sequence[NewRecord]) -> AppendResult:
+        """Seal and insert the records, evicting old low-priority rows to stay within the quota, in one transaction."""
         key_id = self.keyring.active_id
         aead = self._aead[key_id]
         now = time.time_ns()
         rows = []
         seqs = []
+        added = 0
         for record in records:
             seq = self._next_seq
             self._next_seq += 1
@@ -160,6 +198,7 @@ class _Store:
             size = len(sealed) + NONCE_BYTES + ROW_OVERHEAD_BYTES
             rows.append((seq, int(record.lane), record.device, key_id, nonce, sealed, record.items, now, size))
             seqs.append(seq)
+            added += size
         try:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany(
@@ -167,13 +206,54 @@ class _Store:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            eviction = self._enforce_quota(added)
             self.db.execute("COMMIT")
         except sqlite3.Error as err:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             self._next_seq = seqs[0] if seqs else self._next_seq
             raise StorageError("buffer write failed", rows=len(rows), error=type(err).__name__) from None
-        return seqs
+        self.total_bytes += added - eviction.bytes
+        return AppendResult(seqs, eviction)
+
+    def _free_disk_bytes(self) -> int:
+        try:
+            stat = os.statvfs(self.path.parent)
+        except OSError:
+            return 1 << 62
+        return stat.f_bavail * stat.f_frsize
+
+    def _enforce_quota(self, added: int) -> Eviction:
+        """Inside the insert's transaction: evict oldest rows of the lowest lanes until within quota.
+
+        Alarms and command results are never evicted; if they alone exceed the quota, they are kept and the
+        eviction reports `over_quota`.  Low free disk counts like a full quota: the new rows' size is
+        freed inside the file (its pages are reused), so the file stops growing.
+        """
+        need = self.total_bytes + added - self.max_bytes
+        if self._free_disk_bytes() < self.min_free_disk_bytes:
+            need = max(need, added)
+        eviction = Eviction()
+        if need <= 0:
+            return eviction
+        for lane in EVICTION_ORDER:
+            while eviction.bytes < need:
+                victims = self.db.execute(
+                    "SELECT seq, size, items FROM records WHERE lane = ? ORDER BY seq LIMIT 256", (int(lane),)
+                ).fetchall()
+                if not victims:
+                    break
+                chosen = []
+                for seq, size, items in victims:
+                    chosen.append((seq,))
+                    eviction.add(lane, size, items)
+                    if eviction.bytes >= need:
+                        break
+                self.db.executemany("DELETE FROM records WHERE seq = ?", chosen)
+            if eviction.bytes >= need:
+                break
+        eviction.over_quota = eviction.bytes < need
+        return eviction
 
     def read(self, after: dict[Lane, int], limit: int) -> list[StoredRecord]:
         """Up to `limit` rows, highest-priority lane first, oldest first, after each lane's cursor.
@@ -218,8 +298,10 @@ class _Store:
                 "created_ns, ?, ? FROM records WHERE seq = ?",
                 (reason, time.time_ns(), seq),
             )
+            freed = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM records WHERE seq = ?", (seq,)).fetchone()[0]
             self.db.execute("DELETE FROM records WHERE seq = ?", (seq,))
             self.db.execute("COMMIT")
+            self.total_bytes -= freed
         except sqlite3.Error:
             self.db.execute("ROLLBACK")
             raise
@@ -228,13 +310,21 @@ class _Store:
     def delete(self, seqs: Sequence[int]) -> None:
         if not seqs:
             return
+        freed = 0
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            self.db.executemany("DELETE FROM records WHERE seq = ?", [(s,) for s in seqs])
+            for start in range(0, len(seqs), 500):
+                part = list(seqs[start : start + 500])
+                marks = ",".join("?" * len(part))
+                # Only "?" placeholders are formatted into these statements; the values are bound.
+                total = f"SELECT COALESCE(SUM(size), 0) FROM records WHERE seq IN ({marks})"  # noqa: S608
+                freed += self.db.execute(total, part).fetchone()[0]
+                self.db.execute(f"DELETE FROM records WHERE seq IN ({marks})", part)  # noqa: S608
             self.db.execute("COMMIT")
         except sqlite3.Error as err:
             self.db.execute("ROLLBACK")
             raise StorageError("buffer delete failed", rows=len(seqs), error=type(err).__name__) from None
+        self.total_bytes -= freed
 
     def stats(self) -> list[LaneStats]:
         now = time.time_ns()
@@ -279,10 +369,20 @@ class Buffer:
         self.path = store.path
 
     @classmethod
-    async def open(cls, path: Path, keyring: Keyring, synchronous: Literal["full", "normal"] = "normal") -> Buffer:
+    async def open(
+        cls,
+        path: Path,
+        keyring: Keyring,
+        synchronous: Literal["full", "normal"] = "normal",
+        *,
+        max_bytes: int = 1 << 62,
+        min_free_disk_bytes: int = 0,
+    ) -> Buffer:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="buffer-db")
         try:
-            store = await asyncio.get_running_loop().run_in_executor(executor, _Store, path, keyring, synchronous)
+            store = await asyncio.get_running_loop().run_in_executor(
+                executor, partial(_Store, path, keyring, synchronous, max_bytes, min_free_disk_bytes)
+            )
         except BaseException:
             executor.shutdown(wait=True)
             raise
@@ -291,10 +391,14 @@ class Buffer:
     async def _call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
 
-    async def append(self, records: Sequence[NewRecord]) -> list[int]:
+    async def append(self, records: Sequence[NewRecord]) -> AppendResult:
         """Seal and commit the records in one transaction; durable (per the synchronous mode) on return."""
-        result: list[int] = await self._call(self._store.append, records)
+        result: AppendResult = await self._call(self._store.append, records)
         return result
+
+    @property
+    def total_bytes(self) -> int:
+        return self._store.total_bytes
 
     async def read(self, after: dict[Lane, int], limit: int) -> list[StoredRecord]:
         """See `_Store.read`: rows that fail authentication are quarantined, counted and skipped."""
@@ -307,6 +411,10 @@ class Buffer:
 
     async def delete(self, seqs: Sequence[int]) -> None:
         await self._call(self._store.delete, list(seqs))
+
+    async def checkpoint(self) -> None:
+        """Fold the WAL into the database file and truncate it (for measurements and backups)."""
+        await self._call(self._store.db.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def stats(self) -> list[LaneStats]:
         result: list[LaneStats] = await self._call(self._store.stats)
