@@ -145,13 +145,17 @@ def _contiguous(prev: WaveformChunk, nxt: WaveformChunk) -> bool:
 
 
 def merge_contiguous(chunks: Sequence[WaveformChunk]) -> list[list[WaveformChunk]]:
-    """Runs of chunks that continue each other; each run travels as one item (one header, one delta chain)."""
+    """Runs of chunks that continue each other, per signal (leads arrive interleaved); one item per run."""
+    open_runs: dict[int, list[WaveformChunk]] = {}  # the latest run of each quantity
     runs: list[list[WaveformChunk]] = []
     for chunk in chunks:
-        if runs and _contiguous(runs[-1][-1], chunk):
-            runs[-1].append(chunk)
+        current = open_runs.get(chunk.quantity.code)
+        if current is not None and _contiguous(current[-1], chunk):
+            current.append(chunk)
         else:
-            runs.append([chunk])
+            current = [chunk]
+            open_runs[chunk.quantity.code] = current
+            runs.append(current)
     return runs
 
 

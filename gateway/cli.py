@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
 from pathlib import Path
@@ -49,6 +50,24 @@ def _parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     generate = keys_sub.add_parser("generate", help="create a new key file (mode 0600)")
     generate.add_argument("path", type=Path)
+    rotate = keys_sub.add_parser("rotate", help="add a new active key; old keys stay to read old rows")
+    rotate.add_argument("path", type=Path)
+    prune = keys_sub.add_parser("prune", help="remove keys that no buffered row needs any more")
+    prune.add_argument("path", type=Path)
+    prune.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="to find the buffer database")
+
+    buffer = sub.add_parser("buffer", help="the store-and-forward buffer")
+    buffer_sub = buffer.add_subparsers(dest="buffer_command", required=True)
+    stats = buffer_sub.add_parser("stats", help="per lane: rows, items, bytes, oldest age (read-only, no key)")
+    stats.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
+    stats.add_argument("--db", type=Path, help="a buffer database file (instead of --config)")
+    stats.add_argument("--json", action="store_true")
+
+    bench = sub.add_parser("bench", help="measure this box's capacity (see docs/BENCHMARKS.md)")
+    bench.add_argument("name", help="buffer")
+    bench.add_argument("--json", action="store_true", help="print one JSON object of figures")
+    bench.add_argument("--record", type=Path, help="WFDB record (path without extension) where the bench uses one")
+    bench.add_argument("--backlog-mb", type=int, default=1024, help="buffer bench: backlog size for the RSS check")
     return parser
 
 
@@ -100,16 +119,68 @@ def cmd_config_validate(path: Path, *, check_secrets: bool = True) -> int:
     return EXIT_OK
 
 
-def cmd_keys_generate(path: Path) -> int:
-    from gateway.buffer import generate_key_file  # noqa: PLC0415
+def cmd_keys(command: str, path: Path, config_path: Path | None) -> int:
+    from gateway.buffer import generate_key_file, prune_key_file, rotate_key_file  # noqa: PLC0415
+    from gateway.buffer.inspect import key_ids_in_use  # noqa: PLC0415
 
     try:
-        generate_key_file(path)
+        if command == "generate":
+            generate_key_file(path)
+            print(f"{path}: new key written (mode 0600)")
+        elif command == "rotate":
+            key_id = rotate_key_file(path)
+            print(
+                f"{path}: added key {key_id}; it seals new rows after the next restart, older keys still open old rows"
+            )
+        else:
+            config = load_config(config_path or DEFAULT_CONFIG_PATH, check_secrets=False)
+            removed = prune_key_file(path, key_ids_in_use(config.state_dir / config.buffer.path))
+            print(f"{path}: removed {', '.join(removed) if removed else 'nothing'} (only keys no stored row uses)")
     except FileExistsError:
         print(f"iomt-gateway: {path} exists; refusing to overwrite a key", file=sys.stderr)
         return EXIT_FAILURE
-    print(f"{path}: new key written (mode 0600)")
+    except (ConfigError, GatewayError) as err:
+        print(f"iomt-gateway: {err.message}", file=sys.stderr)
+        return EXIT_CONFIG if isinstance(err, ConfigError) else EXIT_FAILURE
     return EXIT_OK
+
+
+def cmd_buffer_stats(config_path: Path, db: Path | None, *, as_json: bool) -> int:
+    from gateway.buffer.inspect import summarize  # noqa: PLC0415
+
+    try:
+        if db is None:
+            config = load_config(config_path, check_secrets=False)
+            db = config.state_dir / config.buffer.path
+        summary = summarize(db)
+    except GatewayError as err:
+        print(f"iomt-gateway: {err.message} ({db or config_path}); check --config or --db", file=sys.stderr)
+        return EXIT_FAILURE
+    if as_json:
+        print(json.dumps(summary.as_dict(), indent=2))
+        return EXIT_OK
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title=f"buffer {summary.path} (schema v{summary.schema_version})")
+    for column in ("lane", "rows", "items", "bytes", "oldest"):
+        table.add_column(column, justify="left" if column == "lane" else "right")
+    for lane in summary.lanes:
+        age = "-" if lane.oldest_age_s is None else f"{lane.oldest_age_s:,.0f} s"
+        table.add_row(lane.lane, f"{lane.rows:,}", f"{lane.items:,}", f"{lane.bytes:,}", age)
+    console = Console()
+    console.print(table)
+    console.print(
+        f"file {summary.file_bytes:,} bytes, WAL {summary.wal_bytes:,} bytes, "
+        f"quarantined rows {summary.quarantined_rows}, keys in use {', '.join(summary.key_ids_in_use) or '-'}"
+    )
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from gateway.benchmarks import run_benchmark  # noqa: PLC0415
+
+    return run_benchmark(args.name, as_json=args.json, record=args.record, backlog_mb=args.backlog_mb)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         return cmd_config_validate(args.path, check_secrets=not args.no_secrets)
     if args.command == "keys":
-        return cmd_keys_generate(args.path)
+        return cmd_keys(args.keys_command, args.path, getattr(args, "config", None))
+    if args.command == "buffer":
+        return cmd_buffer_stats(args.config, args.db, as_json=args.json)
+    if args.command == "bench":
+        return cmd_bench(args)
     return EXIT_FAILURE
 
 

@@ -71,6 +71,46 @@ def _key_line(key_id: str) -> str:
     return f"{key_id} {base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()}\n"
 
 
+def _entries(path: Path) -> list[tuple[str, str]]:
+    """(key id, line) for each key line of a key file, in order."""
+    out = []
+    for raw_line in path.read_text("ascii").splitlines():
+        line = raw_line.strip()
+        if line and not line.startswith("#"):
+            out.append((line.split()[0], line))
+    return out
+
+
+def rotate_key_file(path: Path) -> str:
+    """Append a fresh key that becomes the active one at the next start; older keys stay to read old rows."""
+    load_keyring(path)  # refuse to extend a file that is already broken or too open
+    ids = [key_id for key_id, _ in _entries(path)]
+    number = 1 + max((int(k[1:]) for k in ids if k[:1] == "k" and k[1:].isdigit()), default=0)
+    new_id = f"k{number}"
+    with path.open("a", encoding="ascii") as handle:
+        handle.write(_key_line(new_id))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return new_id
+
+
+def prune_key_file(path: Path, in_use: set[str]) -> list[str]:
+    """Remove keys no stored row needs (never the active one); returns the removed ids."""
+    keyring = load_keyring(path)
+    entries = _entries(path)
+    keep = [(k, line) for k, line in entries if k in in_use or k == keyring.active_id]
+    removed = [k for k, _ in entries if k not in {kk for kk, _ in keep}]
+    if removed:
+        temporary = path.with_name(path.name + ".new")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.writelines(line + "\n" for _, line in keep)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(path)  # atomic: a crash leaves the old file or the new one, never half of one
+    return removed
+
+
 def generate_key_file(path: Path, key_id: str = "k1") -> None:
     """Create a new key file with one fresh key, mode 0600; refuses to overwrite."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -1,0 +1,37 @@
+"""`iomt-gateway bench NAME`: capacity measurements a technician can run on a new gateway box.
+
+Each benchmark returns a flat dict of figures whose key names carry their units (`samples_per_s`, `rss_mb`),
+and the targets it is judged against.  `--json` prints exactly that dict as one JSON object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+Figures = dict[str, Any]
+Benchmark = Callable[..., Coroutine[Any, Any, Figures]]
+
+
+def _registry() -> dict[str, Benchmark]:
+    from gateway.benchmarks.buffer import bench_buffer  # noqa: PLC0415 - import only what is run
+
+    return {"buffer": bench_buffer}
+
+
+def run_benchmark(name: str, *, as_json: bool, record: Path | None = None, backlog_mb: int = 1024) -> int:
+    registry = _registry()
+    if name not in registry:
+        print(f"iomt-gateway: no benchmark {name!r}; choose from {', '.join(sorted(registry))}")  # noqa: T201
+        return 2
+    figures: Figures = asyncio.run(registry[name](record=record, backlog_mb=backlog_mb))
+    if as_json:
+        print(json.dumps(figures, indent=2))  # noqa: T201
+    else:
+        width = max(len(k) for k in figures)
+        for key, value in figures.items():
+            print(f"{key:<{width}}  {value}")  # noqa: T201
+    return 0
