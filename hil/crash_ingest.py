@@ -52,15 +52,13 @@ async def ingest(db: Path, key_file: Path, cycle: int) -> None:
                 sys.stdout.flush()
                 last = accepted
 
-    reporter = asyncio.create_task(report())
+    background = (asyncio.create_task(report()), task)  # kept referenced until the parent's SIGKILL
     index = 0
-    while True:
+    while background:
         await pipeline.emit(Observation(value_id(cycle, index), DEVICE, q, 90.0 + index % 10, index, index))
         index += 1
         if index % 1000 == 0:
             await asyncio.sleep(0)  # let the pipeline and the reporter run between bursts
-    await reporter  # pragma: no cover - killed before
-    await task  # pragma: no cover
 
 
 if __name__ == "__main__":
