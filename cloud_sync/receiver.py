@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud_sync.wire import InvalidPayload, decode_batch
+from cloud_sync.wire import Batch, InvalidPayload, decode_message
 from gateway.logs import get_logger
 from gateway.model import Lane
 
@@ -33,6 +34,7 @@ class ReceiverStats:
     samples: Counter[str] = field(default_factory=Counter)  # waveform samples per device
     invalid_payloads: int = 0
     messages: int = 0
+    wire_bytes: int = 0
 
 
 class ReferenceReceiver:
@@ -101,12 +103,18 @@ class ReferenceReceiver:
 
     def handle(self, payload: bytes) -> None:
         self.stats.messages += 1
+        self.stats.wire_bytes += len(payload)
         try:
-            batch = decode_batch(payload)
+            batches = decode_message(payload)
         except InvalidPayload as err:
             self.stats.invalid_payloads += 1
             log.warning("invalid payload", **err.log_fields())
             return
+        for batch in batches:
+            self._take(batch)
+        self.arrived.set()
+
+    def _take(self, batch: Batch) -> None:
         for item in batch.items:
             ident = item["id"]
             if ident in self.seen:
@@ -128,8 +136,7 @@ class ReferenceReceiver:
             elif batch.lane is Lane.NUMERICS:
                 self.latest[(batch.device, str(item.get("ref")))] = item
             elif batch.lane is Lane.ALARMS:
-                self.alarms.append({"device": batch.device, **item})
-        self.arrived.set()
+                self.alarms.append({"device": batch.device, "received_ns": time.time_ns(), **item})
 
     async def wait_for(self, device_counts: dict[str, int], timeout_s: float) -> bool:
         """Wait until every device has at least the given number of unique items; False on timeout."""

@@ -1,10 +1,13 @@
-"""Uplink: drain the buffer to the broker, QoS 1, deleting a row only after the broker accepted it.
+"""Uplink: drain the buffer to the broker, QoS 1, deleting rows only after the broker accepted them.
 
-Rows are read highest-priority lane first and oldest first, with a bounded number in flight.  A new alarm
-committed while a backlog drains is read at the next free slot, ahead of the remaining backlog.  On any
-connection failure the in-flight rows stay in the buffer and are re-sent after reconnecting (the receiver
-de-duplicates by id); reconnects use jittered, capped backoff.  A publish the broker refuses (MQTT 5 PUBACK
-reason code >= 0x80) is counted and logged, and its row stays in the buffer.
+Each message carries the rows of one lane, highest-priority lane first and oldest first, up to the message
+size cap; a token bucket holds publishes under the rate cap, and a bounded number of messages is in flight.
+Rows are read only once a token and an in-flight slot are free, so nothing waits in a queue of its own: an
+alarm committed while a backlog drains is in the very next message.  Under load, messages simply grow, so the
+rate cap never makes a backlog grow without bound.  On any connection failure the in-flight rows stay in the
+buffer and are re-sent after reconnecting (the receiver de-duplicates by id); reconnects use jittered, capped
+backoff.  A publish the broker refuses (MQTT 5 PUBACK reason code >= 0x80) is counted and logged, and its
+rows stay in the buffer.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cloud_sync.mqtt import AckingClient
+from cloud_sync.ratelimit import TokenBucket
+from cloud_sync.wire import encode_message, message_overhead
 from gateway.buffer import Buffer, StoredRecord
 from gateway.config import MqttSection
 from gateway.logs import get_logger
@@ -31,6 +36,8 @@ from gateway.model import Lane
 
 log = get_logger(__name__)
 
+MAX_ROWS_PER_MESSAGE = 512
+MQTT_HEADER_BYTES = 8  # fixed header, topic length and packet id of a QoS 1 PUBLISH, roughly
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps the gateway's session through a week-long outage
 OFFLINE_NOTICE_TIMEOUT_S = 2.0
 REFUSED = 0x80
@@ -42,8 +49,12 @@ class SyncState(StrEnum):
     OFFLINE = "offline"
 
 
-def uplink_topic(prefix: str, gateway_id: str, lane: Lane, device: str) -> str:
-    return f"{prefix}/{gateway_id}/up/{lane.topic_name}/{device}"
+def uplink_topic(prefix: str, gateway_id: str, lane: Lane) -> str:
+    return f"{prefix}/{gateway_id}/up/{lane.topic_name}"
+
+
+def health_topic(prefix: str, gateway_id: str) -> str:
+    return f"{prefix}/{gateway_id}/health"
 
 
 def state_topic(prefix: str, gateway_id: str) -> str:
@@ -113,6 +124,8 @@ class Uplink:
         self.last_error: str | None = None
         self.heartbeat = time.monotonic()  # last loop iteration; the systemd watchdog checks it
         self.state_listeners: list[Callable[[SyncState], None]] = []
+        self._limiter = TokenBucket(config.max_publishes_per_s)
+        self._started = time.monotonic()
 
     @property
     def inflight(self) -> int:
@@ -178,59 +191,98 @@ class Uplink:
         window = self._config.inflight_window
         async with asyncio.TaskGroup() as group:
             group.create_task(self._delete_acked(acked, acked_event), name="uplink-delete")
+            group.create_task(self._publish_health(client), name="uplink-health")
             while True:
                 self.heartbeat = time.monotonic()
                 if len(inflight) >= window:
                     slot_freed.clear()
                     await slot_freed.wait()
                     continue
+                await self._limiter.acquire()
                 self._stored.clear()
-                records = await self._buffer.read(cursors, window - len(inflight))
+                rows = await self._buffer.read_message(cursors, self._payload_budget, MAX_ROWS_PER_MESSAGE)
                 self._note_quarantine()
-                if not records:
+                if not rows:
+                    self._limiter.refund()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(1.0):
                             await self._stored.wait()
                     continue
-                for record in records:
-                    cursors[record.lane] = max(cursors.get(record.lane, 0), record.seq)
-                    inflight.add(record.seq)
-                    group.create_task(self._publish(client, record, inflight, slot_freed, acked, acked_event))
+                lane = rows[0].lane
+                cursors[lane] = max(cursors.get(lane, 0), rows[-1].seq)
+                inflight.add(rows[0].seq)
+                group.create_task(self._publish(client, lane, rows, inflight, slot_freed, acked, acked_event))
+
+    @property
+    def _payload_budget(self) -> int:
+        topic = len(uplink_topic(self._config.topic_prefix, self._gateway_id, Lane.COMMAND_RESULTS))
+        framing = max(message_overhead(lane, MAX_ROWS_PER_MESSAGE) for lane in Lane)
+        return self._config.max_message_bytes - topic - framing - MQTT_HEADER_BYTES
 
     async def _publish(
         self,
         client: AckingClient,
-        record: StoredRecord,
+        lane: Lane,
+        rows: list[StoredRecord],
         inflight: set[int],
         slot_freed: asyncio.Event,
         acked: list[int],
         acked_event: asyncio.Event,
     ) -> None:
-        topic = uplink_topic(self._config.topic_prefix, self._gateway_id, record.lane, record.device)
+        topic = uplink_topic(self._config.topic_prefix, self._gateway_id, lane)
+        message = encode_message(lane, [row.payload for row in rows])
         try:
-            reason = await client.publish_acked(topic, record.payload, qos=1)
+            reason = await client.publish_acked(topic, message, qos=1)
         except aiomqtt.MqttError:
             self._metrics.publish_errors += 1
             raise
         finally:
-            inflight.discard(record.seq)
+            inflight.discard(rows[0].seq)
             slot_freed.set()
         if reason >= REFUSED:
-            # The broker refused it (e.g. an ACL): the row stays and is retried after the next reconnect.
+            # The broker refused it (e.g. an ACL): the rows stay and are retried after the next reconnect.
             self._metrics.publish_refused += 1
             if not self._refusal_logged:
                 self._refusal_logged = True
                 log.error(
-                    "broker refused a publish; row kept in the buffer",
-                    lane=record.lane.topic_name,
+                    "broker refused a publish; rows kept in the buffer",
+                    lane=lane.topic_name,
                     status=reason,
                     topic=topic,
                 )
             return
         self._metrics.publishes += 1
-        self._metrics.device(record.device).delivered += record.items
-        acked.append(record.seq)
+        self._metrics.wire_bytes[lane.topic_name] += len(message) + len(topic) + MQTT_HEADER_BYTES
+        for row in rows:
+            self._metrics.device(row.device).delivered += row.items
+            acked.append(row.seq)
         acked_event.set()
+
+    async def _publish_health(self, client: AckingClient) -> None:
+        """A retained health summary every `health_interval_s`: counts and ages only, never values."""
+        topic = health_topic(self._config.topic_prefix, self._gateway_id)
+        while True:
+            stats = await self._buffer.stats()
+            health = {
+                "v": 1,
+                "t_gw": time.time_ns(),
+                "uptime_s": round(time.monotonic() - self._started, 1),
+                "backlog": {
+                    s.lane.topic_name: {"rows": s.rows, "items": s.items, "oldest_age_s": s.oldest_age_s} for s in stats
+                },
+                "devices": {
+                    device: {"received": c.received, "accepted": c.accepted, "delivered": c.delivered}
+                    for device, c in self._metrics.devices.items()
+                },
+                "sync": {
+                    "publishes": self._metrics.publishes,
+                    "refused": self._metrics.publish_refused,
+                    "reconnects": self._metrics.reconnects,
+                    "quarantined_rows": self._metrics.rows_quarantined,
+                },
+            }
+            await client.publish(topic, json.dumps(health).encode(), qos=1, retain=True)
+            await asyncio.sleep(self._config.health_interval_s)
 
     def _note_quarantine(self) -> None:
         total = self._buffer.quarantined

@@ -32,6 +32,10 @@ from gateway.model import Alarm, CommandResult, DeviceStatus, Event, Lane, Obser
 
 VERSION = 1
 WAVEFORM_MAGIC = b"IOMTW"
+MESSAGE_MAGIC = b"IOMTM"
+_PART_LEN = struct.Struct(">I")
+_PART_COUNT = struct.Struct(">H")
+MAX_BATCHES_PER_MESSAGE = 65_535
 _HEADER_LEN = struct.Struct(">I")
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 MAX_SAMPLES_PER_PAYLOAD = 8 * 1024 * 1024
@@ -199,6 +203,66 @@ def _encode_waveforms(doc: dict[str, Any], events: Sequence[Event]) -> bytes:
     return WAVEFORM_MAGIC + bytes([VERSION]) + _HEADER_LEN.pack(len(header)) + header + blob
 
 
+def message_overhead(lane: Lane, batches: int) -> int:
+    """Bytes a message adds around its batches' payloads."""
+    if lane is Lane.WAVEFORMS:
+        return len(MESSAGE_MAGIC) + 1 + _PART_COUNT.size + _PART_LEN.size * batches
+    return len(b'{"v":1,"batches":[]}') + max(0, batches - 1)
+
+
+def encode_message(lane: Lane, payloads: Sequence[bytes]) -> bytes:
+    """One MQTT message carrying one or more batches of one lane.
+
+    JSON lanes: `{"v":1,"batches":[<batch>,...]}` (the stored JSON batches, concatenated, not re-encoded).
+    Waveforms: `"IOMTM" | u8 version | u16 BE count | (u32 BE length | batch)*`.
+    """
+    if not payloads or len(payloads) > MAX_BATCHES_PER_MESSAGE:
+        raise ValueError("a message carries 1 to 65535 batches")
+    if lane is Lane.WAVEFORMS:
+        parts = [MESSAGE_MAGIC, bytes([VERSION]), _PART_COUNT.pack(len(payloads))]
+        for payload in payloads:
+            parts += [_PART_LEN.pack(len(payload)), payload]
+        return b"".join(parts)
+    return b'{"v":1,"batches":[' + b",".join(payloads) + b"]}"
+
+
+def decode_message(data: bytes) -> list[Batch]:
+    """The batches of one uplink message; InvalidPayload for anything malformed."""
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise InvalidPayload("message too large", length=len(data))
+    if data.startswith(MESSAGE_MAGIC):
+        head = len(MESSAGE_MAGIC) + 1 + _PART_COUNT.size
+        if len(data) < head or data[len(MESSAGE_MAGIC)] != VERSION:
+            raise InvalidPayload("truncated or unknown-version message", length=len(data))
+        (count,) = _PART_COUNT.unpack_from(data, head - _PART_COUNT.size)
+        batches = []
+        position = head
+        for _ in range(count):
+            if position + _PART_LEN.size > len(data):
+                raise InvalidPayload("message part header overruns message", length=len(data))
+            (size,) = _PART_LEN.unpack_from(data, position)
+            position += _PART_LEN.size
+            if position + size > len(data):
+                raise InvalidPayload("message part overruns message", length=len(data))
+            batches.append(decode_batch(data[position : position + size]))
+            position += size
+        if position != len(data):
+            raise InvalidPayload("bytes after the last message part", length=len(data))
+        if any(b.lane is not Lane.WAVEFORMS for b in batches):
+            raise InvalidPayload("binary message carries a non-waveform batch")
+        return batches
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidPayload("message is not JSON", length=len(data)) from None
+    if not isinstance(doc, dict) or doc.get("v") != VERSION or not isinstance(doc.get("batches"), list):
+        raise InvalidPayload("not a version-1 message", expected=VERSION)
+    batches = [_batch_from_doc(b) for b in doc["batches"]]
+    if any(b.lane is Lane.WAVEFORMS for b in batches):
+        raise InvalidPayload("waveform batch in a JSON message")
+    return batches
+
+
 def decode_batch(payload: bytes) -> Batch:
     """Parse a payload; InvalidPayload for anything that is not a well-formed version-1 batch."""
     if len(payload) > MAX_PAYLOAD_BYTES:
@@ -219,6 +283,10 @@ def decode_batch(payload: bytes) -> Batch:
         doc = json.loads(header)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise InvalidPayload("payload is not JSON", length=len(payload)) from None
+    return _batch_from_doc(doc, blob)
+
+
+def _batch_from_doc(doc: Any, blob: bytes | None = None) -> Batch:
     if not isinstance(doc, dict) or doc.get("v") != VERSION:
         raise InvalidPayload("not a version-1 batch", expected=VERSION)
     try:

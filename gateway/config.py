@@ -84,6 +84,10 @@ class MqttSection(_Section):
     topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")] = "iomt/v1"
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
     inflight_window: Annotated[int, Field(ge=1, le=1000)] = 32
+    # AWS IoT Core's limits by default: 128 KiB per message (with topic and headers), 100 publishes/s.
+    max_message_bytes: Annotated[int, Field(ge=4096, le=256 * 1024 * 1024)] = 120_000
+    max_publishes_per_s: Annotated[float, Field(gt=0, le=100_000)] = 100.0
+    health_interval_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     tls: TlsSection | None = None
     allow_plaintext_loopback: bool = False
     reconnect_initial_s: Annotated[float, Field(gt=0, le=60)] = 0.5

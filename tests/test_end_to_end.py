@@ -55,4 +55,4 @@ async def test_buffer_is_empty_after_drain_and_rows_deleted_only_after_puback(
         await run.finish()
         metrics = run.gateway.metrics
         assert metrics.rows_deleted == metrics.rows_written
-        assert metrics.publishes >= metrics.rows_written
+        assert 0 < metrics.publishes <= metrics.rows_written  # a message carries one or more rows

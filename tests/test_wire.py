@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_sync.wire import InvalidPayload, decode_batch, encode_batch
+from cloud_sync.wire import (
+    InvalidPayload,
+    decode_batch,
+    decode_message,
+    encode_batch,
+    encode_message,
+    message_overhead,
+)
 from gateway.model import (
     Alarm,
     AlarmKind,
@@ -141,3 +148,38 @@ def test_contiguous_chunks_travel_as_one_item_and_gaps_split_them() -> None:
     assert [(i["n"], i["chunks"]) for i in batch.items] == [(219, 3), (73, 1)]
     assert batch.items[0]["id"] == chunks[0].id and batch.items[1]["id"] == chunks[3].id
     assert np.array_equal(batch.items[0]["samples"], np.concatenate([c.samples for c in chunks[:3]]))
+
+
+def test_messages_carry_several_batches_of_one_lane() -> None:
+    q = quantity("MDC_PULS_OXIM_SAT_O2")
+    payloads = [
+        encode_batch("gw", f"ox-{i}", None, Lane.NUMERICS, [Observation(new_id(), f"ox-{i}", q, 97.0, None, 1)])
+        for i in range(3)
+    ]
+    message = encode_message(Lane.NUMERICS, payloads)
+    assert len(message) == sum(len(p) for p in payloads) + message_overhead(Lane.NUMERICS, 3)
+    assert [b.device for b in decode_message(message)] == ["ox-0", "ox-1", "ox-2"]
+    waves = [encode_batch("gw", "ecg", None, Lane.WAVEFORMS, [_chunk(SyntheticEcg(130.0).next(40))]) for _ in range(2)]
+    binary = encode_message(Lane.WAVEFORMS, waves)
+    assert len(binary) == sum(len(w) for w in waves) + message_overhead(Lane.WAVEFORMS, 2)
+    assert [len(b.items[0]["samples"]) for b in decode_message(binary)] == [40, 40]
+
+
+@given(st.binary(max_size=512))
+@settings(max_examples=500, deadline=None)
+def test_random_bytes_as_a_message_raise_only_invalid_payload(data: bytes) -> None:
+    with contextlib.suppress(InvalidPayload):
+        decode_message(data)
+    with contextlib.suppress(InvalidPayload):
+        decode_message(b"IOMTM\x01" + data)
+
+
+@given(st.data())
+@settings(max_examples=300, deadline=None)
+def test_corrupted_binary_messages_raise_only_invalid_payload(data: st.DataObject) -> None:
+    waves = [encode_batch("gw", "ecg", None, Lane.WAVEFORMS, [_chunk(SyntheticEcg(130.0).next(30))]) for _ in range(2)]
+    message = bytearray(encode_message(Lane.WAVEFORMS, waves))
+    for _ in range(data.draw(st.integers(1, 4))):
+        message[data.draw(st.integers(0, len(message) - 1))] = data.draw(st.integers(0, 255))
+    with contextlib.suppress(InvalidPayload):
+        decode_message(bytes(message[: data.draw(st.integers(0, len(message)))]))

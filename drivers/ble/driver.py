@@ -61,11 +61,12 @@ class BleDeviceDriver:
             reason = "stopped"  # the gateway stopped this driver on purpose: not a device fault
             raise
         finally:
+            # Disconnect first, so no notification can arrive after the queue has been handed over.
+            with contextlib.suppress(TransportError):
+                await asyncio.shield(link.disconnect())
             while not queue.empty():
                 for event in self._decode(state, *queue.get_nowait()):
                     sink.emit_nowait(event)
-            with contextlib.suppress(TransportError):
-                await asyncio.shield(link.disconnect())
             sink.emit_nowait(self._status(ConnectionState.DISCONNECTED, detail={"reason": reason}))
 
     async def _serve(

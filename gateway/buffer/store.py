@@ -29,6 +29,7 @@ T = TypeVar("T")
 
 _KEY_CHECK_PLAINTEXT = b"iomt-gateway buffer key check v1"
 NONCE_BYTES = 12
+TAG_BYTES = 16
 ROW_OVERHEAD_BYTES = 64  # seq, lane, device, key id, counters and SQLite's cell header, roughly
 
 
@@ -279,6 +280,35 @@ class _Store:
                 out.append(StoredRecord(seq, lane, device, payload, items, created_ns))
         return out
 
+    def read_message(self, after: dict[Lane, int], max_bytes: int, max_rows: int) -> list[StoredRecord]:
+        """Rows for one uplink message: the highest-priority lane that has rows after its cursor, oldest
+        first, as many as fit in `max_bytes` of payload (at least one) and `max_rows`.
+
+        Sizes come from the row metadata, so rows that do not fit are not decrypted.
+        """
+        for lane in Lane:
+            candidates = self.db.execute(
+                "SELECT seq, device, key_id, nonce, sealed, items, created_ns FROM records "
+                "WHERE lane = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (int(lane), after.get(lane, 0), max_rows),
+            ).fetchall()
+            out: list[StoredRecord] = []
+            total = 0
+            for seq, device, key_id, nonce, sealed, items, created_ns in candidates:
+                size = len(sealed) - TAG_BYTES
+                if out and total + size > max_bytes:
+                    break
+                try:
+                    payload = self._open(lane, device, seq, key_id, nonce, sealed)
+                except StorageError as err:
+                    self._quarantine(seq, type(err).__name__)
+                    continue
+                out.append(StoredRecord(seq, lane, device, payload, items, created_ns))
+                total += size
+            if out:
+                return out
+        return []
+
     def _open(self, lane: Lane, device: str, seq: int, key_id: str, nonce: bytes, sealed: bytes) -> bytes:
         aead = self._aead.get(key_id)
         if aead is None:
@@ -403,6 +433,11 @@ class Buffer:
     async def read(self, after: dict[Lane, int], limit: int) -> list[StoredRecord]:
         """See `_Store.read`: rows that fail authentication are quarantined, counted and skipped."""
         result: list[StoredRecord] = await self._call(self._store.read, dict(after), limit)
+        return result
+
+    async def read_message(self, after: dict[Lane, int], max_bytes: int, max_rows: int = 512) -> list[StoredRecord]:
+        """See `_Store.read_message`: the rows of one uplink message, all of one lane."""
+        result: list[StoredRecord] = await self._call(self._store.read_message, dict(after), max_bytes, max_rows)
         return result
 
     @property
