@@ -80,6 +80,8 @@ class Gateway:
             max_batch_items=cfg.buffer.max_batch_items,
             queue_size=cfg.buffer.queue_size,
             waveform_record_s=cfg.buffer.waveform_record_s,
+            # A stored batch must fit one uplink message, with room for framing and the topic.
+            max_payload_bytes=cfg.mqtt.max_message_bytes - 4096,
         )
         uplink = Uplink(cfg.mqtt, buffer, pipeline.stored, self.metrics, gateway_id=cfg.gateway.id, tls_context=tls)
         return GatewayParts(buffer, pipeline, uplink)

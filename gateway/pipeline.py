@@ -59,6 +59,7 @@ class Pipeline:
         max_batch_items: int = 512,
         queue_size: int = 10_000,
         waveform_record_s: float = 5.0,
+        max_payload_bytes: int = 100_000,
     ) -> None:
         self._buffer = buffer
         self._alarms = alarms
@@ -69,6 +70,7 @@ class Pipeline:
         self._max_batch_items = max_batch_items
         self._queue_size = queue_size
         self._waveform_record_s = waveform_record_s
+        self._max_payload_bytes = max_payload_bytes
         self._pending_since: dict[tuple[Lane, str], float] = {}
         # Seconds of signal pending per (lane, device), per waveform quantity: a record holds up to
         # `waveform_record_s` of each signal, so multi-lead devices fill records as fast as single-lead ones.
@@ -213,10 +215,22 @@ class Pipeline:
             lane, device = key
             patient = self._patients.get(device)
             for chunk in _split(self._pending[key], self._max_batch_items, lane, self._waveform_record_s):
-                payload = encode_batch(self._gateway_id, device, patient, lane, chunk)
-                records.append(NewRecord(lane, device, payload, len(chunk)))
-                counted.append((device, len(chunk)))
+                for part, payload in self._encode_within_limit(device, patient, lane, chunk):
+                    records.append(NewRecord(lane, device, payload, len(part)))
+                    counted.append((device, len(part)))
         return records, counted
+
+    def _encode_within_limit(
+        self, device: str, patient: str | None, lane: Lane, events: list[Event]
+    ) -> list[tuple[list[Event], bytes]]:
+        """Encode a batch; halve it until each payload fits one uplink message (a lone event always goes)."""
+        payload = encode_batch(self._gateway_id, device, patient, lane, events)
+        if len(payload) <= self._max_payload_bytes or len(events) == 1:
+            return [(events, payload)]
+        middle = len(events) // 2
+        return self._encode_within_limit(device, patient, lane, events[:middle]) + self._encode_within_limit(
+            device, patient, lane, events[middle:]
+        )
 
     async def flush(self) -> bool:
         """Commit every due batch in one transaction; False (batches kept for a retry) if the buffer failed."""

@@ -154,3 +154,26 @@ async def test_alarm_is_committed_at_once(tmp_path: Path) -> None:
     pipeline.close()
     await task
     await buffer.close()
+
+
+async def test_every_stored_batch_fits_one_uplink_message(tmp_path: Path) -> None:
+    buffer = await _open(tmp_path)
+    pipeline = Pipeline(
+        buffer,
+        AlarmEngine(AlarmsSection()),
+        Metrics(),
+        gateway_id="gw",
+        patients={},
+        flush_interval_s=0.02,
+        max_batch_items=5000,
+        max_payload_bytes=20_000,
+    )
+    task = asyncio.create_task(pipeline.run())
+    for i in range(3000):
+        await pipeline.emit(_obs(i))
+    pipeline.close()
+    await task
+    rows = await buffer.read({}, 10_000)
+    assert all(len(r.payload) <= 20_000 for r in rows)
+    assert sum(r.items for r in rows) == 3000
+    await buffer.close()
