@@ -34,6 +34,11 @@ class AckingClient(aiomqtt.Client):
         self._reasons[mid] = reason_code.value
         super()._on_publish(client, userdata, mid, reason_code, properties)
 
+    @property
+    def socket(self) -> object:
+        """The connected socket (an ssl.SSLSocket under TLS), for checks such as key pinning."""
+        return self._client.socket()
+
     async def publish_acked(self, topic: str, payload: bytes, *, qos: int = 1, timeout_s: float | None = None) -> int:
         """Publish and wait for the broker's acknowledgement; its reason code (< 0x80 means accepted)."""
         if not self._connected.done() or self._disconnected.done():

@@ -27,6 +27,7 @@ from paho.mqtt.properties import Properties
 
 from cloud_sync.mqtt import AckingClient
 from cloud_sync.ratelimit import TokenBucket
+from cloud_sync.tls import peer_certificate, spki_sha256
 from cloud_sync.wire import encode_message, message_overhead
 from gateway.buffer import Buffer, StoredRecord
 from gateway.config import MqttSection
@@ -41,6 +42,10 @@ MQTT_HEADER_BYTES = 8  # fixed header, topic length and packet id of a QoS 1 PUB
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps the gateway's session through a week-long outage
 OFFLINE_NOTICE_TIMEOUT_S = 2.0
 REFUSED = 0x80
+
+
+class PinMismatchError(aiomqtt.MqttError):
+    """The broker's certificate chains to the CA but its key is not one of the pinned ones."""
 
 
 class SyncState(StrEnum):
@@ -146,6 +151,7 @@ class Uplink:
             will = aiomqtt.Will(topic, _state_payload("offline"), qos=1, retain=True)
             try:
                 async with mqtt_client(self._config, self._client_id, self._tls, will) as client:
+                    self._check_pin(client)
                     client.pending_calls_threshold = self._config.inflight_window + 10
                     if failures:
                         log.info("broker connection restored", host=self._config.host, attempt=failures)
@@ -169,6 +175,8 @@ class Uplink:
                 self._set_state(SyncState.OFFLINE)
                 delay = min(self._config.reconnect_max_s, self._config.reconnect_initial_s * 2 ** (failures - 1))
                 delay = random.uniform(delay / 2, delay)  # noqa: S311 - jitter
+                if isinstance(group.exceptions[0], PinMismatchError):
+                    delay = self._config.reconnect_max_s  # retrying fast cannot fix a wrong key
                 if failures == 1:
                     log.warning(
                         "broker connection failed; will retry",
@@ -180,6 +188,18 @@ class Uplink:
                 else:
                     log.debug("broker still unreachable", attempt=failures, delay_s=round(delay, 2))
                 await asyncio.sleep(delay)
+
+    def _check_pin(self, client: AckingClient) -> None:
+        """With pins configured, the broker's key must be one of them (on top of CA verification)."""
+        tls = self._config.tls
+        if tls is None or not tls.pin_sha256:
+            return
+        der = peer_certificate(client.socket)
+        if der is None or spki_sha256(der) not in tls.pin_sha256:
+            log.error(
+                "broker certificate does not match the pinned key; refusing the connection", host=self._config.host
+            )
+            raise PinMismatchError("broker public key not pinned")
 
     async def _drain(self, client: AckingClient) -> None:
         cursors: dict[Lane, int] = {}

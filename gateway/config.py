@@ -74,6 +74,8 @@ class TlsSection(_Section):
     ca_file: SecretRef
     cert_file: SecretRef
     key_file: SecretRef
+    # Optional pinning: SHA-256 (hex) of the broker certificate's SubjectPublicKeyInfo; any one must match.
+    pin_sha256: Annotated[tuple[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")], ...], Field(strict=False)] = ()
 
 
 class MqttSection(_Section):

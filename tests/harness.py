@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -43,9 +44,16 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    config: Config, *, receiver_id: str = "test-receiver", world: SimBleWorld | None = None, drain_s: float = 20.0
+    config: Config,
+    *,
+    receiver_id: str = "test-receiver",
+    world: SimBleWorld | None = None,
+    drain_s: float = 20.0,
+    receiver_tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Running]:
-    receiver = ReferenceReceiver(config.mqtt.host, config.mqtt.port, client_id=f"{receiver_id}-{time.time_ns()}")
+    receiver = ReferenceReceiver(
+        config.mqtt.host, config.mqtt.port, client_id=f"{receiver_id}-{time.time_ns()}", tls_context=receiver_tls
+    )
     receiver.keep_items = True
     receiver_task = asyncio.create_task(receiver.run(), name="receiver")
     try:
