@@ -101,12 +101,16 @@ class Mosquitto:
             self.process = None
 
 
-def start_mosquitto(folder: Path, extra_conf: str = "") -> Mosquitto:
-    """A fresh Mosquitto on a free loopback port; `extra_conf` adds lines (ACLs, TLS listeners)."""
+def start_mosquitto(folder: Path, extra_conf: str = "", *, persistence: bool = False) -> Mosquitto:
+    """A fresh Mosquitto on a free loopback port; `extra_conf` adds lines (ACLs, TLS listeners).
+
+    With `persistence`, sessions and queued messages survive a stop/start, as on a production broker.
+    """
     port = free_port()
     conf = folder / "mosquitto.conf"
+    persist = f"persistence true\npersistence_location {folder}/\n" if persistence else "persistence false\n"
     conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        f"listener {port} 127.0.0.1\nallow_anonymous true\n{persist}"
         f"max_queued_messages 100000\nlog_dest stderr\n"
         # Run as the test's user: as root, Mosquitto would drop to "mosquitto", who cannot read our temp files.
         f"user {getpass.getuser()}\n{extra_conf}"

@@ -50,9 +50,13 @@ async def running_gateway(
     world: SimBleWorld | None = None,
     drain_s: float = 20.0,
     receiver_tls: ssl.SSLContext | None = None,
+    receiver_port: int | None = None,
 ) -> AsyncIterator[Running]:
     receiver = ReferenceReceiver(
-        config.mqtt.host, config.mqtt.port, client_id=f"{receiver_id}-{time.time_ns()}", tls_context=receiver_tls
+        config.mqtt.host,
+        receiver_port or config.mqtt.port,
+        client_id=f"{receiver_id}-{time.time_ns()}",
+        tls_context=receiver_tls,
     )
     receiver.keep_items = True
     receiver_task = asyncio.create_task(receiver.run(), name="receiver")

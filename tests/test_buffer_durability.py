@@ -96,7 +96,7 @@ async def test_sigkill_at_random_instants_loses_nothing_accepted(tmp_path: Path)
         assert accepted > 0, cycle
         missing = [i for i in range(accepted) if value_id(cycle, i) not in ids]
         assert not missing, f"cycle {cycle}: {len(missing)} accepted values missing"
-    print(f"crash test: {CYCLES} SIGKILLs, {sum(reported.values())} accepted values, all present once")  # noqa: T201
+    print(f"crash test: {CYCLES} SIGKILLs, {sum(reported.values())} accepted values, all present once")
 
 
 async def test_no_plaintext_value_patient_id_or_sample_on_disk(tmp_path: Path) -> None:
