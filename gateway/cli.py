@@ -64,10 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true")
 
     bench = sub.add_parser("bench", help="measure this box's capacity (see docs/BENCHMARKS.md)")
-    bench.add_argument("name", help="buffer")
+    bench.add_argument("name", help="buffer or sync")
     bench.add_argument("--json", action="store_true", help="print one JSON object of figures")
     bench.add_argument("--record", type=Path, help="WFDB record (path without extension) where the bench uses one")
     bench.add_argument("--backlog-mb", type=int, default=1024, help="buffer bench: backlog size for the RSS check")
+    bench.add_argument("--devices", type=int, default=50, help="sync bench: simulated devices")
+    bench.add_argument("--backlog-s", type=int, default=3600, help="sync bench: seconds of backlog per device")
     return parser
 
 
@@ -180,7 +182,14 @@ def cmd_buffer_stats(config_path: Path, db: Path | None, *, as_json: bool) -> in
 def cmd_bench(args: argparse.Namespace) -> int:
     from gateway.benchmarks import run_benchmark  # noqa: PLC0415
 
-    return run_benchmark(args.name, as_json=args.json, record=args.record, backlog_mb=args.backlog_mb)
+    return run_benchmark(
+        args.name,
+        as_json=args.json,
+        record=args.record,
+        backlog_mb=args.backlog_mb,
+        devices=args.devices,
+        backlog_s=args.backlog_s,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -173,3 +173,28 @@ async def test_wall_clock_jump_neither_reorders_nor_drops(tmp_path: Path, monkey
         assert all(jumped[first : last + 1]), "values from the jumped hour arrived together, in sequence"
     finally:
         broker.stop()
+
+
+def test_bench_sync_reports_its_contract_keys() -> None:
+    import json  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "bench", "sync", "--json", "--devices", "5", "--backlog-s", "60"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    for key in (
+        "drain_x_realtime",
+        "wire_bytes_per_ecg_sample",
+        "publishes_per_s",
+        "alarm_latency_p50_ms",
+        "alarm_latency_p99_ms",
+    ):
+        assert isinstance(figures[key], int | float) and figures[key] > 0, key
+    assert figures["values_received"] == figures["values_accepted"]  # nothing lost, nothing doubled

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 Figures = dict[str, Any]
@@ -18,16 +17,17 @@ Benchmark = Callable[..., Coroutine[Any, Any, Figures]]
 
 def _registry() -> dict[str, Benchmark]:
     from gateway.benchmarks.buffer import bench_buffer  # noqa: PLC0415 - import only what is run
+    from gateway.benchmarks.sync import bench_sync  # noqa: PLC0415
 
-    return {"buffer": bench_buffer}
+    return {"buffer": bench_buffer, "sync": bench_sync}
 
 
-def run_benchmark(name: str, *, as_json: bool, record: Path | None = None, backlog_mb: int = 1024) -> int:
+def run_benchmark(name: str, *, as_json: bool, **options: Any) -> int:
     registry = _registry()
     if name not in registry:
         print(f"iomt-gateway: no benchmark {name!r}; choose from {', '.join(sorted(registry))}")  # noqa: T201
         return 2
-    figures: Figures = asyncio.run(registry[name](record=record, backlog_mb=backlog_mb))
+    figures: Figures = asyncio.run(registry[name](**options))
     if as_json:
         print(json.dumps(figures, indent=2))  # noqa: T201
     else:
