@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from gateway.nomenclature import BY_CODE, BY_REFERENCE, Kind, all_quantities, quantity
 
 REPO = Path(__file__).resolve().parent.parent
+REF = re.compile(r"^MDC_[A-Z0-9_]+$")  # a reference id, not a string that merely starts with one
 
 
 def test_codes_and_reference_ids_are_unique() -> None:
@@ -41,7 +43,7 @@ def test_every_quantity_referenced_in_code_is_in_the_table() -> None:
             if path.name == "nomenclature.py":
                 continue
             for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("MDC_"):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and REF.match(node.value):
                     used.add(node.value)
     used -= {"MDC_PART_OBJ", "MDC_PART_SCADA", "MDC_PART_PHD_DM"}
     assert used, "drivers reference quantities"
