@@ -58,6 +58,10 @@ def uplink_topic(prefix: str, gateway_id: str, lane: Lane) -> str:
     return f"{prefix}/{gateway_id}/up/{lane.topic_name}"
 
 
+def commands_topic(prefix: str, gateway_id: str) -> str:
+    return f"{prefix}/{gateway_id}/down/commands"
+
+
 def health_topic(prefix: str, gateway_id: str) -> str:
     return f"{prefix}/{gateway_id}/health"
 
@@ -114,8 +118,10 @@ class Uplink:
         *,
         gateway_id: str,
         tls_context: ssl.SSLContext | None,
+        downlink: asyncio.Queue[bytes] | None = None,
     ) -> None:
         self._config = config
+        self._downlink = downlink
         self._buffer = buffer
         self._stored = stored
         self._metrics = metrics
@@ -212,6 +218,8 @@ class Uplink:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._delete_acked(acked, acked_event), name="uplink-delete")
             group.create_task(self._publish_health(client), name="uplink-health")
+            if self._downlink is not None:
+                group.create_task(self._receive_commands(client, self._downlink), name="downlink")
             while True:
                 self.heartbeat = time.monotonic()
                 if len(inflight) >= window:
@@ -277,6 +285,21 @@ class Uplink:
             self._metrics.device(row.device).delivered += row.items
             acked.append(row.seq)
         acked_event.set()
+
+    async def _receive_commands(self, client: AckingClient, queue: asyncio.Queue[bytes]) -> None:
+        """Hand downlink commands to the command service, in arrival order (the persistent session keeps
+        commands sent while the gateway was offline; the service rejects those that expired meanwhile)."""
+        topic = commands_topic(self._config.topic_prefix, self._gateway_id)
+        await client.subscribe(topic, qos=1)
+        async for message in client.messages:
+            if not message.topic.matches(topic):
+                continue
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            try:
+                queue.put_nowait(payload)
+            except asyncio.QueueFull:
+                self._metrics.commands_dropped += 1
+                log.error("command queue full; command dropped unprocessed", count=self._metrics.commands_dropped)
 
     async def _publish_health(self, client: AckingClient) -> None:
         """A retained health summary every `health_interval_s`: counts and ages only, never values."""

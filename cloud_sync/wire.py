@@ -115,6 +115,7 @@ def _item(event: Event) -> dict[str, Any]:
             "command_id": event.command_id,
             "outcome": event.outcome.value,
             "reason": event.reason,
+            "detail": event.detail,
             "t_gw": event.gateway_time_ns,
         }
     raise TypeError(type(event).__name__)

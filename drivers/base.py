@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from gateway.errors import DeviceError
 from gateway.model import Event
+
+
+class CommandRefused(DeviceError):
+    """The device (or the driver, before sending) refused the command: certainly not executed."""
+
+
+class OutcomeUnknown(DeviceError):
+    """The command may or may not have been executed (e.g. the link dropped after sending)."""
 
 
 @dataclass
@@ -33,3 +42,17 @@ class Driver(Protocol):
     stats: DriverStats
 
     async def run(self, sink: EventSink) -> None: ...
+
+
+@runtime_checkable
+class CommandTarget(Protocol):
+    """A driver that can execute verified commands on its device."""
+
+    device_id: str
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def execute(self, command_type: str, parameters: dict[str, int | str], timeout_s: float) -> dict[str, str]:
+        """Run a command; details on confirmation.  Raises CommandRefused or OutcomeUnknown."""
+        ...

@@ -162,6 +162,55 @@ class AlarmsSection(_Section):
     limits: Annotated[tuple[LimitRule, ...], Field(strict=False)] = ()
 
 
+_IDENT = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+
+
+class IssuerKey(_Section):
+    """A key trusted to sign commands and remote configuration."""
+
+    key_id: Annotated[str, Field(pattern=_IDENT)]
+    public_key: Annotated[str, Field(description="Ed25519 public key, 32 raw bytes, base64")]
+    revoked: bool = False
+
+    @field_validator("public_key")
+    @classmethod
+    def _ed25519(cls, value: str) -> str:
+        import base64  # noqa: PLC0415
+        import binascii  # noqa: PLC0415
+
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except binascii.Error:
+            raise ValueError("expected base64 of a 32-byte Ed25519 public key") from None
+        if len(raw) != 32:
+            raise ValueError("expected base64 of a 32-byte Ed25519 public key")
+        return value
+
+
+class DevicePolicy(_Section):
+    """What may be commanded on one device, and within which limits.  Anything not listed is denied."""
+
+    device: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    allowed: Annotated[tuple[str, ...], Field(strict=False)] = ()
+    dual_signature: Annotated[tuple[str, ...], Field(strict=False)] = ()  # types needing two distinct issuers
+    max_commands_per_hour: Annotated[int, Field(ge=0, le=3600)] = 12
+    max_bolus_mu: Annotated[int, Field(ge=0, le=100_000)] | None = None  # milli-units (1000 mU = 1 IU)
+    dose_step_mu: Annotated[int, Field(ge=1, le=10_000)] = 50  # the pump's dose resolution
+    min_bolus_interval_s: Annotated[int, Field(ge=0, le=86_400)] = 0
+    max_basal_mu_per_h: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    max_temp_basal_min: Annotated[int, Field(ge=1, le=1440)] = 720
+    max_daily_mu: Annotated[int, Field(ge=0, le=1_000_000)] | None = None  # rolling 24 h, bolus + temp basal
+
+
+class CommandsSection(_Section):
+    enabled: bool = False
+    clock_skew_s: Annotated[float, Field(ge=0, le=600)] = 30.0
+    max_validity_s: Annotated[float, Field(gt=0, le=86_400)] = 900.0
+    response_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    issuers: Annotated[tuple[IssuerKey, ...], Field(strict=False)] = ()
+    devices: Annotated[tuple[DevicePolicy, ...], Field(strict=False)] = ()
+
+
 class Config(_Section):
     gateway: GatewaySection
     logging: LoggingSection = LoggingSection()
@@ -169,6 +218,7 @@ class Config(_Section):
     mqtt: MqttSection
     supervisor: SupervisorSection = SupervisorSection()
     alarms: AlarmsSection = AlarmsSection()
+    commands: CommandsSection = CommandsSection()
     devices: Annotated[tuple[DeviceSection, ...], Field(strict=False)] = ()
 
     @model_validator(mode="after")

@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from functools import partial
 
 from cloud_sync.uplink import Uplink
+from drivers.base import CommandTarget
 from drivers.registry import Backends, build_driver
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer
+from gateway.commands.service import CommandService
+from gateway.commands.store import CommandStore
 from gateway.config import Config
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
@@ -24,6 +27,8 @@ from gateway.sdnotify import SystemdNotifier
 from gateway.supervisor import Supervisor
 
 log = get_logger(__name__)
+
+COMMAND_QUEUE = 1000
 
 
 def sim_backends(config: Config) -> Backends:
@@ -42,6 +47,9 @@ class GatewayParts:
     buffer: Buffer
     pipeline: Pipeline
     uplink: Uplink
+    commands: CommandService | None = None
+    command_queue: asyncio.Queue[bytes] | None = None
+    command_store: CommandStore | None = None
     supervisor: Supervisor | None = None
 
 
@@ -83,8 +91,14 @@ class Gateway:
             # A stored batch must fit one uplink message, with room for framing and the topic.
             max_payload_bytes=cfg.mqtt.max_message_bytes - 4096,
         )
-        uplink = Uplink(cfg.mqtt, buffer, pipeline.stored, self.metrics, gateway_id=cfg.gateway.id, tls_context=tls)
-        return GatewayParts(buffer, pipeline, uplink)
+        queue: asyncio.Queue[bytes] | None = asyncio.Queue(COMMAND_QUEUE) if cfg.commands.enabled else None
+        uplink = Uplink(
+            cfg.mqtt, buffer, pipeline.stored, self.metrics, gateway_id=cfg.gateway.id, tls_context=tls, downlink=queue
+        )
+        parts = GatewayParts(buffer, pipeline, uplink, command_queue=queue)
+        if cfg.commands.enabled:
+            parts.command_store = CommandStore(cfg.state_dir / "commands.sqlite3", keyring)
+        return parts
 
     async def run(self, stop: asyncio.Event, *, drain_uplink_s: float = 0.0) -> None:
         """Run until `stop` is set, then stop drivers, commit everything, and optionally let the uplink drain."""
@@ -93,9 +107,17 @@ class Gateway:
             drivers = [build_driver(device, self.backends) for device in self.config.devices]
             for driver in drivers:
                 self.metrics.drivers[driver.device_id] = driver.stats
+            if parts.command_store is not None:
+                targets = {d.device_id: d for d in drivers if isinstance(d, CommandTarget)}
+                parts.commands = CommandService(self.config.commands, parts.command_store, targets, parts.pipeline)
             async with asyncio.TaskGroup() as group:
                 pipeline_task = group.create_task(parts.pipeline.run(), name="pipeline")
                 watchdog_task = group.create_task(self._watchdog(), name="watchdog")
+                commands_task = None
+                if parts.commands is not None and parts.command_queue is not None:
+                    commands_task = group.create_task(
+                        self._serve_commands(parts.commands, parts.command_queue), name="commands"
+                    )
                 supervisor = parts.supervisor = Supervisor(
                     group,
                     self.metrics,
@@ -114,6 +136,8 @@ class Gateway:
                 await stop.wait()
 
                 self.notifier.stopping()
+                if commands_task is not None:
+                    commands_task.cancel()
                 log.info("gateway stopping: draining into the buffer")
                 await supervisor.stop(exclude={uplink.name})
                 parts.pipeline.close()
@@ -124,6 +148,8 @@ class Gateway:
                 watchdog_task.cancel()
         finally:
             await parts.buffer.close()
+            if parts.command_store is not None:
+                parts.command_store.close()
             self.notifier.close()
         devices = self.metrics.devices.values()
         log.info(
@@ -132,6 +158,14 @@ class Gateway:
             items=sum(d.accepted for d in devices),
             rows=self.metrics.rows_written,
         )
+
+    @staticmethod
+    async def _serve_commands(service: CommandService, queue: asyncio.Queue[bytes]) -> None:
+        """One command at a time, in arrival order: checks such as spacing and daily totals see every
+        earlier command's outcome."""
+        while True:
+            payload = await queue.get()
+            await service.handle(payload)
 
     async def _wait_drained(self, parts: GatewayParts, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

@@ -26,6 +26,7 @@ class Metrics:
     publish_errors: int = 0
     publish_refused: int = 0
     rows_quarantined: int = 0
+    commands_dropped: int = 0
     wire_bytes: Counter[str] = field(default_factory=Counter)  # per lane, acknowledged messages
     evicted_rows: Counter[str] = field(default_factory=Counter)  # per lane
     evicted_items: Counter[str] = field(default_factory=Counter)  # per lane

@@ -200,6 +200,7 @@ class CommandResult:
     outcome: CommandOutcome
     gateway_time_ns: int
     reason: str | None = None
+    detail: dict[str, str] = field(default_factory=dict)
 
     lane = Lane.COMMAND_RESULTS
 

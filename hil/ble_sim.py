@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from drivers.ble import gatt
+from drivers.ble import gatt, ids
 from drivers.ble.link import NotifyCallback
 from drivers.ble.profiles import PMD_START_ECG, POLAR_EPOCH_OFFSET_NS
-from gateway.errors import TransportError
+from gateway.errors import InvalidFrame, TransportError
 from hil.physiology import Episode, SyntheticEcg, Trajectory
 
 Notifier = Callable[[Callable[[bytes], None]], Coroutine[Any, Any, None]]
@@ -38,6 +38,7 @@ class SimPeripheral:
         self.readable: dict[str, Callable[[], bytes]] = {}
         self.notifiers: dict[str, Notifier] = {}
         self.writes: list[tuple[str, bytes]] = []
+        self.indicatable: set[str] = set()  # characteristics that indicate on demand (control points)
         self.links: set[SimGattLink] = set()
         self.connections = 0
         self.notifications_sent = 0
@@ -50,10 +51,18 @@ class SimPeripheral:
         return time.monotonic() - self._t0
 
     def characteristics(self) -> set[str]:
-        return set(self.readable) | set(self.notifiers)
+        return set(self.readable) | set(self.notifiers) | self.indicatable
+
+    def indicate(self, uuid: str, data: bytes) -> None:
+        """Send an indication on `uuid` to every connected subscriber (e.g. a control point's answer)."""
+        for link in list(self.links):
+            link.deliver(uuid, data)
 
     def on_write(self, uuid: str, data: bytes) -> None:
         self.writes.append((uuid, data))
+
+    def on_connect(self) -> None:
+        """Hook for per-connection state (e.g. E2E counters restart with each connection)."""
 
     def drop_links(self) -> None:
         for link in list(self.links):
@@ -162,7 +171,12 @@ class SimCgm(SimPeripheral):
 
 
 class SimInsulinPump(SimPeripheral):
-    """An Insulin Delivery Service pump reporting its status (therapy state, reservoir) every two seconds."""
+    """An Insulin Delivery Service pump: status every two seconds, and the IDD Command Control Point.
+
+    Commands arrive with E2E-Counter and E2E-CRC and are answered with indications that carry them too.
+    `command_fault` injects the failures a real link has: "drop-after-write" (the pump delivers, then the
+    link drops before it answers) and "no-answer" (it delivers and never answers).
+    """
 
     profile = "insulin_pump"
 
@@ -172,6 +186,56 @@ class SimInsulinPump(SimPeripheral):
         self.basal_iu_h = basal_iu_h
         self.notifiers[gatt.IDD_STATUS] = self._status
         self.notifiers[gatt.BATTERY_LEVEL] = self._battery
+        self.indicatable.add(ids.IDD_COMMAND_CONTROL_POINT)
+        self.commands_received: list[ids.IddCommand] = []
+        self.deliveries: list[tuple[int, float]] = []  # (bolus id, IU) actually delivered
+        self.temp_basals: list[tuple[float, int]] = []
+        self.command_fault: str | None = None
+        self._next_bolus_id = 1
+        self._counter = ids.E2ECounter()
+        self._tracker = ids.E2ECounterTracker()
+
+    def on_connect(self) -> None:
+        self._counter, self._tracker = ids.E2ECounter(), ids.E2ECounterTracker()
+
+    def on_write(self, uuid: str, data: bytes) -> None:
+        super().on_write(uuid, data)
+        if uuid != ids.IDD_COMMAND_CONTROL_POINT:
+            return
+        try:
+            command, counter = ids.decode_command(data, e2e=True)
+            if counter is not None:
+                self._tracker.check(counter)
+        except InvalidFrame:
+            self._answer(
+                ids.ResponseCode(
+                    int.from_bytes(data[:2], "little") if len(data) >= 2 else 0, ids.ResponseCodeValue.INVALID_OPERAND
+                )
+            )
+            return
+        self.commands_received.append(command)
+        answer: ids.IddResponse
+        if isinstance(command, ids.SetBolus):
+            bolus_id = self._next_bolus_id
+            self._next_bolus_id += 1
+            self.deliveries.append((bolus_id, command.fast_amount_iu))
+            self.reservoir_iu -= command.fast_amount_iu
+            answer = ids.SetBolusResponse(bolus_id)
+        elif isinstance(command, ids.CancelBolus):
+            answer = ids.CancelBolusResponse(command.bolus_id)
+        elif isinstance(command, ids.SetTbrAdjustment):
+            self.temp_basals.append((command.adjustment, command.duration_min))
+            answer = ids.ResponseCode(ids.CommandOpCode.SET_TBR_ADJUSTMENT, ids.ResponseCodeValue.SUCCESS)
+        else:
+            answer = ids.ResponseCode(ids.CommandOpCode.CANCEL_TBR_ADJUSTMENT, ids.ResponseCodeValue.SUCCESS)
+        if self.command_fault == "drop-after-write":
+            asyncio.get_running_loop().call_soon(self.drop_links)
+        elif self.command_fault != "no-answer":
+            self._answer(answer)
+
+    def _answer(self, response: ids.IddResponse) -> None:
+        frame = ids.encode_response(response, counter=self._counter.next())
+        asyncio.get_running_loop().call_soon(self.indicate, ids.IDD_COMMAND_CONTROL_POINT, frame)
 
     async def _status(self, send: Callable[[bytes], None]) -> None:
         def make() -> bytes:
@@ -200,7 +264,13 @@ class SimGattLink:
         self.peripheral = peripheral
         self.disconnected = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._subscribers: dict[str, NotifyCallback] = {}
         self._connected = False
+
+    def deliver(self, uuid: str, data: bytes) -> None:
+        callback = self._subscribers.get(uuid)
+        if callback is not None and not self.disconnected.is_set():
+            callback(uuid, data)
 
     async def connect(self, timeout_s: float) -> None:
         await asyncio.sleep(0.01)  # a real connection takes at least a connection interval
@@ -210,6 +280,7 @@ class SimGattLink:
         self._connected = True
         self.peripheral.links.add(self)
         self.peripheral.connections += 1
+        self.peripheral.on_connect()
 
     def _check(self) -> None:
         if not self._connected or self.disconnected.is_set():
@@ -228,9 +299,11 @@ class SimGattLink:
 
     async def start_notify(self, uuid: str, callback: NotifyCallback) -> None:
         self._check()
+        if uuid in self.peripheral.indicatable:
+            self._subscribers[uuid] = callback
         notifier = self.peripheral.notifiers.get(uuid)
         if notifier is None:
-            return  # readable-only characteristic (e.g. battery on some devices)
+            return  # indicated on demand, or readable only
         counter = 0
 
         def send(data: bytes) -> None:

@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
-from drivers.base import DriverStats, EventSink
-from drivers.ble import gatt
+from drivers.base import CommandRefused, DriverStats, EventSink, OutcomeUnknown
+from drivers.ble import gatt, ids
 from drivers.ble.link import GattLink, GattLinkFactory
 from drivers.ble.profiles import PROFILES, ProfileState
+from drivers.ble.sfloat import decode_sfloat, encode_sfloat
 from gateway.errors import InvalidFrame, TransportError
 from gateway.logs import get_logger
 from gateway.model import ConnectionState, DeviceStatus, Event, new_id, now_ns
@@ -47,6 +48,15 @@ class BleDeviceDriver:
         self._link_factory = link_factory
         self._silent_timeout = silent_link_timeout_s
         self.stats = DriverStats()
+        self._link: GattLink | None = None
+        self._command_lock = asyncio.Lock()
+        self._response: asyncio.Future[bytes] | None = None
+        self._counter = ids.E2ECounter()
+        self._tracker = ids.E2ECounterTracker()
+
+    @property
+    def connected(self) -> bool:
+        return self._link is not None and not self._link.disconnected.is_set()
 
     async def run(self, sink: EventSink) -> None:
         link = self._link_factory(self.address)
@@ -93,11 +103,16 @@ class BleDeviceDriver:
         for uuid in self.profile.notify:
             if link.has_characteristic(uuid):
                 await link.start_notify(uuid, on_notify)
+        if self.profile.name == "insulin_pump" and link.has_characteristic(ids.IDD_COMMAND_CONTROL_POINT):
+            # Control point responses answer our own writes: they go to the waiting command, not the pipeline.
+            await link.start_notify(ids.IDD_COMMAND_CONTROL_POINT, self._on_control_point)
+            self._counter, self._tracker = ids.E2ECounter(), ids.E2ECounterTracker()
         for uuid, data in self.profile.start_writes:
             if link.has_characteristic(uuid):
                 await link.write(uuid, data, response=True)
         log.info("device connected", device_id=self.device_id, profile=self.profile.name)
         report_healthy()
+        self._link = link
 
         lost = asyncio.ensure_future(link.disconnected.wait())
         getter: asyncio.Future[Notification] | None = None
@@ -117,9 +132,50 @@ class BleDeviceDriver:
                     raise TransportError("link lost", device_id=self.device_id)
                 raise TransportError("link silent", device_id=self.device_id, interval_s=self._silent_timeout)
         finally:
+            self._link = None
             lost.cancel()
             if getter is not None:
                 getter.cancel()
+            if self._response is not None and not self._response.done():
+                self._response.set_exception(OutcomeUnknown("link lost while waiting for the device's answer"))
+
+    # -- commands (insulin pump, IDS Command Control Point) ---------------------------------------------------
+    def _on_control_point(self, _uuid: str, data: bytes) -> None:
+        if self._response is not None and not self._response.done():
+            self._response.set_result(bytes(data))
+
+    async def execute(self, command_type: str, parameters: dict[str, int | str], timeout_s: float) -> dict[str, str]:
+        """Write one IDS command (with E2E counter and CRC) and wait for the pump's answer."""
+        message = _ids_message(command_type, parameters)
+        async with self._command_lock:
+            link = self._link
+            if link is None or link.disconnected.is_set():
+                raise CommandRefused("device not connected; nothing was sent")
+            frame = ids.encode_command(message, counter=self._counter.next())
+            self._response = asyncio.get_running_loop().create_future()
+            try:
+                await link.write(ids.IDD_COMMAND_CONTROL_POINT, frame, response=True)
+                async with asyncio.timeout(timeout_s):
+                    raw = await self._response
+            except TransportError:
+                raise OutcomeUnknown("link failed during the write: the pump may have acted on it") from None
+            except TimeoutError:
+                raise OutcomeUnknown("no answer from the pump in time: it may have acted") from None
+            finally:
+                self._response = None
+            try:
+                response, counter = ids.decode_response(raw, e2e=True)
+                if counter is not None:
+                    self._tracker.check(counter)
+            except InvalidFrame:
+                raise OutcomeUnknown("the pump's answer failed its E2E check") from None
+        if isinstance(response, ids.SetBolusResponse | ids.CancelBolusResponse):
+            return {"bolus_id": str(response.bolus_id)}
+        if isinstance(response, ids.ResponseCode) and response.value == ids.ResponseCodeValue.SUCCESS:
+            return {}
+        if isinstance(response, ids.ResponseCode):
+            raise CommandRefused(f"pump refused: {_code_name(response.value)}")
+        raise OutcomeUnknown("unexpected answer from the pump")
 
     def _decode(self, state: ProfileState, uuid: str, data: bytes) -> Sequence[Event]:
         self.stats.notifications += 1
@@ -150,3 +206,55 @@ class BleDeviceDriver:
         self, connection: ConnectionState, battery: float | None = None, detail: dict[str, str] | None = None
     ) -> DeviceStatus:
         return DeviceStatus(new_id(), self.device_id, connection, now_ns(), battery_pct=battery, detail=detail or {})
+
+
+def _code_name(value: int) -> str:
+    try:
+        return ids.ResponseCodeValue(value).name.lower()
+    except ValueError:
+        return f"0x{value:02x}"
+
+
+def _exact_iu(milli_units: int) -> float:
+    """Milli-units as IU, refusing any dose SFLOAT cannot carry exactly (a dose is never rounded)."""
+    value = milli_units / 1000
+    try:
+        exact = decode_sfloat(encode_sfloat(value)) == value
+    except ValueError:
+        exact = False
+    if not exact:
+        raise CommandRefused("dose not representable exactly on the pump's wire format; nothing was sent")
+    return value
+
+
+def _ids_message(command_type: str, parameters: dict[str, int | str]) -> ids.IddCommand:
+    def integer(name: str) -> int:
+        value = parameters.get(name)
+        if not isinstance(value, int):
+            raise CommandRefused(f"parameter {name} missing; nothing was sent")
+        return value
+
+    if command_type == "bolus":
+        return ids.SetBolus(
+            ids.BolusType.FAST,
+            _exact_iu(integer("amount_mu")),
+            0.0,
+            0,
+            None,
+            None,
+            ids.BolusActivationType.COMMANDED,
+            False,
+            False,
+        )
+    if command_type == "cancel_bolus":
+        return ids.CancelBolus(integer("bolus_id"))
+    if command_type == "temp_basal":
+        return ids.SetTbrAdjustment(
+            ids.TbrType.ABSOLUTE,
+            _exact_iu(integer("rate_mu_per_h")),
+            integer("duration_min"),
+            None,
+            ids.TbrDeliveryContext.REMOTE_CONTROL,
+            False,
+        )
+    raise CommandRefused(f"command type {command_type} not supported by this device; nothing was sent")
