@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("--db", type=Path, help="a buffer database file (instead of --config)")
     stats.add_argument("--json", action="store_true")
 
+    audit = sub.add_parser("audit", help="the tamper-evident command audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="check the hash chain; exit 0 if intact, 1 with each problem")
+    verify.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
+    verify.add_argument("--json", action="store_true")
+
     bench = sub.add_parser("bench", help="measure this box's capacity (see docs/BENCHMARKS.md)")
     bench.add_argument("name", help="buffer or sync")
     bench.add_argument("--json", action="store_true", help="print one JSON object of figures")
@@ -179,6 +185,42 @@ def cmd_buffer_stats(config_path: Path, db: Path | None, *, as_json: bool) -> in
     return EXIT_OK
 
 
+def cmd_audit_verify(config_path: Path, *, as_json: bool) -> int:
+    from gateway.commands.store import CommandStore  # noqa: PLC0415
+
+    try:
+        config = load_config(config_path)
+        keyring, _ = preflight(config)
+    except ConfigError as err:
+        return _config_failure(err)
+    path = config.state_dir / "commands.sqlite3"
+    if not path.exists():
+        print(f"iomt-gateway: no command store at {path} (commands never enabled?)", file=sys.stderr)
+        return EXIT_FAILURE
+    store = CommandStore(path, keyring)
+    try:
+        problems = store.verify_audit()
+        records = len(store.db.execute("SELECT seq FROM audit").fetchall())
+    finally:
+        store.close()
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "records": records,
+                    "intact": not problems,
+                    "problems": [{"seq": p.seq, "problem": p.problem} for p in problems],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for problem in problems:
+            print(f"record {problem.seq if problem.seq is not None else '-'}: {problem.problem}")
+        print(f"{records} audit records: " + ("chain intact" if not problems else f"{len(problems)} problem(s)"))
+    return EXIT_OK if not problems else EXIT_FAILURE
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from gateway.benchmarks import run_benchmark  # noqa: PLC0415
 
@@ -208,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_buffer_stats(args.config, args.db, as_json=args.json)
     if args.command == "bench":
         return cmd_bench(args)
+    if args.command == "audit":
+        return cmd_audit_verify(args.config, as_json=args.json)
     return EXIT_FAILURE
 
 

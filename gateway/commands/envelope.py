@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 DOMAIN = b"iomt-gateway command v1\n"
 CONFIG_DOMAIN = b"iomt-gateway configuration v1\n"
 MAX_ENVELOPE_BYTES = 64 * 1024
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_ID = COMMAND_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _TYPE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _PARAM = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from drivers.base import CommandRefused, CommandTarget, EventSink, OutcomeUnknown
-from gateway.commands.envelope import Envelope, MalformedEnvelope, parse_envelope
+from gateway.commands.envelope import COMMAND_ID, Envelope, MalformedEnvelope, parse_envelope
 from gateway.commands.store import CommandStore
 from gateway.config import CommandsSection, DevicePolicy
 from gateway.logs import get_logger
@@ -48,7 +50,7 @@ class CommandService:
     """Verifies, audits and executes commands; one instance per gateway."""
 
     def __init__(
-        self, config: CommandsSection, store: CommandStore, targets: dict[str, CommandTarget], sink: EventSink
+        self, config: CommandsSection, store: CommandStore, targets: Mapping[str, CommandTarget], sink: EventSink
     ) -> None:
         self._config = config
         self._store = store
@@ -66,7 +68,7 @@ class CommandService:
         try:
             envelope = parse_envelope(raw)
         except MalformedEnvelope as err:
-            command_id = "unparsed-" + hashlib.sha256(raw).hexdigest()[:16]
+            command_id = _best_effort_id(raw)
             self._transition(command_id, "", "", CommandOutcome.RECEIVED, None, None)
             log.warning("command rejected", command_id=command_id, reason="malformed", detail=str(err))
             return self._transition(command_id, "", "", CommandOutcome.REJECTED, "malformed", None)
@@ -267,3 +269,16 @@ def _insulin_mu(command_type: str, parameters: dict[str, Any]) -> int:
     if command_type == "temp_basal":
         return int(parameters.get("rate_mu_per_h", 0)) * int(parameters.get("duration_min", 0)) // 60
     return 0
+
+
+def _best_effort_id(raw: bytes) -> str:
+    """The command id of a malformed envelope when it has a usable one (so the issuer can match the
+    rejection), else a name derived from the payload's hash."""
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        body = None
+    candidate = body.get("command_id") if isinstance(body, dict) else None
+    if isinstance(candidate, str) and COMMAND_ID.match(candidate):
+        return candidate
+    return "unparsed-" + hashlib.sha256(raw).hexdigest()[:16]

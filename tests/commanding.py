@@ -1,0 +1,69 @@
+"""An issuer for tests: Ed25519 keys, signed envelopes, and publishing them on the downlink."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.commands.envelope import sign
+
+_ids = itertools.count(1)
+
+
+def public_b64(key: Ed25519PrivateKey) -> str:
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
+@dataclass
+class Issuer:
+    keys: dict[str, Ed25519PrivateKey] = field(
+        default_factory=lambda: {name: Ed25519PrivateKey.generate() for name in ("ops-1", "ops-2", "old", "rogue")}
+    )
+
+    def issuers_config(self) -> list[dict[str, Any]]:
+        """ops-1 and ops-2 trusted, old revoked; rogue is not configured at all."""
+        return [
+            {"key_id": "ops-1", "public_key": public_b64(self.keys["ops-1"])},
+            {"key_id": "ops-2", "public_key": public_b64(self.keys["ops-2"])},
+            {"key_id": "old", "public_key": public_b64(self.keys["old"]), "revoked": True},
+        ]
+
+    def envelope(
+        self,
+        device: str,
+        type_: str,
+        parameters: dict[str, Any],
+        *,
+        signers: tuple[str, ...] = ("ops-1",),
+        issued_offset_s: float = 0.0,
+        valid_s: float = 300.0,
+        command_id: str | None = None,
+        forge_with: str | None = None,
+    ) -> dict[str, Any]:
+        now = time.time_ns() + round(issued_offset_s * 1e9)
+        body = {
+            "v": 1,
+            "command_id": command_id or f"cmd-{next(_ids)}-{time.time_ns()}",
+            "device": device,
+            "type": type_,
+            "parameters": parameters,
+            "issued_at": now,
+            "expires_at": now + round(valid_s * 1e9),
+        }
+        keys = [(name, self.keys[forge_with or name]) for name in signers]
+        return sign(body, keys)
+
+
+async def publish(port: int, envelope: dict[str, Any] | bytes, gateway: str = "test-gw") -> None:
+    payload = envelope if isinstance(envelope, bytes) else json.dumps(envelope).encode()
+    async with aiomqtt.Client("127.0.0.1", port, identifier=f"issuer-{time.time_ns()}") as client:
+        await client.publish(f"iomt/v1/{gateway}/down/commands", payload, qos=1)
