@@ -62,6 +62,10 @@ def commands_topic(prefix: str, gateway_id: str) -> str:
     return f"{prefix}/{gateway_id}/down/commands"
 
 
+def config_topic(prefix: str, gateway_id: str) -> str:
+    return f"{prefix}/{gateway_id}/down/config"
+
+
 def health_topic(prefix: str, gateway_id: str) -> str:
     return f"{prefix}/{gateway_id}/health"
 
@@ -118,7 +122,7 @@ class Uplink:
         *,
         gateway_id: str,
         tls_context: ssl.SSLContext | None,
-        downlink: asyncio.Queue[bytes] | None = None,
+        downlink: asyncio.Queue[tuple[str, bytes]] | None = None,
     ) -> None:
         self._config = config
         self._downlink = downlink
@@ -286,17 +290,22 @@ class Uplink:
             acked.append(row.seq)
         acked_event.set()
 
-    async def _receive_commands(self, client: AckingClient, queue: asyncio.Queue[bytes]) -> None:
-        """Hand downlink commands to the command service, in arrival order (the persistent session keeps
-        commands sent while the gateway was offline; the service rejects those that expired meanwhile)."""
-        topic = commands_topic(self._config.topic_prefix, self._gateway_id)
-        await client.subscribe(topic, qos=1)
+    async def _receive_commands(self, client: AckingClient, queue: asyncio.Queue[tuple[str, bytes]]) -> None:
+        """Hand downlink commands and configuration to the command service, in arrival order (the persistent
+        session keeps what was sent while the gateway was offline; expired ones are rejected there)."""
+        topics = {
+            "command": commands_topic(self._config.topic_prefix, self._gateway_id),
+            "config": config_topic(self._config.topic_prefix, self._gateway_id),
+        }
+        for topic in topics.values():
+            await client.subscribe(topic, qos=1)
         async for message in client.messages:
-            if not message.topic.matches(topic):
+            kind = next((k for k, t in topics.items() if message.topic.matches(t)), None)
+            if kind is None:
                 continue
             payload = message.payload if isinstance(message.payload, bytes) else b""
             try:
-                queue.put_nowait(payload)
+                queue.put_nowait((kind, payload))
             except asyncio.QueueFull:
                 self._metrics.commands_dropped += 1
                 log.error("command queue full; command dropped unprocessed", count=self._metrics.commands_dropped)

@@ -91,14 +91,14 @@ def cmd_run(config_path: Path) -> int:
     except ConfigError as err:
         return _config_failure(err)
     configure_logging(config.logging.level, config.logging.format)
-    from gateway.daemon import Gateway  # noqa: PLC0415 - keep `config validate` free of daemon imports
+    from gateway.runner import GatewayRunner  # noqa: PLC0415 - keep `config validate` free of daemon imports
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Gateway(config).run(stop)
+        await GatewayRunner(config_path, config).run(stop)
 
     code = EXIT_OK
     try:

@@ -21,6 +21,7 @@ from gateway.commands.store import CommandStore
 from gateway.config import Config
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
+from gateway.model import CommandOutcome, CommandResult, new_id, now_ns
 from gateway.pipeline import Pipeline
 from gateway.preflight import preflight
 from gateway.sdnotify import SystemdNotifier
@@ -48,7 +49,7 @@ class GatewayParts:
     pipeline: Pipeline
     uplink: Uplink
     commands: CommandService | None = None
-    command_queue: asyncio.Queue[bytes] | None = None
+    command_queue: asyncio.Queue[tuple[str, bytes]] | None = None
     command_store: CommandStore | None = None
     supervisor: Supervisor | None = None
 
@@ -65,6 +66,8 @@ class Gateway:
         self.alarms = AlarmEngine(config.alarms)
         self.notifier = notifier or SystemdNotifier()
         self.started = asyncio.Event()
+        # Set by a GatewayRunner: verified remote configurations to apply (with restart and health check).
+        self.config_requests: asyncio.Queue[tuple[str, Config]] | None = None
         self.parts: GatewayParts | None = None
         self.started_at = time.monotonic()
 
@@ -91,7 +94,7 @@ class Gateway:
             # A stored batch must fit one uplink message, with room for framing and the topic.
             max_payload_bytes=cfg.mqtt.max_message_bytes - 4096,
         )
-        queue: asyncio.Queue[bytes] | None = asyncio.Queue(COMMAND_QUEUE) if cfg.commands.enabled else None
+        queue: asyncio.Queue[tuple[str, bytes]] | None = asyncio.Queue(COMMAND_QUEUE) if cfg.commands.enabled else None
         uplink = Uplink(
             cfg.mqtt, buffer, pipeline.stored, self.metrics, gateway_id=cfg.gateway.id, tls_context=tls, downlink=queue
         )
@@ -159,13 +162,31 @@ class Gateway:
             rows=self.metrics.rows_written,
         )
 
-    @staticmethod
-    async def _serve_commands(service: CommandService, queue: asyncio.Queue[bytes]) -> None:
+    async def _serve_commands(self, service: CommandService, queue: asyncio.Queue[tuple[str, bytes]]) -> None:
         """One command at a time, in arrival order: checks such as spacing and daily totals see every
-        earlier command's outcome."""
+        earlier command's outcome.  A verified configuration goes to the runner, which applies it."""
         while True:
-            payload = await queue.get()
-            await service.handle(payload)
+            kind, payload = await queue.get()
+            if kind == "command":
+                await service.handle(payload)
+                continue
+            config_id, config = service.verify_configuration(payload, self.config)
+            if config is None:
+                continue
+            if self.config_requests is None:
+                service.report_configuration(config_id, CommandOutcome.FAILED, "this gateway runs without a runner")
+                continue
+            await self.config_requests.put((config_id, config))
+
+    def report_configuration(self, config_id: str, outcome: CommandOutcome, reason: str | None) -> None:
+        """Report the end of a remote configuration update (audited when commands are enabled)."""
+        parts = self.parts
+        if parts is None:
+            return
+        if parts.commands is not None:
+            parts.commands.report_configuration(config_id, outcome, reason)
+        else:
+            parts.pipeline.emit_nowait(CommandResult(new_id(), config_id, "gateway", outcome, now_ns(), reason))
 
     async def _wait_drained(self, parts: GatewayParts, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

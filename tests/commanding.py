@@ -67,3 +67,10 @@ async def publish(port: int, envelope: dict[str, Any] | bytes, gateway: str = "t
     payload = envelope if isinstance(envelope, bytes) else json.dumps(envelope).encode()
     async with aiomqtt.Client("127.0.0.1", port, identifier=f"issuer-{time.time_ns()}") as client:
         await client.publish(f"iomt/v1/{gateway}/down/commands", payload, qos=1)
+
+
+async def publish_to(port: int, kind: str, payload: bytes, gateway: str = "test-gw") -> None:
+    """Publish raw bytes on a downlink topic: kind "commands" or "config"."""
+    topic = "commands" if kind == "commands" else "config"
+    async with aiomqtt.Client("127.0.0.1", port, identifier=f"issuer-{time.time_ns()}") as client:
+        await client.publish(f"iomt/v1/{gateway}/down/{topic}", payload, qos=1)

@@ -27,9 +27,17 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from drivers.base import CommandRefused, CommandTarget, EventSink, OutcomeUnknown
-from gateway.commands.envelope import COMMAND_ID, Envelope, MalformedEnvelope, parse_envelope
+from gateway.commands.envelope import (
+    COMMAND_ID,
+    CONFIG_DOMAIN,
+    Envelope,
+    MalformedEnvelope,
+    canonical_bytes,
+    parse_envelope,
+)
 from gateway.commands.store import CommandStore
-from gateway.config import CommandsSection, DevicePolicy
+from gateway.config import CommandsSection, Config, DevicePolicy
+from gateway.errors import ConfigError
 from gateway.logs import get_logger
 from gateway.model import CommandOutcome, CommandResult, new_id, now_ns
 
@@ -87,6 +95,72 @@ class CommandService:
             return self._reconcile(envelope)
         return await self._execute(envelope, policy)
 
+    # -- remote configuration --------------------------------------------------------------------------------
+    def verify_configuration(self, raw: bytes, current: Config) -> tuple[str, Config | None]:
+        """Check a signed configuration update fully, before anything is applied.
+
+        Returns (config id, the validated Config), or (config id, None) after reporting the rejection:
+        signature, validity window and replay as for commands, then the whole document through the same
+        validation as a config file, including its secrets.  Gateway identity and state directory cannot
+        change remotely (they would move the buffer and the replay memory).
+        """
+        config_id = _best_effort_id(raw, field="config_id")
+        self._transition(config_id, "gateway", "config", CommandOutcome.RECEIVED, None, None)
+        try:
+            config = self._check_configuration(raw, config_id, current)
+        except (MalformedEnvelope, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            self._transition(config_id, "gateway", "config", CommandOutcome.REJECTED, "malformed", None)
+            return config_id, None
+        except Rejected as rejection:
+            log.warning("configuration rejected", command_id=config_id, reason=rejection.reason.split(":")[0])
+            self._transition(config_id, "gateway", "config", CommandOutcome.REJECTED, rejection.reason, None)
+            return config_id, None
+        self._transition(config_id, "gateway", "config", CommandOutcome.VERIFIED, None, None)
+        return config_id, config
+
+    def _check_configuration(self, raw: bytes, config_id: str, current: Config) -> Config:
+        from gateway.config import parse_config  # noqa: PLC0415 - avoid a cycle at import time
+        from gateway.preflight import preflight  # noqa: PLC0415
+
+        body = json.loads(raw)
+        fields = {"v", "config_id", "config", "issued_at", "expires_at", "signatures"}
+        if not isinstance(body, dict) or set(body) != fields or body["v"] != 1 or not isinstance(body["config"], dict):
+            raise MalformedEnvelope("not a version-1 configuration envelope")
+        envelope = parse_envelope(
+            json.dumps(
+                {
+                    "v": 1,
+                    "command_id": body["config_id"],
+                    "device": "gateway",
+                    "type": "config",
+                    "parameters": {},
+                    "issued_at": body["issued_at"],
+                    "expires_at": body["expires_at"],
+                    "signatures": body["signatures"],
+                }
+            ).encode()
+        )
+        self._check_signatures_over(envelope, canonical_bytes(body, CONFIG_DOMAIN))
+        now = time.time_ns()
+        if now > envelope.expires_at_ns:
+            raise Rejected("expired")
+        if envelope.issued_at_ns > now + round(self._config.clock_skew_s * 1e9):
+            raise Rejected("not-yet-valid")
+        if not self._store.remember("config:" + config_id, envelope.expires_at_ns):
+            raise Rejected("replayed")
+        try:
+            config = parse_config(body["config"])
+            preflight(config)
+        except ConfigError as err:
+            raise Rejected(f"invalid-config: {err.message}") from None
+        if (config.gateway.id, config.gateway.state_dir) != (current.gateway.id, current.gateway.state_dir):
+            raise Rejected("invalid-config: gateway.id and gateway.state_dir cannot change remotely")
+        return config
+
+    def report_configuration(self, config_id: str, outcome: CommandOutcome, reason: str | None) -> None:
+        """The end of a configuration update: applied, or rolled back (with why)."""
+        self._transition(config_id, "gateway", "config", outcome, reason, None)
+
     # -- checks ----------------------------------------------------------------------------------------------
     def _verify(self, envelope: Envelope) -> DevicePolicy:
         self._check_signatures(envelope)
@@ -114,7 +188,9 @@ class CommandService:
         return policy
 
     def _check_signatures(self, envelope: Envelope) -> None:
-        message = envelope.canonical()
+        self._check_signatures_over(envelope, envelope.canonical())
+
+    def _check_signatures_over(self, envelope: Envelope, message: bytes) -> None:
         signers = set()
         for signature in envelope.signatures:
             known = self._keys.get(signature.key_id)
@@ -271,14 +347,14 @@ def _insulin_mu(command_type: str, parameters: dict[str, Any]) -> int:
     return 0
 
 
-def _best_effort_id(raw: bytes) -> str:
+def _best_effort_id(raw: bytes, field: str = "command_id") -> str:
     """The command id of a malformed envelope when it has a usable one (so the issuer can match the
     rejection), else a name derived from the payload's hash."""
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
         body = None
-    candidate = body.get("command_id") if isinstance(body, dict) else None
+    candidate = body.get(field) if isinstance(body, dict) else None
     if isinstance(candidate, str) and COMMAND_ID.match(candidate):
         return candidate
     return "unparsed-" + hashlib.sha256(raw).hexdigest()[:16]
