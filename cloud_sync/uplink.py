@@ -140,6 +140,7 @@ class Uplink:
         self.heartbeat = time.monotonic()  # last loop iteration; the systemd watchdog checks it
         self.state_listeners: list[Callable[[SyncState], None]] = []
         self._limiter = TokenBucket(config.max_publishes_per_s)
+        self._wake_reconnect = asyncio.Event()
         self._started = time.monotonic()
 
     @property
@@ -197,7 +198,15 @@ class Uplink:
                     )
                 else:
                     log.debug("broker still unreachable", attempt=failures, delay_s=round(delay, 2))
-                await asyncio.sleep(delay)
+                self._wake_reconnect.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake_reconnect.wait()
+
+    def wake(self) -> None:
+        """`sync now`: end a reconnect backoff at once, and look for new rows at once."""
+        self._wake_reconnect.set()
+        self._stored.set()
 
     def _check_pin(self, client: AckingClient) -> None:
         """With pins configured, the broker's key must be one of them (on top of CA verification)."""

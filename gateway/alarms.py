@@ -20,6 +20,7 @@ from gateway.model import (
     Event,
     Observation,
     new_id,
+    now_ns,
 )
 from gateway.nomenclature import Quantity, quantity
 
@@ -148,6 +149,26 @@ class AlarmEngine:
                 )
             ]
         return []
+
+    def set_state(self, alarm_id: str, state: AlarmState) -> Alarm | None:
+        """Acknowledge or silence an active alarm (by the id of its latest event); the new event, or None."""
+        for key, alarm in self.active.items():
+            if alarm.id == alarm_id:
+                updated = Alarm(
+                    new_id(),
+                    alarm.device_id,
+                    alarm.condition,
+                    alarm.kind,
+                    alarm.priority,
+                    state,
+                    now_ns(),
+                    alarm.quantity,
+                    alarm.device_time_ns,
+                    alarm.detail,
+                )
+                self.active[key] = updated
+                return updated
+        return None
 
     def _make(
         self,

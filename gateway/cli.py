@@ -11,6 +11,7 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from gateway.config import DEFAULT_CONFIG_PATH, load_config
 from gateway.errors import BufferKeyError, ConfigError, GatewayError
@@ -62,6 +63,28 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
     stats.add_argument("--db", type=Path, help="a buffer database file (instead of --config)")
     stats.add_argument("--json", action="store_true")
+
+    def admin_parser(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser_ = sub.add_parser(name, help=help_text)
+        parser_.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="to find the admin socket")
+        parser_.add_argument("--socket", type=Path, help="the admin socket (instead of --config)")
+        parser_.add_argument("--json", action="store_true")
+        return parser_
+
+    admin_parser("status", "health, uptime, drivers, devices, buffer lanes, sync state, alarms")
+    admin_parser("devices", "devices: state, battery, last seen, RSSI, counts")
+    alarms = admin_parser("alarms", "active alarms; acknowledge or silence one")
+    alarms.add_argument("action", nargs="?", choices=["list", "ack", "silence"], default="list")
+    alarms.add_argument("alarm_id", nargs="?")
+    sync = admin_parser("sync", "sync control")
+    sync.add_argument("action", choices=["now"])
+    logs = admin_parser("logs", "recent log lines (redacted), filtered")
+    logs.add_argument("--level", choices=["debug", "info", "warning", "error"], default="info")
+    logs.add_argument("--grep", default="")
+    logs.add_argument("--limit", type=int, default=200)
+    diag = admin_parser("diag", "support tools")
+    diag.add_argument("action", choices=["bundle"])
+    diag.add_argument("-o", "--output", type=Path, help="archive path (default: iomt-diag-<time>.tar.gz)")
 
     audit = sub.add_parser("audit", help="the tamper-evident command audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
@@ -221,6 +244,152 @@ def cmd_audit_verify(config_path: Path, *, as_json: bool) -> int:
     return EXIT_OK if not problems else EXIT_FAILURE
 
 
+def _admin_socket(args: argparse.Namespace) -> Path:
+    if args.socket is not None:
+        return Path(args.socket)
+    return load_config(args.config, check_secrets=False).admin_socket
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    """The technician's commands: one request to the running gateway's admin socket each."""
+    from gateway import admin  # noqa: PLC0415
+
+    try:
+        path = _admin_socket(args)
+    except ConfigError as err:
+        return _config_failure(err)
+    op, extra = args.command, {}
+    if args.command == "alarms" and args.action in ("ack", "silence"):
+        if not args.alarm_id:
+            print("iomt-gateway: give the alarm id (see `iomt-gateway alarms`)", file=sys.stderr)
+            return EXIT_CONFIG
+        op, extra = ("ack_alarm" if args.action == "ack" else "silence_alarm"), {"id": args.alarm_id}
+    elif args.command == "sync":
+        op = "sync_now"
+    elif args.command == "logs":
+        extra = {"level": args.level, "grep": args.grep, "limit": args.limit}
+    elif args.command == "diag":
+        op = "diag"
+    try:
+        response = asyncio.run(admin.request(path, op, **extra))
+    except FileNotFoundError:
+        print(
+            f"iomt-gateway: no gateway listening at {path}; is the service running? (systemctl status iomt-gateway)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    except PermissionError:
+        print(f"iomt-gateway: not allowed to use {path}; ask to be added to the technicians' group", file=sys.stderr)
+        return EXIT_FAILURE
+    if not response.get("ok"):
+        print(f"iomt-gateway: {response.get('error')}; {response.get('hint', '')}", file=sys.stderr)
+        return EXIT_FAILURE
+    result = response["result"]
+    if args.command == "diag":
+        return _write_bundle(result, args.output, as_json=args.json)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    _print_table(args.command, result)
+    return EXIT_OK
+
+
+def _print_table(command: str, result: Any) -> None:
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    console = Console()
+    if command == "status":
+        sync = result["sync"]
+        console.print(
+            f"[bold]{result['gateway_id']}[/] {result['version']}  health: {result['health']}  "
+            f"up {result['uptime_s']:.0f} s  sync: {sync['state']}"
+            + (f" ({sync['last_error']})" if sync["last_error"] else "")
+            + f"  alarms: {result['active_alarms']}  backlog: {result['pipeline_backlog']}"
+        )
+        table = Table("driver", "running", "restarts", "last error")
+        for name, task in result["drivers"].items():
+            table.add_row(name, "yes" if task["running"] else "no", str(task["restarts"]), task["last_error"] or "")
+        console.print(table)
+        lanes = Table("lane", "rows", "items", "bytes", "oldest (s)")
+        for lane, stats in result["buffer"].items():
+            lanes.add_row(
+                lane,
+                str(stats["rows"]),
+                str(stats["items"]),
+                str(stats["bytes"]),
+                "-" if stats["oldest_age_s"] is None else str(stats["oldest_age_s"]),
+            )
+        console.print(lanes)
+    elif command == "devices":
+        table = Table("device", "profile", "state", "battery %", "last seen (s)", "RSSI", "received", "delivered")
+        for d in result:
+            table.add_row(
+                d["device"],
+                d["profile"],
+                d["state"],
+                _text(d["battery_pct"]),
+                _text(d["last_seen_s"]),
+                _text(d["rssi_dbm"]),
+                str(d["received"]),
+                str(d["delivered"]),
+            )
+        console.print(table)
+    elif command == "alarms":
+        rows = result if isinstance(result, list) else [result]
+        table = Table("id", "device", "condition", "priority", "state", "since (s)")
+        for a in rows:
+            table.add_row(
+                a["id"],
+                a.get("device", ""),
+                a.get("condition", ""),
+                a.get("priority", ""),
+                a["state"],
+                _text(a.get("since_s")),
+            )
+        console.print(table if rows else "no active alarms")
+    elif command == "logs":
+        for line in result:
+            console.print(line, markup=False, highlight=False)
+    else:
+        console.print(result)
+
+
+def _text(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _write_bundle(result: dict[str, Any], output: Path | None, *, as_json: bool) -> int:
+    import io  # noqa: PLC0415
+    import tarfile  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    path = output or Path(f"iomt-diag-{time.strftime('%Y%m%d-%H%M%S')}.tar.gz")
+    files = {
+        "config.json": json.dumps(result["config"], indent=2),
+        "versions.json": json.dumps(result["versions"], indent=2),
+        "status.json": json.dumps(result["status"], indent=2),
+        "devices.json": json.dumps(result["devices"], indent=2),
+        "logs.jsonl": "\n".join(result["logs"]) + "\n",
+        "metrics.txt": result["metrics"],
+    }
+    with tarfile.open(path, "w:gz") as archive:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"iomt-diag/{name}")
+            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o600
+            archive.addfile(info, io.BytesIO(data))
+    path.chmod(0o600)
+    if as_json:
+        print(json.dumps({"bundle": str(path), "files": sorted(files)}))
+    else:
+        print(
+            f"{path}: support bundle written (configuration without secrets or patient ids, versions, status, "
+            "devices, recent logs, metrics)"
+        )
+    return EXIT_OK
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from gateway.benchmarks import run_benchmark  # noqa: PLC0415
 
@@ -252,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_bench(args)
     if args.command == "audit":
         return cmd_audit_verify(args.config, as_json=args.json)
+    if args.command in ("status", "devices", "alarms", "sync", "logs", "diag"):
+        return cmd_admin(args)
     return EXIT_FAILURE
 
 

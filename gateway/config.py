@@ -211,6 +211,28 @@ class CommandsSection(_Section):
     devices: Annotated[tuple[DevicePolicy, ...], Field(strict=False)] = ()
 
 
+class AdminSection(_Section):
+    """The local admin API: a Unix socket, never TCP.  Root, the service user and the group may connect."""
+
+    socket: str = "admin.sock"  # relative to gateway.state_dir unless absolute (systemd: /run/iomt-gateway/...)
+    group: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] | None = None
+
+
+class MetricsSection(_Section):
+    """Prometheus metrics over HTTP on a loopback port; off by default."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 9464
+
+    @field_validator("host")
+    @classmethod
+    def _loopback(cls, value: str) -> str:
+        if not _is_loopback(value):
+            raise ValueError("a loopback address (127.0.0.0/8, ::1 or localhost); put a proxy in front for more")
+        return value
+
+
 class Config(_Section):
     gateway: GatewaySection
     logging: LoggingSection = LoggingSection()
@@ -219,6 +241,8 @@ class Config(_Section):
     supervisor: SupervisorSection = SupervisorSection()
     alarms: AlarmsSection = AlarmsSection()
     commands: CommandsSection = CommandsSection()
+    admin: AdminSection = AdminSection()
+    metrics: MetricsSection = MetricsSection()
     devices: Annotated[tuple[DeviceSection, ...], Field(strict=False)] = ()
 
     @model_validator(mode="after")
@@ -233,6 +257,11 @@ class Config(_Section):
     @property
     def state_dir(self) -> Path:
         return Path(self.gateway.state_dir)
+
+    @property
+    def admin_socket(self) -> Path:
+        path = Path(self.admin.socket)
+        return path if path.is_absolute() else self.state_dir / path
 
     def secret_path(self, ref: str) -> Path:
         return resolve_secret(ref, self.state_dir)

@@ -10,6 +10,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from cloud_sync.uplink import Uplink
 from drivers.base import CommandTarget
@@ -68,6 +69,8 @@ class Gateway:
         self.started = asyncio.Event()
         # Set by a GatewayRunner: verified remote configurations to apply (with restart and health check).
         self.config_requests: asyncio.Queue[tuple[str, Config]] | None = None
+        self._admin: Any = None
+        self._metrics_server: Any = None
         self.parts: GatewayParts | None = None
         self.started_at = time.monotonic()
 
@@ -113,6 +116,8 @@ class Gateway:
             if parts.command_store is not None:
                 targets = {d.device_id: d for d in drivers if isinstance(d, CommandTarget)}
                 parts.commands = CommandService(self.config.commands, parts.command_store, targets, parts.pipeline)
+                rejections = self.metrics.command_rejections
+                parts.commands.on_rejection = lambda reason: rejections.update([reason])
             async with asyncio.TaskGroup() as group:
                 pipeline_task = group.create_task(parts.pipeline.run(), name="pipeline")
                 watchdog_task = group.create_task(self._watchdog(), name="watchdog")
@@ -132,6 +137,7 @@ class Gateway:
                 uplink = supervisor.start("uplink", parts.uplink.run)
                 for driver in drivers:
                     supervisor.start(f"driver:{driver.device_id}", partial(driver.run, parts.pipeline))
+                await self._start_local_services()
                 self.notifier.ready(f"running {len(drivers)} drivers")
                 self.started.set()
                 log.info("gateway started", gateway_id=self.config.gateway.id, count=len(drivers))
@@ -150,6 +156,7 @@ class Gateway:
                 await supervisor.stop()
                 watchdog_task.cancel()
         finally:
+            await self._stop_local_services()
             await parts.buffer.close()
             if parts.command_store is not None:
                 parts.command_store.close()
@@ -161,6 +168,22 @@ class Gateway:
             items=sum(d.accepted for d in devices),
             rows=self.metrics.rows_written,
         )
+
+    async def _start_local_services(self) -> None:
+        from gateway.admin import AdminServer  # noqa: PLC0415
+        from gateway.metrics_http import MetricsServer  # noqa: PLC0415
+
+        self._admin = AdminServer(self, self.config.admin_socket, self.config.admin.group)
+        await self._admin.start()
+        if self.config.metrics.enabled:
+            self._metrics_server = MetricsServer(self, self.config.metrics.host, self.config.metrics.port)
+            await self._metrics_server.start()
+
+    async def _stop_local_services(self) -> None:
+        for server in (self._admin, self._metrics_server):
+            if server is not None:
+                await server.stop()
+        self._admin = self._metrics_server = None
 
     async def _serve_commands(self, service: CommandService, queue: asyncio.Queue[tuple[str, bytes]]) -> None:
         """One command at a time, in arrival order: checks such as spacing and daily totals see every

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from collections import deque
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
@@ -163,10 +164,55 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
+    keep_recent_lines()
     root.setLevel(level.upper())
     # Chatty third-party loggers: their protocol traces would include payload bytes at debug.
     for name in ("amqtt", "transitions", "paho", "aiomqtt", "asyncio", "hpack"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+
+
+class RecentLines(logging.Handler):
+    """Keeps the last log lines (already redacted, as JSON) in memory for `iomt-gateway logs`."""
+
+    def __init__(self, capacity: int = 2000) -> None:
+        super().__init__()
+        self.lines: deque[str] = deque(maxlen=capacity)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+        except Exception:  # noqa: BLE001 - a log handler must never raise into the code that logs
+            self.handleError(record)
+
+
+RECENT = RecentLines()
+
+
+def _json_formatter() -> logging.Formatter:
+    return structlog.stdlib.ProcessorFormatter(
+        use_get_message=False,
+        foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.stdlib.add_logger_name,
+            _stdlib_event,
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _redact,
+            structlog.processors.JSONRenderer(),
+        ],
+    )
+
+
+def keep_recent_lines() -> RecentLines:
+    """Attach the in-memory ring of recent (redacted) lines to the root logger, once."""
+    root = logging.getLogger()
+    if RECENT not in root.handlers:
+        RECENT.setFormatter(_json_formatter())
+        root.addHandler(RECENT)
+    return RECENT
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -27,6 +27,7 @@ class Metrics:
     publish_refused: int = 0
     rows_quarantined: int = 0
     commands_dropped: int = 0
+    command_rejections: Counter[str] = field(default_factory=Counter)  # by reason
     wire_bytes: Counter[str] = field(default_factory=Counter)  # per lane, acknowledged messages
     evicted_rows: Counter[str] = field(default_factory=Counter)  # per lane
     evicted_items: Counter[str] = field(default_factory=Counter)  # per lane

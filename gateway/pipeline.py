@@ -27,6 +27,7 @@ from gateway.model import (
     AlarmKind,
     AlarmPriority,
     AlarmState,
+    DeviceStatus,
     Event,
     Lane,
     Observation,
@@ -89,6 +90,8 @@ class Pipeline:
         self._episode: Eviction | None = None
         # Latest value per (device, quantity), for the local display only; never logged.
         self.latest: dict[tuple[str, str], Observation] = {}
+        self.latest_status: dict[str, DeviceStatus] = {}
+        self.battery: dict[str, float] = {}
 
     # -- EventSink -------------------------------------------------------------------------------------------
     async def emit(self, event: Event) -> None:
@@ -176,6 +179,10 @@ class Pipeline:
         raised = self._alarms.evaluate(event)
         if isinstance(event, Observation):
             self.latest[(event.device_id, event.quantity.reference_id)] = event
+        elif isinstance(event, DeviceStatus):
+            self.latest_status[event.device_id] = event
+            if event.battery_pct is not None:
+                self.battery[event.device_id] = event.battery_pct
         for alarm in raised:
             self._metrics.alarms_raised += 1
             self._count_received(alarm)

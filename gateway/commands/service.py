@@ -20,7 +20,7 @@ import base64
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -69,6 +69,7 @@ class CommandService:
             for k in config.issuers
         }
         self._policies = {p.device: p for p in config.devices}
+        self.on_rejection: Callable[[str], None] | None = None  # metrics hook: counts rejections by reason
 
     # -- entry point -----------------------------------------------------------------------------------------
     async def handle(self, raw: bytes) -> CommandOutcome:
@@ -323,6 +324,12 @@ class CommandService:
             self._store.save_command(command_id, device, type_, outcome.value, parameters)
         elif outcome is not CommandOutcome.RECEIVED and outcome is not CommandOutcome.REJECTED:
             self._store.set_state(command_id, outcome.value)
+        if outcome is CommandOutcome.REJECTED and self.on_rejection is not None:
+            self.on_rejection(
+                (reason or "unknown").split(":")[0]
+                if reason and reason.startswith("invalid-config")
+                else reason or "unknown"
+            )
         detail = {"audit_seq": str(record.seq), "audit_hash": record.hash.hex(), **(details or {})}
         self._sink.emit_nowait(
             CommandResult(new_id(), command_id, device or "gateway", outcome, now_ns(), reason, detail)

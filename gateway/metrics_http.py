@@ -1,0 +1,146 @@
+"""Prometheus metrics on a loopback HTTP port (off by default): rates, gaps, backlog, sync, evictions.
+
+Served by a minimal asyncio HTTP responder (GET /metrics only), rendered with prometheus_client's exposition
+format from a snapshot of the gateway's counters; no threads, no values, no patient identifiers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.logs import get_logger
+
+if TYPE_CHECKING:
+    from gateway.buffer.store import LaneStats
+    from gateway.daemon import Gateway
+
+log = get_logger(__name__)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class _Snapshot(Collector):
+    def __init__(self, gateway: Gateway, lanes: list[LaneStats]) -> None:
+        self._gw = gateway
+        self._lanes = lanes
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        gw, metrics = self._gw, self._gw.metrics
+        now = time.time_ns()
+        received = CounterMetricFamily(
+            "iomt_device_values_received", "Values received from a device", labels=["device"]
+        )
+        accepted = CounterMetricFamily(
+            "iomt_device_values_accepted", "Values committed to the buffer", labels=["device"]
+        )
+        delivered = CounterMetricFamily(
+            "iomt_device_values_delivered", "Values acknowledged by the broker", labels=["device"]
+        )
+        gap = GaugeMetricFamily(
+            "iomt_device_last_seen_age_seconds", "Seconds since the device last sent anything", labels=["device"]
+        )
+        invalid = CounterMetricFamily("iomt_device_invalid_frames", "Frames that failed decoding", labels=["device"])
+        for device, counters in metrics.devices.items():
+            received.add_metric([device], counters.received)
+            accepted.add_metric([device], counters.accepted)
+            delivered.add_metric([device], counters.delivered)
+            if counters.last_seen_ns is not None:
+                gap.add_metric([device], (now - counters.last_seen_ns) / 1e9)
+        for device, stats in metrics.drivers.items():
+            invalid.add_metric([device], stats.invalid_frames)
+        yield from (received, accepted, delivered, gap, invalid)
+        rows = GaugeMetricFamily("iomt_buffer_rows", "Rows waiting in the buffer", labels=["lane"])
+        size = GaugeMetricFamily("iomt_buffer_bytes", "Bytes waiting in the buffer", labels=["lane"])
+        age = GaugeMetricFamily(
+            "iomt_buffer_oldest_age_seconds", "Age of the oldest row (the sync lag)", labels=["lane"]
+        )
+        for lane in self._lanes:
+            rows.add_metric([lane.lane.topic_name], lane.rows)
+            size.add_metric([lane.lane.topic_name], lane.bytes)
+            age.add_metric([lane.lane.topic_name], lane.oldest_age_s or 0.0)
+        yield from (rows, size, age)
+        online = GaugeMetricFamily("iomt_sync_online", "1 when the uplink is connected")
+        parts = gw.parts
+        online.add_metric([], 1.0 if parts is not None and parts.uplink.state == "online" else 0.0)
+        yield online
+        yield CounterMetricFamily("iomt_sync_publishes", "Messages acknowledged by the broker", value=metrics.publishes)
+        yield CounterMetricFamily("iomt_sync_publish_errors", "Publishes that failed", value=metrics.publish_errors)
+        yield CounterMetricFamily(
+            "iomt_sync_publish_refused", "Publishes the broker refused", value=metrics.publish_refused
+        )
+        yield CounterMetricFamily("iomt_sync_reconnects", "Broker reconnections", value=metrics.reconnects)
+        evicted = CounterMetricFamily(
+            "iomt_buffer_evicted_values", "Values evicted to stay within quota", labels=["lane"]
+        )
+        for lane_name, count in metrics.evicted_items.items():
+            evicted.add_metric([lane_name], count)
+        yield evicted
+        rejections = CounterMetricFamily("iomt_command_rejections", "Commands rejected, by reason", labels=["reason"])
+        for reason, count in metrics.command_rejections.items():
+            rejections.add_metric([reason], count)
+        yield rejections
+        restarts = CounterMetricFamily("iomt_task_restarts", "Supervised task restarts", labels=["task"])
+        for task, count in metrics.restarts.items():
+            restarts.add_metric([task], count)
+        yield restarts
+        yield GaugeMetricFamily("iomt_alarms_active", "Active alarms", value=len(gw.alarms.active))
+        yield GaugeMetricFamily("process_resident_memory_bytes", "Resident memory", value=_rss_bytes())
+
+
+async def render_metrics(gateway: Gateway) -> str:
+    lanes = await gateway.parts.buffer.stats() if gateway.parts is not None else []
+    registry = CollectorRegistry()
+    registry.register(_Snapshot(gateway, lanes))
+    return generate_latest(registry).decode()
+
+
+class MetricsServer:
+    """GET /metrics on a loopback port."""
+
+    def __init__(self, gateway: Gateway, host: str, port: int) -> None:
+        self._gateway = gateway
+        self._host = host
+        self._port = port
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self._host, self._port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(5):
+                request = await reader.readline()
+                while (await reader.readline()).strip():
+                    pass  # headers: not needed
+            if request.split()[:2] == [b"GET", b"/metrics"]:
+                body = (await render_metrics(self._gateway)).encode()
+                head = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+            else:
+                body, head = b"only GET /metrics\n", b"HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n"
+            writer.write(head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            await writer.drain()
+        except (TimeoutError, ConnectionError, OSError, IndexError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
