@@ -53,6 +53,10 @@ class CommandTarget(Protocol):
     @property
     def connected(self) -> bool: ...
 
+    def validate(self, command_type: str, parameters: dict[str, int | str]) -> None:
+        """Raise CommandRefused if the device could not carry out this command exactly (nothing is sent)."""
+        ...
+
     async def execute(self, command_type: str, parameters: dict[str, int | str], timeout_s: float) -> dict[str, str]:
         """Run a command; details on confirmation.  Raises CommandRefused or OutcomeUnknown."""
         ...

@@ -202,13 +202,31 @@ class DevicePolicy(_Section):
     max_daily_mu: Annotated[int, Field(ge=0, le=1_000_000)] | None = None  # rolling 24 h, bolus + temp basal
 
 
+KNOWN_COMMAND_TYPES = frozenset({"bolus", "cancel_bolus", "temp_basal", "reconcile"})
+
+
 class CommandsSection(_Section):
     enabled: bool = False
+    config_signatures: Annotated[int, Field(ge=1, le=4)] = 2  # distinct issuers needed for a remote config
     clock_skew_s: Annotated[float, Field(ge=0, le=600)] = 30.0
     max_validity_s: Annotated[float, Field(gt=0, le=86_400)] = 900.0
     response_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     issuers: Annotated[tuple[IssuerKey, ...], Field(strict=False)] = ()
     devices: Annotated[tuple[DevicePolicy, ...], Field(strict=False)] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CommandsSection:
+        ids = [k.key_id for k in self.issuers]
+        if len(ids) != len(set(ids)):
+            raise ValueError("issuer key ids must be unique (a duplicate could undo a revocation)")
+        keys = [k.public_key for k in self.issuers]
+        if len(keys) != len(set(keys)):
+            raise ValueError("each issuer needs its own key (dual signatures must be two people)")
+        for policy in self.devices:
+            unknown = set(policy.allowed) - KNOWN_COMMAND_TYPES
+            if unknown:
+                raise ValueError(f"allowed command types are {', '.join(sorted(KNOWN_COMMAND_TYPES))}")
+        return self
 
 
 class AdminSection(_Section):

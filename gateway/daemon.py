@@ -115,7 +115,13 @@ class Gateway:
                 self.metrics.drivers[driver.device_id] = driver.stats
             if parts.command_store is not None:
                 targets = {d.device_id: d for d in drivers if isinstance(d, CommandTarget)}
-                parts.commands = CommandService(self.config.commands, parts.command_store, targets, parts.pipeline)
+                parts.commands = CommandService(
+                    self.config.commands,
+                    parts.command_store,
+                    targets,
+                    parts.pipeline,
+                    gateway_id=self.config.gateway.id,
+                )
                 rejections = self.metrics.command_rejections
                 parts.commands.on_rejection = lambda reason: rejections.update([reason])
             async with asyncio.TaskGroup() as group:

@@ -48,10 +48,12 @@ class Issuer:
         valid_s: float = 300.0,
         command_id: str | None = None,
         forge_with: str | None = None,
+        gateway: str = "test-gw",
     ) -> dict[str, Any]:
         now = time.time_ns() + round(issued_offset_s * 1e9)
         body = {
             "v": 1,
+            "gateway": gateway,
             "command_id": command_id or f"cmd-{next(_ids)}-{time.time_ns()}",
             "device": device,
             "type": type_,

@@ -65,7 +65,12 @@ def _world() -> SimBleWorld:
 
 
 def _results(run: Running, command_id: str) -> list[dict[str, Any]]:
-    return [i for i in run.receiver.items.values() if i.get("command_id") == command_id]
+    """Results for a command id, including rejections of unverified messages that claimed it."""
+    return [
+        i
+        for i in run.receiver.items.values()
+        if i.get("command_id") == command_id or (i.get("detail") or {}).get("claimed_command_id") == command_id
+    ]
 
 
 FINAL = {"rejected", "confirmed", "failed", "expired", "outcome-unknown"}
@@ -76,8 +81,8 @@ async def _send(
 ) -> dict[str, Any]:
     """Publish a command; wait for its final result at the receiver and return it."""
     await publish(port, envelope)
-    if isinstance(envelope, bytes):  # unparseable: the service names it after the payload's hash
-        cid = command_id or "unparsed-" + hashlib.sha256(envelope).hexdigest()[:16]
+    if isinstance(envelope, bytes):  # unverifiable: the service names it after the message's hash
+        cid = command_id or "unverified-" + hashlib.sha256(envelope).hexdigest()[:24]
     else:
         cid = command_id or envelope["command_id"]
 
@@ -304,3 +309,106 @@ def test_audit_verify_passes_an_intact_chain(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "6 audit records: chain intact" in result.stdout
+
+
+async def test_hostile_messages_never_stop_the_gateway_nor_fake_a_rejection(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    issuer = Issuer()
+    config = _config(tmp_path, mosquitto.port, issuer)
+    world = _world()
+    port = mosquitto.port
+    async with running_gateway(config, world=world) as run:
+        targets = run.gateway.parts.commands._targets  # type: ignore[union-attr]
+        await run.wait_until(lambda: targets["pump-1"].connected)
+        real = issuer.envelope("pump-1", "bolus", {"amount_mu": 1000})
+        hostile = [
+            b"[" * 60_000,  # recursion bomb
+            b'{"v": 1, "n": ' + b"9" * 5000 + b"}",  # integer bomb
+            json.dumps({**real, "parameters": {"note": "\ud800"}}).encode(),  # lone surrogate
+            json.dumps(real).encode().replace(b'"v": 1', b'"v": 1, "v": 1'),  # duplicate key
+            json.dumps(real, ensure_ascii=False).encode().replace(b"pump-1", "pümp-1".encode()),  # non-ASCII
+            json.dumps({**real, "v": True}).encode(),  # a boolean is not a version
+        ]
+        for payload in hostile:
+            result = await _send(run, port, payload)
+            assert result["outcome"] == "rejected" and result["command_id"].startswith("unverified-"), result
+        # A malformed message claiming the real command's id is reported as unverified, never under that id...
+        fake = json.dumps({"command_id": real["command_id"], "v": 1}).encode()
+        result = await _send(run, port, fake)
+        assert result["command_id"].startswith("unverified-")
+        assert result["detail"]["claimed_command_id"] == real["command_id"]
+        # ...and the real command still goes through, once.
+        ok = await _send(run, port, real, final="confirmed")
+        assert ok["command_id"] == real["command_id"]
+        pump = world.peripherals["pump-1"]
+        assert isinstance(pump, SimInsulinPump) and pump.deliveries == [(1, 1.0)]
+        # Signed for another gateway: refused here.
+        other = issuer.envelope("pump-1", "bolus", {"amount_mu": 1000}, gateway="other-gw")
+        assert (await _send(run, port, other))["reason"] == "wrong-gateway"
+        # A bolus id the wire format cannot carry is refused by policy, before anything is sent.
+        big = issuer.envelope("pump-1", "cancel_bolus", {"bolus_id": 70_000})
+        assert (await _send(run, port, big))["reason"] == "policy:bad-parameters"
+        assert len(pump.commands_received) == 1
+        await run.finish()
+
+
+async def test_reconciled_failure_still_counts_towards_the_daily_limit(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    issuer = Issuer()
+    config = _config(tmp_path, mosquitto.port, issuer)
+    world = _world()
+    pump = world.peripherals["pump-3"]  # daily limit 10,000 mU
+    assert isinstance(pump, SimInsulinPump)
+    port = mosquitto.port
+    async with running_gateway(config, world=world) as run:
+        targets = run.gateway.parts.commands._targets  # type: ignore[union-attr]
+        await run.wait_until(lambda: targets["pump-3"].connected)
+        pump.command_fault = "drop-after-write"
+        first = issuer.envelope("pump-3", "bolus", {"amount_mu": 5000})
+        assert (await _send(run, port, first))["outcome"] == "outcome-unknown"
+        pump.command_fault = None
+        await run.wait_until(lambda: targets["pump-3"].connected)
+        settle = issuer.envelope("pump-3", "reconcile", {"command_id": first["command_id"], "outcome": "failed"})
+        assert (await _send(run, port, settle))["outcome"] == "confirmed"
+        assert (await _send(run, port, issuer.envelope("pump-3", "bolus", {"amount_mu": 5000})))[
+            "outcome"
+        ] == "confirmed"
+        third = await _send(run, port, issuer.envelope("pump-3", "bolus", {"amount_mu": 5000}))
+        assert third["reason"] == "policy:daily-total", "the 'failed' first bolus (which was delivered) still counts"
+        assert [amount for _, amount in pump.deliveries] == [5.0, 5.0]
+        await run.finish()
+
+
+def test_commands_left_half_way_by_a_crash_are_settled_at_start(tmp_path: Path) -> None:
+    from gateway.buffer import generate_key_file  # noqa: PLC0415
+    from gateway.commands.service import CommandService  # noqa: PLC0415
+    from gateway.config import CommandsSection  # noqa: PLC0415
+
+    generate_key_file(tmp_path / "k")
+    store = CommandStore(tmp_path / "c.db", load_keyring(tmp_path / "k"))
+    store.append_audit({"command_id": "a"}, state=("a", "pump-1", "bolus", "verified"), parameters={"amount_mu": 1})
+    store.append_audit({"command_id": "a"}, state=("a", "pump-1", "bolus", "sent"))
+    store.append_audit(
+        {"command_id": "b"},
+        state=("b", "pump-1", "temp_basal", "verified"),
+        parameters={"rate_mu_per_h": 50, "duration_min": 30},
+    )
+
+    class Collect:
+        def __init__(self) -> None:
+            self.events: list[Any] = []
+
+        async def emit(self, event: Any) -> None:
+            self.events.append(event)
+
+        def emit_nowait(self, event: Any) -> None:
+            self.events.append(event)
+
+    sink = Collect()
+    CommandService(CommandsSection(), store, {}, sink, gateway_id="gw")
+    assert store.get("a").state == "outcome-unknown"  # type: ignore[union-attr]
+    assert store.get("b").state == "failed"  # type: ignore[union-attr]
+    assert store.unresolved("pump-1", "bolus") == ["a"]
+    assert [(e.command_id, e.outcome.value) for e in sink.events] == [("a", "outcome-unknown"), ("b", "failed")]
+    assert store.verify_audit() == []
+    store.close()

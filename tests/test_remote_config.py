@@ -22,10 +22,20 @@ from tests.conftest import Mosquitto, config_dict, free_port
 from tests.test_config import _toml
 
 
-def _signed(issuer: Issuer, config: dict[str, Any], config_id: str) -> bytes:
+def _signed(
+    issuer: Issuer, config: dict[str, Any], config_id: str, signers: tuple[str, ...] = ("ops-1", "ops-2")
+) -> bytes:
     now = time.time_ns()
-    body = {"v": 1, "config_id": config_id, "config": config, "issued_at": now, "expires_at": now + 300 * 10**9}
-    return json.dumps(sign(body, [("ops-1", issuer.keys["ops-1"])], CONFIG_DOMAIN)).encode()
+    body = {
+        "v": 1,
+        "gateway": "test-gw",
+        "config_id": config_id,
+        "config": config,
+        "issued_at": now,
+        "expires_at": now + 300 * 10**9,
+    }
+    keys = [(name, issuer.keys[name]) for name in signers]
+    return json.dumps(sign(body, keys, CONFIG_DOMAIN)).encode()
 
 
 async def test_bad_remote_configs_leave_or_restore_the_running_config(tmp_path: Path, mosquitto: Mosquitto) -> None:
@@ -44,11 +54,27 @@ async def test_bad_remote_configs_leave_or_restore_the_running_config(tmp_path: 
     task = asyncio.create_task(runner.run(stop))
 
     async def outcome(config_id: str) -> dict[str, Any]:
+        try:
+            return await _outcome(config_id)
+        except TimeoutError:
+            print(
+                [
+                    (i.get("command_id"), i.get("outcome"), i.get("detail"))
+                    for i in receiver.items.values()
+                    if i.get("lane") == "command-results"
+                ]
+            )
+            raise
+
+    async def _outcome(config_id: str) -> dict[str, Any]:
         final = {"rejected", "confirmed", "failed"}
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(15):
             while True:
                 done = [
-                    i for i in receiver.items.values() if i.get("command_id") == config_id and i["outcome"] in final
+                    i
+                    for i in receiver.items.values()
+                    if config_id in (i.get("command_id"), (i.get("detail") or {}).get("claimed_command_id"))
+                    and i["outcome"] in final
                 ]
                 if done:
                     return done[0]
@@ -74,10 +100,18 @@ async def test_bad_remote_configs_leave_or_restore_the_running_config(tmp_path: 
         assert result["reason"].startswith("invalid-config: buffer.flush_intervall_ms: unknown key")
         assert config_path.read_bytes() == original and runner.restarts == 0
 
-        # A forged one is refused too.
-        forged = _signed(Issuer(), document, "cfg-forged")
-        await publish_to(mosquitto.port, "config", forged)
-        assert (await outcome("cfg-forged"))["reason"] == "bad-signature"
+        # A forged one is refused too, and so is one with a single signature (configuration takes two people),
+        # and one that would switch off the very channel it came by.
+        await publish_to(mosquitto.port, "config", _signed(Issuer(), document, "cfg-forged"))
+        forged = await outcome("cfg-forged")
+        assert forged["reason"] == "bad-signature" and forged["command_id"].startswith("unverified-")
+        await publish_to(mosquitto.port, "config", _signed(issuer, document, "cfg-single", ("ops-1",)))
+        assert (await outcome("cfg-single"))["reason"] == "insufficient-signatures"
+        cutoff = copy.deepcopy(document)
+        cutoff["commands"]["enabled"] = False
+        await publish_to(mosquitto.port, "config", _signed(issuer, cutoff, "cfg-cutoff"))
+        assert (await outcome("cfg-cutoff"))["reason"].startswith("invalid-config: it would cut off")
+        assert config_path.read_bytes() == original and runner.restarts == 0
 
         # 2. Valid but unhealthy: a broker port nobody listens on. Applied, found unhealthy, rolled back.
         unhealthy = copy.deepcopy(document)

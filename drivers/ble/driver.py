@@ -144,9 +144,18 @@ class BleDeviceDriver:
         if self._response is not None and not self._response.done():
             self._response.set_result(bytes(data))
 
+    def validate(self, command_type: str, parameters: dict[str, int | str]) -> None:
+        """Refuse, before anything is sent, a command this pump cannot carry out exactly."""
+        message = _ids_message(command_type, parameters, self.profile.name)
+        try:
+            ids.encode_command(message, counter=0)  # every field in range for the wire format
+        except ValueError:
+            raise CommandRefused("parameters out of range for the pump's wire format; nothing was sent") from None
+
     async def execute(self, command_type: str, parameters: dict[str, int | str], timeout_s: float) -> dict[str, str]:
-        """Write one IDS command (with E2E counter and CRC) and wait for the pump's answer."""
-        message = _ids_message(command_type, parameters)
+        """Write one IDS command (with E2E counter and CRC) and wait for the pump's answer to *that* command."""
+        self.validate(command_type, parameters)
+        message = _ids_message(command_type, parameters, self.profile.name)
         async with self._command_lock:
             link = self._link
             if link is None or link.disconnected.is_set():
@@ -160,6 +169,8 @@ class BleDeviceDriver:
             except TransportError:
                 raise OutcomeUnknown("link failed during the write: the pump may have acted on it") from None
             except TimeoutError:
+                # A late answer could later be taken for the next command's: the control point must resync.
+                self._tracker.reset()
                 raise OutcomeUnknown("no answer from the pump in time: it may have acted") from None
             finally:
                 self._response = None
@@ -169,13 +180,7 @@ class BleDeviceDriver:
                     self._tracker.check(counter)
             except InvalidFrame:
                 raise OutcomeUnknown("the pump's answer failed its E2E check") from None
-        if isinstance(response, ids.SetBolusResponse | ids.CancelBolusResponse):
-            return {"bolus_id": str(response.bolus_id)}
-        if isinstance(response, ids.ResponseCode) and response.value == ids.ResponseCodeValue.SUCCESS:
-            return {}
-        if isinstance(response, ids.ResponseCode):
-            raise CommandRefused(f"pump refused: {_code_name(response.value)}")
-        raise OutcomeUnknown("unexpected answer from the pump")
+        return _outcome(message, response)
 
     def _decode(self, state: ProfileState, uuid: str, data: bytes) -> Sequence[Event]:
         self.stats.notifications += 1
@@ -227,13 +232,15 @@ def _exact_iu(milli_units: int) -> float:
     return value
 
 
-def _ids_message(command_type: str, parameters: dict[str, int | str]) -> ids.IddCommand:
+def _ids_message(command_type: str, parameters: dict[str, int | str], profile: str) -> ids.IddCommand:
     def integer(name: str) -> int:
         value = parameters.get(name)
         if not isinstance(value, int):
             raise CommandRefused(f"parameter {name} missing; nothing was sent")
         return value
 
+    if profile != "insulin_pump":
+        raise CommandRefused(f"a {profile} takes no commands; nothing was sent")
     if command_type == "bolus":
         return ids.SetBolus(
             ids.BolusType.FAST,
@@ -258,3 +265,40 @@ def _ids_message(command_type: str, parameters: dict[str, int | str]) -> ids.Idd
             False,
         )
     raise CommandRefused(f"command type {command_type} not supported by this device; nothing was sent")
+
+
+_REQUEST_OPCODE = {
+    ids.SetBolus: ids.CommandOpCode.SET_BOLUS,
+    ids.CancelBolus: ids.CommandOpCode.CANCEL_BOLUS,
+    ids.SetTbrAdjustment: ids.CommandOpCode.SET_TBR_ADJUSTMENT,
+    ids.CancelTbrAdjustment: ids.CommandOpCode.CANCEL_TBR_ADJUSTMENT,
+}
+# Answers that say for certain the pump did not act; anything else that is not success is uncertain.
+_CERTAINLY_NOT_EXECUTED = {
+    ids.ResponseCodeValue.OP_CODE_NOT_SUPPORTED,
+    ids.ResponseCodeValue.INVALID_OPERAND,
+    ids.ResponseCodeValue.PARAMETER_OUT_OF_RANGE,
+    ids.ResponseCodeValue.PROCEDURE_NOT_APPLICABLE,
+    ids.ResponseCodeValue.PLAUSIBILITY_CHECK_FAILED,
+    ids.ResponseCodeValue.MAXIMUM_BOLUS_NUMBER_REACHED,
+}
+
+
+def _outcome(request: ids.IddCommand, response: ids.IddResponse) -> dict[str, str]:
+    """The command's outcome from the pump's answer, which must answer this very request."""
+    if isinstance(request, ids.SetBolus) and isinstance(response, ids.SetBolusResponse):
+        return {"bolus_id": str(response.bolus_id)}
+    if (
+        isinstance(request, ids.CancelBolus)
+        and isinstance(response, ids.CancelBolusResponse)
+        and response.bolus_id == request.bolus_id
+    ):
+        return {"bolus_id": str(response.bolus_id)}
+    if isinstance(response, ids.ResponseCode) and response.request_opcode == _REQUEST_OPCODE[type(request)]:
+        if response.value == ids.ResponseCodeValue.SUCCESS and isinstance(
+            request, ids.SetTbrAdjustment | ids.CancelTbrAdjustment
+        ):
+            return {}
+        if response.value in _CERTAINLY_NOT_EXECUTED:
+            raise CommandRefused(f"pump refused: {_code_name(response.value)}")
+    raise OutcomeUnknown("the pump's answer does not match the command (or does not say it was not executed)")

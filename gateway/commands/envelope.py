@@ -2,13 +2,16 @@
 
 Envelope (JSON, on the downlink):
 
-    {"v": 1, "command_id": "...", "device": "...", "type": "bolus", "parameters": {"amount_mu": 2500},
+    {"v": 1, "gateway": "...", "command_id": "...", "device": "...", "type": "bolus",
+     "parameters": {"amount_mu": 2500},
      "issued_at": <ns>, "expires_at": <ns>, "signatures": [{"key_id": "...", "ed25519": "<base64>"}]}
 
 The signature covers `canonical_bytes`: a domain-separation prefix, then the envelope without `signatures`
-as JSON with sorted keys, no whitespace, UTF-8.  Parameters are integers (doses in milli-units, rates in
-milli-units per hour) or short strings, never floats: a float has more than one spelling, so signer and
-verifier could disagree, and a dose must never be rounded on the way.
+as JSON with sorted keys, no whitespace, ASCII (other characters escaped).  Envelopes are parsed strictly:
+ASCII only, no duplicate keys, bounded nesting and integers, so every parser reads the same values.
+Parameters are integers (doses in milli-units, rates in milli-units per hour) or short strings, never
+floats: a float has more than one spelling, so signer and verifier could disagree, and a dose must never
+be rounded on the way.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ _PARAM = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 class MalformedEnvelope(ValueError):
     """The envelope is not a well-formed version-1 command; the message says which part (never values)."""
+
+
+class WrongGateway(MalformedEnvelope):
+    """A well-formed envelope addressed to another gateway."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,7 @@ class Envelope:
 def canonical_bytes(body: dict[str, Any], domain: bytes = DOMAIN) -> bytes:
     """What is signed: the domain prefix and the envelope minus signatures, in canonical JSON."""
     unsigned = {k: v for k, v in body.items() if k != "signatures"}
-    return domain + json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return domain + json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def _int(value: Any, name: str) -> int:
@@ -67,31 +74,72 @@ def _int(value: Any, name: str) -> int:
     return value
 
 
-def parse_envelope(raw: bytes) -> Envelope:
-    """Strictly parse a command envelope; MalformedEnvelope on anything unexpected."""
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(keys) != len(set(keys)):
+        raise MalformedEnvelope("duplicate keys")  # two parsers could read different values
+    return dict(pairs)
+
+
+def strict_json(raw: bytes) -> Any:
+    """JSON as the signer must have meant it: ASCII only, no duplicate keys, shallow, bounded integers."""
     if len(raw) > MAX_ENVELOPE_BYTES:
         raise MalformedEnvelope("envelope too large")
+    if not raw.isascii():
+        raise MalformedEnvelope("envelope must be ASCII (escape other characters)")
+    depth = 0
+    for byte in raw:  # nesting bound before parsing: no recursion blow-up on "[[[[..."
+        depth += (byte in b"[{") - (byte in b"]}")
+        if depth > 8:
+            raise MalformedEnvelope("nested too deeply")
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        return json.loads(raw, object_pairs_hook=_no_duplicates, parse_int=_bounded_int, parse_constant=_no_constant)
+    except MalformedEnvelope:
+        raise
+    except (ValueError, RecursionError):  # JSONDecodeError and Unicode errors are ValueErrors
         raise MalformedEnvelope("not JSON") from None
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > 20:
+        raise MalformedEnvelope("integer too long")
+    return int(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise MalformedEnvelope("NaN and Infinity are not JSON")
+
+
+def _identifier(value: Any) -> bool:
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
+def parse_envelope(raw: bytes, *, gateway_id: str | None = None) -> Envelope:
+    """Strictly parse a command envelope; MalformedEnvelope on anything unexpected.
+
+    The envelope names the gateway it is for (signed, like everything but the signatures), so a command
+    signed for one gateway cannot be replayed on another.
+    """
+    body = strict_json(raw)
     if not isinstance(body, dict):
         raise MalformedEnvelope("not a JSON object")
-    expected = {"v", "command_id", "device", "type", "parameters", "issued_at", "expires_at", "signatures"}
+    expected = {"v", "gateway", "command_id", "device", "type", "parameters", "issued_at", "expires_at", "signatures"}
     if set(body) != expected:
         raise MalformedEnvelope("fields must be exactly: " + ", ".join(sorted(expected)))
-    if body["v"] != 1:
+    if type(body["v"]) is not int or body["v"] != 1:
         raise MalformedEnvelope("unsupported version")
-    for name in ("command_id", "device"):
-        if not isinstance(body[name], str) or not _ID.match(body[name]):
+    for name in ("gateway", "command_id", "device"):
+        if not _identifier(body[name]):
             raise MalformedEnvelope(f"{name} must be an identifier")
-    if not isinstance(body["type"], str) or not _TYPE.match(body["type"]):
+    if gateway_id is not None and body["gateway"] != gateway_id:
+        raise WrongGateway("the envelope is for another gateway")
+    if not isinstance(body["type"], str) or not _TYPE.fullmatch(body["type"]):
         raise MalformedEnvelope("type must be a lower-case identifier")
     parameters = body["parameters"]
     if not isinstance(parameters, dict) or len(parameters) > 16:
         raise MalformedEnvelope("parameters must be an object of at most 16 entries")
     for key, value in parameters.items():
-        if not _PARAM.match(key):
+        if not _PARAM.fullmatch(key):
             raise MalformedEnvelope("parameter names must be lower-case identifiers")
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise MalformedEnvelope("parameters must be integers or strings (no floats, no nesting)")
@@ -109,7 +157,7 @@ def parse_envelope(raw: bytes) -> Envelope:
     for entry in signatures:
         if not isinstance(entry, dict) or set(entry) != {"key_id", "ed25519"}:
             raise MalformedEnvelope("a signature has exactly key_id and ed25519")
-        if not isinstance(entry["key_id"], str) or not _ID.match(entry["key_id"]):
+        if not _identifier(entry["key_id"]):
             raise MalformedEnvelope("signature key_id must be an identifier")
         try:
             signature = base64.b64decode(entry["ed25519"], validate=True) if isinstance(entry["ed25519"], str) else b""

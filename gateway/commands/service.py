@@ -1,21 +1,28 @@
 """The command service: the safety interlock between the cloud and devices that can hurt people.
 
 Checks, in this order, each with its own rejection reason (reported uplink and audited; the device receives
-nothing): well-formed (`malformed`); signed by trusted keys (`unknown-key`, `revoked-key`, `bad-signature`,
-`insufficient-signatures` where a type needs two distinct issuers); inside its validity window (`expired`,
-`not-yet-valid`, `validity-too-long`); never seen before, across restarts (`replayed`); target known and
-connected (`unknown-device`, `device-not-connected`); type allowed for the device, default deny
-(`type-not-allowed`); not blocked by an unresolved earlier command (`blocked-outcome-unknown`); parameters
-inside the device's safety policy (`policy:...`).
+nothing): well-formed (`malformed`, `wrong-gateway`); signed by trusted keys (`unknown-key`, `revoked-key`,
+`bad-signature`, `insufficient-signatures` where a type needs two distinct issuers); inside its validity
+window (`expired`, `not-yet-valid`, `validity-too-long`); never seen before, across restarts (`replayed`);
+target known and connected (`unknown-device`, `device-not-connected`); type allowed for the device, default
+deny (`type-not-allowed`); not blocked by an unresolved earlier command (`blocked-outcome-unknown`);
+parameters inside the device's safety policy (`policy:...`); accepted by the driver's own checks
+(`failed`, nothing sent).
+
+Until a signature has been verified nothing in a message can be trusted, its command id included: such
+rejections are reported under `unverified-<hash of the message>`, with the id it claimed in
+`detail.claimed_command_id`, so nobody on the broker can fake a rejection of someone else's command.
 
 State machine: received -> verified -> sent -> confirmed | failed | expired | outcome-unknown (or received ->
-rejected).  outcome-unknown (the link dropped after sending, or no answer) blocks further commands of that type
-to that device until a signed `reconcile` command (from the device's history or an operator) settles it.
-Every transition is appended to the hash-chained audit log and uplinked as a command result.
+rejected).  outcome-unknown (the link dropped after sending, no answer, the gateway stopped or crashed while
+a command was out) blocks further commands of that type to that device until a signed `reconcile` command
+settles it.  Every transition is appended to the hash-chained audit log together with the state change (one
+transaction) and uplinked as a command result.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -28,12 +35,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from drivers.base import CommandRefused, CommandTarget, EventSink, OutcomeUnknown
 from gateway.commands.envelope import (
-    COMMAND_ID,
     CONFIG_DOMAIN,
     Envelope,
     MalformedEnvelope,
+    WrongGateway,
     canonical_bytes,
     parse_envelope,
+    strict_json,
 )
 from gateway.commands.store import CommandStore
 from gateway.config import CommandsSection, Config, DevicePolicy
@@ -45,7 +53,10 @@ log = get_logger(__name__)
 
 HOUR_NS = 3600 * 10**9
 DAY_NS = 24 * HOUR_NS
-COUNTS_AS_DELIVERED = {"sent", "confirmed", "outcome-unknown"}  # for limits, an unknown outcome was delivered
+# For every limit these count as delivered: an unknown outcome may have been, and an operator's "failed"
+# after an unknown outcome does not make the insulin un-delivered.
+COUNTS_AS_DELIVERED = {"sent", "confirmed", "outcome-unknown", "reconciled-failed"}
+MAX_BOLUS_ID = 0xFFFF
 
 
 class Rejected(Exception):
@@ -58,113 +69,96 @@ class CommandService:
     """Verifies, audits and executes commands; one instance per gateway."""
 
     def __init__(
-        self, config: CommandsSection, store: CommandStore, targets: Mapping[str, CommandTarget], sink: EventSink
+        self,
+        config: CommandsSection,
+        store: CommandStore,
+        targets: Mapping[str, CommandTarget],
+        sink: EventSink,
+        *,
+        gateway_id: str,
     ) -> None:
         self._config = config
         self._store = store
         self._targets = targets
         self._sink = sink
+        self._gateway_id = gateway_id
         self._keys = {
             k.key_id: (Ed25519PublicKey.from_public_bytes(base64.b64decode(k.public_key)), k.revoked)
             for k in config.issuers
         }
         self._policies = {p.device: p for p in config.devices}
         self.on_rejection: Callable[[str], None] | None = None  # metrics hook: counts rejections by reason
+        self._recover()
+
+    def _recover(self) -> None:
+        """Commands a stop or crash left half-way: `sent` may have reached the device (outcome unknown, and it
+        blocks); `verified` never left the gateway (failed)."""
+        for command_id, device, type_, state in self._store.in_states("sent", "verified"):
+            if state == "sent":
+                self._transition(
+                    command_id,
+                    device,
+                    type_,
+                    CommandOutcome.OUTCOME_UNKNOWN,
+                    "gateway stopped while the command was out",
+                )
+            else:
+                self._transition(
+                    command_id, device, type_, CommandOutcome.FAILED, "gateway stopped before sending; nothing was sent"
+                )
 
     # -- entry point -----------------------------------------------------------------------------------------
     async def handle(self, raw: bytes) -> CommandOutcome:
-        """Process one downlink command; returns its final state (also uplinked and audited)."""
+        """Process one downlink command; returns its final state (also uplinked and audited).  Never raises:
+        whatever a message contains, the gateway keeps running."""
         try:
-            envelope = parse_envelope(raw)
-        except MalformedEnvelope as err:
-            command_id = _best_effort_id(raw)
-            self._transition(command_id, "", "", CommandOutcome.RECEIVED, None, None)
-            log.warning("command rejected", command_id=command_id, reason="malformed", detail=str(err))
-            return self._transition(command_id, "", "", CommandOutcome.REJECTED, "malformed", None)
-        self._transition(envelope.command_id, envelope.device, envelope.type, CommandOutcome.RECEIVED, None, None)
+            return await self._handle(raw)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.error("command processing failed", exc_info=True)
+            return self._reject_unverified(raw, "internal-error")
+
+    async def _handle(self, raw: bytes) -> CommandOutcome:
+        try:
+            envelope = parse_envelope(raw, gateway_id=self._gateway_id)
+        except WrongGateway:
+            return self._reject_unverified(raw, "wrong-gateway")
+        except MalformedEnvelope:
+            return self._reject_unverified(raw, "malformed")
+        try:
+            self._check_signatures(envelope)
+        except Rejected as rejection:
+            return self._reject_unverified(raw, rejection.reason)
+        self._transition(envelope.command_id, envelope.device, envelope.type, CommandOutcome.RECEIVED)
         try:
             policy = self._verify(envelope)
+            target = self._targets[envelope.device]
+            if envelope.type != "reconcile":
+                target.validate(envelope.type, envelope.parameters)
         except Rejected as rejection:
-            log.warning("command rejected", command_id=envelope.command_id, reason=rejection.reason)
-            return self._transition(
-                envelope.command_id, envelope.device, envelope.type, CommandOutcome.REJECTED, rejection.reason, None
-            )
+            return self._reject(envelope, rejection.reason)
+        except CommandRefused as refusal:
+            return self._reject(envelope, f"device-refuses: {refusal.message}")
         self._transition(
-            envelope.command_id, envelope.device, envelope.type, CommandOutcome.VERIFIED, None, envelope.parameters
+            envelope.command_id, envelope.device, envelope.type, CommandOutcome.VERIFIED, parameters=envelope.parameters
         )
         if envelope.type == "reconcile":
             return self._reconcile(envelope)
-        return await self._execute(envelope, policy)
+        return await self._execute(envelope, policy, target)
 
-    # -- remote configuration --------------------------------------------------------------------------------
-    def verify_configuration(self, raw: bytes, current: Config) -> tuple[str, Config | None]:
-        """Check a signed configuration update fully, before anything is applied.
+    def _reject_unverified(self, raw: bytes, reason: str, field: str = "command_id") -> CommandOutcome:
+        name = "unverified-" + hashlib.sha256(raw).hexdigest()[:24]
+        detail = {"claimed_command_id": _claimed_id(raw, field)}
+        log.warning("command rejected", command_id=name, reason=reason)
+        return self._transition(name, "", "", CommandOutcome.REJECTED, reason, detail=detail)
 
-        Returns (config id, the validated Config), or (config id, None) after reporting the rejection:
-        signature, validity window and replay as for commands, then the whole document through the same
-        validation as a config file, including its secrets.  Gateway identity and state directory cannot
-        change remotely (they would move the buffer and the replay memory).
-        """
-        config_id = _best_effort_id(raw, field="config_id")
-        self._transition(config_id, "gateway", "config", CommandOutcome.RECEIVED, None, None)
-        try:
-            config = self._check_configuration(raw, config_id, current)
-        except (MalformedEnvelope, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-            self._transition(config_id, "gateway", "config", CommandOutcome.REJECTED, "malformed", None)
-            return config_id, None
-        except Rejected as rejection:
-            log.warning("configuration rejected", command_id=config_id, reason=rejection.reason.split(":")[0])
-            self._transition(config_id, "gateway", "config", CommandOutcome.REJECTED, rejection.reason, None)
-            return config_id, None
-        self._transition(config_id, "gateway", "config", CommandOutcome.VERIFIED, None, None)
-        return config_id, config
-
-    def _check_configuration(self, raw: bytes, config_id: str, current: Config) -> Config:
-        from gateway.config import parse_config  # noqa: PLC0415 - avoid a cycle at import time
-        from gateway.preflight import preflight  # noqa: PLC0415
-
-        body = json.loads(raw)
-        fields = {"v", "config_id", "config", "issued_at", "expires_at", "signatures"}
-        if not isinstance(body, dict) or set(body) != fields or body["v"] != 1 or not isinstance(body["config"], dict):
-            raise MalformedEnvelope("not a version-1 configuration envelope")
-        envelope = parse_envelope(
-            json.dumps(
-                {
-                    "v": 1,
-                    "command_id": body["config_id"],
-                    "device": "gateway",
-                    "type": "config",
-                    "parameters": {},
-                    "issued_at": body["issued_at"],
-                    "expires_at": body["expires_at"],
-                    "signatures": body["signatures"],
-                }
-            ).encode()
-        )
-        self._check_signatures_over(envelope, canonical_bytes(body, CONFIG_DOMAIN))
-        now = time.time_ns()
-        if now > envelope.expires_at_ns:
-            raise Rejected("expired")
-        if envelope.issued_at_ns > now + round(self._config.clock_skew_s * 1e9):
-            raise Rejected("not-yet-valid")
-        if not self._store.remember("config:" + config_id, envelope.expires_at_ns):
-            raise Rejected("replayed")
-        try:
-            config = parse_config(body["config"])
-            preflight(config)
-        except ConfigError as err:
-            raise Rejected(f"invalid-config: {err.message}") from None
-        if (config.gateway.id, config.gateway.state_dir) != (current.gateway.id, current.gateway.state_dir):
-            raise Rejected("invalid-config: gateway.id and gateway.state_dir cannot change remotely")
-        return config
-
-    def report_configuration(self, config_id: str, outcome: CommandOutcome, reason: str | None) -> None:
-        """The end of a configuration update: applied, or rolled back (with why)."""
-        self._transition(config_id, "gateway", "config", outcome, reason, None)
+    def _reject(self, envelope: Envelope, reason: str) -> CommandOutcome:
+        log.warning("command rejected", command_id=envelope.command_id, reason=reason.split(":", maxsplit=1)[0])
+        return self._transition(envelope.command_id, envelope.device, envelope.type, CommandOutcome.REJECTED, reason)
 
     # -- checks ----------------------------------------------------------------------------------------------
     def _verify(self, envelope: Envelope) -> DevicePolicy:
-        self._check_signatures(envelope)
         now = time.time_ns()
         skew = round(self._config.clock_skew_s * 1e9)
         if now > envelope.expires_at_ns:
@@ -188,10 +182,7 @@ class CommandService:
         self._check_policy(envelope, policy, now)
         return policy
 
-    def _check_signatures(self, envelope: Envelope) -> None:
-        self._check_signatures_over(envelope, envelope.canonical())
-
-    def _check_signatures_over(self, envelope: Envelope, message: bytes) -> None:
+    def _signers(self, envelope: Envelope, message: bytes) -> set[str]:
         signers = set()
         for signature in envelope.signatures:
             known = self._keys.get(signature.key_id)
@@ -205,8 +196,17 @@ class CommandService:
             except InvalidSignature:
                 raise Rejected("bad-signature") from None
             signers.add(signature.key_id)
+        return signers
+
+    def _check_signatures(self, envelope: Envelope) -> None:
+        signers = self._signers(envelope, envelope.canonical())
         policy = self._policies.get(envelope.device)
-        needed = 2 if policy is not None and envelope.type in policy.dual_signature else 1
+        type_ = envelope.type
+        if type_ == "reconcile":
+            # Settling a command takes what issuing it took.
+            original = self._store.get(str(envelope.parameters.get("command_id", "")))
+            type_ = original.type if original is not None else type_
+        needed = 2 if policy is not None and type_ in policy.dual_signature else 1
         if len(signers) < needed:
             raise Rejected("insufficient-signatures")
 
@@ -218,11 +218,11 @@ class CommandService:
             if c.state in COUNTS_AS_DELIVERED and c.command_id != envelope.command_id
         ]
         last_hour = [c for c in history if c.created_ns >= now - HOUR_NS]
-        if len(last_hour) >= policy.max_commands_per_hour:
+        if envelope.type != "reconcile" and len(last_hour) >= policy.max_commands_per_hour:
             raise Rejected("policy:rate-limit")
         amount = 0
         if envelope.type == "bolus":
-            amount = _positive(p, "amount_mu", {"amount_mu"})
+            amount = _integer(p, "amount_mu", {"amount_mu"}, low=1)
             if amount % policy.dose_step_mu:
                 raise Rejected("policy:dose-resolution")
             if policy.max_bolus_mu is None or amount > policy.max_bolus_mu:
@@ -231,8 +231,9 @@ class CommandService:
             if last_bolus is not None and now - last_bolus < policy.min_bolus_interval_s * 1e9:
                 raise Rejected("policy:bolus-spacing")
         elif envelope.type == "temp_basal":
-            rate = _positive(p, "rate_mu_per_h", {"rate_mu_per_h", "duration_min"}, allow_zero=True)
-            duration = _positive(p, "duration_min", {"rate_mu_per_h", "duration_min"})
+            names = {"rate_mu_per_h", "duration_min"}
+            rate = _integer(p, "rate_mu_per_h", names, low=0)
+            duration = _integer(p, "duration_min", names, low=1)
             if policy.max_basal_mu_per_h is None or rate > policy.max_basal_mu_per_h:
                 raise Rejected("policy:max-basal")
             if duration > policy.max_temp_basal_min:
@@ -241,61 +242,147 @@ class CommandService:
                 raise Rejected("policy:dose-resolution")
             amount = rate * duration // 60
         elif envelope.type == "cancel_bolus":
-            _positive(p, "bolus_id", {"bolus_id"}, allow_zero=True)
+            _integer(p, "bolus_id", {"bolus_id"}, low=0, high=MAX_BOLUS_ID)
         elif envelope.type == "reconcile":
             if set(p) != {"command_id", "outcome"} or p["outcome"] not in ("confirmed", "failed"):
                 raise Rejected("policy:bad-parameters")
             original = self._store.get(str(p["command_id"]))
-            if original is None or original.state != "outcome-unknown" or original.device != envelope.device:
+            if (
+                original is None
+                or original.state not in ("outcome-unknown", "sent")
+                or original.device != envelope.device
+            ):
                 raise Rejected("policy:nothing-to-reconcile")
+        else:
+            raise Rejected("type-not-allowed")  # default deny: a type the policy does not know how to bound
         if amount and policy.max_daily_mu is not None:
             delivered = sum(_insulin_mu(c.type, c.parameters) for c in history)
             if delivered + amount > policy.max_daily_mu:
                 raise Rejected("policy:daily-total")
 
     # -- execution -------------------------------------------------------------------------------------------
-    async def _execute(self, envelope: Envelope, policy: DevicePolicy) -> CommandOutcome:
-        target = self._targets[envelope.device]
+    async def _execute(self, envelope: Envelope, policy: DevicePolicy, target: CommandTarget) -> CommandOutcome:
+        del policy
+        command_id, device, type_ = envelope.command_id, envelope.device, envelope.type
         if time.time_ns() > envelope.expires_at_ns:
-            return self._transition(
-                envelope.command_id,
-                envelope.device,
-                envelope.type,
-                CommandOutcome.EXPIRED,
-                "expired-before-sending",
-                None,
-            )
-        self._transition(envelope.command_id, envelope.device, envelope.type, CommandOutcome.SENT, None, None)
+            return self._transition(command_id, device, type_, CommandOutcome.EXPIRED, "expired before sending")
+        self._transition(command_id, device, type_, CommandOutcome.SENT)
         try:
-            details = await target.execute(envelope.type, envelope.parameters, self._config.response_timeout_s)
+            details = await target.execute(type_, envelope.parameters, self._config.response_timeout_s)
         except CommandRefused as err:
-            return self._transition(
-                envelope.command_id, envelope.device, envelope.type, CommandOutcome.FAILED, err.message, None
-            )
+            return self._transition(command_id, device, type_, CommandOutcome.FAILED, err.message)
         except OutcomeUnknown as err:
             log.error(
                 "command outcome unknown; further commands of this type are blocked until reconciled",
-                command_id=envelope.command_id,
-                device_id=envelope.device,
+                command_id=command_id,
+                device_id=device,
             )
-            return self._transition(
-                envelope.command_id, envelope.device, envelope.type, CommandOutcome.OUTCOME_UNKNOWN, err.message, None
+            return self._transition(command_id, device, type_, CommandOutcome.OUTCOME_UNKNOWN, err.message)
+        except asyncio.CancelledError:
+            # Stopped while the command was out: it may have reached the device.
+            self._transition(
+                command_id, device, type_, CommandOutcome.OUTCOME_UNKNOWN, "gateway stopped while the command was out"
             )
-        return self._transition(
-            envelope.command_id, envelope.device, envelope.type, CommandOutcome.CONFIRMED, None, None, details
-        )
+            raise
+        return self._transition(command_id, device, type_, CommandOutcome.CONFIRMED, details=details)
 
     def _reconcile(self, envelope: Envelope) -> CommandOutcome:
         original_id = str(envelope.parameters["command_id"])
         original = self._store.get(original_id)
-        outcome = CommandOutcome.CONFIRMED if envelope.parameters["outcome"] == "confirmed" else CommandOutcome.FAILED
         if original is not None:
+            confirmed = envelope.parameters["outcome"] == "confirmed"
+            # "failed" after an unknown outcome stays counted for every limit (state reconciled-failed).
             self._transition(
-                original_id, original.device, original.type, outcome, f"reconciled by {envelope.command_id}", None
+                original_id,
+                original.device,
+                original.type,
+                CommandOutcome.CONFIRMED if confirmed else CommandOutcome.FAILED,
+                f"reconciled by {envelope.command_id}",
+                state_override=None if confirmed else "reconciled-failed",
             )
-        return self._transition(
-            envelope.command_id, envelope.device, envelope.type, CommandOutcome.CONFIRMED, None, None
-        )
+        return self._transition(envelope.command_id, envelope.device, envelope.type, CommandOutcome.CONFIRMED)
+
+    # -- remote configuration --------------------------------------------------------------------------------
+    def verify_configuration(self, raw: bytes, current: Config) -> tuple[str, Config | None]:
+        """Check a signed configuration update fully, before anything is applied.
+
+        Signed by `commands.config_signatures` distinct issuers (default 2), for this gateway, inside its
+        validity window, never seen before, and valid as a whole (the same validation as a config file,
+        secrets included).  It may not move the gateway (id, state directory) nor switch off the channel it
+        came by (commands disabled, or no issuer left).
+        """
+        try:
+            config_id, config = self._check_configuration(raw, current)
+        except Rejected as rejection:
+            reason = rejection.reason
+            if reason.startswith(
+                ("malformed", "wrong-gateway", "unknown-key", "revoked-key", "bad-signature", "insufficient-signatures")
+            ):
+                self._reject_unverified(raw, reason, "config_id")
+                return "", None
+            config_id = _claimed_id(raw, "config_id")
+            self._transition(config_id, "gateway", "config", CommandOutcome.REJECTED, reason)
+            return config_id, None
+        except Exception:
+            log.error("configuration processing failed", exc_info=True)
+            self._reject_unverified(raw, "internal-error", "config_id")
+            return "", None
+        self._transition(config_id, "gateway", "config", CommandOutcome.VERIFIED)
+        return config_id, config
+
+    def _check_configuration(self, raw: bytes, current: Config) -> tuple[str, Config]:
+        from gateway.config import parse_config  # noqa: PLC0415 - avoid a cycle at import time
+        from gateway.preflight import preflight  # noqa: PLC0415
+
+        try:
+            body = _config_body(raw)
+            envelope = parse_envelope(
+                json.dumps(
+                    {
+                        "v": 1,
+                        "gateway": body["gateway"],
+                        "command_id": body["config_id"],
+                        "device": "gateway",
+                        "type": "config",
+                        "parameters": {},
+                        "issued_at": body["issued_at"],
+                        "expires_at": body["expires_at"],
+                        "signatures": body["signatures"],
+                    }
+                ).encode(),
+                gateway_id=self._gateway_id,
+            )
+        except WrongGateway:
+            raise Rejected("wrong-gateway") from None
+        except MalformedEnvelope:
+            raise Rejected("malformed") from None
+        if len(self._signers(envelope, canonical_bytes(body, CONFIG_DOMAIN))) < self._config.config_signatures:
+            raise Rejected("insufficient-signatures")
+        config_id = envelope.command_id
+        self._transition(config_id, "gateway", "config", CommandOutcome.RECEIVED)
+        now = time.time_ns()
+        if now > envelope.expires_at_ns:
+            raise Rejected("expired")
+        if envelope.issued_at_ns > now + round(self._config.clock_skew_s * 1e9):
+            raise Rejected("not-yet-valid")
+        if envelope.expires_at_ns - envelope.issued_at_ns > self._config.max_validity_s * 1e9:
+            raise Rejected("validity-too-long")
+        if not self._store.remember("config:" + config_id, envelope.expires_at_ns):
+            raise Rejected("replayed")
+        try:
+            config = parse_config(body["config"])
+            preflight(config)
+        except ConfigError as err:
+            raise Rejected(f"invalid-config: {err.message}") from None
+        if (config.gateway.id, config.gateway.state_dir) != (current.gateway.id, current.gateway.state_dir):
+            raise Rejected("invalid-config: gateway.id and gateway.state_dir cannot change remotely")
+        if not config.commands.enabled or not any(not k.revoked for k in config.commands.issuers):
+            raise Rejected("invalid-config: it would cut off remote management (commands disabled or no issuer)")
+        return config_id, config
+
+    def report_configuration(self, config_id: str, outcome: CommandOutcome, reason: str | None) -> None:
+        """The end of a configuration update: applied, or rolled back (with why)."""
+        self._transition(config_id, "gateway", "config", outcome, reason)
 
     # -- transitions -----------------------------------------------------------------------------------------
     def _transition(
@@ -304,44 +391,61 @@ class CommandService:
         device: str,
         type_: str,
         outcome: CommandOutcome,
-        reason: str | None,
-        parameters: dict[str, Any] | None,
+        reason: str | None = None,
+        *,
+        parameters: dict[str, Any] | None = None,
         details: dict[str, str] | None = None,
+        detail: dict[str, str] | None = None,
+        state_override: str | None = None,
     ) -> CommandOutcome:
-        """Audit, persist and uplink one state change."""
+        """Audit, persist (one transaction) and uplink one state change."""
+        body = {
+            "command_id": command_id,
+            "device": device,
+            "type": type_,
+            "state": outcome.value,
+            "reason": reason,
+            "parameters": parameters,
+            "t_gw": now_ns(),
+        }
+        tracked = outcome not in (CommandOutcome.RECEIVED, CommandOutcome.REJECTED) and device != "gateway"
+        state = (command_id, device, type_, state_override or outcome.value) if tracked else None
         record = self._store.append_audit(
-            {
-                "command_id": command_id,
-                "device": device,
-                "type": type_,
-                "state": outcome.value,
-                "reason": reason,
-                "parameters": parameters,
-                "t_gw": now_ns(),
-            }
+            body, state=state, parameters=parameters if outcome is CommandOutcome.VERIFIED else None
         )
-        if outcome is CommandOutcome.VERIFIED and parameters is not None:
-            self._store.save_command(command_id, device, type_, outcome.value, parameters)
-        elif outcome is not CommandOutcome.RECEIVED and outcome is not CommandOutcome.REJECTED:
-            self._store.set_state(command_id, outcome.value)
         if outcome is CommandOutcome.REJECTED and self.on_rejection is not None:
-            self.on_rejection(
-                (reason or "unknown").split(":")[0]
-                if reason and reason.startswith("invalid-config")
-                else reason or "unknown"
-            )
-        detail = {"audit_seq": str(record.seq), "audit_hash": record.hash.hex(), **(details or {})}
+            self.on_rejection((reason or "unknown").split(":")[0])
+        result_detail = {
+            "audit_seq": str(record.seq),
+            "audit_hash": record.hash.hex(),
+            **(details or {}),
+            **(detail or {}),
+        }
         self._sink.emit_nowait(
-            CommandResult(new_id(), command_id, device or "gateway", outcome, now_ns(), reason, detail)
+            CommandResult(new_id(), command_id, device or "gateway", outcome, now_ns(), reason, result_detail)
         )
         return outcome
 
 
-def _positive(parameters: dict[str, int | str], name: str, allowed: set[str], *, allow_zero: bool = False) -> int:
+def _config_body(raw: bytes) -> dict[str, Any]:
+    body = strict_json(raw)
+    fields = {"v", "gateway", "config_id", "config", "issued_at", "expires_at", "signatures"}
+    if (
+        not isinstance(body, dict)
+        or set(body) != fields
+        or type(body["v"]) is not int
+        or body["v"] != 1
+        or not isinstance(body["config"], dict)
+    ):
+        raise MalformedEnvelope("not a version-1 configuration envelope")
+    return body
+
+
+def _integer(parameters: dict[str, int | str], name: str, allowed: set[str], *, low: int, high: int = 10**9) -> int:
     if set(parameters) != allowed:
         raise Rejected("policy:bad-parameters")
     value = parameters.get(name)
-    if not isinstance(value, int) or value < 0 or (value == 0 and not allow_zero):
+    if not isinstance(value, int) or not low <= value <= high:
         raise Rejected("policy:bad-parameters")
     return value
 
@@ -354,14 +458,11 @@ def _insulin_mu(command_type: str, parameters: dict[str, Any]) -> int:
     return 0
 
 
-def _best_effort_id(raw: bytes, field: str = "command_id") -> str:
-    """The command id of a malformed envelope when it has a usable one (so the issuer can match the
-    rejection), else a name derived from the payload's hash."""
+def _claimed_id(raw: bytes, field: str = "command_id") -> str:
+    """The id an unverified message claims, for the issuer's information only (never trusted)."""
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        body = None
+    except (ValueError, RecursionError):
+        return ""
     candidate = body.get(field) if isinstance(body, dict) else None
-    if isinstance(candidate, str) and COMMAND_ID.match(candidate):
-        return candidate
-    return "unparsed-" + hashlib.sha256(raw).hexdigest()[:16]
+    return candidate[:128] if isinstance(candidate, str) and candidate.isascii() and candidate.isprintable() else ""

@@ -113,19 +113,27 @@ class CommandStore:
         return True
 
     # -- command states --------------------------------------------------------------------------------------
-    def save_command(self, command_id: str, device: str, type_: str, state: str, parameters: dict[str, Any]) -> None:
+    def _write_state(
+        self, command_id: str, device: str, type_: str, state: str, parameters: dict[str, Any] | None
+    ) -> None:
         now = time.time_ns()
-        key_id, nonce, sealed = self._seal(json.dumps(parameters).encode(), b"command|" + command_id.encode())
-        self.db.execute(
-            "INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(command_id) DO UPDATE SET"
-            " state = excluded.state, updated_ns = excluded.updated_ns",
-            (command_id, device, type_, state, now, now, key_id, nonce, sealed),
-        )
+        if parameters is not None:
+            key_id, nonce, sealed = self._seal(json.dumps(parameters).encode(), b"command|" + command_id.encode())
+            self.db.execute(
+                "INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(command_id) DO UPDATE SET"
+                " state = excluded.state, updated_ns = excluded.updated_ns",
+                (command_id, device, type_, state, now, now, key_id, nonce, sealed),
+            )
+        else:
+            self.db.execute(
+                "UPDATE commands SET state = ?, updated_ns = ? WHERE command_id = ?", (state, now, command_id)
+            )
 
-    def set_state(self, command_id: str, state: str) -> None:
-        self.db.execute(
-            "UPDATE commands SET state = ?, updated_ns = ? WHERE command_id = ?", (state, time.time_ns(), command_id)
-        )
+    def in_states(self, *states: str) -> list[tuple[str, str, str, str]]:
+        """(command id, device, type, state) of commands in any of `states` (for recovery at start-up)."""
+        marks = ",".join("?" * len(states))
+        query = f"SELECT command_id, device, type, state FROM commands WHERE state IN ({marks})"  # noqa: S608
+        return [(r[0], r[1], r[2], r[3]) for r in self.db.execute(query, states)]
 
     def commands_since(self, device: str, since_ns: int) -> list[StoredCommand]:
         rows = self.db.execute(
@@ -154,18 +162,29 @@ class CommandStore:
         )
 
     def unresolved(self, device: str, type_: str) -> list[str]:
-        """Ids of commands of this type to this device whose outcome is unknown (they block re-issue)."""
+        """Ids of commands of this type to this device whose outcome is unknown (they block re-issue).
+
+        `sent` counts as unknown too: a command left there (a stop or crash mid-command) is as uncertain."""
         rows = self.db.execute(
-            "SELECT command_id FROM commands WHERE device = ? AND type = ? AND state = 'outcome-unknown'",
+            "SELECT command_id FROM commands WHERE device = ? AND type = ? AND state IN ('outcome-unknown', 'sent')",
             (device, type_),
         )
         return [r[0] for r in rows]
 
     # -- audit -----------------------------------------------------------------------------------------------
-    def append_audit(self, body: dict[str, Any]) -> AuditRecord:
-        """Append one record to the chain and move the sealed head, in one transaction."""
+    def append_audit(
+        self,
+        body: dict[str, Any],
+        *,
+        state: tuple[str, str, str, str] | None = None,
+        parameters: dict[str, Any] | None = None,
+    ) -> AuditRecord:
+        """Append one record to the chain, move the sealed head and (optionally) set the command's state
+        (command id, device, type, state), all in one transaction: the log and the state never disagree."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
+            if state is not None:
+                self._write_state(*state, parameters)
             last = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
             record = {"seq": seq, **body}
