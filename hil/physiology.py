@@ -25,20 +25,26 @@ _BEAT_WAVES = np.array(
 class SyntheticEcg:
     """A continuous ECG in microvolts at a fixed rate; `next(n)` continues exactly where the last call ended."""
 
-    def __init__(self, sample_rate_hz: float, heart_rate_bpm: float = 72.0, seed: int = 1) -> None:
+    def __init__(
+        self, sample_rate_hz: float, heart_rate_bpm: float = 72.0, seed: int = 1, *, keep_beats: bool = False
+    ) -> None:
         self.rate = sample_rate_hz
+        # Every beat time generated, when asked (tests use them as the reference annotation).
+        self.all_beats: list[float] | None = [0.3] if keep_beats else None
         self.heart_rate_bpm = heart_rate_bpm
         self._rng = np.random.default_rng(seed)
         self._t = 0.0
         self._beats: list[float] = [0.3]
         self.flat = False
 
-    def _extend_beats(self, until: float) -> None:
+    def _extend_beats(self, since: float, until: float) -> None:
         while self._beats[-1] < until + 1.0:
             rr = 60.0 / self.heart_rate_bpm * (1.0 + 0.04 * self._rng.standard_normal())
             self._beats.append(self._beats[-1] + max(rr, 0.25))
-        # Forget beats that can no longer touch future samples.
-        while len(self._beats) > 2 and self._beats[1] < self._t - 1.0:
+            if self.all_beats is not None:
+                self.all_beats.append(self._beats[-1])
+        # Forget beats that can no longer touch these or later samples (a beat's waves span under 0.6 s).
+        while len(self._beats) > 2 and self._beats[1] < since - 1.0:
             self._beats.pop(0)
 
     @property
@@ -50,7 +56,7 @@ class SyntheticEcg:
         self._t += n / self.rate
         if self.flat:
             return np.zeros(n, dtype=np.int32)
-        self._extend_beats(float(t[-1]))
+        self._extend_beats(float(t[0]), float(t[-1]))
         signal = np.zeros(n)
         for beat in self._beats:
             if beat < t[0] - 0.6 or beat > t[-1] + 0.6:
