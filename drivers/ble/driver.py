@@ -123,7 +123,8 @@ class BleDeviceDriver:
                     {getter, lost}, timeout=self._silent_timeout, return_when=asyncio.FIRST_COMPLETED
                 )
                 if getter in done:
-                    await self._emit_all(sink, self._decode(state, *getter.result()))
+                    item, getter = getter.result(), None
+                    await self._emit_all(sink, self._decode(state, *item))
                     continue
                 if lost in done:
                     # Hand over what arrived before the link dropped, then report the loss.
@@ -135,7 +136,12 @@ class BleDeviceDriver:
             self._link = None
             lost.cancel()
             if getter is not None:
-                getter.cancel()
+                if getter.done() and not getter.cancelled():
+                    # Taken off the queue just as we were stopped: still data the device sent.
+                    for event in self._decode(state, *getter.result()):
+                        sink.emit_nowait(event)
+                else:
+                    getter.cancel()
             if self._response is not None and not self._response.done():
                 self._response.set_exception(OutcomeUnknown("link lost while waiting for the device's answer"))
 
