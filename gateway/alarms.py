@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edge_ml.ecg import EcgAssessment
 from gateway.config import AlarmsSection, LimitRule
 from gateway.model import (
     Alarm,
@@ -24,6 +25,8 @@ from gateway.model import (
 )
 from gateway.nomenclature import Quantity, quantity
 
+MIN_PULSE_BPM = 30.0  # a pulse oximeter reading at least this is evidence of a beating heart
+
 
 @dataclass
 class _LimitState:
@@ -32,9 +35,14 @@ class _LimitState:
 
 
 class AlarmEngine:
-    """Turns observations and statuses into Alarm events (raise and clear)."""
+    """Turns observations, statuses and ECG assessments into Alarm events (raise and clear)."""
 
-    def __init__(self, config: AlarmsSection) -> None:
+    def __init__(self, config: AlarmsSection, patients: dict[str, str | None] | None = None) -> None:
+        self._config = config
+        self._patients = patients or {}
+        self._last_pulse_ns: dict[str, int] = {}  # per patient: when a pulse was last seen (veto evidence)
+        self._rhythm_since: dict[tuple[str, str], int] = {}
+        self.vetoed = 0
         self._low_battery = config.low_battery_pct
         self._rules: dict[int, list[LimitRule]] = {}
         for rule in config.limits:
@@ -51,6 +59,10 @@ class AlarmEngine:
         return []
 
     def _on_observation(self, obs: Observation) -> list[Alarm]:
+        if obs.quantity.reference_id == "MDC_PULS_OXIM_PULS_RATE" and obs.value >= MIN_PULSE_BPM:
+            patient = self._patients.get(obs.device_id)
+            if patient is not None:
+                self._last_pulse_ns[patient] = obs.gateway_time_ns
         rules = self._rules.get(obs.quantity.code)
         if not rules:
             return []
@@ -149,6 +161,92 @@ class AlarmEngine:
                 )
             ]
         return []
+
+    def evaluate_ecg(self, device_id: str, assessment: EcgAssessment, t_gw: int) -> list[Alarm]:
+        """Rhythm and ECG technical alarms from one second of ECG analysis.
+
+        Lead-off is a technical alarm and never an asystole.  Asystole (no beat for `asystole_s`) is vetoed
+        when the same patient's pulse oximeter saw a pulse within that time: a flat ECG with a pulsatile
+        pleth is a signal problem, reported as a low-priority technical alarm instead.  Extreme brady- and
+        tachycardia need `rhythm_delay_s` of agreement and adequate signal quality (poor signal holds them).
+        """
+        out = self._tech(device_id, "ecg_lead_off", assessment.lead_off, AlarmPriority.MEDIUM, t_gw)
+        cfg = self._config
+        if assessment.lead_off:
+            return out
+        since = assessment.seconds_since_beat
+        if since is None:  # no beat yet: count from the start of the analysis
+            since = assessment.end_index / assessment.sample_rate_hz
+        no_beats = since >= cfg.asystole_s
+        patient = self._patients.get(device_id)
+        last_pulse = self._last_pulse_ns.get(patient) if patient is not None else None
+        pulse_present = last_pulse is not None and t_gw - last_pulse <= cfg.asystole_s * 1e9
+        if no_beats and pulse_present and (device_id, "ecg_asystole") not in self.active:
+            self.vetoed += 1
+            out += self._tech(device_id, "ecg_no_beats_pulse_present", True, AlarmPriority.LOW, t_gw)
+            no_beats = False
+        elif not no_beats:
+            out += self._tech(device_id, "ecg_no_beats_pulse_present", False, AlarmPriority.LOW, t_gw)
+        out += self._rhythm(device_id, "ecg_asystole", no_beats, 0.0, t_gw)
+        rate, good = assessment.heart_rate_bpm, assessment.quality >= 0.5
+        if rate is not None and good and not no_beats:
+            out += self._rhythm(
+                device_id,
+                "ecg_extreme_brady",
+                rate < cfg.extreme_brady_bpm,
+                cfg.rhythm_delay_s,
+                t_gw,
+                clear=rate >= cfg.extreme_brady_bpm + 5,
+            )
+            out += self._rhythm(
+                device_id,
+                "ecg_extreme_tachy",
+                rate > cfg.extreme_tachy_bpm,
+                cfg.rhythm_delay_s,
+                t_gw,
+                clear=rate <= cfg.extreme_tachy_bpm - 5,
+            )
+        return out
+
+    def _rhythm(
+        self, device_id: str, condition: str, present: bool, delay_s: float, t_gw: int, clear: bool | None = None
+    ) -> list[Alarm]:
+        key = (device_id, condition)
+        if present:
+            since = self._rhythm_since.setdefault(key, t_gw)
+            if key not in self.active and t_gw - since >= delay_s * 1e9:
+                return [
+                    self._make(
+                        device_id,
+                        condition,
+                        AlarmKind.PHYSIOLOGICAL,
+                        AlarmPriority.HIGH,
+                        AlarmState.ACTIVE,
+                        t_gw,
+                        quantity("MDC_ECG_HEART_RATE"),
+                        None,
+                    )
+                ]
+            return []
+        self._rhythm_since.pop(key, None)
+        if key in self.active and (clear is None or clear):
+            return [
+                self._make(
+                    device_id,
+                    condition,
+                    AlarmKind.PHYSIOLOGICAL,
+                    AlarmPriority.HIGH,
+                    AlarmState.CLEARED,
+                    t_gw,
+                    quantity("MDC_ECG_HEART_RATE"),
+                    None,
+                )
+            ]
+        return []
+
+    def _tech(self, device_id: str, condition: str, present: bool, priority: AlarmPriority, t_gw: int) -> list[Alarm]:
+        status = DeviceStatus("", device_id, ConnectionState.CONNECTED, t_gw)
+        return self._technical_alarm(status, condition, present, priority)
 
     def set_state(self, alarm_id: str, state: AlarmState) -> Alarm | None:
         """Acknowledge or silence an active alarm (by the id of its latest event); the new event, or None."""

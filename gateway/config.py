@@ -159,6 +159,11 @@ class LimitRule(_Section):
 
 class AlarmsSection(_Section):
     low_battery_pct: Annotated[float, Field(ge=0, le=100)] = 15.0
+    # Rhythm alarms from the ECG waveform (IEC 60601-2-27 style): asystole, extreme brady- and tachycardia.
+    asystole_s: Annotated[float, Field(ge=2, le=30)] = 5.0
+    extreme_brady_bpm: Annotated[float, Field(ge=10, le=100)] = 30.0
+    extreme_tachy_bpm: Annotated[float, Field(ge=100, le=350)] = 180.0
+    rhythm_delay_s: Annotated[float, Field(ge=0, le=60)] = 5.0
     limits: Annotated[tuple[LimitRule, ...], Field(strict=False)] = ()
 
 

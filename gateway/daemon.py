@@ -64,7 +64,7 @@ class Gateway:
         self.config = config
         self.backends = backends if backends is not None else sim_backends(config)
         self.metrics = Metrics()
-        self.alarms = AlarmEngine(config.alarms)
+        self.alarms = AlarmEngine(config.alarms, {d.id: d.patient for d in config.devices})
         self.notifier = notifier or SystemdNotifier()
         self.started = asyncio.Event()
         # Set by a GatewayRunner: verified remote configurations to apply (with restart and health check).

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 
 from cloud_sync.wire import encode_batch
+from edge_ml.ecg import EcgAnalyzer
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer
 from gateway.buffer.store import Eviction, NewRecord
@@ -88,6 +89,7 @@ class Pipeline:
         self.stored = asyncio.Event()  # set after each commit; the uplink waits on it
         self.alarm_listeners: list[AlarmListener] = []
         self._episode: Eviction | None = None
+        self._ecg: dict[str, tuple[EcgAnalyzer, int]] = {}
         # Latest value per (device, quantity), for the local display only; never logged.
         self.latest: dict[tuple[str, str], Observation] = {}
         self.latest_status: dict[str, DeviceStatus] = {}
@@ -175,8 +177,24 @@ class Pipeline:
         if len(self._fifo) < self._queue_size:
             self._space.set()
 
+    def _analyse_ecg(self, chunk: WaveformChunk) -> list[Alarm]:
+        """Rhythm analysis of a device's first ECG lead, chunk by chunk (the analyser carries its state)."""
+        state = self._ecg.get(chunk.device_id)
+        if state is None or state[1] != chunk.quantity.code or state[0].fs != chunk.sample_rate_hz:
+            if state is not None and state[1] != chunk.quantity.code:
+                return []  # another lead of a device already analysed
+            state = (EcgAnalyzer(chunk.sample_rate_hz), chunk.quantity.code)
+            self._ecg[chunk.device_id] = state
+        millivolts = chunk.physical() / 1000.0 if chunk.unit == "uV" else chunk.physical()
+        raised: list[Alarm] = []
+        for assessment in state[0].process(millivolts):
+            raised += self._alarms.evaluate_ecg(chunk.device_id, assessment, chunk.gateway_time_ns)
+        return raised
+
     def _add(self, event: Event) -> None:
         raised = self._alarms.evaluate(event)
+        if isinstance(event, WaveformChunk) and event.quantity.reference_id.startswith("MDC_ECG_ELEC_POTL"):
+            raised += self._analyse_ecg(event)
         if isinstance(event, Observation):
             self.latest[(event.device_id, event.quantity.reference_id)] = event
         elif isinstance(event, DeviceStatus):

@@ -1,0 +1,91 @@
+"""Rhythm alarms from the ECG stream: asystole within its delay, vetoed by a pulse, never raised for lead-off."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_ml.ecg import EcgAnalyzer, hrv
+from gateway.alarms import AlarmEngine
+from gateway.config import AlarmsSection
+from gateway.model import Alarm, AlarmState, Observation, new_id
+from gateway.nomenclature import quantity
+from hil.physiology import SyntheticEcg
+
+FS = 250.0
+START_NS = 1_800_000_000 * 10**9
+
+
+def _run(
+    signal_mv: np.ndarray, *, pulse_every_s: float | None = None, asystole_s: float = 5.0, heart_rate: float = 70.0
+) -> list[tuple[float, Alarm]]:
+    """Stream an ECG (and optionally a pulse oximeter's pulse rate) through the analyser and the alarm engine;
+    (signal time in s, alarm) for every alarm raised or cleared."""
+    del heart_rate
+    engine = AlarmEngine(
+        AlarmsSection(asystole_s=asystole_s, rhythm_delay_s=3.0), patients={"ecg-1": "pt-1", "ox-1": "pt-1"}
+    )
+    analyser = EcgAnalyzer(FS)
+    out: list[tuple[float, Alarm]] = []
+    chunk = round(0.25 * FS)
+    next_pulse = 0.0
+    for i in range(0, len(signal_mv), chunk):
+        t_s = (i + chunk) / FS
+        t_ns = START_NS + round(t_s * 1e9)
+        if pulse_every_s is not None and t_s >= next_pulse:
+            pulse = Observation(new_id(), "ox-1", quantity("MDC_PULS_OXIM_PULS_RATE"), 72.0, None, t_ns)
+            out += [(t_s, a) for a in engine.evaluate(pulse)]
+            next_pulse = t_s + pulse_every_s
+        for assessment in analyser.process(signal_mv[i : i + chunk]):
+            out += [(t_s, a) for a in engine.evaluate_ecg("ecg-1", assessment, t_ns)]
+    return out
+
+
+def _ecg(seconds: float, rate: float = 70.0) -> np.ndarray:
+    return SyntheticEcg(FS, heart_rate_bpm=rate, seed=7).next(round(seconds * FS)) / 1000.0
+
+
+def _quiet(seconds: float) -> np.ndarray:
+    return 0.006 * np.random.default_rng(3).standard_normal(round(seconds * FS))  # amplifier noise, no beats
+
+
+def _raised(events: list[tuple[float, Alarm]], condition: str) -> list[float]:
+    return [t for t, a in events if a.condition == condition and a.state is AlarmState.ACTIVE]
+
+
+def test_asystole_is_raised_within_its_delay() -> None:
+    events = _run(np.concatenate([_ecg(20), _quiet(15)]), asystole_s=5.0)
+    raised = _raised(events, "ecg_asystole")
+    assert len(raised) == 1
+    # The heart stopped at 20 s (last beat a little before): raised 5 s later, within the analysis step.
+    assert 24.0 <= raised[0] <= 27.0, raised
+    alarm = next(a for _, a in events if a.condition == "ecg_asystole")
+    assert alarm.priority == "high" and alarm.kind == "physiological"
+    assert not _raised(events, "ecg_lead_off")
+
+
+def test_the_same_flat_ecg_with_a_pulsatile_pleth_is_vetoed() -> None:
+    events = _run(np.concatenate([_ecg(20), _quiet(15)]), pulse_every_s=1.0)
+    assert not _raised(events, "ecg_asystole"), "a pulse is present: no asystole"
+    assert _raised(events, "ecg_no_beats_pulse_present"), "the ECG problem is still reported, as technical"
+
+
+def test_lead_off_is_a_technical_alarm_not_asystole() -> None:
+    flat = np.full(round(15 * FS), 0.25)  # the amplifier at rest: not a single sample moves
+    events = _run(np.concatenate([_ecg(20), flat]))
+    assert _raised(events, "ecg_lead_off")
+    assert not _raised(events, "ecg_asystole")
+    lead_off = next(a for _, a in events if a.condition == "ecg_lead_off")
+    assert lead_off.kind == "technical"
+
+
+def test_extreme_tachycardia_after_its_delay_and_clears() -> None:
+    events = _run(np.concatenate([_ecg(15, 70.0), _ecg(20, 200.0), _ecg(20, 70.0)]))
+    raised = _raised(events, "ecg_extreme_tachy")
+    assert len(raised) == 1 and 15 + 3 <= raised[0] <= 15 + 12
+    assert any(a.condition == "ecg_extreme_tachy" and a.state is AlarmState.CLEARED for _, a in events)
+    assert not _raised(events, "ecg_asystole")
+
+
+def test_hrv_of_a_known_series() -> None:
+    sdnn, rmssd = hrv([800, 810, 790, 800])
+    assert round(sdnn, 3) == 8.165 and round(rmssd, 3) == 14.142
