@@ -1,0 +1,1 @@
+"""Training scripts for the committed models (optional extra: pip install '.[training]')."""

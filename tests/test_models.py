@@ -1,0 +1,60 @@
+"""The on-device model runtime: integrity check before loading, and the committed outputs reproduced."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_ml.runtime import ModelError, bundled, load_model
+
+MODELS = ("ecg_beat_autoencoder", "battery_forecast")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_committed_model_reproduces_its_reference_output(name: str) -> None:
+    model = load_model(bundled(name))
+    reference = model.manifest.extra["reference"]
+    output = model.run(np.array(reference["input"], dtype=np.float32))
+    assert np.allclose(output.ravel(), reference["output"], atol=1e-5)
+    assert model.runs == 1 and model.latency_ms(99) is not None
+    assert model.manifest.extra["evaluation"], "the training figures ship with the model"
+
+
+@pytest.mark.parametrize("tamper", ["one byte changed", "another model's file", "hash edited"])
+def test_a_model_that_fails_its_check_is_refused(tmp_path: Path, tamper: str) -> None:
+    for name in MODELS:
+        for suffix in (".tflite", ".json"):
+            shutil.copy(bundled(name).with_suffix(suffix), tmp_path / f"{name}{suffix}")
+    model_file = tmp_path / "ecg_beat_autoencoder.tflite"
+    manifest = tmp_path / "ecg_beat_autoencoder.json"
+    if tamper == "one byte changed":
+        data = bytearray(model_file.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        model_file.write_bytes(bytes(data))
+    elif tamper == "another model's file":
+        shutil.copy(tmp_path / "battery_forecast.tflite", model_file)
+    else:
+        doc = json.loads(manifest.read_text())
+        doc["sha256"] = "0" * 64
+        manifest.write_text(json.dumps(doc))
+    with pytest.raises(ModelError, match="SHA-256"):
+        load_model(manifest)
+
+
+def test_missing_or_broken_manifest_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="manifest"):
+        load_model(tmp_path / "absent.json")
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ModelError, match="manifest"):
+        load_model(tmp_path / "broken.json")
+
+
+def test_battery_forecast_is_sensible() -> None:
+    model = load_model(bundled("battery_forecast"))
+    slow = model.run(np.linspace(0.90, 0.89, 12, dtype=np.float32))[0, 0] * 100
+    fast = model.run(np.linspace(0.40, 0.18, 12, dtype=np.float32))[0, 0] * 100
+    assert slow > fast > 0, (slow, fast)  # a slowly draining battery lasts longer
