@@ -16,8 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from scipy import signal
 
 from edge_ml.qrs import QrsDetector
+from edge_ml.runtime import Model
+
+BEAT_BEFORE_S, BEAT_AFTER_S, BEAT_POINTS = 0.25, 0.45, 64  # the beat model's window (see training)
 
 FLAT_UV = 1e-6  # below this peak-to-peak (in mV: one nanovolt), the signal is not moving at all
 LOW_MV = 0.02  # quieter than this, there is no usable QRS even if the lead is on
@@ -36,12 +40,21 @@ class EcgAssessment:
     quality: float  # 0 (unusable) .. 1 (clean)
     lead_off: bool
     beats: tuple[int, ...]  # R peaks decided during this second
+    beat_scores: tuple[float, ...] = ()  # anomaly scores of beats whose window completed this second
 
 
 class EcgAnalyzer:
-    def __init__(self, fs: float) -> None:
+    """Beats, rate, quality and (with a beat model) a shape-anomaly score per beat."""
+
+    def __init__(self, fs: float, beat_model: Model | None = None) -> None:
         self.fs = fs
+        self._model = beat_model
+        self._before, self._after = round(BEAT_BEFORE_S * fs), round(BEAT_AFTER_S * fs)
+        self._raw = np.zeros(0)
+        self._raw_start = 0
+        self._to_score: list[int] = []
         self._detector = QrsDetector(fs)
+        self._detector_start = 0
         self._second = round(fs)
         self._pending = np.zeros(0)
         self._index = 0  # samples assessed so far (a multiple of one second)
@@ -50,13 +63,27 @@ class EcgAnalyzer:
 
     def process(self, samples: npt.ArrayLike) -> list[EcgAssessment]:
         x = np.asarray(samples, dtype=np.float64)
-        self._new_beats += self._detector.process(x)
         self._pending = np.concatenate([self._pending, x])
+        if self._model is not None:
+            self._raw = np.concatenate([self._raw, x])
         out = []
         while len(self._pending) >= self._second:
+            # The detector sees whole seconds, so a restart after lead-off falls on the same sample however
+            # the signal was chunked.
             window, self._pending = self._pending[: self._second], self._pending[self._second :]
+            beats = [self._detector_start + b for b in self._detector.process(window)]
+            self._new_beats += beats
+            if self._model is not None:
+                self._to_score += beats
             self._index += self._second
-            out.append(self._assess(window))
+            assessment = self._assess(window)
+            if assessment.lead_off:
+                # The signal that comes back after a lead-off (and the jump to it) says nothing about the
+                # thresholds learnt before: learn anew.
+                self._detector = QrsDetector(self.fs)
+                self._detector_start = self._index
+                self._beats.clear()
+            out.append(assessment)
         return out
 
     def _assess(self, window: npt.NDArray[np.float64]) -> EcgAssessment:
@@ -72,8 +99,38 @@ class EcgAnalyzer:
         if len(recent) >= 3:
             rr = np.diff(recent) / self.fs
             rate = float(60.0 / np.median(rr))
-        since = (self._index - beats[-1]) / self.fs if beats else None
-        return EcgAssessment(self._index, self.fs, rate, since, quality, lead_off, tuple(decided))
+        # Time without a beat, counted from the last beat or, when none since (re)starting, from the start:
+        # a lead that comes back is not an asystole that began when it went off.
+        since = (self._index - max(beats[-1] if beats else 0, self._detector_start)) / self.fs
+        return EcgAssessment(self._index, self.fs, rate, since, quality, lead_off, tuple(decided), self._score())
+
+    def _score(self) -> tuple[float, ...]:
+        """Score the beats whose whole window is in this second's signal (the model runs once per beat)."""
+        if self._model is None:
+            return ()
+        scores, waiting = [], []
+        for r in self._to_score:
+            lo, hi = r - self._before, r + self._after
+            if hi > self._index:
+                waiting.append(r)
+            elif lo >= self._raw_start:
+                window = normalise_beat(self._raw[lo - self._raw_start : hi - self._raw_start])
+                reconstruction = self._model.run(window)
+                scores.append(float(np.mean((reconstruction.ravel() - window) ** 2)))
+        self._to_score = waiting
+        keep_from = min([self._index - self._before - self._after, *(r - self._before for r in waiting)])
+        if keep_from > self._raw_start:
+            self._raw = self._raw[keep_from - self._raw_start :]
+            self._raw_start = keep_from
+        return tuple(scores)
+
+
+def normalise_beat(window: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+    """The beat model's input: the window resampled to 64 points, minus its median, over its largest swing."""
+    resampled = np.asarray(signal.resample(window, BEAT_POINTS), dtype=np.float64)
+    centred = resampled - np.median(resampled)
+    scale = float(np.max(np.abs(centred))) or 1.0
+    return (centred / scale).astype(np.float32)
 
 
 def _quality(window: npt.NDArray[np.float64], span: float) -> float:

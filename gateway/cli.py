@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("--db", type=Path, help="a buffer database file (instead of --config)")
     stats.add_argument("--json", action="store_true")
 
+    replay = sub.add_parser("replay", help="stream a WFDB record through the pipeline; print the alarms it raises")
+    replay.add_argument("path", type=Path, help="the record's path without extension, e.g. data/100")
+    replay.add_argument("--json", action="store_true")
+
     def admin_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         parser_ = sub.add_parser(name, help=help_text)
         parser_.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="to find the admin socket")
@@ -390,6 +394,31 @@ def _write_bundle(result: dict[str, Any], output: Path | None, *, as_json: bool)
     return EXIT_OK
 
 
+def cmd_replay(path: Path, *, as_json: bool) -> int:
+    from gateway.replay import replay  # noqa: PLC0415
+    from hil.wfdb import WfdbError  # noqa: PLC0415
+
+    configure_logging("warning", "auto")
+    try:
+        result = asyncio.run(replay(path))
+    except WfdbError as err:
+        print(f"iomt-gateway: {err.message} ({path}); give the record path without extension", file=sys.stderr)
+        return EXIT_FAILURE
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"{result['record']}: {result.get('duration_s')} s, signals "
+            + ", ".join(s["name"] for s in result.get("signals", []))
+        )
+        for alarm in result.get("alarms", []):
+            print(
+                f"  {alarm['t_s']:>8.1f} s  {alarm['state']:<8} {alarm['priority']:<6} {alarm['kind']:<13} "
+                f"{alarm['condition']}"
+            )
+    return EXIT_OK if "error" not in result else EXIT_FAILURE
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from gateway.benchmarks import run_benchmark  # noqa: PLC0415
 
@@ -419,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_buffer_stats(args.config, args.db, as_json=args.json)
     if args.command == "bench":
         return cmd_bench(args)
+    if args.command == "replay":
+        return cmd_replay(args.path, as_json=args.json)
     if args.command == "audit":
         return cmd_audit_verify(args.config, as_json=args.json)
     if args.command in ("status", "devices", "alarms", "sync", "logs", "diag"):

@@ -65,6 +65,11 @@ class Record:
     def rate_hz(self, index: int) -> float:
         return self.frame_rate_hz * self.signals[index].samples_per_frame
 
+    def invalid_value(self, index: int) -> int:
+        """The ADC value WFDB uses for "no sample here" in this signal's format."""
+        fmt = self.signals[index].fmt
+        return {212: -2048, 80: -128, 508: -128, 524: -8388608}.get(fmt, -32768)
+
     def physical(self, index: int) -> npt.NDArray[np.float64]:
         spec = self.signals[index]
         return (self.data[index].astype(np.float64) - spec.baseline) / spec.gain

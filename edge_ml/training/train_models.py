@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import signal
 
+from edge_ml.ecg import BEAT_AFTER_S as AFTER_S
+from edge_ml.ecg import BEAT_BEFORE_S as BEFORE_S
+from edge_ml.ecg import BEAT_POINTS, normalise_beat  # one preprocessing for training and the gateway
 from hil.physiology import SyntheticEcg
 from hil.wfdb import WfdbError, physionet_dir, read_annotations, read_record
 
-BEAT_POINTS = 64
-BEFORE_S, AFTER_S = 0.25, 0.45
 SEED = 2026
 
 
@@ -45,13 +45,6 @@ def beat_windows(x: np.ndarray, fs: float, peaks: list[int]) -> np.ndarray:
         w = x[p - before : p + after]
         out.append(normalise_beat(w))
     return np.array(out, dtype=np.float32)
-
-
-def normalise_beat(window: np.ndarray) -> np.ndarray:
-    resampled = np.asarray(signal.resample(window, BEAT_POINTS), dtype=np.float64)
-    centred = resampled - np.median(resampled)
-    scale = np.max(np.abs(centred)) or 1.0
-    return (centred / scale).astype(np.float32)
 
 
 def _auc(negative: np.ndarray, positive: np.ndarray) -> float:
