@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import signal
 
 from edge_ml.qrs import QrsDetector
 from edge_ml.runtime import Model
@@ -126,8 +125,10 @@ class EcgAnalyzer:
 
 
 def normalise_beat(window: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
-    """The beat model's input: the window resampled to 64 points, minus its median, over its largest swing."""
-    resampled = np.asarray(signal.resample(window, BEAT_POINTS), dtype=np.float64)
+    """The beat model's input: the window linearly resampled to 64 points, minus its median, over its largest
+    swing (the training script uses this very function)."""
+    positions = np.linspace(0.0, len(window) - 1.0, BEAT_POINTS)
+    resampled = np.interp(positions, np.arange(len(window)), window)
     centred = resampled - np.median(resampled)
     scale = float(np.max(np.abs(centred))) or 1.0
     return (centred / scale).astype(np.float32)

@@ -59,6 +59,8 @@ class QrsDetector:
 
     def __post_init__(self) -> None:
         self._sos = signal.butter(2, [5.0, 15.0], btype="bandpass", fs=self.fs, output="sos")
+        # The cascade as plain lfilter sections: the same recursion as sosfilt, a fraction of its per-call cost.
+        self._sections = [(section[:3], section[3:]) for section in self._sos]
         self._zi = np.zeros((self._sos.shape[0], 2))
         b, a = signal.sos2tf(self._sos)
         _, delay = signal.group_delay((b, a), w=[10.0], fs=self.fs)
@@ -92,7 +94,9 @@ class QrsDetector:
         if x.size == 0:
             return []
         self._last_input = float(x[-1])
-        bp, self._zi = signal.sosfilt(self._sos, x, zi=self._zi)
+        bp = x
+        for k, (b, a) in enumerate(self._sections):
+            bp, self._zi[k] = signal.lfilter(b, a, bp, zi=self._zi[k])
         padded = np.concatenate([self._diff_tail, bp])
         deriv = (2 * padded[4:] + padded[3:-1] - padded[1:-3] - 2 * padded[:-4]) / 8.0
         self._diff_tail = padded[-4:]
@@ -176,7 +180,7 @@ class QrsDetector:
         """No beat for 1.66 average RR: the largest candidate since the last beat above threshold 2 is one."""
         if self._last_qrs is None or len(self._rr_ok) < 2:
             return []
-        limit = self._last_qrs + round(1.66 * float(np.mean(self._rr_ok)))
+        limit = self._last_qrs + round(1.66 * sum(self._rr_ok) / len(self._rr_ok))
         if now <= limit:
             return []
         eligible = [
@@ -194,7 +198,7 @@ class QrsDetector:
         if self._last_qrs is not None:
             rr = candidate.index - self._last_qrs
             self._rr.append(rr)
-            average = float(np.mean(self._rr_ok)) if self._rr_ok else float(rr)
+            average = sum(self._rr_ok) / len(self._rr_ok) if self._rr_ok else float(rr)
             if not self._rr_ok or 0.92 * average <= rr <= 1.16 * average or len(self._rr_ok) < 2:
                 self._rr_ok.append(rr)
             elif len(self._rr) == self._rr.maxlen:

@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true")
 
     bench = sub.add_parser("bench", help="measure this box's capacity (see docs/BENCHMARKS.md)")
-    bench.add_argument("name", help="buffer, sync or qrs")
+    bench.add_argument("name", help="buffer, sync, qrs or pipeline")
     bench.add_argument("--json", action="store_true", help="print one JSON object of figures")
     bench.add_argument("--record", type=Path, help="WFDB record (path without extension) where the bench uses one")
     bench.add_argument("--backlog-mb", type=int, default=1024, help="buffer bench: backlog size for the RSS check")

@@ -15,6 +15,7 @@ from typing import Any
 from cloud_sync.uplink import Uplink
 from drivers.base import CommandTarget
 from drivers.registry import Backends, build_driver
+from edge_ml.runtime import Model, ModelError, bundled, load_model
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer
 from gateway.commands.service import CommandService
@@ -96,6 +97,7 @@ class Gateway:
             waveform_record_s=cfg.buffer.waveform_record_s,
             # A stored batch must fit one uplink message, with room for framing and the topic.
             max_payload_bytes=cfg.mqtt.max_message_bytes - 4096,
+            beat_model=self._load_beat_model(),
         )
         queue: asyncio.Queue[tuple[str, bytes]] | None = asyncio.Queue(COMMAND_QUEUE) if cfg.commands.enabled else None
         uplink = Uplink(
@@ -174,6 +176,14 @@ class Gateway:
             items=sum(d.accepted for d in devices),
             rows=self.metrics.rows_written,
         )
+
+    def _load_beat_model(self) -> Model | None:
+        """The ECG beat model, verified against its manifest; without it the rhythm alarms still run."""
+        try:
+            return load_model(bundled("ecg_beat_autoencoder"))
+        except ModelError as err:
+            log.error("ECG beat model refused; running without it", **err.log_fields())
+            return None
 
     async def _start_local_services(self) -> None:
         from gateway.admin import AdminServer  # noqa: PLC0415

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from cloud_sync.wire import encode_batch
 from edge_ml.ecg import EcgAnalyzer
+from edge_ml.runtime import Model
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer
 from gateway.buffer.store import Eviction, NewRecord
@@ -62,7 +63,9 @@ class Pipeline:
         queue_size: int = 10_000,
         waveform_record_s: float = 5.0,
         max_payload_bytes: int = 100_000,
+        beat_model: Model | None = None,
     ) -> None:
+        self._beat_model = beat_model
         self._buffer = buffer
         self._alarms = alarms
         self._metrics = metrics
@@ -183,7 +186,7 @@ class Pipeline:
         if state is None or state[1] != chunk.quantity.code or state[0].fs != chunk.sample_rate_hz:
             if state is not None and state[1] != chunk.quantity.code:
                 return []  # another lead of a device already analysed
-            state = (EcgAnalyzer(chunk.sample_rate_hz), chunk.quantity.code)
+            state = (EcgAnalyzer(chunk.sample_rate_hz, self._beat_model), chunk.quantity.code)
             self._ecg[chunk.device_id] = state
         millivolts = chunk.physical() / 1000.0 if chunk.unit == "uV" else chunk.physical()
         raised: list[Alarm] = []

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_ml.runtime import bundled, load_model
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer, generate_key_file, load_keyring
 from gateway.config import AlarmsSection
@@ -51,7 +52,7 @@ def channels(record: Record) -> list[tuple[int, str]]:
     out: list[tuple[int, str]] = []
     for i, spec in enumerate(record.signals):
         name = spec.description.strip().lower()
-        if name in ECG_LEADS and not any(ref.startswith("MDC_ECG") for _, ref in out):
+        if name in ECG_LEADS and not any(ref.startswith("MDC_ECG_ELEC_POTL") for _, ref in out):
             out.append((i, ECG_LEADS[name]))
         elif name in OTHER and OTHER[name] not in {ref for _, ref in out}:
             out.append((i, OTHER[name]))
@@ -70,7 +71,14 @@ async def replay(path: Path, alarms: AlarmsSection | None = None) -> dict[str, A
         generate_key_file(key)
         buffer = await Buffer.open(Path(tmp) / "replay.db", load_keyring(key))
         engine = AlarmEngine(alarms or AlarmsSection(), {DEVICE: "replay"})
-        pipeline = Pipeline(buffer, engine, Metrics(), gateway_id="replay", patients={DEVICE: None})
+        pipeline = Pipeline(
+            buffer,
+            engine,
+            Metrics(),
+            gateway_id="replay",
+            patients={DEVICE: None},
+            beat_model=load_model(bundled("ecg_beat_autoencoder")),
+        )
 
         def collect(alarm: Alarm) -> None:
             raised.append(
