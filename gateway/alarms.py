@@ -43,6 +43,7 @@ class AlarmEngine:
         self._last_pulse_ns: dict[str, int] = {}  # per patient: when a pulse was last seen (veto evidence)
         self._rhythm_since: dict[tuple[str, str], int] = {}
         self.vetoed = 0
+        self._raised_at: dict[tuple[str, str], int] = {}
         self._low_battery = config.low_battery_pct
         self._rules: dict[int, list[LimitRule]] = {}
         for rule in config.limits:
@@ -248,6 +249,33 @@ class AlarmEngine:
         status = DeviceStatus("", device_id, ConnectionState.CONNECTED, t_gw)
         return self._technical_alarm(status, condition, present, priority)
 
+    def escalate(self, t_gw: int) -> list[Alarm]:
+        """Alarms active and unacknowledged for `escalate_after_s` go up one priority (a new event each)."""
+        out = []
+        limit = self._config.escalate_after_s * 1e9
+        for key, alarm in list(self.active.items()):
+            if alarm.state is not AlarmState.ACTIVE or alarm.priority is AlarmPriority.HIGH:
+                continue
+            if t_gw - self._raised_at.get(key, alarm.gateway_time_ns) < limit:
+                continue
+            higher = AlarmPriority.MEDIUM if alarm.priority is AlarmPriority.LOW else AlarmPriority.HIGH
+            escalated = Alarm(
+                new_id(),
+                alarm.device_id,
+                alarm.condition,
+                alarm.kind,
+                higher,
+                AlarmState.ACTIVE,
+                t_gw,
+                alarm.quantity,
+                alarm.device_time_ns,
+                {**alarm.detail, "escalated_from": alarm.priority.value},
+            )
+            self.active[key] = escalated
+            self._raised_at[key] = t_gw  # the next step, if still unanswered, after another interval
+            out.append(escalated)
+        return out
+
     def set_state(self, alarm_id: str, state: AlarmState) -> Alarm | None:
         """Acknowledge or silence an active alarm (by the id of its latest event); the new event, or None."""
         for key, alarm in self.active.items():
@@ -282,6 +310,8 @@ class AlarmEngine:
         alarm = Alarm(new_id(), device_id, condition, kind, priority, state, t_gw, q, t_dev)
         if state is AlarmState.ACTIVE:
             self.active[(device_id, condition)] = alarm
+            self._raised_at[(device_id, condition)] = t_gw
         else:
             self.active.pop((device_id, condition), None)
+            self._raised_at.pop((device_id, condition), None)
         return alarm

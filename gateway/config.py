@@ -164,6 +164,8 @@ class AlarmsSection(_Section):
     extreme_brady_bpm: Annotated[float, Field(ge=10, le=100)] = 30.0
     extreme_tachy_bpm: Annotated[float, Field(ge=100, le=350)] = 180.0
     rhythm_delay_s: Annotated[float, Field(ge=0, le=60)] = 5.0
+    # An active alarm nobody acknowledged for this long is escalated one priority (low -> medium -> high).
+    escalate_after_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
     limits: Annotated[tuple[LimitRule, ...], Field(strict=False)] = ()
 
 

@@ -134,9 +134,14 @@ class Pipeline:
         """
         next_flush = time.monotonic() + self._flush_interval
         close_deadline: float | None = None
+        next_escalation = time.monotonic() + 1.0
         while True:
             self.heartbeat = time.monotonic()
             self._take_available()
+            if self.heartbeat >= next_escalation:
+                next_escalation = self.heartbeat + 1.0
+                for alarm in self._alarms.escalate(now_ns()):
+                    self._raise(alarm)
             due = (
                 self._closing
                 or self._urgent
@@ -205,12 +210,7 @@ class Pipeline:
             if event.battery_pct is not None:
                 self.battery[event.device_id] = event.battery_pct
         for alarm in raised:
-            self._metrics.alarms_raised += 1
-            self._count_received(alarm)
-            for listener in self.alarm_listeners:
-                listener(alarm)
-            self._pending.setdefault((Lane.ALARMS, alarm.device_id), []).append(alarm)
-            self._pending_count += 1
+            self._raise(alarm)
         key = (event.lane, event.device_id)
         self._pending.setdefault(key, []).append(event)
         self._pending_since.setdefault(key, time.monotonic())
@@ -235,6 +235,17 @@ class Pipeline:
             ):
                 due.append(key)
         return due
+
+    def _raise(self, alarm: Alarm) -> None:
+        """An alarm from the rules: tell the local channel at once, and commit it at the next flush (now)."""
+        self._metrics.alarms_raised += 1
+        self._count_received(alarm)
+        for listener in self.alarm_listeners:
+            listener(alarm)
+        self._pending.setdefault((Lane.ALARMS, alarm.device_id), []).append(alarm)
+        self._pending_since.setdefault((Lane.ALARMS, alarm.device_id), time.monotonic())
+        self._pending_count += 1
+        self._urgent = True
 
     def _records(self, keys: list[tuple[Lane, str]]) -> tuple[list[NewRecord], list[tuple[str, int]]]:
         records: list[NewRecord] = []

@@ -1,0 +1,69 @@
+"""Limit alarms: condition delay, hysteresis, priorities; technical alarms from device status."""
+
+from __future__ import annotations
+
+from gateway.alarms import AlarmEngine
+from gateway.config import AlarmsSection, LimitRule
+from gateway.model import AlarmState, ConnectionState, DeviceStatus, Observation, new_id
+from gateway.nomenclature import quantity
+
+T0 = 1_800_000_000 * 10**9
+
+
+def _spo2(engine: AlarmEngine, value: float, t_s: float) -> list[tuple[str, str]]:
+    obs = Observation(new_id(), "ox-1", quantity("MDC_PULS_OXIM_SAT_O2"), value, None, T0 + round(t_s * 1e9))
+    return [(a.condition, a.state.value) for a in engine.evaluate(obs)]
+
+
+def test_limit_crossing_waits_for_its_delay_and_clears_only_past_the_hysteresis() -> None:
+    rule = LimitRule(quantity="MDC_PULS_OXIM_SAT_O2", low=90, priority="high", delay_s=10, hysteresis=2)
+    engine = AlarmEngine(AlarmsSection(limits=(rule,)))
+    assert _spo2(engine, 89, 0) == []  # below the limit, but not for long enough yet
+    assert _spo2(engine, 91, 5) == []  # back above: the delay starts over
+    assert _spo2(engine, 88, 6) == []
+    assert _spo2(engine, 87, 15) == []  # 9 s below
+    assert _spo2(engine, 87, 16) == [("MDC_PULS_OXIM_SAT_O2.low", "active")]  # 10 s: raised, once
+    assert _spo2(engine, 86, 17) == []
+    assert _spo2(engine, 91, 18) == []  # above the limit but inside the hysteresis band: still active
+    assert _spo2(engine, 92, 19) == [("MDC_PULS_OXIM_SAT_O2.low", "cleared")]
+    alarm = engine.active.get(("ox-1", "MDC_PULS_OXIM_SAT_O2.low"))
+    assert alarm is None
+
+
+def test_high_and_low_limits_and_priority() -> None:
+    rule = LimitRule(quantity="MDC_PULS_OXIM_SAT_O2", low=90, high=99.5, priority="medium")
+    engine = AlarmEngine(AlarmsSection(limits=(rule,)))
+    obs = Observation(new_id(), "ox-1", quantity("MDC_PULS_OXIM_SAT_O2"), 100.0, None, T0)
+    (alarm,) = engine.evaluate(obs)
+    assert alarm.condition.endswith(".high") and alarm.priority == "medium" and alarm.kind == "physiological"
+
+
+def test_disconnection_and_low_battery_are_technical_alarms() -> None:
+    engine = AlarmEngine(AlarmsSection(low_battery_pct=15))
+    lost = DeviceStatus(new_id(), "pump-1", ConnectionState.DISCONNECTED, T0, detail={"reason": "link_lost"})
+    (alarm,) = engine.evaluate(lost)
+    assert (alarm.condition, alarm.kind, alarm.state) == ("device_disconnected", "technical", AlarmState.ACTIVE)
+    stopped = DeviceStatus(new_id(), "ox-1", ConnectionState.DISCONNECTED, T0, detail={"reason": "stopped"})
+    assert engine.evaluate(stopped) == []  # a deliberate stop is not an alarm condition
+    weak = DeviceStatus(new_id(), "pump-1", ConnectionState.CONNECTED, T0, battery_pct=12.0)
+    conditions = {(a.condition, a.state.value) for a in engine.evaluate(weak)}
+    assert conditions == {("device_disconnected", "cleared"), ("low_battery", "active")}
+
+
+def test_unacknowledged_alarms_escalate_one_priority_at_a_time() -> None:
+    rule = LimitRule(quantity="MDC_PULS_OXIM_SAT_O2", low=90, priority="low")
+    engine = AlarmEngine(AlarmsSection(limits=(rule,), escalate_after_s=60))
+    _spo2(engine, 85, 0)
+    assert engine.escalate(T0 + 59 * 10**9) == []
+    (medium,) = engine.escalate(T0 + 60 * 10**9)
+    assert medium.priority == "medium" and medium.detail["escalated_from"] == "low"
+    assert engine.escalate(T0 + 100 * 10**9) == []
+    (high,) = engine.escalate(T0 + 121 * 10**9)
+    assert high.priority == "high"
+    assert engine.escalate(T0 + 500 * 10**9) == []  # high is the top
+    # An acknowledged alarm does not escalate.
+    engine2 = AlarmEngine(AlarmsSection(limits=(rule,), escalate_after_s=60))
+    _spo2(engine2, 85, 0)
+    active = engine2.active[("ox-1", "MDC_PULS_OXIM_SAT_O2.low")]
+    engine2.set_state(active.id, AlarmState.ACKNOWLEDGED)
+    assert engine2.escalate(T0 + 600 * 10**9) == []
