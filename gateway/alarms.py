@@ -163,6 +163,12 @@ class AlarmEngine:
             ]
         return []
 
+    def note_pulse(self, device_id: str, t_gw: int) -> None:
+        """Evidence of a beating heart from a pleth waveform (or any pulse source) of this device's patient."""
+        patient = self._patients.get(device_id)
+        if patient is not None:
+            self._last_pulse_ns[patient] = t_gw
+
     def evaluate_ecg(self, device_id: str, assessment: EcgAssessment, t_gw: int) -> list[Alarm]:
         """Rhythm and ECG technical alarms from one second of ECG analysis.
 

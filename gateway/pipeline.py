@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from cloud_sync.wire import encode_batch
 from edge_ml.ecg import EcgAnalyzer
+from edge_ml.pleth import PlethAnalyzer
 from edge_ml.runtime import Model
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer
@@ -93,6 +94,7 @@ class Pipeline:
         self.alarm_listeners: list[AlarmListener] = []
         self._episode: Eviction | None = None
         self._ecg: dict[str, tuple[EcgAnalyzer, int]] = {}
+        self._pleth: dict[str, PlethAnalyzer] = {}
         # Latest value per (device, quantity), for the local display only; never logged.
         self.latest: dict[tuple[str, str], Observation] = {}
         self.latest_status: dict[str, DeviceStatus] = {}
@@ -199,10 +201,20 @@ class Pipeline:
             raised += self._alarms.evaluate_ecg(chunk.device_id, assessment, chunk.gateway_time_ns)
         return raised
 
+    def _analyse_pleth(self, chunk: WaveformChunk) -> None:
+        analyser = self._pleth.get(chunk.device_id)
+        if analyser is None or analyser.fs != chunk.sample_rate_hz:
+            analyser = self._pleth[chunk.device_id] = PlethAnalyzer(chunk.sample_rate_hz)
+        for assessment in analyser.process(chunk.physical()):
+            if assessment.pulsatile:
+                self._alarms.note_pulse(chunk.device_id, chunk.gateway_time_ns)
+
     def _add(self, event: Event) -> None:
         raised = self._alarms.evaluate(event)
         if isinstance(event, WaveformChunk) and event.quantity.reference_id.startswith("MDC_ECG_ELEC_POTL"):
             raised += self._analyse_ecg(event)
+        elif isinstance(event, WaveformChunk) and event.quantity.reference_id == "MDC_PULS_OXIM_PLETH":
+            self._analyse_pleth(event)
         if isinstance(event, Observation):
             self.latest[(event.device_id, event.quantity.reference_id)] = event
         elif isinstance(event, DeviceStatus):

@@ -89,3 +89,66 @@ def test_extreme_tachycardia_after_its_delay_and_clears() -> None:
 def test_hrv_of_a_known_series() -> None:
     sdnn, rmssd = hrv([800, 810, 790, 800])
     assert round(sdnn, 3) == 8.165 and round(rmssd, 3) == 14.142
+
+
+def _pleth(seconds: float, rate_bpm: float = 72.0) -> np.ndarray:
+    t = np.arange(round(seconds * FS)) / FS
+    phase = (t * rate_bpm / 60.0) % 1.0
+    return 2.0 + 0.05 * np.exp(-((phase - 0.2) ** 2) / 0.005)  # a pulse shape on a DC level
+
+
+def test_pleth_analysis_finds_pulses_rate_and_perfusion() -> None:
+    from edge_ml.pleth import PlethAnalyzer  # noqa: PLC0415
+
+    analyser = PlethAnalyzer(FS)
+    out = []
+    x = _pleth(10)
+    for i in range(0, len(x), 37):
+        out += analyser.process(x[i : i + 37])
+    last = out[-1]
+    assert last.pulsatile and last.pulse_rate_bpm is not None and abs(last.pulse_rate_bpm - 72) < 3
+    assert last.perfusion_index_pct is not None and 1.0 < last.perfusion_index_pct < 4.0
+    flat = PlethAnalyzer(FS).process(np.full(round(5 * FS), 2.0))
+    assert not any(a.pulsatile for a in flat)
+
+
+async def test_pleth_waveform_vetoes_asystole_through_the_pipeline(tmp_path: object) -> None:
+    from pathlib import Path  # noqa: PLC0415
+
+    from gateway.buffer import Buffer, generate_key_file, load_keyring  # noqa: PLC0415
+    from gateway.metrics import Metrics  # noqa: PLC0415
+    from gateway.model import WaveformChunk  # noqa: PLC0415
+    from gateway.pipeline import Pipeline  # noqa: PLC0415
+
+    folder = Path(str(tmp_path))
+    generate_key_file(folder / "k")
+    buffer = await Buffer.open(folder / "b.db", load_keyring(folder / "k"))
+    engine = AlarmEngine(AlarmsSection(asystole_s=5.0), patients={"ecg-1": "pt-1", "ox-1": "pt-1"})
+    pipeline = Pipeline(buffer, engine, Metrics(), gateway_id="gw", patients={})
+    raised: list[Alarm] = []
+    pipeline.alarm_listeners.append(raised.append)
+    import asyncio  # noqa: PLC0415
+
+    task = asyncio.create_task(pipeline.run())
+    ecg = np.concatenate([_ecg(20), _quiet(15)])
+    pleth = _pleth(35)
+    q_ecg, q_pleth = quantity("MDC_ECG_ELEC_POTL_II"), quantity("MDC_PULS_OXIM_PLETH")
+    step = round(FS / 2)
+    for i in range(0, len(ecg), step):
+        t = START_NS + round(i / FS * 1e9)
+        await pipeline.emit(
+            WaveformChunk(
+                new_id(), "ox-1", q_pleth, np.round(pleth[i : i + step] * 1000).astype(np.int32), FS, 0.001, 0.0, t, t
+            )
+        )
+        await pipeline.emit(
+            WaveformChunk(
+                new_id(), "ecg-1", q_ecg, np.round(ecg[i : i + step] * 1000).astype(np.int32), FS, 1.0, 0.0, t, t
+            )
+        )
+    pipeline.close()
+    await task
+    await buffer.close()
+    conditions = {a.condition for a in raised if a.state is AlarmState.ACTIVE}
+    assert "ecg_asystole" not in conditions
+    assert "ecg_no_beats_pulse_present" in conditions
