@@ -157,6 +157,16 @@ class LimitRule(_Section):
         return self
 
 
+class LocalAlarmChannel(_Section):
+    """Alarms published at once to a broker on the ward or in the home (nurse call, a bedside display),
+    independent of the cloud uplink, so they keep flowing when the internet is down."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")] = "iomt/local"
+    protocol: Literal["5", "3.1.1"] = "5"
+
+
 class AlarmsSection(_Section):
     low_battery_pct: Annotated[float, Field(ge=0, le=100)] = 15.0
     # Rhythm alarms from the ECG waveform (IEC 60601-2-27 style): asystole, extreme brady- and tachycardia.
@@ -166,6 +176,7 @@ class AlarmsSection(_Section):
     rhythm_delay_s: Annotated[float, Field(ge=0, le=60)] = 5.0
     # An active alarm nobody acknowledged for this long is escalated one priority (low -> medium -> high).
     escalate_after_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    local: LocalAlarmChannel | None = None
     limits: Annotated[tuple[LimitRule, ...], Field(strict=False)] = ()
 
 

@@ -71,6 +71,7 @@ class Gateway:
         # Set by a GatewayRunner: verified remote configurations to apply (with restart and health check).
         self.config_requests: asyncio.Queue[tuple[str, Config]] | None = None
         self._admin: Any = None
+        self.local_alarms: Any = None
         self._metrics_server: Any = None
         self.parts: GatewayParts | None = None
         self.started_at = time.monotonic()
@@ -129,6 +130,13 @@ class Gateway:
             async with asyncio.TaskGroup() as group:
                 pipeline_task = group.create_task(parts.pipeline.run(), name="pipeline")
                 watchdog_task = group.create_task(self._watchdog(), name="watchdog")
+                local_alarms_task = None
+                if self.config.alarms.local is not None:
+                    from gateway.local_alarms import LocalAlarmPublisher  # noqa: PLC0415
+
+                    self.local_alarms = LocalAlarmPublisher(self.config.alarms.local, self.config.gateway.id)
+                    parts.pipeline.alarm_listeners.append(self.local_alarms.offer)
+                    local_alarms_task = group.create_task(self.local_alarms.run(), name="local-alarms")
                 commands_task = None
                 if parts.commands is not None and parts.command_queue is not None:
                     commands_task = group.create_task(
@@ -163,6 +171,8 @@ class Gateway:
                     await self._wait_drained(parts, drain_uplink_s)
                 await supervisor.stop()
                 watchdog_task.cancel()
+                if local_alarms_task is not None:
+                    local_alarms_task.cancel()
         finally:
             await self._stop_local_services()
             await parts.buffer.close()

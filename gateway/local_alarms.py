@@ -1,0 +1,83 @@
+"""The local alarm channel: every alarm event published at once on a local broker, apart from the cloud.
+
+`{topic_prefix}/{gateway}/alarms/{device}` carries one JSON alarm per message (QoS 1): the same fields as the
+uplink's alarm items.  A full queue drops the oldest event and counts it: a local display must get the newest
+alarms, and the uplink still carries every alarm durably.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import aiomqtt
+
+from gateway.config import LocalAlarmChannel
+from gateway.logs import get_logger
+from gateway.model import Alarm
+
+log = get_logger(__name__)
+
+QUEUE = 1000
+
+
+class LocalAlarmPublisher:
+    def __init__(self, config: LocalAlarmChannel, gateway_id: str) -> None:
+        self._config = config
+        self._gateway_id = gateway_id
+        self._queue: asyncio.Queue[Alarm] = asyncio.Queue(QUEUE)
+        self.published = 0
+        self.dropped = 0
+
+    def offer(self, alarm: Alarm) -> None:
+        """Called by the pipeline the moment an alarm is raised, changed or cleared; never blocks."""
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(alarm)
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                protocol = aiomqtt.ProtocolVersion.V5 if self._config.protocol == "5" else aiomqtt.ProtocolVersion.V311
+                async with aiomqtt.Client(
+                    self._config.host,
+                    self._config.port,
+                    protocol=protocol,
+                    identifier=f"iomt-local-alarms-{self._gateway_id}",
+                ) as client:
+                    failures = 0
+                    while True:
+                        alarm = await self._queue.get()
+                        await client.publish(self._topic(alarm), self._payload(alarm), qos=1)
+                        self.published += 1
+            except aiomqtt.MqttError:
+                failures += 1
+                if failures == 1:
+                    log.warning(
+                        "local alarm broker unreachable; will retry", host=self._config.host, port=self._config.port
+                    )
+                await asyncio.sleep(min(10.0, 0.2 * 2**failures))
+
+    def _topic(self, alarm: Alarm) -> str:
+        return f"{self._config.topic_prefix}/{self._gateway_id}/alarms/{alarm.device_id}"
+
+    @staticmethod
+    def _payload(alarm: Alarm) -> bytes:
+        return json.dumps(
+            {
+                "v": 1,
+                "id": alarm.id,
+                "device": alarm.device_id,
+                "condition": alarm.condition,
+                "kind": alarm.kind.value,
+                "priority": alarm.priority.value,
+                "state": alarm.state.value,
+                "code": alarm.quantity.code if alarm.quantity else None,
+                "detail": alarm.detail,
+                "t_gw": alarm.gateway_time_ns,
+                "published_ns": time.time_ns(),
+            }
+        ).encode()

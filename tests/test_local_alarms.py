@@ -1,0 +1,44 @@
+"""Alarms reach the local channel at once, even when the cloud is unreachable."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import aiomqtt
+
+from gateway.config import parse_config
+from hil.ble_sim import SimBleWorld, SimPulseOximeter
+from hil.physiology import Trajectory
+from tests.conftest import Mosquitto, config_dict, free_port
+from tests.harness import running_gateway
+
+
+async def test_alarm_published_locally_while_the_cloud_is_down(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    data = config_dict(tmp_path / "state", free_port())  # the cloud broker: nobody listens there
+    data["devices"] = [data["devices"][1]]
+    data["alarms"]["local"] = {"host": "127.0.0.1", "port": mosquitto.port}
+    config = parse_config(data)
+    world = SimBleWorld()
+    oximeter = world.add(SimPulseOximeter("ox-1"))
+    assert isinstance(oximeter, SimPulseOximeter)
+    oximeter.spo2 = Trajectory(84.0, 0.0)  # desaturated from the start: high-priority alarm after 1 s
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier=f"nurse-{time.time_ns()}") as nurse:
+        await nurse.subscribe("iomt/local/test-gw/alarms/#", qos=1)
+        async with running_gateway(config, world=world, receiver_port=mosquitto.port, drain_s=0.2) as run:
+            async with asyncio.timeout(20):
+                message = await anext(aiter(nurse.messages))
+            alarm = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+            assert (alarm["condition"], alarm["priority"], alarm["state"]) == (
+                "MDC_PULS_OXIM_SAT_O2.low",
+                "high",
+                "active",
+            )
+            assert alarm["device"] == "ox-1" and message.topic.value == "iomt/local/test-gw/alarms/ox-1"
+            assert run.gateway.parts.uplink.state != "online"  # type: ignore[union-attr]
+            assert run.gateway.metrics.publishes == 0  # the cloud got nothing: the local channel did not wait
+            assert str(alarm["v"]) == "1" and alarm["published_ns"] - alarm["t_gw"] < 5e9
+            run.stop.set()
+            await run.task
