@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from edge_ml.filters import ecg_filter
 from edge_ml.qrs import QrsDetector
 from edge_ml.runtime import Model
 
@@ -25,7 +26,8 @@ BEAT_BEFORE_S, BEAT_AFTER_S, BEAT_POINTS = 0.25, 0.45, 64  # the beat model's wi
 FLAT_UV = 1e-6  # below this peak-to-peak (in mV: one nanovolt), the signal is not moving at all
 LOW_MV = 0.02  # quieter than this, there is no usable QRS even if the lead is on
 HIGH_MV = 8.0  # more than this peak-to-peak is saturation or movement
-NOISE_RATIO = 0.6  # high-frequency share of the signal's energy above which quality is poor
+HRV_BEATS = 300  # about five minutes
+HRV_MIN_BEATS = 30  # fewer RR intervals than this give no meaningful SDNN or RMSSD
 
 
 @dataclass(frozen=True)
@@ -40,13 +42,17 @@ class EcgAssessment:
     lead_off: bool
     beats: tuple[int, ...]  # R peaks decided during this second
     beat_scores: tuple[float, ...] = ()  # anomaly scores of beats whose window completed this second
+    sdnn_ms: float | None = None  # heart-rate variability over the last five minutes of beats
+    rmssd_ms: float | None = None
 
 
 class EcgAnalyzer:
     """Beats, rate, quality and (with a beat model) a shape-anomaly score per beat."""
 
-    def __init__(self, fs: float, beat_model: Model | None = None) -> None:
+    def __init__(self, fs: float, beat_model: Model | None = None, mains_hz: float = 50.0) -> None:
         self.fs = fs
+        self._conditioning = ecg_filter(fs, mains_hz)  # band-pass + mains notch: what quality is judged on
+        self._rr_ms: deque[float] = deque(maxlen=HRV_BEATS)
         self._model = beat_model
         self._before, self._after = round(BEAT_BEFORE_S * fs), round(BEAT_AFTER_S * fs)
         self._raw = np.zeros(0)
@@ -82,16 +88,21 @@ class EcgAnalyzer:
                 self._detector = QrsDetector(self.fs)
                 self._detector_start = self._index
                 self._beats.clear()
+                self._rr_ms.clear()
             out.append(assessment)
         return out
 
     def _assess(self, window: npt.NDArray[np.float64]) -> EcgAssessment:
         decided = [b for b in self._new_beats if b < self._index]
         self._new_beats = [b for b in self._new_beats if b >= self._index]
-        self._beats.extend(decided)
+        for beat in decided:
+            if self._beats:
+                self._rr_ms.append((beat - self._beats[-1]) * 1000.0 / self.fs)
+            self._beats.append(beat)
         span = float(np.ptp(window))
         lead_off = span < FLAT_UV
-        quality = 0.0 if lead_off else _quality(window, span)
+        conditioned = self._conditioning.process(window)
+        quality = 0.0 if lead_off else _quality(conditioned, float(np.ptp(conditioned)))
         beats = list(self._beats)
         rate = None
         recent = [b for b in beats if b > self._index - 10 * self.fs]
@@ -101,7 +112,10 @@ class EcgAnalyzer:
         # Time without a beat, counted from the last beat or, when none since (re)starting, from the start:
         # a lead that comes back is not an asystole that began when it went off.
         since = (self._index - max(beats[-1] if beats else 0, self._detector_start)) / self.fs
-        return EcgAssessment(self._index, self.fs, rate, since, quality, lead_off, tuple(decided), self._score())
+        sdnn, rmssd = hrv(self._rr_ms) if len(self._rr_ms) >= HRV_MIN_BEATS else (None, None)
+        return EcgAssessment(
+            self._index, self.fs, rate, since, quality, lead_off, tuple(decided), self._score(), sdnn, rmssd
+        )
 
     def _score(self) -> tuple[float, ...]:
         """Score the beats whose whole window is in this second's signal (the model runs once per beat)."""
@@ -135,14 +149,18 @@ def normalise_beat(window: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
 
 
 def _quality(window: npt.NDArray[np.float64], span: float) -> float:
+    """0..1 from the conditioned signal: a clean ECG is sharply peaked (its QRS complexes), noise is not.
+
+    The measure is the window's kurtosis: about 3 for Gaussian noise, well above 5 for an ECG with a QRS in
+    it.  Saturation scores 0; a very quiet signal (no QRS to judge by) scores 0.5."""
     if span > HIGH_MV:
         return 0.0
     if span < LOW_MV:
-        return 0.5  # very quiet: a heart at standstill, or a weak lead; no QRS to judge by
+        return 0.5
     centred = window - window.mean()
-    energy = float(np.sum(centred * centred)) or 1e-12
-    high = float(np.sum(np.diff(window) ** 2)) / 2.0  # the energy of the sample-to-sample changes
-    return float(max(0.0, min(1.0, 1.0 - (high / energy - NOISE_RATIO))))
+    variance = float(np.mean(centred * centred)) or 1e-12
+    kurtosis = float(np.mean(centred**4)) / (variance * variance)
+    return float(max(0.0, min(1.0, (kurtosis - 3.0) / 3.0)))
 
 
 def hrv(rr_ms: npt.ArrayLike) -> tuple[float, float]:

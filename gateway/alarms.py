@@ -44,6 +44,9 @@ class AlarmEngine:
         self._rhythm_since: dict[tuple[str, str], int] = {}
         self.vetoed = 0
         self._raised_at: dict[tuple[str, str], int] = {}
+        self._last_glucose: dict[str, tuple[int, float]] = {}
+        self._sessions: dict[str, int] = {}
+        self._poor_since: dict[str, int] = {}
         self._low_battery = config.low_battery_pct
         self._rules: dict[int, list[LimitRule]] = {}
         for rule in config.limits:
@@ -64,11 +67,13 @@ class AlarmEngine:
             patient = self._patients.get(obs.device_id)
             if patient is not None:
                 self._last_pulse_ns[patient] = obs.gateway_time_ns
+        out: list[Alarm] = []
+        if obs.quantity.reference_id == "MDC_CONC_GLU_ISF":
+            out += self._glucose_trend(obs)
         rules = self._rules.get(obs.quantity.code)
         if not rules:
-            return []
+            return out
         t = obs.device_time_ns if obs.device_time_ns is not None else obs.gateway_time_ns
-        out = []
         for index, rule in enumerate(rules):
             state = self._limits.setdefault((obs.device_id, obs.quantity.code, index), _LimitState())
             side = None
@@ -118,6 +123,9 @@ class AlarmEngine:
 
     def _on_status(self, status: DeviceStatus) -> list[Alarm]:
         out: list[Alarm] = []
+        session = status.detail.get("sensor_session_start_ns")
+        if session is not None and session.isdigit():
+            self.note_sensor_session(status.device_id, int(session))
         lost = status.connection is ConnectionState.DISCONNECTED
         if lost and status.detail.get("reason") == "stopped":
             return out  # a deliberate stop (gateway shutdown, technician) is not an alarm condition
@@ -163,6 +171,67 @@ class AlarmEngine:
             ]
         return []
 
+    def _glucose_trend(self, obs: Observation) -> list[Alarm]:
+        """Rate of change between consecutive CGM readings (device time), and the sensor's remaining life."""
+        cfg = self._config
+        t = obs.device_time_ns if obs.device_time_ns is not None else obs.gateway_time_ns
+        previous = self._last_glucose.get(obs.device_id)
+        self._last_glucose[obs.device_id] = (t, obs.value)
+        out: list[Alarm] = []
+        if previous is not None and 0 < t - previous[0] <= 20 * 60 * 10**9:
+            rate = (obs.value - previous[1]) / ((t - previous[0]) / 60e9)
+            out += self._trend_alarm(
+                obs, "glucose_falling_fast", rate <= cfg.glucose_fall_mg_dl_min, rate > cfg.glucose_fall_mg_dl_min / 2
+            )
+            out += self._trend_alarm(
+                obs, "glucose_rising_fast", rate >= cfg.glucose_rise_mg_dl_min, rate < cfg.glucose_rise_mg_dl_min / 2
+            )
+        session = self._sessions.get(obs.device_id)
+        if session is not None:
+            left_h = cfg.cgm_sensor_life_h - (t - session) / 3.6e12
+            out += self._tech(
+                obs.device_id,
+                "sensor_expiring",
+                left_h <= cfg.cgm_expiry_warning_h,
+                AlarmPriority.LOW,
+                obs.gateway_time_ns,
+            )
+        return out
+
+    def _trend_alarm(self, obs: Observation, condition: str, present: bool, cleared: bool) -> list[Alarm]:
+        key = (obs.device_id, condition)
+        if present and key not in self.active:
+            return [
+                self._make(
+                    obs.device_id,
+                    condition,
+                    AlarmKind.PHYSIOLOGICAL,
+                    AlarmPriority.MEDIUM,
+                    AlarmState.ACTIVE,
+                    obs.gateway_time_ns,
+                    obs.quantity,
+                    obs.device_time_ns,
+                )
+            ]
+        if cleared and key in self.active:
+            return [
+                self._make(
+                    obs.device_id,
+                    condition,
+                    AlarmKind.PHYSIOLOGICAL,
+                    AlarmPriority.MEDIUM,
+                    AlarmState.CLEARED,
+                    obs.gateway_time_ns,
+                    obs.quantity,
+                    obs.device_time_ns,
+                )
+            ]
+        return []
+
+    def note_sensor_session(self, device_id: str, start_ns: int) -> None:
+        """A CGM's current session start (from its Session Start Time), for the sensor-expiry warning."""
+        self._sessions[device_id] = start_ns
+
     def note_pulse(self, device_id: str, t_gw: int) -> None:
         """Evidence of a beating heart from a pleth waveform (or any pulse source) of this device's patient."""
         patient = self._patients.get(device_id)
@@ -181,6 +250,15 @@ class AlarmEngine:
         cfg = self._config
         if assessment.lead_off:
             return out
+        poor = assessment.quality < 0.5
+        since_poor = self._poor_since.setdefault(device_id, t_gw) if poor else self._poor_since.pop(device_id, None)
+        out += self._tech(
+            device_id,
+            "ecg_poor_signal",
+            poor and since_poor is not None and t_gw - since_poor >= cfg.poor_signal_s * 1e9,
+            AlarmPriority.LOW,
+            t_gw,
+        )
         since = assessment.seconds_since_beat
         if since is None:  # no beat yet: count from the start of the analysis
             since = assessment.end_index / assessment.sample_rate_hz

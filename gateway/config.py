@@ -177,6 +177,12 @@ class AlarmsSection(_Section):
     # An active alarm nobody acknowledged for this long is escalated one priority (low -> medium -> high).
     escalate_after_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
     local: LocalAlarmChannel | None = None
+    # CGM: rate-of-change alarms (from consecutive readings, device time) and sensor life.
+    glucose_fall_mg_dl_min: Annotated[float, Field(lt=0, ge=-20)] = -2.0
+    glucose_rise_mg_dl_min: Annotated[float, Field(gt=0, le=20)] = 3.0
+    cgm_sensor_life_h: Annotated[float, Field(gt=0, le=24 * 30)] = 240.0
+    cgm_expiry_warning_h: Annotated[float, Field(gt=0, le=72)] = 24.0
+    poor_signal_s: Annotated[float, Field(gt=0, le=600)] = 15.0
     limits: Annotated[tuple[LimitRule, ...], Field(strict=False)] = ()
 
 

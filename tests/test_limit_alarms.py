@@ -67,3 +67,30 @@ def test_unacknowledged_alarms_escalate_one_priority_at_a_time() -> None:
     active = engine2.active[("ox-1", "MDC_PULS_OXIM_SAT_O2.low")]
     engine2.set_state(active.id, AlarmState.ACKNOWLEDGED)
     assert engine2.escalate(T0 + 600 * 10**9) == []
+
+
+def _glucose(engine: AlarmEngine, value: float, minute: float) -> set[tuple[str, str]]:
+    t = T0 + round(minute * 60e9)
+    obs = Observation(new_id(), "cgm-1", quantity("MDC_CONC_GLU_ISF"), value, t, t)
+    return {(a.condition, a.state.value) for a in engine.evaluate(obs)}
+
+
+def test_glucose_rate_of_change_alarms_from_device_time() -> None:
+    engine = AlarmEngine(AlarmsSection())
+    assert _glucose(engine, 150, 0) == set()
+    assert _glucose(engine, 145, 5) == set()  # -1 mg/dL/min: fine
+    assert _glucose(engine, 130, 10) == {("glucose_falling_fast", "active")}  # -3 mg/dL/min
+    assert _glucose(engine, 124, 15) == set()  # -1.2: still falling fast enough to stay (hysteresis at -1.0)
+    assert _glucose(engine, 124, 20) == {("glucose_falling_fast", "cleared")}
+    assert _glucose(engine, 148, 25) == {("glucose_rising_fast", "active")}  # +4.8 mg/dL/min
+
+
+def test_cgm_sensor_expiry_warning() -> None:
+    engine = AlarmEngine(AlarmsSection(cgm_sensor_life_h=240, cgm_expiry_warning_h=24))
+    start = T0 - round(215 * 3.6e12)  # the session began 215 h before T0: 25 h of life left
+    status = DeviceStatus(
+        new_id(), "cgm-1", ConnectionState.CONNECTED, T0, detail={"sensor_session_start_ns": str(start)}
+    )
+    engine.evaluate(status)
+    assert _glucose(engine, 120, 0) == set()
+    assert ("sensor_expiring", "active") in _glucose(engine, 121, 61)  # an hour later: 24 h left

@@ -152,3 +152,37 @@ async def test_pleth_waveform_vetoes_asystole_through_the_pipeline(tmp_path: obj
     conditions = {a.condition for a in raised if a.state is AlarmState.ACTIVE}
     assert "ecg_asystole" not in conditions
     assert "ecg_no_beats_pulse_present" in conditions
+
+
+def test_ecg_conditioning_removes_mains_and_is_chunk_invariant() -> None:
+    from edge_ml.filters import ecg_filter  # noqa: PLC0415
+
+    t = np.arange(round(10 * FS)) / FS
+    mains = np.sin(2 * np.pi * 50.0 * t)
+    ecg = _ecg(10)
+    whole = ecg_filter(FS).process(ecg + mains)
+    tail = slice(round(5 * FS), None)  # after the filters settle
+    clean = ecg_filter(FS).process(ecg)
+    assert np.std(whole[tail] - clean[tail]) < 0.03 * np.std(mains)  # > 30 dB of mains rejection
+    pieces = ecg_filter(FS)
+    chunked = np.concatenate([pieces.process((ecg + mains)[i : i + 7]) for i in range(0, len(t), 7)])
+    assert np.allclose(chunked, whole)
+
+
+def test_heart_rate_variability_is_reported_once_enough_beats() -> None:
+    analyser = EcgAnalyzer(FS)
+    out = analyser.process(_ecg(60, 70.0))
+    assert out[5].sdnn_ms is None  # too few beats yet
+    last = out[-1]
+    assert last.sdnn_ms is not None and last.rmssd_ms is not None
+    assert 5 < last.sdnn_ms < 80 and 5 < last.rmssd_ms < 120  # the synthetic rhythm varies by about 4 %
+
+
+def test_poor_signal_is_a_technical_alarm_and_holds_rate_alarms() -> None:
+    rng = np.random.default_rng(9)
+    noisy = _ecg(40, 200.0) + 0.8 * rng.standard_normal(round(40 * FS))  # fast rhythm drowned in noise
+    events = _run(np.concatenate([_ecg(10), noisy]))
+    assert _raised(events, "ecg_poor_signal")
+    poor = next(a for _, a in events if a.condition == "ecg_poor_signal")
+    assert poor.kind == "technical" and poor.priority == "low"
+    assert not _raised(events, "ecg_extreme_tachy"), "a rate from a poor signal is not alarmed"

@@ -89,7 +89,10 @@ class BleDeviceDriver:
         battery = None
         if link.has_characteristic(gatt.BATTERY_LEVEL):
             battery = float(gatt.decode_battery_level(await link.read(gatt.BATTERY_LEVEL)))
-        await sink.emit(self._status(ConnectionState.CONNECTED, battery))
+        detail = {}
+        if state.cgm_session_start_ns is not None:
+            detail["sensor_session_start_ns"] = str(state.cgm_session_start_ns)
+        await sink.emit(self._status(ConnectionState.CONNECTED, battery, detail))
 
         def on_notify(uuid: str, data: bytes) -> None:
             try:
