@@ -74,7 +74,11 @@ class AlarmEngine:
         if not rules:
             return out
         t = obs.device_time_ns if obs.device_time_ns is not None else obs.gateway_time_ns
+        # A device's own rules for a quantity replace the general ones (a COPD patient's lower SpO2 limit).
+        own = any(rule.device == obs.device_id for rule in rules)
         for index, rule in enumerate(rules):
+            if rule.device != (obs.device_id if own else None):
+                continue
             state = self._limits.setdefault((obs.device_id, obs.quantity.code, index), _LimitState())
             side = None
             if rule.low is not None and obs.value < rule.low:

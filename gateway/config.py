@@ -134,6 +134,7 @@ class DeviceSection(_Section):
 
 class LimitRule(_Section):
     quantity: str
+    device: str | None = None  # only this device (e.g. one patient's oximeter); none: every device
     low: float | None = None
     high: float | None = None
     priority: Literal["high", "medium", "low"] = "medium"

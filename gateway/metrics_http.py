@@ -98,6 +98,14 @@ class _Snapshot(Collector):
             restarts.add_metric([task], count)
         yield restarts
         yield GaugeMetricFamily("iomt_alarms_active", "Active alarms", value=len(gw.alarms.active))
+        model = gw.parts.pipeline.beat_model if gw.parts is not None else None
+        if model is not None:
+            runs = CounterMetricFamily("iomt_model_runs", "Model inferences", labels=["model"])
+            runs.add_metric([model.manifest.name], model.runs)
+            yield runs
+            latency = GaugeMetricFamily("iomt_model_latency_p99_ms", "99th percentile inference time", labels=["model"])
+            latency.add_metric([model.manifest.name], model.latency_ms(99) or 0.0)
+            yield latency
         yield GaugeMetricFamily("process_resident_memory_bytes", "Resident memory", value=_rss_bytes())
 
 

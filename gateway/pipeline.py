@@ -66,7 +66,7 @@ class Pipeline:
         max_payload_bytes: int = 100_000,
         beat_model: Model | None = None,
     ) -> None:
-        self._beat_model = beat_model
+        self.beat_model = beat_model
         self._buffer = buffer
         self._alarms = alarms
         self._metrics = metrics
@@ -193,7 +193,7 @@ class Pipeline:
         if state is None or state[1] != chunk.quantity.code or state[0].fs != chunk.sample_rate_hz:
             if state is not None and state[1] != chunk.quantity.code:
                 return []  # another lead of a device already analysed
-            state = (EcgAnalyzer(chunk.sample_rate_hz, self._beat_model), chunk.quantity.code)
+            state = (EcgAnalyzer(chunk.sample_rate_hz, self.beat_model), chunk.quantity.code)
             self._ecg[chunk.device_id] = state
         millivolts = chunk.physical() / 1000.0 if chunk.unit == "uV" else chunk.physical()
         raised: list[Alarm] = []

@@ -94,3 +94,17 @@ def test_cgm_sensor_expiry_warning() -> None:
     engine.evaluate(status)
     assert _glucose(engine, 120, 0) == set()
     assert ("sensor_expiring", "active") in _glucose(engine, 121, 61)  # an hour later: 24 h left
+
+
+def test_a_limit_can_apply_to_one_device_only() -> None:
+    rules = (
+        LimitRule(quantity="MDC_PULS_OXIM_SAT_O2", low=90, priority="high"),
+        LimitRule(quantity="MDC_PULS_OXIM_SAT_O2", low=85, priority="high", device="ox-copd"),
+    )
+    engine = AlarmEngine(AlarmsSection(limits=rules))
+    copd = Observation(new_id(), "ox-copd", quantity("MDC_PULS_OXIM_SAT_O2"), 87.0, None, T0)
+    assert engine.evaluate(copd) == []  # its own limit (85) replaces the general one (90)
+    lower = Observation(new_id(), "ox-copd", quantity("MDC_PULS_OXIM_SAT_O2"), 84.0, None, T0)
+    assert [a.condition for a in engine.evaluate(lower)] == ["MDC_PULS_OXIM_SAT_O2.low"]
+    other = Observation(new_id(), "ox-2", quantity("MDC_PULS_OXIM_SAT_O2"), 87.0, None, T0)
+    assert len(engine.evaluate(other)) == 1  # everyone else keeps the general limit
