@@ -11,8 +11,10 @@ contact themselves (the Heart Rate Service's sensor-contact bit) are believed fi
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +55,7 @@ class EcgAnalyzer:
         self.fs = fs
         self._conditioning = ecg_filter(fs, mains_hz)  # band-pass + mains notch: what quality is judged on
         self._rr_ms: deque[float] = deque(maxlen=HRV_BEATS)
+        self._hrv: tuple[float | None, float | None] = (None, None)
         self._model = beat_model
         self._before, self._after = round(BEAT_BEFORE_S * fs), round(BEAT_AFTER_S * fs)
         self._raw = np.zeros(0)
@@ -89,6 +92,7 @@ class EcgAnalyzer:
                 self._detector_start = self._index
                 self._beats.clear()
                 self._rr_ms.clear()
+                self._hrv = (None, None)
             out.append(assessment)
         return out
 
@@ -107,12 +111,16 @@ class EcgAnalyzer:
         rate = None
         recent = [b for b in beats if b > self._index - 10 * self.fs]
         if len(recent) >= 3:
-            rr = np.diff(recent) / self.fs
-            rate = float(60.0 / np.median(rr))
+            intervals = sorted(b - a for a, b in itertools.pairwise(recent))
+            middle = len(intervals) // 2
+            median = intervals[middle] if len(intervals) % 2 else (intervals[middle - 1] + intervals[middle]) / 2
+            rate = 60.0 * self.fs / median
         # Time without a beat, counted from the last beat or, when none since (re)starting, from the start:
         # a lead that comes back is not an asystole that began when it went off.
         since = (self._index - max(beats[-1] if beats else 0, self._detector_start)) / self.fs
-        sdnn, rmssd = hrv(self._rr_ms) if len(self._rr_ms) >= HRV_MIN_BEATS else (None, None)
+        if decided:  # HRV changes only when beats do
+            self._hrv = hrv(self._rr_ms) if len(self._rr_ms) >= HRV_MIN_BEATS else (None, None)
+        sdnn, rmssd = self._hrv
         return EcgAssessment(
             self._index, self.fs, rate, since, quality, lead_off, tuple(decided), self._score(), sdnn, rmssd
         )
@@ -138,11 +146,16 @@ class EcgAnalyzer:
         return tuple(scores)
 
 
+@lru_cache(maxsize=8)
+def _grid(length: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    return np.linspace(0.0, length - 1.0, BEAT_POINTS), np.arange(length, dtype=np.float64)
+
+
 def normalise_beat(window: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
     """The beat model's input: the window linearly resampled to 64 points, minus its median, over its largest
     swing (the training script uses this very function)."""
-    positions = np.linspace(0.0, len(window) - 1.0, BEAT_POINTS)
-    resampled = np.interp(positions, np.arange(len(window)), window)
+    positions, samples = _grid(len(window))
+    resampled = np.interp(positions, samples, window)
     centred = resampled - np.median(resampled)
     scale = float(np.max(np.abs(centred))) or 1.0
     return (centred / scale).astype(np.float32)
@@ -158,8 +171,10 @@ def _quality(window: npt.NDArray[np.float64], span: float) -> float:
     if span < LOW_MV:
         return 0.5
     centred = window - window.mean()
-    variance = float(np.mean(centred * centred)) or 1e-12
-    kurtosis = float(np.mean(centred**4)) / (variance * variance)
+    squared = centred * centred
+    n = len(window)
+    variance = float(squared.sum()) / n or 1e-12
+    kurtosis = float(np.dot(squared, squared)) / n / (variance * variance)
     return float(max(0.0, min(1.0, (kurtosis - 3.0) / 3.0)))
 
 

@@ -8,17 +8,19 @@ from scipy import signal
 
 
 class StreamingFilter:
-    """A cascade of second-order sections applied chunk by chunk (lfilter per section, state carried)."""
+    """A low-order IIR filter applied chunk by chunk with its state carried.
+
+    The second-order sections are merged into one transfer function and run as a single lfilter call: for
+    the orders used here (up to 6) float64 keeps it well conditioned, and one call costs a third of three.
+    """
 
     def __init__(self, sos: npt.NDArray[np.float64]) -> None:
-        self._sections = [(s[:3], s[3:]) for s in np.atleast_2d(sos)]
-        self._zi = np.zeros((len(self._sections), 2))
+        self._b, self._a = signal.sos2tf(np.atleast_2d(sos))
+        self._zi = np.zeros(max(len(self._a), len(self._b)) - 1)
 
     def process(self, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        y = np.asarray(x, dtype=np.float64)
-        for k, (b, a) in enumerate(self._sections):
-            y, self._zi[k] = signal.lfilter(b, a, y, zi=self._zi[k])
-        return y
+        y, self._zi = signal.lfilter(self._b, self._a, np.asarray(x, dtype=np.float64), zi=self._zi)
+        return np.asarray(y, dtype=np.float64)
 
 
 def ecg_filter(fs: float, mains_hz: float = 50.0) -> StreamingFilter:

@@ -117,7 +117,21 @@ def start_mosquitto(folder: Path, extra_conf: str = "", *, persistence: bool = F
     )
     broker = Mosquitto(conf, port, folder / "mosquitto.log")
     broker.start()
+    _STARTED.append(broker)
     return broker
+
+
+_STARTED: list[Mosquitto] = []
+
+
+@pytest.fixture(autouse=True)
+def no_stray_brokers() -> Iterator[None]:
+    """Stop any broker a test started and did not stop (e.g. it failed before its own cleanup)."""
+    before = len(_STARTED)
+    yield
+    for broker in _STARTED[before:]:
+        broker.stop()
+    del _STARTED[before:]
 
 
 @pytest.fixture(scope="session")
