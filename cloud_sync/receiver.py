@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,11 +147,3 @@ class ReferenceReceiver:
                     await self.arrived.wait()
                 return True
         return False
-
-
-def group_alarms(alarms: list[dict[str, Any]]) -> dict[str, int]:
-    out: dict[str, int] = defaultdict(int)
-    for alarm in alarms:
-        if alarm.get("state") == "active":
-            out[f"{alarm['device']}:{alarm['condition']}"] += 1
-    return dict(out)

@@ -18,7 +18,6 @@ import json
 import random
 import ssl
 import time
-from collections.abc import Callable
 from enum import StrEnum
 
 import aiomqtt
@@ -138,10 +137,13 @@ class Uplink:
         self.state = SyncState.CONNECTING
         self.last_error: str | None = None
         self.heartbeat = time.monotonic()  # last loop iteration; the systemd watchdog checks it
-        self.state_listeners: list[Callable[[SyncState], None]] = []
         self._limiter = TokenBucket(config.max_publishes_per_s)
         self._wake_reconnect = asyncio.Event()
         self._started = time.monotonic()
+        # Bytes of records one MQTT message may carry: the broker's limit less topic, framing and MQTT header.
+        topic = len(uplink_topic(config.topic_prefix, gateway_id, Lane.COMMAND_RESULTS))
+        framing = max(message_overhead(lane, MAX_ROWS_PER_MESSAGE) for lane in Lane)
+        self._payload_budget = config.max_message_bytes - topic - framing - MQTT_HEADER_BYTES
 
     @property
     def inflight(self) -> int:
@@ -149,8 +151,6 @@ class Uplink:
 
     def _set_state(self, state: SyncState) -> None:
         self.state = state
-        for listener in self.state_listeners:
-            listener(state)
 
     async def run(self) -> None:
         """Connect, drain, and reconnect forever (until cancelled)."""
@@ -253,12 +253,6 @@ class Uplink:
                 cursors[lane] = max(cursors.get(lane, 0), rows[-1].seq)
                 inflight.add(rows[0].seq)
                 group.create_task(self._publish(client, lane, rows, inflight, slot_freed, acked, acked_event))
-
-    @property
-    def _payload_budget(self) -> int:
-        topic = len(uplink_topic(self._config.topic_prefix, self._gateway_id, Lane.COMMAND_RESULTS))
-        framing = max(message_overhead(lane, MAX_ROWS_PER_MESSAGE) for lane in Lane)
-        return self._config.max_message_bytes - topic - framing - MQTT_HEADER_BYTES
 
     async def _publish(
         self,

@@ -133,47 +133,24 @@ class AlarmEngine:
         lost = status.connection is ConnectionState.DISCONNECTED
         if lost and status.detail.get("reason") == "stopped":
             return out  # a deliberate stop (gateway shutdown, technician) is not an alarm condition
+        device, t_gw = status.device_id, status.gateway_time_ns
         if status.connection is not ConnectionState.CONNECTING:
-            out += self._technical_alarm(status, "device_disconnected", lost, AlarmPriority.MEDIUM)
+            out += self._tech(device, "device_disconnected", lost, AlarmPriority.MEDIUM, t_gw)
         if status.battery_pct is not None:
-            out += self._technical_alarm(
-                status, "low_battery", status.battery_pct < self._low_battery, AlarmPriority.LOW
-            )
+            out += self._tech(device, "low_battery", status.battery_pct < self._low_battery, AlarmPriority.LOW, t_gw)
         return out
 
-    def _technical_alarm(
-        self, status: DeviceStatus, condition: str, present: bool, priority: AlarmPriority
-    ) -> list[Alarm]:
-        key = (status.device_id, condition)
-        if present and key not in self._technical:
+    def _tech(self, device_id: str, condition: str, present: bool, priority: AlarmPriority, t_gw: int) -> list[Alarm]:
+        """A technical alarm goes active when its condition appears and clears when it goes away."""
+        key = (device_id, condition)
+        if present == (key in self._technical):
+            return []
+        if present:
             self._technical.add(key)
-            return [
-                self._make(
-                    status.device_id,
-                    condition,
-                    AlarmKind.TECHNICAL,
-                    priority,
-                    AlarmState.ACTIVE,
-                    status.gateway_time_ns,
-                    None,
-                    None,
-                )
-            ]
-        if not present and key in self._technical:
+        else:
             self._technical.discard(key)
-            return [
-                self._make(
-                    status.device_id,
-                    condition,
-                    AlarmKind.TECHNICAL,
-                    priority,
-                    AlarmState.CLEARED,
-                    status.gateway_time_ns,
-                    None,
-                    None,
-                )
-            ]
-        return []
+        state = AlarmState.ACTIVE if present else AlarmState.CLEARED
+        return [self._make(device_id, condition, AlarmKind.TECHNICAL, priority, state, t_gw, None, None)]
 
     def _glucose_trend(self, obs: Observation) -> list[Alarm]:
         """Rate of change between consecutive CGM readings (device time), and the sensor's remaining life."""
@@ -203,34 +180,25 @@ class AlarmEngine:
         return out
 
     def _trend_alarm(self, obs: Observation, condition: str, present: bool, cleared: bool) -> list[Alarm]:
-        key = (obs.device_id, condition)
-        if present and key not in self.active:
-            return [
-                self._make(
-                    obs.device_id,
-                    condition,
-                    AlarmKind.PHYSIOLOGICAL,
-                    AlarmPriority.MEDIUM,
-                    AlarmState.ACTIVE,
-                    obs.gateway_time_ns,
-                    obs.quantity,
-                    obs.device_time_ns,
-                )
-            ]
-        if cleared and key in self.active:
-            return [
-                self._make(
-                    obs.device_id,
-                    condition,
-                    AlarmKind.PHYSIOLOGICAL,
-                    AlarmPriority.MEDIUM,
-                    AlarmState.CLEARED,
-                    obs.gateway_time_ns,
-                    obs.quantity,
-                    obs.device_time_ns,
-                )
-            ]
-        return []
+        active = (obs.device_id, condition) in self.active
+        if present and not active:
+            state = AlarmState.ACTIVE
+        elif cleared and active:
+            state = AlarmState.CLEARED
+        else:
+            return []
+        return [
+            self._make(
+                obs.device_id,
+                condition,
+                AlarmKind.PHYSIOLOGICAL,
+                AlarmPriority.MEDIUM,
+                state,
+                obs.gateway_time_ns,
+                obs.quantity,
+                obs.device_time_ns,
+            )
+        ]
 
     def note_sensor_session(self, device_id: str, start_ns: int) -> None:
         """A CGM's current session start (from its Session Start Time), for the sensor-expiry warning."""
@@ -303,39 +271,16 @@ class AlarmEngine:
         key = (device_id, condition)
         if present:
             since = self._rhythm_since.setdefault(key, t_gw)
-            if key not in self.active and t_gw - since >= delay_s * 1e9:
-                return [
-                    self._make(
-                        device_id,
-                        condition,
-                        AlarmKind.PHYSIOLOGICAL,
-                        AlarmPriority.HIGH,
-                        AlarmState.ACTIVE,
-                        t_gw,
-                        quantity("MDC_ECG_HEART_RATE"),
-                        None,
-                    )
-                ]
-            return []
-        self._rhythm_since.pop(key, None)
-        if key in self.active and (clear is None or clear):
-            return [
-                self._make(
-                    device_id,
-                    condition,
-                    AlarmKind.PHYSIOLOGICAL,
-                    AlarmPriority.HIGH,
-                    AlarmState.CLEARED,
-                    t_gw,
-                    quantity("MDC_ECG_HEART_RATE"),
-                    None,
-                )
-            ]
-        return []
-
-    def _tech(self, device_id: str, condition: str, present: bool, priority: AlarmPriority, t_gw: int) -> list[Alarm]:
-        status = DeviceStatus("", device_id, ConnectionState.CONNECTED, t_gw)
-        return self._technical_alarm(status, condition, present, priority)
+            if key in self.active or t_gw - since < delay_s * 1e9:
+                return []
+            state = AlarmState.ACTIVE
+        else:
+            self._rhythm_since.pop(key, None)
+            if key not in self.active or clear is False:
+                return []
+            state = AlarmState.CLEARED
+        hr = quantity("MDC_ECG_HEART_RATE")
+        return [self._make(device_id, condition, AlarmKind.PHYSIOLOGICAL, AlarmPriority.HIGH, state, t_gw, hr, None)]
 
     def escalate(self, t_gw: int) -> list[Alarm]:
         """Alarms active and unacknowledged for `escalate_after_s` go up one priority (a new event each)."""

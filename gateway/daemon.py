@@ -36,13 +36,9 @@ COMMAND_QUEUE = 1000
 
 def sim_backends(config: Config) -> Backends:
     """Backends for `sim:` addresses: one simulated peripheral per configured device."""
-    from hil.ble_sim import SimBleWorld, default_peripheral  # noqa: PLC0415 - HIL code only when configured
+    from hil.ble_sim import SimBleWorld  # noqa: PLC0415 - HIL code only when configured
 
-    world = SimBleWorld()
-    for device in config.devices:
-        if device.address.startswith("sim:"):
-            world.add(default_peripheral(device.address.removeprefix("sim:"), device.profile))
-    return Backends(ble=world.link)
+    return Backends(ble=SimBleWorld.for_devices(config.devices).link)
 
 
 @dataclass

@@ -32,7 +32,7 @@ from gateway.config import Config, parse_config
 from gateway.daemon import Gateway
 from gateway.logs import configure_logging
 from gateway.model import Alarm, AlarmState
-from hil.ble_sim import SimBleWorld, default_peripheral
+from hil.ble_sim import SimBleWorld
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
 DRAIN_TIMEOUT_S = 30.0
@@ -209,9 +209,7 @@ async def run_demo(duration_s: float | None, *, as_json: bool) -> dict[str, Any]
             async with asyncio.TaskGroup() as group:
                 receiver_task = group.create_task(receiver.run(), name="receiver")
                 await asyncio.wait_for(receiver.subscribed.wait(), 10)
-                world = SimBleWorld()
-                for device in config.devices:
-                    world.add(default_peripheral(device.address.removeprefix("sim:"), device.profile))
+                world = SimBleWorld.for_devices(config.devices)
                 gateway = Gateway(config, Backends(ble=world.link))
                 run = DemoRun(config, gateway, world, receiver, [], time.monotonic())
                 gateway_task = group.create_task(gateway.run(stop, drain_uplink_s=DRAIN_TIMEOUT_S), name="gateway")

@@ -131,6 +131,23 @@ def _stdlib_event(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]
     return event_dict
 
 
+def _shared_processors() -> list[Any]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+
+
+def _formatter(renderer: Any) -> logging.Formatter:
+    """Our events and foreign records alike: redacted, then rendered."""
+    return structlog.stdlib.ProcessorFormatter(
+        use_get_message=False,
+        foreign_pre_chain=[*_shared_processors(), structlog.stdlib.add_logger_name, _stdlib_event],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _redact, renderer],
+    )
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Install the structlog chain and route the standard library's loggers through it."""
     stream = stream or sys.stderr
@@ -138,28 +155,14 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=stream.isatty()) if use_console else structlog.processors.JSONRenderer()
     )
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
     structlog.configure(
-        processors=[*shared, _redact, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[*_shared_processors(), _redact, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
-        use_get_message=False,
-        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, _stdlib_event],
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            _redact,
-            renderer,
-        ],
-    )
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(formatter)
+    handler.setFormatter(_formatter(renderer))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -188,29 +191,11 @@ class RecentLines(logging.Handler):
 RECENT = RecentLines()
 
 
-def _json_formatter() -> logging.Formatter:
-    return structlog.stdlib.ProcessorFormatter(
-        use_get_message=False,
-        foreign_pre_chain=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.stdlib.add_logger_name,
-            _stdlib_event,
-        ],
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            _redact,
-            structlog.processors.JSONRenderer(),
-        ],
-    )
-
-
 def keep_recent_lines() -> RecentLines:
     """Attach the in-memory ring of recent (redacted) lines to the root logger, once."""
     root = logging.getLogger()
     if RECENT not in root.handlers:
-        RECENT.setFormatter(_json_formatter())
+        RECENT.setFormatter(_formatter(structlog.processors.JSONRenderer()))
         root.addHandler(RECENT)
     return RECENT
 

@@ -251,6 +251,10 @@ class Pipeline:
     def _raise(self, alarm: Alarm) -> None:
         """An alarm from the rules: tell the local channel at once, and commit it at the next flush (now)."""
         self._metrics.alarms_raised += 1
+        self._announce(alarm)
+
+    def _announce(self, alarm: Alarm) -> None:
+        """Any alarm (a device's or the gateway's own): listeners now, the ALARMS lane at the next flush (now)."""
         self._count_received(alarm)
         for listener in self.alarm_listeners:
             listener(alarm)
@@ -345,13 +349,7 @@ class Pipeline:
             now_ns(),
             detail=detail,
         )
-        self._count_received(alarm)
-        self._pending.setdefault((Lane.ALARMS, self._gateway_id), []).append(alarm)
-        self._pending_since.setdefault((Lane.ALARMS, self._gateway_id), time.monotonic())
-        self._pending_count += 1
-        self._urgent = True
-        for listener in self.alarm_listeners:
-            listener(alarm)
+        self._announce(alarm)
 
 
 def _split(events: list[Event], max_items: int, lane: Lane, waveform_record_s: float) -> list[list[Event]]:

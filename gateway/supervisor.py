@@ -12,7 +12,7 @@ import contextvars
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gateway.errors import ConfigError, GatewayError
 from gateway.logs import get_logger
@@ -45,7 +45,6 @@ class SupervisedTask:
     attempt: asyncio.Task[None] | None = None
     last_error: str | None = None
     running_since: float | None = None
-    history: list[float] = field(default_factory=list)
 
 
 class Supervisor:

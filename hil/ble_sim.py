@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ import numpy as np
 from drivers.ble import gatt, ids
 from drivers.ble.link import NotifyCallback
 from drivers.ble.profiles import PMD_START_ECG, POLAR_EPOCH_OFFSET_NS
+from gateway.config import DeviceSection
 from gateway.errors import InvalidFrame, TransportError
 from hil.physiology import Episode, SyntheticEcg, Trajectory
 
@@ -338,6 +339,15 @@ class SimBleWorld:
 
     def __init__(self) -> None:
         self.peripherals: dict[str, SimPeripheral] = {}
+
+    @classmethod
+    def for_devices(cls, devices: Iterable[DeviceSection]) -> SimBleWorld:
+        """One default simulated peripheral per configured device with a `sim:` address."""
+        world = cls()
+        for device in devices:
+            if device.address.startswith("sim:"):
+                world.add(default_peripheral(device.address.removeprefix("sim:"), device.profile))
+        return world
 
     def add(self, peripheral: SimPeripheral) -> SimPeripheral:
         self.peripherals[peripheral.name] = peripheral

@@ -47,10 +47,6 @@ class SyntheticEcg:
         while len(self._beats) > 2 and self._beats[1] < since - 1.0:
             self._beats.pop(0)
 
-    @property
-    def beat_times(self) -> list[float]:
-        return list(self._beats)
-
     def next(self, n: int) -> npt.NDArray[np.int32]:
         t = self._t + np.arange(n) / self.rate
         self._t += n / self.rate

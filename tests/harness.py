@@ -13,7 +13,7 @@ from cloud_sync.receiver import ReferenceReceiver
 from drivers.registry import Backends
 from gateway.config import Config
 from gateway.daemon import Gateway
-from hil.ble_sim import SimBleWorld, default_peripheral
+from hil.ble_sim import SimBleWorld
 
 
 @dataclass
@@ -63,9 +63,7 @@ async def running_gateway(
     try:
         await asyncio.wait_for(receiver.subscribed.wait(), 10)
         if world is None:
-            world = SimBleWorld()
-            for device in config.devices:
-                world.add(default_peripheral(device.address.removeprefix("sim:"), device.profile))
+            world = SimBleWorld.for_devices(config.devices)
         gateway = Gateway(config, Backends(ble=world.link))
         stop = asyncio.Event()
         task = asyncio.create_task(gateway.run(stop, drain_uplink_s=drain_s), name="gateway")

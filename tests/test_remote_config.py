@@ -54,19 +54,6 @@ async def test_bad_remote_configs_leave_or_restore_the_running_config(tmp_path: 
     task = asyncio.create_task(runner.run(stop))
 
     async def outcome(config_id: str) -> dict[str, Any]:
-        try:
-            return await _outcome(config_id)
-        except TimeoutError:
-            print(
-                [
-                    (i.get("command_id"), i.get("outcome"), i.get("detail"))
-                    for i in receiver.items.values()
-                    if i.get("lane") == "command-results"
-                ]
-            )
-            raise
-
-    async def _outcome(config_id: str) -> dict[str, Any]:
         final = {"rejected", "confirmed", "failed"}
         async with asyncio.timeout(15):
             while True:

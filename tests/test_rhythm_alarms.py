@@ -16,11 +16,10 @@ START_NS = 1_800_000_000 * 10**9
 
 
 def _run(
-    signal_mv: np.ndarray, *, pulse_every_s: float | None = None, asystole_s: float = 5.0, heart_rate: float = 70.0
+    signal_mv: np.ndarray, *, pulse_every_s: float | None = None, asystole_s: float = 5.0
 ) -> list[tuple[float, Alarm]]:
     """Stream an ECG (and optionally a pulse oximeter's pulse rate) through the analyser and the alarm engine;
     (signal time in s, alarm) for every alarm raised or cleared."""
-    del heart_rate
     engine = AlarmEngine(
         AlarmsSection(asystole_s=asystole_s, rhythm_delay_s=3.0), patients={"ecg-1": "pt-1", "ox-1": "pt-1"}
     )

@@ -155,16 +155,19 @@ class BleDeviceDriver:
 
     def validate(self, command_type: str, parameters: dict[str, int | str]) -> None:
         """Refuse, before anything is sent, a command this pump cannot carry out exactly."""
+        self._checked_message(command_type, parameters)
+
+    def _checked_message(self, command_type: str, parameters: dict[str, int | str]) -> ids.IddCommand:
         message = _ids_message(command_type, parameters, self.profile.name)
         try:
             ids.encode_command(message, counter=0)  # every field in range for the wire format
         except ValueError:
             raise CommandRefused("parameters out of range for the pump's wire format; nothing was sent") from None
+        return message
 
     async def execute(self, command_type: str, parameters: dict[str, int | str], timeout_s: float) -> dict[str, str]:
         """Write one IDS command (with E2E counter and CRC) and wait for the pump's answer to *that* command."""
-        self.validate(command_type, parameters)
-        message = _ids_message(command_type, parameters, self.profile.name)
+        message = self._checked_message(command_type, parameters)
         async with self._command_lock:
             link = self._link
             if link is None or link.disconnected.is_set():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,8 +36,6 @@ class ProfileState:
 
     device_id: str
     cgm_session_start_ns: int | None = None
-    last_cgm_offset_min: int | None = None
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 Handler = Callable[[ProfileState, bytes], Sequence[Event]]
@@ -124,7 +122,6 @@ def on_cgm(state: ProfileState, data: bytes) -> Sequence[Event]:
             events.append(_obs(state, "MDC_CONC_GLU_ISF", m.glucose_mg_dl, device_time, "glucose", *key))
             if m.trend_mg_dl_min is not None:
                 events.append(_obs(state, "MDC_CONC_GLU_TREND", m.trend_mg_dl_min, device_time, "trend", *key))
-        state.last_cgm_offset_min = m.time_offset_min
     return _finite(events)
 
 
