@@ -76,7 +76,17 @@ def _parser() -> argparse.ArgumentParser:
         return parser_
 
     admin_parser("status", "health, uptime, drivers, devices, buffer lanes, sync state, alarms")
-    admin_parser("devices", "devices: state, battery, last seen, RSSI, counts")
+    devices = admin_parser("devices", "devices: list (state, battery, RSSI, counts); scan for new ones; add one")
+    devices.add_argument("action", nargs="?", choices=["list", "scan", "add"], default="list")
+    devices.add_argument("--duration", type=float, default=10.0, help="scan: seconds to listen")
+    devices.add_argument("--all", action="store_true", help="scan: also list devices with no health service")
+    devices.add_argument(
+        "--virtual", action="store_true", help="scan: the built-in virtual radio with the demo's simulated devices"
+    )
+    devices.add_argument("--id", dest="device_id", help="add: the new device's id")
+    devices.add_argument("--address", help="add: its Bluetooth address (from `devices scan`)")
+    devices.add_argument("--profile", help="add: its profile (from `devices scan`)")
+    devices.add_argument("--patient", help="add: the patient it is bound to")
     alarms = admin_parser("alarms", "active alarms; acknowledge or silence one")
     alarms.add_argument("action", nargs="?", choices=["list", "ack", "silence"], default="list")
     alarms.add_argument("alarm_id", nargs="?")
@@ -252,6 +262,93 @@ def _admin_socket(args: argparse.Namespace) -> Path:
     if args.socket is not None:
         return Path(args.socket)
     return load_config(args.config, check_secrets=False).admin_socket
+
+
+def cmd_devices_scan(duration_s: float, *, virtual: bool, health_only: bool, as_json: bool) -> int:
+    """Listen for BLE advertisements and list the health devices heard, with a progress display."""
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    from gateway.commissioning import Found, scan  # noqa: PLC0415
+
+    async def run(on_found: Any, on_tick: Any) -> list[Found]:
+        if not virtual:
+            return await scan(duration_s, on_found=on_found, on_tick=on_tick, health_only=health_only)
+        from hil.ble_radio import demo_radio  # noqa: PLC0415 - simulated devices only when asked
+        from hil.bleak_bumble import BumbleBleakScanner  # noqa: PLC0415
+
+        async with demo_radio() as radio:
+            return await scan(
+                duration_s,
+                backend=BumbleBleakScanner,
+                backend_kwargs={"bumble_device": radio.adapter},
+                on_found=on_found,
+                on_tick=on_tick,
+                health_only=health_only,
+            )
+
+    console = Console(stderr=True)
+    heard: set[str] = set()
+    try:
+        if as_json:
+            found = asyncio.run(run(None, None))
+        else:
+            with Progress(
+                TextColumn("scanning"),
+                BarColumn(),
+                TextColumn("{task.fields[heard]} heard"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=True,
+            ) as progress:
+                task = progress.add_task("scan", total=duration_s, heard=0)
+
+                def on_found(entry: Found) -> None:
+                    heard.add(entry.address)
+                    progress.update(task, heard=len(heard))
+
+                found = asyncio.run(run(on_found, lambda elapsed: progress.update(task, completed=elapsed)))
+    except Exception as err:  # noqa: BLE001 - no adapter, no BlueZ, no permission: one clear line, exit 1
+        print(
+            f"iomt-gateway: scan failed ({type(err).__name__}: {err}); is there a Bluetooth adapter and is the "
+            "system's Bluetooth service (bluetoothd) running? `--virtual` scans the simulated devices instead",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    if as_json:
+        print(json.dumps([f.as_dict() for f in found]))
+        return EXIT_OK
+    table = Table("address", "name", "RSSI (dBm)", "profile", "advertisements")
+    for f in found:
+        table.add_row(f.address, f.name or "", str(f.rssi_dbm), f.profile or "-", str(f.advertisements))
+    Console().print(table)
+    print(
+        f"{len(found)} device(s). Add one: iomt-gateway devices add --id NAME --address ADDRESS --profile PROFILE",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def cmd_devices_add(args: argparse.Namespace) -> int:
+    from gateway.commissioning import add_device  # noqa: PLC0415
+
+    missing = [
+        flag
+        for flag, value in (("--id", args.device_id), ("--address", args.address), ("--profile", args.profile))
+        if not value
+    ]
+    if missing:
+        print(f"iomt-gateway: devices add needs {', '.join(missing)}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        add_device(
+            args.config, device_id=args.device_id, address=args.address, profile=args.profile, patient=args.patient
+        )
+    except ConfigError as err:
+        return _config_failure(err)
+    print(f"{args.config}: added {args.device_id} ({args.profile} at {args.address}); restart the gateway to use it")
+    return EXIT_OK
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
@@ -452,6 +549,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_replay(args.path, as_json=args.json)
     if args.command == "audit":
         return cmd_audit_verify(args.config, as_json=args.json)
+    if args.command == "devices" and args.action == "scan":
+        return cmd_devices_scan(args.duration, virtual=args.virtual, health_only=not args.all, as_json=args.json)
+    if args.command == "devices" and args.action == "add":
+        return cmd_devices_add(args)
     if args.command in ("status", "devices", "alarms", "sync", "logs", "diag"):
         return cmd_admin(args)
     return EXIT_FAILURE

@@ -123,11 +123,21 @@ class SupervisorSection(_Section):
     watchdog_interval_s: Annotated[float, Field(gt=0, le=300)] = 5.0
 
 
+ADDRESS_PATTERN = (
+    r"^((sim|virtual):[A-Za-z0-9_.-]{1,40}|[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}"
+    r"|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})$"
+)
+
+
 class DeviceSection(_Section):
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
     transport: Literal["ble"]
-    profile: Literal["ecg_patch", "pulse_oximeter", "cgm", "insulin_pump"]
-    address: Annotated[str, Field(pattern=r"^sim:[A-Za-z0-9_.-]+$")]
+    profile: Literal[
+        "ecg_patch", "pulse_oximeter", "cgm", "insulin_pump", "blood_pressure", "thermometer", "glucose_meter"
+    ]
+    # A Bluetooth address (or a macOS CoreBluetooth UUID); `virtual:NAME` is a simulated peripheral on the
+    # built-in virtual radio (bleak over bumble), `sim:NAME` one linked in-process with no radio at all.
+    address: Annotated[str, Field(pattern=ADDRESS_PATTERN)]
     patient: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
     silent_link_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
 

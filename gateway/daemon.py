@@ -14,6 +14,8 @@ from typing import Any
 
 from cloud_sync.uplink import Uplink
 from drivers.base import CommandTarget
+from drivers.ble.bleak_link import BleakGattLink
+from drivers.ble.link import GattLink, GattLinkFactory
 from drivers.registry import Backends, build_driver
 from edge_ml.runtime import Model, ModelError, bundled, load_model
 from gateway.alarms import AlarmEngine
@@ -34,11 +36,31 @@ log = get_logger(__name__)
 COMMAND_QUEUE = 1000
 
 
-def sim_backends(config: Config) -> Backends:
-    """Backends for `sim:` addresses: one simulated peripheral per configured device."""
-    from hil.ble_sim import SimBleWorld  # noqa: PLC0415 - HIL code only when configured
+def default_backends(config: Config) -> Backends:
+    """The BLE link for each configured address: bleak on this machine's stack, or a simulator.
 
-    return Backends(ble=SimBleWorld.for_devices(config.devices).link)
+    `sim:NAME` is an in-process simulated peripheral; `virtual:NAME` a simulated peripheral on a virtual
+    radio, reached through bleak over bumble; anything else a real device through bleak's platform backend.
+    """
+    sim: GattLinkFactory | None = None
+    radio: GattLinkFactory | None = None
+    if any(d.address.startswith("sim:") for d in config.devices):
+        from hil.ble_sim import SimBleWorld  # noqa: PLC0415 - HIL code only when configured
+
+        sim = SimBleWorld.for_devices(config.devices).link
+    if any(d.address.startswith("virtual:") for d in config.devices):
+        from hil.ble_radio import VirtualRadio  # noqa: PLC0415 - HIL code only when configured
+
+        radio = VirtualRadio.for_devices(config.devices).link
+
+    def link(address: str) -> GattLink:
+        if address.startswith("sim:") and sim is not None:
+            return sim(address)
+        if address.startswith("virtual:") and radio is not None:
+            return radio(address)
+        return BleakGattLink(address)
+
+    return Backends(ble=link)
 
 
 @dataclass
@@ -59,7 +81,7 @@ class Gateway:
         self, config: Config, backends: Backends | None = None, notifier: SystemdNotifier | None = None
     ) -> None:
         self.config = config
-        self.backends = backends if backends is not None else sim_backends(config)
+        self.backends = backends if backends is not None else default_backends(config)
         self.metrics = Metrics()
         self.alarms = AlarmEngine(config.alarms, {d.id: d.patient for d in config.devices})
         self.notifier = notifier or SystemdNotifier()

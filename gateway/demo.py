@@ -32,7 +32,7 @@ from gateway.config import Config, parse_config
 from gateway.daemon import Gateway
 from gateway.logs import configure_logging
 from gateway.model import Alarm, AlarmState
-from hil.ble_sim import SimBleWorld
+from hil.ble_radio import VirtualRadio
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
 DRAIN_TIMEOUT_S = 30.0
@@ -80,7 +80,7 @@ class EmbeddedBroker:
 class DemoRun:
     config: Config
     gateway: Gateway
-    world: SimBleWorld
+    world: VirtualRadio
     receiver: ReferenceReceiver
     alarms: list[Alarm]
     started: float
@@ -92,7 +92,7 @@ def summary(run: DemoRun) -> dict[str, Any]:
     for device in run.config.devices:
         counters = run.gateway.metrics.device(device.id)
         driver = run.gateway.metrics.drivers.get(device.id)
-        peripheral = run.world.peripherals.get(device.address.removeprefix("sim:"))
+        peripheral = run.world.peripherals.get(device.address.removeprefix("virtual:"))
         delivered = run.receiver.stats.unique[device.id]
         sent = peripheral.notifications_sent if peripheral else 0
         decoded = driver.notifications if driver else 0
@@ -147,7 +147,7 @@ def _view(run: DemoRun, backlog_rows: int) -> Group:
     latest = parts.pipeline.latest if parts else {}
     for device in run.config.devices:
         counters = gateway.metrics.device(device.id)
-        peripheral = run.world.peripherals.get(device.address.removeprefix("sim:"))
+        peripheral = run.world.peripherals.get(device.address.removeprefix("virtual:"))
         link = "up" if peripheral and peripheral.links else "down"
         vitals = ", ".join(
             f"{obs.quantity.display}: {obs.value:g} {obs.unit}"
@@ -209,7 +209,7 @@ async def run_demo(duration_s: float | None, *, as_json: bool) -> dict[str, Any]
             async with asyncio.TaskGroup() as group:
                 receiver_task = group.create_task(receiver.run(), name="receiver")
                 await asyncio.wait_for(receiver.subscribed.wait(), 10)
-                world = SimBleWorld.for_devices(config.devices)
+                world = VirtualRadio.for_devices(config.devices)
                 gateway = Gateway(config, Backends(ble=world.link))
                 run = DemoRun(config, gateway, world, receiver, [], time.monotonic())
                 gateway_task = group.create_task(gateway.run(stop, drain_uplink_s=DRAIN_TIMEOUT_S), name="gateway")
@@ -218,6 +218,7 @@ async def run_demo(duration_s: float | None, *, as_json: bool) -> dict[str, Any]
                     gateway.parts.pipeline.alarm_listeners.append(run.alarms.append)
                 deadline = None if duration_s is None else time.monotonic() + duration_s
                 await _show(run, stop, deadline, live=not as_json and sys.stdout.isatty(), quiet=as_json)
+                await world.stop()  # devices out of range first: what they sent is final before the gateway drains
                 stop.set()
                 await gateway_task
                 accepted = {d.id: gateway.metrics.device(d.id).accepted for d in config.devices}

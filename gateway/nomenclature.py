@@ -60,12 +60,20 @@ _TABLE: tuple[Quantity, ...] = (
     _q("MDC_PRESS_BLD_NONINV_SYS", MDC_PART_SCADA, 18949, "mm[Hg]", "NIBP systolic"),
     _q("MDC_PRESS_BLD_NONINV_DIA", MDC_PART_SCADA, 18950, "mm[Hg]", "NIBP diastolic"),
     _q("MDC_PRESS_BLD_NONINV_MEAN", MDC_PART_SCADA, 18951, "mm[Hg]", "NIBP mean"),
+    _q("MDC_PULS_RATE_NON_INV", MDC_PART_SCADA, 18474, "/min", "Pulse rate (NIBP)"),
     # Temperature and respiration
     _q("MDC_TEMP_BODY", MDC_PART_SCADA, 19292, "Cel", "Body temperature"),
     _q("MDC_RESP_RATE", MDC_PART_SCADA, 20490, "/min", "Respiration rate"),
     # Glucose (CGM interstitial fluid, capillary meter) and trend
-    _q("MDC_CONC_GLU_ISF", MDC_PART_SCADA, 29324, "mg/dL", "Glucose (interstitial fluid)"),
-    _q("MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD", MDC_PART_SCADA, 29296, "mg/dL", "Glucose (capillary blood)"),
+    _q("MDC_CONC_GLU_ISF", MDC_PART_SCADA, 29140, "mg/dL", "Glucose (interstitial fluid)"),  # 10425 CGM IG
+    # Glucose meter (ISO/IEEE 11073-10417): one term per sample type the Glucose Measurement names.
+    _q("MDC_CONC_GLU_GEN", MDC_PART_SCADA, 28948, "mg/dL", "Glucose (sample type undetermined)"),
+    _q("MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD", MDC_PART_SCADA, 29112, "mg/dL", "Glucose (capillary blood)"),
+    _q("MDC_CONC_GLU_CAPILLARY_PLASMA", MDC_PART_SCADA, 29116, "mg/dL", "Glucose (capillary plasma)"),
+    _q("MDC_CONC_GLU_VENOUS_WHOLEBLOOD", MDC_PART_SCADA, 29120, "mg/dL", "Glucose (venous blood)"),
+    _q("MDC_CONC_GLU_VENOUS_PLASMA", MDC_PART_SCADA, 29124, "mg/dL", "Glucose (venous plasma)"),
+    _q("MDC_CONC_GLU_ARTERIAL_WHOLEBLOOD", MDC_PART_SCADA, 29128, "mg/dL", "Glucose (arterial blood)"),
+    _q("MDC_CONC_GLU_ARTERIAL_PLASMA", MDC_PART_SCADA, 29132, "mg/dL", "Glucose (arterial plasma)"),
     _q("MDC_CONC_GLU_TREND", MDC_PART_PHD_DM, 29400, "mg/dL/min", "Glucose rate of change"),
     # Insulin pump (ISO/IEEE 11073-10419)
     _q("MDC_INS_RESERVOIR", MDC_PART_PHD_DM, 29780, "[iU]", "Insulin reservoir remaining"),

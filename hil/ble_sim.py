@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import numpy as np
 
-from drivers.ble import gatt, ids
+from drivers.ble import device_info, gatt, ids
 from drivers.ble.link import NotifyCallback
 from drivers.ble.profiles import PMD_START_ECG, POLAR_EPOCH_OFFSET_NS
 from gateway.config import DeviceSection
@@ -26,10 +27,19 @@ from hil.physiology import Episode, SyntheticEcg, Trajectory
 Notifier = Callable[[Callable[[bytes], None]], Coroutine[Any, Any, None]]
 
 
+class PeripheralLink(Protocol):
+    """What a peripheral sends through: an in-process link, or a GATT server on a radio (hil.ble_radio)."""
+
+    def deliver(self, uuid: str, data: bytes) -> None: ...
+
+    def lose(self) -> None: ...
+
+
 class SimPeripheral:
     """Base: readable characteristics, notification loops, and the fault switches."""
 
     profile = ""
+    requires_encryption = False  # service characteristics need an encrypted (paired) link
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -39,13 +49,21 @@ class SimPeripheral:
         self.readable: dict[str, Callable[[], bytes]] = {}
         self.notifiers: dict[str, Notifier] = {}
         self.writes: list[tuple[str, bytes]] = []
+        self.writable: set[str] = set()  # characteristics written to (besides the control points below)
         self.indicatable: set[str] = set()  # characteristics that indicate on demand (control points)
-        self.links: set[SimGattLink] = set()
+        self.links: set[PeripheralLink] = set()
         self.connections = 0
         self.notifications_sent = 0
         self.battery_pct = 96.0
+        self.clock_offset_s: float | None = None  # device clock minus true time, when it keeps time (CTS)
         self._t0 = time.monotonic()
         self.readable[gatt.BATTERY_LEVEL] = lambda: gatt.encode_battery_level(round(self.battery_pct))
+        # Device Information: identity the gateway reads on connect (no patient data in it).
+        self.readable[gatt.MANUFACTURER_NAME] = lambda: b"IoMT Gateway HIL"
+        model, serial = f"SIM-{self.profile}".encode(), f"SN-{self.name}".encode()
+        self.readable[gatt.MODEL_NUMBER] = lambda: model
+        self.readable[gatt.SERIAL_NUMBER] = lambda: serial
+        self.readable[gatt.FIRMWARE_REVISION] = lambda: b"1.4.2"
 
     @property
     def elapsed_s(self) -> float:
@@ -61,6 +79,28 @@ class SimPeripheral:
 
     def on_write(self, uuid: str, data: bytes) -> None:
         self.writes.append((uuid, data))
+        if uuid == device_info.CURRENT_TIME:
+            try:
+                stamp = device_info.decode_current_time(data).date_time
+                self.clock_offset_s = datetime(*stamp, tzinfo=UTC).timestamp() - time.time()
+            except (InvalidFrame, ValueError):
+                pass  # a clock write the device cannot use leaves its clock alone
+
+    def keeps_time(self, drift_s: float) -> None:
+        """Give the device a Current Time Service clock that is `drift_s` off, for the gateway to set."""
+        self.clock_offset_s = drift_s
+        self.readable[device_info.CURRENT_TIME] = lambda: device_info.encode_current_time_from_ns(
+            time.time_ns() + round((self.clock_offset_s or 0.0) * 1e9), 0
+        )
+        self.writable.add(device_info.CURRENT_TIME)
+
+    def shaped(self, data: bytes, counter: int) -> bytes | None:
+        """The notification as the faults make it: None when silent, garbage every `garbage_every`-th."""
+        if self.silent:
+            return None
+        if self.garbage_every and counter % self.garbage_every == 0:
+            return bytes(np.random.default_rng(counter).integers(0, 256, 3, dtype=np.uint8))
+        return data
 
     def on_connect(self) -> None:
         """Hook for per-connection state (e.g. E2E counters restart with each connection)."""
@@ -92,6 +132,7 @@ class SimEcgPatch(SimPeripheral):
         self.notifiers[gatt.HEART_RATE_MEASUREMENT] = self._heart_rate
         self.notifiers[gatt.PMD_DATA] = self._pmd
         self.readable[gatt.PMD_CONTROL_POINT] = lambda: b"\x0f\x01"
+        self.writable.add(gatt.PMD_CONTROL_POINT)
 
     def on_write(self, uuid: str, data: bytes) -> None:
         super().on_write(uuid, data)
@@ -142,7 +183,11 @@ class SimPulseOximeter(SimPeripheral):
 
 
 class SimCgm(SimPeripheral):
-    """A CGM Service sensor.  Its clock can run faster than real time (`time_scale`) for demos."""
+    """A CGM Service sensor with a Record Access Control Point over the records it stores.
+
+    Its clock can run faster than real time (`time_scale`) for demos and tests.  It measures whether or not a
+    gateway is connected, and keeps every record, so a gateway that was away fetches what it missed via RACP.
+    """
 
     profile = "cgm"
 
@@ -155,8 +200,11 @@ class SimCgm(SimPeripheral):
         self.session_start_ns = (time.time_ns() // 60_000_000_000) * 60_000_000_000
         self.glucose = Trajectory(118.0, 1.5, lows, seed, lo=40, hi=400)
         self.records: list[gatt.CgmMeasurement] = []
+        self.racp_requests: list[gatt.RacpRequest] = []
         self.readable[gatt.CGM_SESSION_START_TIME] = lambda: gatt.encode_cgm_session_start_time(self.session_start_ns)
         self.notifiers[gatt.CGM_MEASUREMENT] = self._measure
+        self.indicatable.add(gatt.RECORD_ACCESS_CONTROL_POINT)
+        self.keeps_time(drift_s=-437.0)
 
     async def _measure(self, send: Callable[[bytes], None]) -> None:
         period = self.interval_min * 60.0 / self.time_scale
@@ -170,6 +218,59 @@ class SimCgm(SimPeripheral):
             send(gatt.encode_cgm_measurement(record, e2e_crc=False))
             await asyncio.sleep(period)
 
+    def on_write(self, uuid: str, data: bytes) -> None:
+        super().on_write(uuid, data)
+        if uuid != gatt.RECORD_ACCESS_CONTROL_POINT:
+            return
+        try:
+            request = gatt.decode_racp_request(data)
+        except InvalidFrame as err:
+            fields = err.log_fields()
+            self._racp_answer(int(fields.get("request_opcode", 0)), int(fields.get("response_code", 0x02)))
+            return
+        self.racp_requests.append(request)
+        selected = self._select(request)
+        if request.opcode == gatt.RacpOpcode.ABORT_OPERATION:
+            self._racp_answer(request.opcode, gatt.RacpResponseCode.SUCCESS)
+        elif request.opcode == gatt.RacpOpcode.REPORT_NUMBER_OF_STORED_RECORDS:
+            count = gatt.RacpResponse(
+                gatt.RacpOpcode.NUMBER_OF_STORED_RECORDS_RESPONSE,
+                gatt.RacpOperator.NULL,
+                number_of_records=len(selected),
+            )
+            self.indicate(gatt.RECORD_ACCESS_CONTROL_POINT, gatt.encode_racp_response(count))
+        elif request.opcode == gatt.RacpOpcode.REPORT_STORED_RECORDS:
+            # Records go out as CGM Measurement notifications, then the RACP indication closes the procedure.
+            for record in selected:
+                self.notifications_sent += 1
+                self.indicate(gatt.CGM_MEASUREMENT, gatt.encode_cgm_measurement(record, e2e_crc=False))
+            code = gatt.RacpResponseCode.SUCCESS if selected else gatt.RacpResponseCode.NO_RECORDS_FOUND
+            self._racp_answer(request.opcode, code)
+        else:
+            self._racp_answer(request.opcode, gatt.RacpResponseCode.OP_CODE_NOT_SUPPORTED)
+
+    def _select(self, request: gatt.RacpRequest) -> list[gatt.CgmMeasurement]:
+        records, operator, operand = self.records, request.operator, request.operand
+        if operator == gatt.RacpOperator.ALL_RECORDS:
+            return list(records)
+        if operator == gatt.RacpOperator.FIRST_RECORD:
+            return records[:1]
+        if operator == gatt.RacpOperator.LAST_RECORD:
+            return records[-1:]
+        if operator == gatt.RacpOperator.GREATER_THAN_OR_EQUAL:
+            return [r for r in records if r.time_offset_min >= operand[0]]
+        if operator == gatt.RacpOperator.LESS_THAN_OR_EQUAL:
+            return [r for r in records if r.time_offset_min <= operand[0]]
+        if operator == gatt.RacpOperator.WITHIN_RANGE:
+            return [r for r in records if operand[0] <= r.time_offset_min <= operand[1]]
+        return []
+
+    def _racp_answer(self, request_opcode: int, code: int) -> None:
+        response = gatt.RacpResponse(
+            gatt.RacpOpcode.RESPONSE_CODE, gatt.RacpOperator.NULL, request_opcode=request_opcode, response_code=code
+        )
+        self.indicate(gatt.RECORD_ACCESS_CONTROL_POINT, gatt.encode_racp_response(response))
+
 
 class SimInsulinPump(SimPeripheral):
     """An Insulin Delivery Service pump: status every two seconds, and the IDD Command Control Point.
@@ -180,6 +281,7 @@ class SimInsulinPump(SimPeripheral):
     """
 
     profile = "insulin_pump"
+    requires_encryption = True  # IDS: LE security mode 1 level 2 or higher, with bonding
 
     def __init__(self, name: str, reservoir_iu: float = 180.0, basal_iu_h: float = 0.8) -> None:
         super().__init__(name)
@@ -188,6 +290,7 @@ class SimInsulinPump(SimPeripheral):
         self.notifiers[gatt.IDD_STATUS] = self._status
         self.notifiers[gatt.BATTERY_LEVEL] = self._battery
         self.indicatable.add(ids.IDD_COMMAND_CONTROL_POINT)
+        self.keeps_time(drift_s=95.0)
         self.commands_received: list[ids.IddCommand] = []
         self.deliveries: list[tuple[int, float]] = []  # (bolus id, IU) actually delivered
         self.temp_basals: list[tuple[float, int]] = []
@@ -264,6 +367,7 @@ class SimGattLink:
     def __init__(self, peripheral: SimPeripheral) -> None:
         self.peripheral = peripheral
         self.disconnected = asyncio.Event()
+        self.rssi_dbm: int | None = -60
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribers: dict[str, NotifyCallback] = {}
         self._connected = False
@@ -273,7 +377,7 @@ class SimGattLink:
         if callback is not None and not self.disconnected.is_set():
             callback(uuid, data)
 
-    async def connect(self, timeout_s: float) -> None:
+    async def connect(self, timeout_s: float, *, pair: bool = False) -> None:
         await asyncio.sleep(0.01)  # a real connection takes at least a connection interval
         if not self.peripheral.online:
             await asyncio.sleep(min(timeout_s, 0.2))
@@ -295,13 +399,14 @@ class SimGattLink:
         self._check()
         self.peripheral.on_write(uuid, bytes(data))
 
-    def has_characteristic(self, uuid: str) -> bool:
+    def has_characteristic(self, uuid: str, *, notify: bool = False) -> bool:
+        if notify:
+            return uuid in self.peripheral.notifiers or uuid in self.peripheral.indicatable
         return uuid in self.peripheral.characteristics()
 
     async def start_notify(self, uuid: str, callback: NotifyCallback) -> None:
         self._check()
-        if uuid in self.peripheral.indicatable:
-            self._subscribers[uuid] = callback
+        self._subscribers[uuid] = callback
         notifier = self.peripheral.notifiers.get(uuid)
         if notifier is None:
             return  # indicated on demand, or readable only
@@ -309,13 +414,13 @@ class SimGattLink:
 
         def send(data: bytes) -> None:
             nonlocal counter
-            if self.disconnected.is_set() or self.peripheral.silent:
+            if self.disconnected.is_set():
                 return
             counter += 1
-            if self.peripheral.garbage_every and counter % self.peripheral.garbage_every == 0:
-                data = bytes(np.random.default_rng(counter).integers(0, 256, 3, dtype=np.uint8))
-            self.peripheral.notifications_sent += 1
-            callback(uuid, data)
+            shaped = self.peripheral.shaped(data, counter)
+            if shaped is not None:
+                self.peripheral.notifications_sent += 1
+                callback(uuid, shaped)
 
         self._tasks.append(asyncio.create_task(notifier(send), name=f"sim-{self.peripheral.name}-{uuid[4:8]}"))
 

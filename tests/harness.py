@@ -13,13 +13,14 @@ from cloud_sync.receiver import ReferenceReceiver
 from drivers.registry import Backends
 from gateway.config import Config
 from gateway.daemon import Gateway
+from hil.ble_radio import VirtualRadio
 from hil.ble_sim import SimBleWorld
 
 
 @dataclass
 class Running:
     gateway: Gateway
-    world: SimBleWorld
+    world: SimBleWorld | VirtualRadio
     receiver: ReferenceReceiver
     stop: asyncio.Event
     task: asyncio.Task[None]
@@ -47,7 +48,7 @@ async def running_gateway(
     config: Config,
     *,
     receiver_id: str = "test-receiver",
-    world: SimBleWorld | None = None,
+    world: SimBleWorld | VirtualRadio | None = None,
     drain_s: float = 20.0,
     receiver_tls: ssl.SSLContext | None = None,
     receiver_port: int | None = None,
@@ -75,6 +76,8 @@ async def running_gateway(
             if not task.done():
                 stop.set()
                 await task
+            if isinstance(world, VirtualRadio):
+                await world.stop()
     finally:
         receiver_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

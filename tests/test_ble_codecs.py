@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import math
@@ -14,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.ble import gatt
@@ -45,8 +44,7 @@ from drivers.ble.sfloat import (
     read_sfloat,
 )
 from gateway.errors import InvalidFrame
-
-FAST = settings(max_examples=200, deadline=None, database=None)
+from tests.fuzzing import FAST, Mutation, check_mutations, decodes_or_invalid, mutations
 
 U16 = struct.Struct("<H")
 
@@ -290,11 +288,6 @@ def assert_truncations_invalid(decode: Callable[[bytes], object], frame: bytes) 
             decode(frame[:n])
 
 
-def decodes_or_invalid(decode: Callable[[bytes], object], data: bytes) -> None:
-    with contextlib.suppress(InvalidFrame):
-        decode(data)
-
-
 DECODERS: dict[str, Callable[[bytes], object]] = {
     "heart_rate": gatt.decode_heart_rate_measurement,
     "plx_continuous": gatt.decode_plx_continuous,
@@ -341,23 +334,10 @@ def test_valid_frames_decode() -> None:
         DECODERS[name](frame)
 
 
-# (byte edits as (index, value), bytes cut from the end, bytes appended)
-mutations = st.tuples(
-    st.lists(st.tuples(st.integers(0, 255), st.integers(0, 255)), min_size=1, max_size=3),
-    st.sampled_from([0, 0, 0, 1, 2, 3]),
-    st.sampled_from([b"", b"", b"\x00", b"\xff\xff"]),
-)
-
-
 @FAST
 @given(mutations)
-def test_decoders_survive_mutations(mutation: tuple[list[tuple[int, int]], int, bytes]) -> None:
-    edits, cut, tail = mutation
-    for name, valid in VALID_FRAMES.items():
-        frame = bytearray(valid)
-        for index, value in edits:
-            frame[index % len(frame)] = value
-        decodes_or_invalid(DECODERS[name], bytes(frame[: len(frame) - cut]) + tail)
+def test_decoders_survive_mutations(mutation: Mutation) -> None:
+    check_mutations(DECODERS, VALID_FRAMES, mutation)
 
 
 @pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview])

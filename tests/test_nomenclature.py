@@ -25,7 +25,7 @@ def test_anchor_codes_match_ieee_11073_10101() -> None:
         "MDC_PULS_OXIM_PULS_RATE": (149530, "/min"),
         "MDC_PRESS_BLD_NONINV_SYS": (150021, "mm[Hg]"),
         "MDC_TEMP_BODY": (150364, "Cel"),
-        "MDC_CONC_GLU_ISF": (160396, "mg/dL"),
+        "MDC_CONC_GLU_ISF": (160212, "mg/dL"),  # 2 * 65536 + 29140
         "MDC_ATTR_VAL_BATT_CHARGE": (67996, "%"),
         "MDC_ECG_ELEC_POTL_II": (131330, "uV"),
         "MDC_INS_RESERVOIR": ((128 << 16) | 29780, "[iU]"),

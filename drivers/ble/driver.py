@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Sequence
 
 from drivers.base import CommandRefused, DriverStats, EventSink, OutcomeUnknown
-from drivers.ble import gatt, ids
+from drivers.ble import device_info, gatt, ids
 from drivers.ble.link import GattLink, GattLinkFactory
 from drivers.ble.profiles import PROFILES, ProfileState
 from drivers.ble.sfloat import decode_sfloat, encode_sfloat
@@ -25,6 +25,7 @@ from gateway.supervisor import report_healthy
 log = get_logger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
+RACP_TIMEOUT_S = 30.0  # a CGM sends two weeks of 5-minute records in well under this
 NOTIFY_QUEUE_SIZE = 1024
 
 Notification = tuple[str, bytes]
@@ -53,6 +54,10 @@ class BleDeviceDriver:
         self._response: asyncio.Future[bytes] | None = None
         self._counter = ids.E2ECounter()
         self._tracker = ids.E2ECounterTracker()
+        # Kept across reconnections: where the CGM's records resume (the RACP request after a reconnect).
+        self._state = ProfileState(device_id)
+        self._racp_answer: asyncio.Future[bytes] | None = None
+        self.records_requested = 0  # RACP procedures started (for tests and the admin API)
 
     @property
     def connected(self) -> bool:
@@ -61,11 +66,11 @@ class BleDeviceDriver:
     async def run(self, sink: EventSink) -> None:
         link = self._link_factory(self.address)
         queue: asyncio.Queue[Notification] = asyncio.Queue(NOTIFY_QUEUE_SIZE)
-        state = ProfileState(self.device_id)
+        state = self._state
         sink.emit_nowait(self._status(ConnectionState.CONNECTING))
         reason = "link_lost"
         try:
-            await link.connect(CONNECT_TIMEOUT_S)
+            await link.connect(CONNECT_TIMEOUT_S, pair=self.profile.bonding)
             await self._serve(link, sink, queue, state)
         except asyncio.CancelledError:
             reason = "stopped"  # the gateway stopped this driver on purpose: not a device fault
@@ -83,16 +88,15 @@ class BleDeviceDriver:
         self, link: GattLink, sink: EventSink, queue: asyncio.Queue[Notification], state: ProfileState
     ) -> None:
         if link.has_characteristic(gatt.CGM_SESSION_START_TIME):
-            state.cgm_session_start_ns = gatt.decode_cgm_session_start_time(
-                await link.read(gatt.CGM_SESSION_START_TIME)
-            )
+            state.new_cgm_session(gatt.decode_cgm_session_start_time(await link.read(gatt.CGM_SESSION_START_TIME)))
         battery = None
         if link.has_characteristic(gatt.BATTERY_LEVEL):
             battery = float(gatt.decode_battery_level(await link.read(gatt.BATTERY_LEVEL)))
-        detail = {}
+        detail = await self._identity(link)
         if state.cgm_session_start_ns is not None:
             detail["sensor_session_start_ns"] = str(state.cgm_session_start_ns)
-        await sink.emit(self._status(ConnectionState.CONNECTED, battery, detail))
+        await sink.emit(self._status(ConnectionState.CONNECTED, battery, detail, rssi=link.rssi_dbm))
+        await self._set_clock(link)
 
         def on_notify(uuid: str, data: bytes) -> None:
             try:
@@ -104,21 +108,26 @@ class BleDeviceDriver:
                     log.warning("notification queue full; dropping", device_id=self.device_id)
 
         for uuid in self.profile.notify:
-            if link.has_characteristic(uuid):
+            if link.has_characteristic(uuid, notify=True):
                 await link.start_notify(uuid, on_notify)
         if self.profile.name == "insulin_pump" and link.has_characteristic(ids.IDD_COMMAND_CONTROL_POINT):
             # Control point responses answer our own writes: they go to the waiting command, not the pipeline.
             await link.start_notify(ids.IDD_COMMAND_CONTROL_POINT, self._on_control_point)
             self._counter, self._tracker = ids.E2ECounter(), ids.E2ECounterTracker()
+        racp = self.profile.record_access and link.has_characteristic(gatt.RECORD_ACCESS_CONTROL_POINT, notify=True)
+        if racp:
+            await link.start_notify(gatt.RECORD_ACCESS_CONTROL_POINT, self._on_racp)
         for uuid, data in self.profile.start_writes:
             if link.has_characteristic(uuid):
                 await link.write(uuid, data, response=True)
-        log.info("device connected", device_id=self.device_id, profile=self.profile.name)
+        log.info("device connected", device_id=self.device_id, profile=self.profile.name, rssi_dbm=link.rssi_dbm)
         report_healthy()
         self._link = link
 
         lost = asyncio.ensure_future(link.disconnected.wait())
         getter: asyncio.Future[Notification] | None = None
+        # Records stored while we were away come in as ordinary measurement notifications, while this loop runs.
+        fetch = asyncio.ensure_future(self._fetch_stored_records(link, state)) if racp else None
         try:
             while True:
                 getter = asyncio.ensure_future(queue.get())
@@ -138,6 +147,8 @@ class BleDeviceDriver:
         finally:
             self._link = None
             lost.cancel()
+            if fetch is not None:
+                fetch.cancel()
             if getter is not None:
                 if getter.done() and not getter.cancelled():
                     # Taken off the queue just as we were stopped: still data the device sent.
@@ -147,6 +158,57 @@ class BleDeviceDriver:
                     getter.cancel()
             if self._response is not None and not self._response.done():
                 self._response.set_exception(OutcomeUnknown("link lost while waiting for the device's answer"))
+
+    # -- connection set-up ---------------------------------------------------------------------------------------
+    async def _identity(self, link: GattLink) -> dict[str, str]:
+        """Device Information strings, as status detail (a device's identity, never the patient's)."""
+        identity: dict[str, str] = {}
+        for uuid, field in device_info.DIS_STRING_CHARACTERISTICS.items():
+            if link.has_characteristic(uuid):
+                try:
+                    identity[field] = device_info.decode_dis_string(await link.read(uuid), field)
+                except InvalidFrame as err:
+                    log.warning("device information unreadable", device_id=self.device_id, **err.log_fields())
+        return identity
+
+    async def _set_clock(self, link: GattLink) -> None:
+        """Set the device's clock through the Current Time Service, where it accepts writes."""
+        if link.has_characteristic(device_info.CURRENT_TIME):
+            try:
+                await link.write(device_info.CURRENT_TIME, device_info.encode_current_time_from_ns(now_ns()))
+            except TransportError as err:
+                # Writing Current Time is optional in CTS: a device that refuses keeps its clock and its link.
+                log.warning("device clock not set", device_id=self.device_id, **err.log_fields())
+                return
+            log.info("device clock set", device_id=self.device_id)
+
+    # -- stored records (RACP) -------------------------------------------------------------------------------
+    def _on_racp(self, _uuid: str, data: bytes) -> None:
+        if self._racp_answer is not None and not self._racp_answer.done():
+            self._racp_answer.set_result(bytes(data))
+
+    async def _fetch_stored_records(self, link: GattLink, state: ProfileState) -> None:
+        """Ask for every record after the newest one seen (all, on the first connection of a session)."""
+        since = None if state.cgm_last_offset_min is None else state.cgm_last_offset_min + 1
+        request = gatt.racp_report_all() if since is None else gatt.racp_report_records_since(since)
+        self._racp_answer = asyncio.get_running_loop().create_future()
+        self.records_requested += 1
+        try:
+            await link.write(gatt.RECORD_ACCESS_CONTROL_POINT, request, response=True)
+            async with asyncio.timeout(RACP_TIMEOUT_S):
+                answer = gatt.decode_racp_response(await self._racp_answer)
+        except TimeoutError:
+            log.warning("stored records: no RACP answer in time", device_id=self.device_id, since_offset_min=since)
+            return
+        except (TransportError, InvalidFrame) as err:
+            fields = err.log_fields() if isinstance(err, InvalidFrame) else {}
+            log.warning("stored records: RACP failed", device_id=self.device_id, error=type(err).__name__, **fields)
+            return
+        finally:
+            self._racp_answer = None
+        code = answer.response_code
+        outcome = "none_missed" if code == gatt.RacpResponseCode.NO_RECORDS_FOUND else _racp_code_name(code)
+        log.info("stored records fetched", device_id=self.device_id, since_offset_min=since, outcome=outcome)
 
     # -- commands (insulin pump, IDS Command Control Point) ---------------------------------------------------
     def _on_control_point(self, _uuid: str, data: bytes) -> None:
@@ -220,9 +282,23 @@ class BleDeviceDriver:
                 raise
 
     def _status(
-        self, connection: ConnectionState, battery: float | None = None, detail: dict[str, str] | None = None
+        self,
+        connection: ConnectionState,
+        battery: float | None = None,
+        detail: dict[str, str] | None = None,
+        *,
+        rssi: int | None = None,
     ) -> DeviceStatus:
-        return DeviceStatus(new_id(), self.device_id, connection, now_ns(), battery_pct=battery, detail=detail or {})
+        return DeviceStatus(
+            new_id(), self.device_id, connection, now_ns(), battery_pct=battery, rssi_dbm=rssi, detail=detail or {}
+        )
+
+
+def _racp_code_name(code: int | None) -> str:
+    try:
+        return gatt.RacpResponseCode(code).name.lower() if code is not None else "none"
+    except ValueError:
+        return f"0x{code:02x}"
 
 
 def _code_name(value: int) -> str:

@@ -58,6 +58,12 @@ __all__ = [
     # shared
     "Buffer",
     "crc16_mcrf4xx",
+    "require_length",
+    "require_min_length",
+    "reject_reserved_flags",
+    "enum_or_int",
+    "check_uint",
+    "date_time_valid",
     # heart rate
     "HeartRateMeasurement",
     "decode_heart_rate_measurement",
@@ -254,6 +260,14 @@ def _read_sfloat(data: bytes, offset: int) -> float:
     return decode_sfloat(_U16.unpack_from(data, offset)[0])
 
 
+# The sibling codec modules (measurements, device_info) validate with these same checks: one definition each.
+require_length = _exact_length
+require_min_length = _non_empty
+reject_reserved_flags = _reserved_flags
+enum_or_int = _enum_or_int
+check_uint = _check_uint
+
+
 # ---------------------------------------------------------------------------------------------- heart rate
 
 _HR_UINT16: Final = 0x01
@@ -393,6 +407,9 @@ def _date_time_valid(ts: tuple[int, ...]) -> bool:
         and 0 <= minutes <= 59
         and 0 <= seconds <= 59
     )
+
+
+date_time_valid = _date_time_valid  # shared with measurements and device_info (Date Time fields)
 
 
 def decode_plx_continuous(buf: Buffer) -> PlxContinuousMeasurement:

@@ -17,8 +17,10 @@ class GattLink(Protocol):
     """A connection to one peripheral.  Methods raise gateway.errors.TransportError on link failure."""
 
     disconnected: asyncio.Event
+    rssi_dbm: int | None  # signal strength of the advertisement it connected from, when known
 
-    async def connect(self, timeout_s: float) -> None: ...
+    async def connect(self, timeout_s: float, *, pair: bool = False) -> None:
+        """Connect; with `pair`, also pair (and bond) before any characteristic is used."""
 
     async def disconnect(self) -> None: ...
 
@@ -28,7 +30,8 @@ class GattLink(Protocol):
 
     async def start_notify(self, uuid: str, callback: NotifyCallback) -> None: ...
 
-    def has_characteristic(self, uuid: str) -> bool: ...
+    def has_characteristic(self, uuid: str, *, notify: bool = False) -> bool:
+        """Whether the peripheral has it (with `notify`: and can notify or indicate it)."""
 
 
 GattLinkFactory = Callable[[str], GattLink]

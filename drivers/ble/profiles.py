@@ -5,13 +5,14 @@ A profile is pure: it maps decoded frames (from `drivers.ble.gatt`) to domain ev
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from drivers.ble import gatt
+from drivers.ble import gatt, measurements
 from gateway.model import (
     ConnectionState,
     DeviceStatus,
@@ -24,6 +25,7 @@ from gateway.model import (
 )
 from gateway.nomenclature import quantity
 
+CGM_SEEN_MAX = 8192  # four weeks of 5-minute CGM records
 POLAR_EPOCH_OFFSET_NS = 946_684_800 * 1_000_000_000  # 2000-01-01T00:00:00Z in Unix ns
 
 # Polar PMD control point: start ECG, sample rate 130 Hz (setting 0x00, 1 value, 0x0082), resolution 14 bit.
@@ -36,6 +38,26 @@ class ProfileState:
 
     device_id: str
     cgm_session_start_ns: int | None = None
+    cgm_last_offset_min: int | None = None  # newest CGM record seen in this session (where RACP resumes)
+    # CGM records already handed on, by time offset (bounded): a record that arrives both live and through RACP
+    # (the first fetch of a session asks for all of them) is passed on once.
+    cgm_seen: collections.OrderedDict[int, None] = field(default_factory=collections.OrderedDict)
+
+    def new_cgm_session(self, start_ns: int | None) -> None:
+        if start_ns != self.cgm_session_start_ns:
+            self.cgm_last_offset_min = None  # offsets restart at 0 in a new sensor session
+            self.cgm_seen.clear()
+        self.cgm_session_start_ns = start_ns
+
+    def first_sight_of_cgm_record(self, offset_min: int) -> bool:
+        if offset_min in self.cgm_seen:
+            return False
+        self.cgm_seen[offset_min] = None
+        if len(self.cgm_seen) > CGM_SEEN_MAX:
+            self.cgm_seen.popitem(last=False)
+        if self.cgm_last_offset_min is None or offset_min > self.cgm_last_offset_min:
+            self.cgm_last_offset_min = offset_min
+        return True
 
 
 Handler = Callable[[ProfileState, bytes], Sequence[Event]]
@@ -46,6 +68,8 @@ class Profile:
     name: str
     notify: dict[str, Handler]
     start_writes: tuple[tuple[str, bytes], ...] = ()
+    bonding: bool = False  # the service needs an encrypted, bonded link (IDS: security mode 1 level 2+)
+    record_access: bool = False  # stored records fetched through RACP after every (re)connection
 
 
 def _obs(state: ProfileState, ref: str, value: float, device_time_ns: int | None, *key: object) -> Observation:
@@ -107,6 +131,8 @@ def on_plx_continuous(state: ProfileState, data: bytes) -> Sequence[Event]:
 def on_cgm(state: ProfileState, data: bytes) -> Sequence[Event]:
     events: list[Event] = []
     for m in gatt.decode_cgm_measurements(data, e2e_crc=False):
+        if not state.first_sight_of_cgm_record(m.time_offset_min):
+            continue
         start = state.cgm_session_start_ns
         device_time = None if start is None else start + m.time_offset_min * 60_000_000_000
         if start is None:
@@ -147,6 +173,91 @@ def _enum_name(enum_type: type[gatt.TherapyControlState] | type[gatt.Operational
         return f"0x{value:02x}"
 
 
+# -------------------------------------------------------------- blood pressure, thermometer, glucose meter
+#
+# These devices stamp a measurement with their local clock and no time zone, so the time cannot be placed on the
+# UTC axis (device_time_ns stays None, as for a CGM without a session start).  It still identifies the record:
+# a monitor re-sends stored measurements after a reconnect, and the same time stamp gives the same event id.
+
+_PA_PER_MMHG = 133.322387415  # the conventional millimetre of mercury
+_CONVERTED_DECIMALS = 3  # a unit conversion rounds off binary noise, far below any device's resolution
+_GLUCOSE_MG_DL_PER_KG_L = 100_000  # 1 kg/L = 10**6 mg per 10 dL
+_GLUCOSE_MOLAR_MASS_G_PER_MOL = 180.156  # C6H12O6
+_GLUCOSE_MG_DL_PER_MOL_L = _GLUCOSE_MOLAR_MASS_G_PER_MOL * 100  # 1 mol/L = 180.156 g/L = 18 015.6 mg/dL
+_GLUCOSE_QUANTITY_BY_SAMPLE: dict[int, str] = {
+    measurements.GlucoseSampleType.CAPILLARY_WHOLE_BLOOD: "MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD",
+    measurements.GlucoseSampleType.CAPILLARY_PLASMA: "MDC_CONC_GLU_CAPILLARY_PLASMA",
+    measurements.GlucoseSampleType.VENOUS_WHOLE_BLOOD: "MDC_CONC_GLU_VENOUS_WHOLEBLOOD",
+    measurements.GlucoseSampleType.VENOUS_PLASMA: "MDC_CONC_GLU_VENOUS_PLASMA",
+    measurements.GlucoseSampleType.ARTERIAL_WHOLE_BLOOD: "MDC_CONC_GLU_ARTERIAL_WHOLEBLOOD",
+    measurements.GlucoseSampleType.ARTERIAL_PLASMA: "MDC_CONC_GLU_ARTERIAL_PLASMA",
+    measurements.GlucoseSampleType.INTERSTITIAL_FLUID: "MDC_CONC_GLU_ISF",
+}
+
+
+def _converted(value: float) -> float:
+    return round(value, _CONVERTED_DECIMALS)
+
+
+def _record_key(stamp: gatt.DateTimeTuple | None, *more: object) -> tuple[object, ...]:
+    """A device record's own identity: its complete time stamp; empty (a fresh id) when absent or partial."""
+    if stamp is None or 0 in stamp[:3]:
+        return ()
+    return (*stamp, *more)
+
+
+def on_blood_pressure(state: ProfileState, data: bytes) -> Sequence[Event]:
+    """Blood Pressure Measurement -> systolic, diastolic, mean (mm[Hg], converted from kPa) and pulse rate."""
+    m = measurements.decode_blood_pressure_measurement(data)
+
+    def mmhg(value: float) -> float:
+        return value if m.unit is measurements.PressureUnit.MMHG else _converted(value * 1000 / _PA_PER_MMHG)
+
+    key = _record_key(m.timestamp, m.user_id)
+    events: list[Event] = [
+        _obs(state, "MDC_PRESS_BLD_NONINV_SYS", mmhg(m.systolic), None, *key),
+        _obs(state, "MDC_PRESS_BLD_NONINV_DIA", mmhg(m.diastolic), None, *key),
+        _obs(state, "MDC_PRESS_BLD_NONINV_MEAN", mmhg(m.mean_arterial_pressure), None, *key),
+    ]
+    if m.pulse_rate_bpm is not None:
+        events.append(_obs(state, "MDC_PULS_RATE_NON_INV", m.pulse_rate_bpm, None, *key))
+    return _finite(events)
+
+
+def on_temperature(state: ProfileState, data: bytes) -> Sequence[Event]:
+    """Temperature Measurement -> body temperature in Cel (converted from Fahrenheit)."""
+    m = measurements.decode_temperature_measurement(data)
+    celsius = m.temperature
+    if m.unit is measurements.TemperatureUnit.FAHRENHEIT:
+        celsius = _converted((m.temperature - 32) * 5 / 9)
+    return _finite([_obs(state, "MDC_TEMP_BODY", celsius, None, *_record_key(m.timestamp, m.temperature_type))])
+
+
+def on_glucose(state: ProfileState, data: bytes) -> Sequence[Event]:
+    """Glucose Measurement -> glucose in mg/dL, coded by the sample type the meter names, id'd by sequence number.
+
+    Units: kg/L x 100 000 is mg/dL exactly; mol/L is converted to mg/dL too (x 18 015.6, glucose 180.156 g/mol)
+    rather than sent as mmol/L, so that one quantity carries one unit (a quantity's MDC code is unique in the
+    nomenclature table, and alarm limits are written against that unit).  A record without a concentration
+    (status only) and a control-solution test (a meter check, not the patient) give no observation.
+    """
+    m = measurements.decode_glucose_measurement(data)
+    control = (
+        m.sample_type == measurements.GlucoseSampleType.CONTROL_SOLUTION
+        or m.sample_location == measurements.GlucoseSampleLocation.CONTROL_SOLUTION
+    )
+    if m.concentration is None or m.sample_type is None or control:
+        return []
+    if m.concentration_unit is measurements.GlucoseConcentrationUnit.KG_PER_L:
+        mg_dl = _converted(m.concentration * _GLUCOSE_MG_DL_PER_KG_L)
+    else:
+        mg_dl = _converted(m.concentration * _GLUCOSE_MG_DL_PER_MOL_L)
+    # Undetermined whole blood / plasma, and types a newer spec adds, fall back to the general glucose term.
+    ref = _GLUCOSE_QUANTITY_BY_SAMPLE.get(m.sample_type, "MDC_CONC_GLU_GEN")
+    # The sequence number identifies the record on the meter: a record re-sent through RACP keeps its id.
+    return _finite([_obs(state, ref, mg_dl, None, m.sequence_number)])
+
+
 PROFILES: dict[str, Profile] = {
     "ecg_patch": Profile(
         "ecg_patch",
@@ -156,6 +267,20 @@ PROFILES: dict[str, Profile] = {
     "pulse_oximeter": Profile(
         "pulse_oximeter", {gatt.PLX_CONTINUOUS_MEASUREMENT: on_plx_continuous, gatt.BATTERY_LEVEL: on_battery}
     ),
-    "cgm": Profile("cgm", {gatt.CGM_MEASUREMENT: on_cgm, gatt.BATTERY_LEVEL: on_battery}),
-    "insulin_pump": Profile("insulin_pump", {gatt.IDD_STATUS: on_idd_status, gatt.BATTERY_LEVEL: on_battery}),
+    "cgm": Profile("cgm", {gatt.CGM_MEASUREMENT: on_cgm, gatt.BATTERY_LEVEL: on_battery}, record_access=True),
+    "insulin_pump": Profile(
+        "insulin_pump", {gatt.IDD_STATUS: on_idd_status, gatt.BATTERY_LEVEL: on_battery}, bonding=True
+    ),
+    "blood_pressure": Profile(
+        "blood_pressure",
+        {measurements.BLOOD_PRESSURE_MEASUREMENT: on_blood_pressure, gatt.BATTERY_LEVEL: on_battery},
+    ),
+    "thermometer": Profile(
+        "thermometer", {measurements.TEMPERATURE_MEASUREMENT: on_temperature, gatt.BATTERY_LEVEL: on_battery}
+    ),
+    "glucose_meter": Profile(
+        "glucose_meter",
+        {measurements.GLUCOSE_MEASUREMENT: on_glucose, gatt.BATTERY_LEVEL: on_battery},
+        record_access=True,
+    ),
 }
