@@ -192,16 +192,30 @@ class SimCgm(SimPeripheral):
     profile = "cgm"
 
     def __init__(
-        self, name: str, lows: tuple[Episode, ...] = (), interval_min: int = 1, time_scale: float = 60.0, seed: int = 13
+        self,
+        name: str,
+        lows: tuple[Episode, ...] = (),
+        interval_min: int = 1,
+        time_scale: float = 60.0,
+        seed: int = 13,
+        *,
+        e2e_crc: bool = True,
     ) -> None:
         super().__init__(name)
+        self.e2e_crc = e2e_crc
         self.interval_min = interval_min
         self.time_scale = time_scale
         self.session_start_ns = (time.time_ns() // 60_000_000_000) * 60_000_000_000
         self.glucose = Trajectory(118.0, 1.5, lows, seed, lo=40, hi=400)
         self.records: list[gatt.CgmMeasurement] = []
         self.racp_requests: list[gatt.RacpRequest] = []
-        self.readable[gatt.CGM_SESSION_START_TIME] = lambda: gatt.encode_cgm_session_start_time(self.session_start_ns)
+        self.readable[gatt.CGM_SESSION_START_TIME] = lambda: gatt.encode_cgm_session_start_time(
+            self.session_start_ns, e2e_crc=e2e_crc
+        )
+        # Interstitial fluid (type 0x9), subcutaneous tissue (location 0x5); trend, quality and E2E-CRC features.
+        features = (1 << 15) | (1 << 16) | (gatt.CGM_FEATURE_E2E_CRC if e2e_crc else 0)
+        cgm_feature = gatt.encode_cgm_feature(gatt.CgmFeature(features, 0x9, 0x5))
+        self.readable[gatt.CGM_FEATURE] = lambda: cgm_feature
         self.notifiers[gatt.CGM_MEASUREMENT] = self._measure
         self.indicatable.add(gatt.RECORD_ACCESS_CONTROL_POINT)
         self.keeps_time(drift_s=-437.0)
@@ -215,7 +229,7 @@ class SimCgm(SimPeripheral):
             trend = None if previous is None else round((value - previous) / self.interval_min, 1)
             record = gatt.CgmMeasurement(float(value), offset, None, trend, None)
             self.records.append(record)
-            send(gatt.encode_cgm_measurement(record, e2e_crc=False))
+            send(gatt.encode_cgm_measurement(record, e2e_crc=self.e2e_crc))
             await asyncio.sleep(period)
 
     def on_write(self, uuid: str, data: bytes) -> None:
@@ -243,7 +257,7 @@ class SimCgm(SimPeripheral):
             # Records go out as CGM Measurement notifications, then the RACP indication closes the procedure.
             for record in selected:
                 self.notifications_sent += 1
-                self.indicate(gatt.CGM_MEASUREMENT, gatt.encode_cgm_measurement(record, e2e_crc=False))
+                self.indicate(gatt.CGM_MEASUREMENT, gatt.encode_cgm_measurement(record, e2e_crc=self.e2e_crc))
             code = gatt.RacpResponseCode.SUCCESS if selected else gatt.RacpResponseCode.NO_RECORDS_FOUND
             self._racp_answer(request.opcode, code)
         else:

@@ -295,6 +295,7 @@ DECODERS: dict[str, Callable[[bytes], object]] = {
     "cgm": lambda b: gatt.decode_cgm_measurements(b, e2e_crc=False),
     "cgm_crc": lambda b: gatt.decode_cgm_measurements(b, e2e_crc=True),
     "cgm_session_start": gatt.decode_cgm_session_start_time,
+    "cgm_feature": gatt.decode_cgm_feature,
     "racp_request": gatt.decode_racp_request,
     "racp_response": gatt.decode_racp_response,
     "idd_status": lambda b: gatt.decode_idd_status(b, e2e=False),
@@ -320,6 +321,7 @@ VALID_FRAMES: dict[str, bytes] = {
     "cgm": gatt.encode_cgm_measurement(CgmMeasurement(120.0, 5, 0x030201, -1.5, 90.0), e2e_crc=False) * 2,
     "cgm_crc": gatt.encode_cgm_measurement(CgmMeasurement(120.0, 5, 0x030201, -1.5, 90.0), e2e_crc=True) * 2,
     "cgm_session_start": gatt.encode_cgm_session_start_time(1_700_000_000_000_000_000, e2e_crc=True),
+    "cgm_feature": gatt.encode_cgm_feature(gatt.CgmFeature(0x01F000, 1, 5)),
     "racp_request": bytes([1, 4, 1, 10, 0, 20, 0]),
     "racp_response": bytes([6, 0, 1, 1]),
     "idd_status": bytes([0x55, 0x96]) + sf(1805, -1) + b"\x01",
@@ -939,3 +941,18 @@ def test_pmd_ecg_round_trip(timestamp_ns: int, samples: list[int]) -> None:
     frame = gatt.decode_pmd_ecg_frame(encoded)
     assert frame.timestamp_ns == timestamp_ns
     assert frame.samples_uv.tolist() == samples
+
+
+def test_cgm_feature_says_whether_records_carry_an_e2e_crc() -> None:
+    # Features 0x001000 (E2E-CRC supported), type 1 (capillary whole blood), location 5 (subcutaneous tissue).
+    body = bytes([0x00, 0x10, 0x00, 0x51])
+    frame = body + U16.pack(gatt.crc16_mcrf4xx(body))
+    feature = gatt.decode_cgm_feature(frame)
+    assert feature.e2e_crc and (feature.cgm_type, feature.sample_location) == (1, 5)
+    assert gatt.encode_cgm_feature(feature) == frame
+    with pytest.raises(InvalidFrame, match="E2E-CRC"):
+        gatt.decode_cgm_feature(frame[:-1] + bytes([frame[-1] ^ 1]))
+    # Without E2E support the CRC field is 0xFFFF and is not checked.
+    plain = gatt.decode_cgm_feature(bytes([0x00, 0x00, 0x00, 0x51, 0xFF, 0xFF]))
+    assert not plain.e2e_crc
+    assert gatt.encode_cgm_feature(plain).endswith(b"\xff\xff")

@@ -260,3 +260,24 @@ async def test_dropped_and_silent_links_are_noticed_and_reconnected(tmp_path: Pa
         i["detail"].get("reason") for i in run.receiver.items.values() if i.get("connection") == "disconnected"
     ]
     assert disconnects.count("link_lost") >= 2, disconnects
+
+
+async def test_corrupt_cgm_records_are_fetched_again_and_none_is_missing(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    config = _virtual_config(tmp_path, mosquitto.port)
+    config = config.model_copy(update={"devices": [d for d in config.devices if d.id == "cgm-1"]})
+    radio = VirtualRadio()
+    cgm = SimCgm("cgm-1", interval_min=1, time_scale=120.0)
+    cgm.garbage_every = 3  # every third live record arrives as garbage (fails its size and E2E-CRC checks)
+    radio.add(cgm)
+    async with running_gateway(config, world=radio) as run:
+        await run.wait_until(lambda: len(cgm.records) >= 10, 30)
+        await run.wait_until(lambda: len(_items(run, "cgm-1", "MDC_CONC_GLU_ISF")) >= len(cgm.records) - 1, 30)
+        await _go_quiet(radio, ["cgm-1"])
+        await run.finish()
+        driver_stats = run.gateway.metrics.drivers["cgm-1"]
+    assert driver_stats.invalid_frames >= 3
+    offsets = sorted(
+        (int(i["t_dev"]) - cgm.session_start_ns) // 60_000_000_000 for i in _items(run, "cgm-1", "MDC_CONC_GLU_ISF")
+    )
+    assert offsets == [r.time_offset_min for r in cgm.records], "every corrupted record was fetched again"
+    assert len(cgm.racp_requests) >= 1 + driver_stats.invalid_frames // 2

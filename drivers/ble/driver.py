@@ -26,6 +26,7 @@ log = get_logger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 RACP_TIMEOUT_S = 30.0  # a CGM sends two weeks of 5-minute records in well under this
+REFETCH_ATTEMPTS = 3
 NOTIFY_QUEUE_SIZE = 1024
 
 Notification = tuple[str, bytes]
@@ -57,6 +58,9 @@ class BleDeviceDriver:
         # Kept across reconnections: where the CGM's records resume (the RACP request after a reconnect).
         self._state = ProfileState(device_id)
         self._racp_answer: asyncio.Future[bytes] | None = None
+        self._refetch_wanted = asyncio.Event()
+        self._refetch_since: int | None = None
+        self._last_refetch: int | None = None
         self.records_requested = 0  # RACP procedures started (for tests and the admin API)
 
     @property
@@ -87,8 +91,12 @@ class BleDeviceDriver:
     async def _serve(
         self, link: GattLink, sink: EventSink, queue: asyncio.Queue[Notification], state: ProfileState
     ) -> None:
+        crc: bool | None = None
+        if link.has_characteristic(gatt.CGM_FEATURE):
+            crc = state.cgm_e2e_crc = gatt.decode_cgm_feature(await link.read(gatt.CGM_FEATURE)).e2e_crc
         if link.has_characteristic(gatt.CGM_SESSION_START_TIME):
-            state.new_cgm_session(gatt.decode_cgm_session_start_time(await link.read(gatt.CGM_SESSION_START_TIME)))
+            raw = await link.read(gatt.CGM_SESSION_START_TIME)
+            state.new_cgm_session(gatt.decode_cgm_session_start_time(raw, e2e_crc=crc))
         battery = None
         if link.has_characteristic(gatt.BATTERY_LEVEL):
             battery = float(gatt.decode_battery_level(await link.read(gatt.BATTERY_LEVEL)))
@@ -127,7 +135,7 @@ class BleDeviceDriver:
         lost = asyncio.ensure_future(link.disconnected.wait())
         getter: asyncio.Future[Notification] | None = None
         # Records stored while we were away come in as ordinary measurement notifications, while this loop runs.
-        fetch = asyncio.ensure_future(self._fetch_stored_records(link, state)) if racp else None
+        fetch = asyncio.ensure_future(self._keep_records_complete(link, state)) if racp else None
         try:
             while True:
                 getter = asyncio.ensure_future(queue.get())
@@ -187,9 +195,40 @@ class BleDeviceDriver:
         if self._racp_answer is not None and not self._racp_answer.done():
             self._racp_answer.set_result(bytes(data))
 
-    async def _fetch_stored_records(self, link: GattLink, state: ProfileState) -> None:
-        """Ask for every record after the newest one seen (all, on the first connection of a session)."""
+    async def _keep_records_complete(self, link: GattLink, state: ProfileState) -> None:
+        """Fetch what was missed while away, then again after any record that arrived corrupted.
+
+        A corrupted record (bad E2E-CRC, malformed) is fetched again through RACP from the newest good record
+        on; records already passed on are not passed on twice.  A record still corrupt after
+        REFETCH_ATTEMPTS tries in a row is reported lost (log line) rather than asked for forever.
+        """
         since = None if state.cgm_last_offset_min is None else state.cgm_last_offset_min + 1
+        if self._refetch_since is not None:  # a corrupt record the last connection did not get to fetch again
+            since = min(self._refetch_since, since if since is not None else self._refetch_since)
+            self._refetch_since = None
+        self._refetch_wanted.clear()
+        attempts = 0
+        while True:
+            await self._fetch_stored_records(link, since)
+            while True:
+                await self._refetch_wanted.wait()
+                self._refetch_wanted.clear()
+                since, self._refetch_since = self._refetch_since, None
+                attempts = attempts + 1 if since == self._last_refetch else 1
+                self._last_refetch = since
+                if attempts <= REFETCH_ATTEMPTS:
+                    break
+                log.error(
+                    "stored record lost: corrupt on every fetch", device_id=self.device_id, since_offset_min=since
+                )
+
+    def _want_refetch(self, state: ProfileState) -> None:
+        since = 0 if state.cgm_last_offset_min is None else state.cgm_last_offset_min + 1
+        self._refetch_since = since if self._refetch_since is None else min(self._refetch_since, since)
+        self._refetch_wanted.set()
+
+    async def _fetch_stored_records(self, link: GattLink, since: int | None) -> None:
+        """Ask for every record from time offset `since` on (all records when None)."""
         request = gatt.racp_report_all() if since is None else gatt.racp_report_records_since(since)
         self._racp_answer = asyncio.get_running_loop().create_future()
         self.records_requested += 1
@@ -262,12 +301,16 @@ class BleDeviceDriver:
             return self.profile.notify[uuid](state, data)
         except InvalidFrame as err:
             self.stats.invalid_frames += 1
+            refetch = self.profile.record_access and uuid in self.profile.records
             log.warning(
                 "invalid frame dropped",
                 device_id=self.device_id,
                 count=self.stats.invalid_frames,
+                refetch=refetch,
                 **err.log_fields(),
             )
+            if refetch:
+                self._want_refetch(state)  # the device still holds the record: ask for it again
             return ()
 
     @staticmethod

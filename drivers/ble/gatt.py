@@ -649,6 +649,45 @@ def encode_cgm_measurement(m: CgmMeasurement, *, e2e_crc: bool) -> bytes:
     return bytes(record)
 
 
+CGM_FEATURE_E2E_CRC: Final = 1 << 12  # CGM Feature bit: E2E-CRC supported (on measurements, session times, ...)
+_CGM_FEATURE_CRC_ABSENT: Final = 0xFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class CgmFeature:
+    """CGM Feature (0x2AA8): the 24-bit feature field, type and sample location nibbles."""
+
+    features: int
+    cgm_type: int
+    sample_location: int
+
+    @property
+    def e2e_crc(self) -> bool:
+        """Whether the sensor protects its measurements (and this characteristic) with an E2E-CRC."""
+        return bool(self.features & CGM_FEATURE_E2E_CRC)
+
+
+def decode_cgm_feature(buf: Buffer) -> CgmFeature:
+    """Decode CGM Feature: 3-byte features, type/location octet, E2E-CRC (0xFFFF when not supported)."""
+    name = "cgm_feature"
+    data = bytes(buf)
+    _exact_length(data, 6, name)
+    features = int.from_bytes(data[:3], "little")
+    crc = _U16.unpack_from(data, 4)[0]
+    if features & CGM_FEATURE_E2E_CRC and crc16_mcrf4xx(data[:4]) != crc:
+        raise InvalidFrame("cgm_feature E2E-CRC mismatch", characteristic=name)
+    return CgmFeature(features, data[3] & 0x0F, data[3] >> 4)
+
+
+def encode_cgm_feature(feature: CgmFeature) -> bytes:
+    _check_uint(feature.features, 24, "features")
+    _check_uint(feature.cgm_type, 4, "cgm_type")
+    _check_uint(feature.sample_location, 4, "sample_location")
+    body = feature.features.to_bytes(3, "little") + _U8.pack(feature.sample_location << 4 | feature.cgm_type)
+    crc = crc16_mcrf4xx(body) if feature.e2e_crc else _CGM_FEATURE_CRC_ABSENT
+    return body + _U16.pack(crc)
+
+
 _SESSION_START: Final = struct.Struct("<HBBBBBbB")  # Date Time, time zone (15 min units), DST offset code
 _TIME_ZONE_UNKNOWN: Final = -128
 _DST_UNKNOWN: Final = 255

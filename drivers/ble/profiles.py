@@ -39,6 +39,7 @@ class ProfileState:
     device_id: str
     cgm_session_start_ns: int | None = None
     cgm_last_offset_min: int | None = None  # newest CGM record seen in this session (where RACP resumes)
+    cgm_e2e_crc: bool = False  # the sensor's CGM Feature says its records carry an E2E-CRC
     # CGM records already handed on, by time offset (bounded): a record that arrives both live and through RACP
     # (the first fetch of a session asks for all of them) is passed on once.
     cgm_seen: collections.OrderedDict[int, None] = field(default_factory=collections.OrderedDict)
@@ -70,6 +71,7 @@ class Profile:
     start_writes: tuple[tuple[str, bytes], ...] = ()
     bonding: bool = False  # the service needs an encrypted, bonded link (IDS: security mode 1 level 2+)
     record_access: bool = False  # stored records fetched through RACP after every (re)connection
+    records: frozenset[str] = frozenset()  # characteristics carrying stored records (re-fetched when corrupt)
 
 
 def _obs(state: ProfileState, ref: str, value: float, device_time_ns: int | None, *key: object) -> Observation:
@@ -130,7 +132,7 @@ def on_plx_continuous(state: ProfileState, data: bytes) -> Sequence[Event]:
 
 def on_cgm(state: ProfileState, data: bytes) -> Sequence[Event]:
     events: list[Event] = []
-    for m in gatt.decode_cgm_measurements(data, e2e_crc=False):
+    for m in gatt.decode_cgm_measurements(data, e2e_crc=state.cgm_e2e_crc):
         if not state.first_sight_of_cgm_record(m.time_offset_min):
             continue
         start = state.cgm_session_start_ns
@@ -267,7 +269,12 @@ PROFILES: dict[str, Profile] = {
     "pulse_oximeter": Profile(
         "pulse_oximeter", {gatt.PLX_CONTINUOUS_MEASUREMENT: on_plx_continuous, gatt.BATTERY_LEVEL: on_battery}
     ),
-    "cgm": Profile("cgm", {gatt.CGM_MEASUREMENT: on_cgm, gatt.BATTERY_LEVEL: on_battery}, record_access=True),
+    "cgm": Profile(
+        "cgm",
+        {gatt.CGM_MEASUREMENT: on_cgm, gatt.BATTERY_LEVEL: on_battery},
+        record_access=True,
+        records=frozenset({gatt.CGM_MEASUREMENT}),
+    ),
     "insulin_pump": Profile(
         "insulin_pump", {gatt.IDD_STATUS: on_idd_status, gatt.BATTERY_LEVEL: on_battery}, bonding=True
     ),
