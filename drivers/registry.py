@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from drivers.base import Driver
 from drivers.ble.driver import BleDeviceDriver
 from drivers.ble.link import GattLinkFactory
-from gateway.config import DeviceSection
+from drivers.modbus.driver import ClientFactory, ModbusDeviceDriver, make_client
+from drivers.modbus.profile import load_profile
+from gateway.config import BleDeviceSection, DeviceSection, ModbusDeviceSection
 from gateway.errors import ConfigError
 
 
@@ -16,13 +18,24 @@ class Backends:
     """Transport backends, injectable so tests and HIL rigs connect simulators without patching."""
 
     ble: GattLinkFactory | None = None
+    modbus: ClientFactory = make_client
 
 
 def build_driver(device: DeviceSection, backends: Backends) -> Driver:
-    if device.transport == "ble":
+    if isinstance(device, ModbusDeviceSection):
+        return ModbusDeviceDriver(
+            device.id,
+            device.address,
+            load_profile(device.profile),
+            unit_id=device.unit_id,
+            interval_s=device.poll_interval_s,
+            timeout_s=device.timeout_s,
+            client_factory=backends.modbus,
+        )
+    if isinstance(device, BleDeviceSection):
         if backends.ble is None:
             raise ConfigError(f"devices: {device.id} needs a BLE backend, and none is available")
         return BleDeviceDriver(
             device.id, device.address, device.profile, backends.ble, silent_link_timeout_s=device.silent_link_timeout_s
         )
-    raise ConfigError(f"devices: transport {device.transport!r} has no driver")
+    raise ConfigError(f"devices: transport {device.transport!r} has no driver")  # pragma: no cover

@@ -129,8 +129,12 @@ ADDRESS_PATTERN = (
 )
 
 
-class DeviceSection(_Section):
+class _DeviceBase(_Section):
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    patient: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+
+
+class BleDeviceSection(_DeviceBase):
     transport: Literal["ble"]
     profile: Literal[
         "ecg_patch", "pulse_oximeter", "cgm", "insulin_pump", "blood_pressure", "thermometer", "glucose_meter"
@@ -138,8 +142,33 @@ class DeviceSection(_Section):
     # A Bluetooth address (or a macOS CoreBluetooth UUID); `virtual:NAME` is a simulated peripheral on the
     # built-in virtual radio (bleak over bumble), `sim:NAME` one linked in-process with no radio at all.
     address: Annotated[str, Field(pattern=ADDRESS_PATTERN)]
-    patient: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
     silent_link_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+
+
+class ModbusDeviceSection(_DeviceBase):
+    """A Modbus device: `tcp://HOST:PORT` or `rtu:///dev/PATH?baudrate=19200&parity=E`, a profile in config/modbus/."""
+
+    transport: Literal["modbus"]
+    profile: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
+    address: Annotated[str, Field(pattern=r"^(tcp://[A-Za-z0-9_.:\[\]-]+|rtu:///[A-Za-z0-9_./-]+(\?[A-Za-z0-9=&]*)?)$")]
+    unit_id: Annotated[int, Field(ge=0, le=247)] = 1
+    poll_interval_s: Annotated[float, Field(ge=0.005, le=3600)] = 1.0
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+
+    @model_validator(mode="after")
+    def _profile_exists(self) -> ModbusDeviceSection:
+        from drivers.modbus.profile import load_profile  # noqa: PLC0415 - profiles live with the driver
+
+        try:
+            load_profile(self.profile)
+        except ConfigError as err:
+            raise ValueError(err.message) from None
+        if self.timeout_s >= self.poll_interval_s * 10:
+            raise ValueError("timeout_s must be below ten poll intervals")
+        return self
+
+
+DeviceSection = Annotated[BleDeviceSection | ModbusDeviceSection, Field(discriminator="transport")]
 
 
 class LimitRule(_Section):
@@ -237,7 +266,7 @@ class DevicePolicy(_Section):
     max_daily_mu: Annotated[int, Field(ge=0, le=1_000_000)] | None = None  # rolling 24 h, bolus + temp basal
 
 
-KNOWN_COMMAND_TYPES = frozenset({"bolus", "cancel_bolus", "temp_basal", "reconcile"})
+KNOWN_COMMAND_TYPES = frozenset({"bolus", "cancel_bolus", "temp_basal", "reconcile", "set_point"})
 
 
 class CommandsSection(_Section):
@@ -346,9 +375,14 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
+_DEVICE_TAGS = frozenset({"ble", "modbus"})  # discriminator tags pydantic puts in a device's error location
+
+
 def _loc(parts: tuple[int | str, ...]) -> str:
     out = ""
-    for part in parts:
+    for index, part in enumerate(parts):
+        if part in _DEVICE_TAGS and index and isinstance(parts[index - 1], int):
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:

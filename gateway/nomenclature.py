@@ -52,6 +52,7 @@ _TABLE: tuple[Quantity, ...] = (
     # Cardiac numerics
     _q("MDC_ECG_HEART_RATE", MDC_PART_SCADA, 16770, "/min", "Heart rate (ECG)"),
     _q("MDC_ECG_TIME_PD_RR_GL", MDC_PART_SCADA, 16168, "ms", "RR interval"),
+    _q("MDC_ECG_V_P_C_RATE", MDC_PART_SCADA, 16994, "/min", "PVC rate"),
     # Pulse oximetry
     _q("MDC_PULS_OXIM_SAT_O2", MDC_PART_SCADA, 19384, "%", "SpO2"),
     _q("MDC_PULS_OXIM_PULS_RATE", MDC_PART_SCADA, 18458, "/min", "Pulse rate (SpO2)"),
@@ -61,8 +62,17 @@ _TABLE: tuple[Quantity, ...] = (
     _q("MDC_PRESS_BLD_NONINV_DIA", MDC_PART_SCADA, 18950, "mm[Hg]", "NIBP diastolic"),
     _q("MDC_PRESS_BLD_NONINV_MEAN", MDC_PART_SCADA, 18951, "mm[Hg]", "NIBP mean"),
     _q("MDC_PULS_RATE_NON_INV", MDC_PART_SCADA, 18474, "/min", "Pulse rate (NIBP)"),
+    # Invasive arterial line numerics and their pulse rate; codes as bedside monitors send them over IHE PCD-01
+    # (GE B40/B20 HL7 Reference Manual 2062665-001, PCD-01 sample OBX segments).
+    _q("MDC_PRESS_BLD_ART_SYS", MDC_PART_SCADA, 18961, "mm[Hg]", "Arterial pressure systolic"),
+    _q("MDC_PRESS_BLD_ART_DIA", MDC_PART_SCADA, 18962, "mm[Hg]", "Arterial pressure diastolic"),
+    _q("MDC_PRESS_BLD_ART_MEAN", MDC_PART_SCADA, 18963, "mm[Hg]", "Arterial pressure mean"),
+    _q("MDC_BLD_PULS_RATE_INV", MDC_PART_SCADA, 18450, "/min", "Pulse rate (invasive BP)"),
     # Temperature and respiration
     _q("MDC_TEMP_BODY", MDC_PART_SCADA, 19292, "Cel", "Body temperature"),
+    _q("MDC_TEMP", MDC_PART_SCADA, 19272, "Cel", "Temperature (site unspecified)"),  # monitors' T1/T2 probes
+    # No 11073-10101 term names a cold-chain cabinet; the ambient-temperature term is the nearest (documented).
+    _q("MDC_TEMP_ROOM", MDC_PART_SCADA, 57436, "Cel", "Room / ambient temperature"),
     _q("MDC_RESP_RATE", MDC_PART_SCADA, 20490, "/min", "Respiration rate"),
     # Glucose (CGM interstitial fluid, capillary meter) and trend
     _q("MDC_CONC_GLU_ISF", MDC_PART_SCADA, 29140, "mg/dL", "Glucose (interstitial fluid)"),  # 10425 CGM IG

@@ -243,6 +243,12 @@ class CommandService:
             amount = rate * duration // 60
         elif envelope.type == "cancel_bolus":
             _integer(p, "bolus_id", {"bolus_id"}, low=0, high=MAX_BOLUS_ID)
+        elif envelope.type == "set_point":
+            # A device setting (e.g. a fridge's setpoint): the point's own limits live in the device profile
+            # and are checked by the driver (validate) before anything is sent.
+            _integer(p, "value_milli", {"point", "value_milli"}, low=-(10**9))
+            if not isinstance(p.get("point"), str):
+                raise Rejected("policy:bad-parameters")
         elif envelope.type == "reconcile":
             if set(p) != {"command_id", "outcome"} or p["outcome"] not in ("confirmed", "failed"):
                 raise Rejected("policy:bad-parameters")

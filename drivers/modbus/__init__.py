@@ -1,0 +1,1 @@
+"""Modbus TCP and RTU devices: register profiles, request coalescing, and the polling driver (pymodbus)."""
