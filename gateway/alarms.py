@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from edge_ml.ecg import EcgAssessment
 from gateway.config import AlarmsSection, LimitRule
 from gateway.model import (
+    CONDITIONS_KEY,
     Alarm,
     AlarmKind,
     AlarmPriority,
@@ -53,6 +54,7 @@ class AlarmEngine:
             self._rules.setdefault(quantity(rule.quantity).code, []).append(rule)
         self._limits: dict[tuple[str, int, int], _LimitState] = {}
         self._technical: set[tuple[str, str]] = set()
+        self._conditions: dict[str, dict[str, AlarmPriority]] = {}  # device-reported conditions, per device
         self.active: dict[tuple[str, str], Alarm] = {}
 
     def evaluate(self, event: Event) -> list[Alarm]:
@@ -138,6 +140,30 @@ class AlarmEngine:
             out += self._tech(device, "device_disconnected", lost, AlarmPriority.MEDIUM, t_gw)
         if status.battery_pct is not None:
             out += self._tech(device, "low_battery", status.battery_pct < self._low_battery, AlarmPriority.LOW, t_gw)
+        if status.detail.get(CONDITIONS_KEY) == "complete":
+            out += self._device_conditions(status)
+        return out
+
+    def _device_conditions(self, status: DeviceStatus) -> list[Alarm]:
+        """Conditions the device itself reports (a pump's occlusion, a fridge's open door) as technical alarms.
+
+        A status marked `conditions = complete` lists every condition present now: new ones go active, ones
+        no longer listed clear.  The priority comes from the driver (`priority.NAME`), medium when unsaid.
+        """
+        device, t_gw = status.device_id, status.gateway_time_ns
+        now: dict[str, AlarmPriority] = {}
+        for condition in status.errors:
+            try:
+                now[condition] = AlarmPriority(status.detail.get(f"priority.{condition}", "medium"))
+            except ValueError:
+                now[condition] = AlarmPriority.MEDIUM
+        before = self._conditions.get(device, {})
+        self._conditions[device] = now
+        out: list[Alarm] = []
+        for condition in sorted(now.keys() - before.keys()):
+            out += self._tech(device, f"device.{condition}", True, now[condition], t_gw)
+        for condition in sorted(before.keys() - now.keys()):
+            out += self._tech(device, f"device.{condition}", False, before[condition], t_gw)
         return out
 
     def _tech(self, device_id: str, condition: str, present: bool, priority: AlarmPriority, t_gw: int) -> list[Alarm]:

@@ -111,6 +111,11 @@ class ConnectionState(enum.StrEnum):
     DISCONNECTED = "disconnected"
 
 
+# DeviceStatus.detail key: "complete" when `errors` lists every condition the device reports now (each a
+# technical alarm while listed; "priority.NAME" in detail gives its priority).
+CONDITIONS_KEY = "conditions"
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceStatus:
     """A device's technical state: link, battery, signal strength and the errors it reports."""

@@ -284,7 +284,17 @@ async def test_fridge_streams_through_the_gateway_and_a_signed_setpoint_is_writt
 
             await run.wait_until(lambda: outcome(accepted["command_id"]) is not None, 30)
             await run.wait_until(lambda: outcome(refused["command_id"]) is not None, 30)
+
+            def door_alarms() -> list[str]:
+                return [a["state"] for a in run.receiver.alarms if a["condition"] == "device.door_open"]
+
+            fridge.door_open_at = time.monotonic()  # the fridge's own door flag: a low-priority technical alarm
+            await run.wait_until(lambda: "active" in door_alarms(), 30)
+            fridge.door_open_at = None
+            await run.wait_until(lambda: "cleared" in door_alarms(), 30)
             await run.finish()
+    door = next(a for a in run.receiver.alarms if a["condition"] == "device.door_open")
+    assert (door["kind"], door["priority"]) == ("technical", "low")
     assert outcome(refused["command_id"]) == "rejected"
     assert outcome(accepted["command_id"]) == "confirmed"
     assert fridge.writes == [("setpoint", 3.5)], "only the verified, in-limits setpoint reached the device"

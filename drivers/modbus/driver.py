@@ -32,7 +32,7 @@ from drivers.modbus.profile import ModbusProfile, Point
 from drivers.modbus.registers import encode_value, engineering_value
 from gateway.errors import ConfigError, TransportError
 from gateway.logs import get_logger
-from gateway.model import ConnectionState, DeviceStatus, Event, Observation, new_id, now_ns
+from gateway.model import CONDITIONS_KEY, ConnectionState, DeviceStatus, Event, Observation, new_id, now_ns
 from gateway.nomenclature import quantity
 from gateway.supervisor import report_healthy
 
@@ -118,6 +118,8 @@ class ModbusDeviceDriver:
         self._lock = asyncio.Lock()  # one request at a time on the connection (polls and writes)
         self._flags: tuple[str, ...] = ()
         self._quantities = {p.name: quantity(p.quantity) for p in profile.points if p.quantity is not None}
+        # A device's own status flags carry the profile's priority; Modbus exception responses are low.
+        self._priority = {p.status: p.priority for p in profile.points if p.status is not None}
 
     @property
     def connected(self) -> bool:
@@ -211,7 +213,8 @@ class ModbusDeviceDriver:
         flag_tuple = tuple(sorted(set(flags)))
         if answered and flag_tuple != self._flags:
             self._flags = flag_tuple
-            events.append(self._status(ConnectionState.CONNECTED, errors=flag_tuple))
+            detail = {CONDITIONS_KEY: "complete", **{f"priority.{f}": self._priority.get(f, "low") for f in flag_tuple}}
+            events.append(self._status(ConnectionState.CONNECTED, errors=flag_tuple, detail=detail))
             if flag_tuple:
                 log.warning("device reports a problem", device_id=self.device_id, errors=",".join(flag_tuple))
         return events, answered

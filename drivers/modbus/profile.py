@@ -42,7 +42,8 @@ class Point(_Model):
     scale: float = 1.0
     offset: float = 0.0
     quantity: str | None = None  # MDC reference id: the value is an Observation
-    status: str | None = None  # or a status flag: while non-zero the device reports this error
+    status: str | None = None  # or a status flag: while non-zero the device reports this condition (an alarm)
+    priority: Literal["high", "medium", "low"] = "medium"  # of the technical alarm a status flag raises
     writable: bool = False  # a setpoint the verified command path may write
     min: float | None = None  # write limits (engineering units), required for a writable point
     max: float | None = None
