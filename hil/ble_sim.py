@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime
@@ -287,8 +288,12 @@ class SimCgm(SimPeripheral):
 
 
 class SimInsulinPump(SimPeripheral):
-    """An Insulin Delivery Service pump: status every two seconds, and the IDD Command Control Point.
+    """An Insulin Delivery Service pump with E2E protection on every IDS characteristic.
 
+    Status every two seconds; Status Changed and Annunciation Status indicated when they change
+    (`annunciate(type)` raises the pump's own alarm, `confirm_annunciation()` is the user pressing OK); the
+    Status Reader CP answers Reset Status, Get Delivered Insulin and Get Insulin On Board; the Command CP
+    takes Set Bolus, Cancel Bolus and TBR commands.
     Commands arrive with E2E-Counter and E2E-CRC and are answered with indications that carry them too.
     `command_fault` injects the failures a real link has: "drop-after-write" (the pump delivers, then the
     link drops before it answers) and "no-answer" (it delivers and never answers).
@@ -304,6 +309,27 @@ class SimInsulinPump(SimPeripheral):
         self.notifiers[gatt.IDD_STATUS] = self._status
         self.notifiers[gatt.BATTERY_LEVEL] = self._battery
         self.indicatable.add(ids.IDD_COMMAND_CONTROL_POINT)
+        self.indicatable |= {gatt.IDD_STATUS_CHANGED, gatt.IDD_ANNUNCIATION_STATUS, ids.IDD_STATUS_READER_CONTROL_POINT}
+        features = ids.IddFeatures(
+            e2e_protection=True,
+            insulin_concentration_iu_per_ml=100.0,
+            basal_rate=True,
+            tbr_absolute=True,
+            fast_bolus=True,
+            insulin_on_board=True,
+        )
+        encoded_features = ids.encode_idd_features(features)
+        self.readable[gatt.IDD_FEATURES] = lambda: encoded_features
+        self.readable[gatt.IDD_STATUS_CHANGED] = lambda: ids.encode_status_changed(self.status_changed, counter=0)
+        self.readable[gatt.IDD_ANNUNCIATION_STATUS] = lambda: ids.encode_annunciation_status(
+            self.annunciation, counter=0
+        )
+        self.status_changed = ids.StatusChangedFlag(0)
+        self.annunciation: ids.Annunciation | None = None
+        self.status_resets: list[ids.StatusChangedFlag] = []
+        self.basal_delivered_iu = 0.0
+        self._next_annunciation = 1
+        self._out_counters: dict[str, ids.E2ECounter] = {}
         self.keeps_time(drift_s=95.0)
         self.commands_received: list[ids.IddCommand] = []
         self.deliveries: list[tuple[int, float]] = []  # (bolus id, IU) actually delivered
@@ -315,9 +341,67 @@ class SimInsulinPump(SimPeripheral):
 
     def on_connect(self) -> None:
         self._counter, self._tracker = ids.E2ECounter(), ids.E2ECounterTracker()
+        self._out_counters = {}
+
+    def _e2e(self, uuid: str) -> int:
+        """The next E2E-Counter of a characteristic the pump sends on (one counter each, per connection)."""
+        return self._out_counters.setdefault(uuid, ids.E2ECounter()).next()
+
+    def _changed(self, flags: ids.StatusChangedFlag) -> None:
+        self.status_changed |= flags
+        self.indicate(gatt.IDD_STATUS_CHANGED, ids.encode_status_changed(self.status_changed, counter=self._e2e("sc")))
+
+    def annunciate(self, annunciation_type: ids.AnnunciationType) -> None:
+        """The pump raises an annunciation (its own alarm), pending until confirmed at the pump."""
+        self.annunciation = ids.Annunciation(
+            self._next_annunciation, annunciation_type, ids.AnnunciationStatusValue.PENDING
+        )
+        self._next_annunciation += 1
+        self._send_annunciation()
+
+    def confirm_annunciation(self) -> None:
+        if self.annunciation is not None:
+            self.annunciation = dataclasses.replace(self.annunciation, status=ids.AnnunciationStatusValue.CONFIRMED)
+            self._send_annunciation()
+
+    def _send_annunciation(self) -> None:
+        frame = ids.encode_annunciation_status(self.annunciation, counter=self._e2e("an"))
+        self.indicate(gatt.IDD_ANNUNCIATION_STATUS, frame)
+        self._changed(ids.StatusChangedFlag.ANNUNCIATION_STATUS_CHANGED)
+
+    def _status_reader(self, data: bytes) -> None:
+        answer: ids.StatusReaderResponse
+        try:
+            request, _counter = ids.decode_status_reader_request(data, e2e=True)
+        except InvalidFrame as err:
+            fields = err.log_fields()
+            answer = ids.StatusReaderResponseCode(
+                int(fields.get("request_opcode", 0)),
+                int(fields.get("response_code", ids.StatusReaderResponseCodeValue.INVALID_OPERAND)),
+            )
+        else:
+            ok = ids.StatusReaderResponseCodeValue.SUCCESS
+            if isinstance(request, ids.ResetStatus):
+                self.status_resets.append(request.flags)
+                self.status_changed &= ~request.flags
+                answer = ids.StatusReaderResponseCode(ids.StatusReaderOpCode.RESET_STATUS, ok)
+            elif isinstance(request, ids.GetDeliveredInsulin):
+                bolus = round(sum(iu for _, iu in self.deliveries), 2)
+                answer = ids.DeliveredInsulinResponse(bolus, round(self.basal_delivered_iu, 2))
+            elif isinstance(request, ids.GetInsulinOnBoard):
+                answer = ids.InsulinOnBoardResponse(round(sum(iu for _, iu in self.deliveries) * 0.5, 1), 180)
+            else:
+                answer = ids.StatusReaderResponseCode(
+                    ids.StatusReaderOpCode.RESPONSE_CODE, ids.StatusReaderResponseCodeValue.OP_CODE_NOT_SUPPORTED
+                )
+        frame = ids.encode_status_reader_response(answer, counter=self._e2e("sr"))
+        asyncio.get_running_loop().call_soon(self.indicate, ids.IDD_STATUS_READER_CONTROL_POINT, frame)
 
     def on_write(self, uuid: str, data: bytes) -> None:
         super().on_write(uuid, data)
+        if uuid == ids.IDD_STATUS_READER_CONTROL_POINT:
+            self._status_reader(data)
+            return
         if uuid != ids.IDD_COMMAND_CONTROL_POINT:
             return
         try:
@@ -339,6 +423,10 @@ class SimInsulinPump(SimPeripheral):
             self.deliveries.append((bolus_id, command.fast_amount_iu))
             self.reservoir_iu -= command.fast_amount_iu
             answer = ids.SetBolusResponse(bolus_id)
+            asyncio.get_running_loop().call_soon(
+                self._changed,
+                ids.StatusChangedFlag.ACTIVE_BOLUS_STATUS_CHANGED | ids.StatusChangedFlag.RESERVOIR_STATUS_CHANGED,
+            )
         elif isinstance(command, ids.CancelBolus):
             answer = ids.CancelBolusResponse(command.bolus_id)
         elif isinstance(command, ids.SetTbrAdjustment):
@@ -358,12 +446,15 @@ class SimInsulinPump(SimPeripheral):
     async def _status(self, send: Callable[[bytes], None]) -> None:
         def make() -> bytes:
             self.reservoir_iu = max(0.0, self.reservoir_iu - self.basal_iu_h * 2.0 / 3600.0)
-            return gatt.encode_idd_status(
-                gatt.IddStatus(
-                    gatt.TherapyControlState.RUN, gatt.OperationalState.READY, round(self.reservoir_iu, 1), True, None
-                ),
-                e2e=False,
+            self.basal_delivered_iu += self.basal_iu_h * 2.0 / 3600.0
+            status = gatt.IddStatus(
+                gatt.TherapyControlState.RUN,
+                gatt.OperationalState.READY,
+                round(self.reservoir_iu, 1),
+                True,
+                self._e2e(gatt.IDD_STATUS),
             )
+            return gatt.encode_idd_status(status, e2e=True)
 
         await self._every(2.0, make, send)
 

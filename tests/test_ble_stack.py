@@ -130,7 +130,7 @@ async def test_every_peripheral_streams_through_the_stack_to_the_receiver(tmp_pa
 
     reservoir = check_units("pump-1", "MDC_INS_RESERVOIR")
     sent_reservoir = [
-        gatt.decode_idd_status(f, e2e=False).reservoir_remaining_iu for f in _sent(radio, "pump-1", gatt.IDD_STATUS)
+        gatt.decode_idd_status(f, e2e=True).reservoir_remaining_iu for f in _sent(radio, "pump-1", gatt.IDD_STATUS)
     ]
     assert sorted(float(i["value"]) for i in reservoir) == sorted(sent_reservoir)
 
@@ -214,6 +214,25 @@ async def test_verified_bolus_reaches_the_pump_over_ids_with_e2e_and_its_deliver
             return [i for i in run.receiver.items.values() if i.get("command_id") == envelope["command_id"]]
 
         await run.wait_until(lambda: any(r["outcome"] == "confirmed" for r in results()), 30)
+
+        # The pump signals Status Changed; the gateway reads it through the Status Reader CP and resets the flags.
+        def delivered() -> list[str]:
+            return [
+                str(i["detail"]["bolus_delivered_iu"])
+                for i in run.receiver.items.values()
+                if i["device"] == "pump-1" and "bolus_delivered_iu" in (i.get("detail") or {})
+            ]
+
+        await run.wait_until(lambda: "1.5" in delivered() and bool(pump.status_resets), 30)
+        # The pump's own alarm (an occlusion) is a high-priority technical alarm until confirmed at the pump.
+        pump.annunciate(ids.AnnunciationType.OCCLUSION_DETECTED)
+
+        def occlusion() -> list[dict[str, Any]]:
+            return [a for a in run.receiver.alarms if a["condition"] == "device.pump_occlusion_detected"]
+
+        await run.wait_until(lambda: any(a["state"] == "active" for a in occlusion()), 30)
+        pump.confirm_annunciation()
+        await run.wait_until(lambda: any(a["state"] == "cleared" for a in occlusion()), 30)
         await run.finish()
 
     # The write on the IDD Command Control Point carried a valid E2E-CRC and the first E2E-Counter value.
@@ -227,6 +246,8 @@ async def test_verified_bolus_reaches_the_pump_over_ids_with_e2e_and_its_deliver
     assert connection is None or connection.is_encrypted
     confirmed = next(r for r in results() if r["outcome"] == "confirmed")
     assert confirmed["detail"]["bolus_id"] == "1", "the pump's own answer is the command result"
+    assert all(a["priority"] == "high" and a["kind"] == "technical" for a in occlusion())
+    assert any(ids.StatusChangedFlag.ACTIVE_BOLUS_STATUS_CHANGED in flags for flags in pump.status_resets)
 
 
 async def test_dropped_and_silent_links_are_noticed_and_reconnected(tmp_path: Path, mosquitto: Mosquitto) -> None:

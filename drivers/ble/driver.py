@@ -59,6 +59,12 @@ class BleDeviceDriver:
         self._state = ProfileState(device_id)
         self._racp_answer: asyncio.Future[bytes] | None = None
         self._refetch_wanted = asyncio.Event()
+        self._reader_counter = ids.E2ECounter()
+        self._reader_answer: asyncio.Future[bytes] | None = None
+        self._reader_lock = asyncio.Lock()
+        self._status_changed = ids.StatusChangedFlag(0)
+        self._status_changed_event = asyncio.Event()
+        self.status_resets = 0  # Status Changed flags acknowledged through the Status Reader CP
         self._refetch_since: int | None = None
         self._last_refetch: int | None = None
         self.records_requested = 0  # RACP procedures started (for tests and the admin API)
@@ -97,6 +103,8 @@ class BleDeviceDriver:
         if link.has_characteristic(gatt.CGM_SESSION_START_TIME):
             raw = await link.read(gatt.CGM_SESSION_START_TIME)
             state.new_cgm_session(gatt.decode_cgm_session_start_time(raw, e2e_crc=crc))
+        if link.has_characteristic(gatt.IDD_FEATURES):
+            state.idd_e2e = ids.decode_idd_features(await link.read(gatt.IDD_FEATURES)).e2e_protection
         battery = None
         if link.has_characteristic(gatt.BATTERY_LEVEL):
             battery = float(gatt.decode_battery_level(await link.read(gatt.BATTERY_LEVEL)))
@@ -122,6 +130,14 @@ class BleDeviceDriver:
             # Control point responses answer our own writes: they go to the waiting command, not the pipeline.
             await link.start_notify(ids.IDD_COMMAND_CONTROL_POINT, self._on_control_point)
             self._counter, self._tracker = ids.E2ECounter(), ids.E2ECounterTracker()
+        reader = self.profile.name == "insulin_pump" and link.has_characteristic(
+            ids.IDD_STATUS_READER_CONTROL_POINT, notify=True
+        )
+        if reader:
+            await link.start_notify(ids.IDD_STATUS_READER_CONTROL_POINT, self._on_status_reader)
+            self._reader_counter = ids.E2ECounter()
+            if link.has_characteristic(gatt.IDD_STATUS_CHANGED, notify=True):
+                await link.start_notify(gatt.IDD_STATUS_CHANGED, self._on_status_changed)
         racp = self.profile.record_access and link.has_characteristic(gatt.RECORD_ACCESS_CONTROL_POINT, notify=True)
         if racp:
             await link.start_notify(gatt.RECORD_ACCESS_CONTROL_POINT, self._on_racp)
@@ -135,7 +151,9 @@ class BleDeviceDriver:
         lost = asyncio.ensure_future(link.disconnected.wait())
         getter: asyncio.Future[Notification] | None = None
         # Records stored while we were away come in as ordinary measurement notifications, while this loop runs.
-        fetch = asyncio.ensure_future(self._keep_records_complete(link, state)) if racp else None
+        helpers = [asyncio.ensure_future(self._keep_records_complete(link, state))] if racp else []
+        if reader:
+            helpers.append(asyncio.ensure_future(self._follow_pump_status(link, sink, state)))
         try:
             while True:
                 getter = asyncio.ensure_future(queue.get())
@@ -155,8 +173,8 @@ class BleDeviceDriver:
         finally:
             self._link = None
             lost.cancel()
-            if fetch is not None:
-                fetch.cancel()
+            for helper in helpers:
+                helper.cancel()
             if getter is not None:
                 if getter.done() and not getter.cancelled():
                     # Taken off the queue just as we were stopped: still data the device sent.
@@ -248,6 +266,72 @@ class BleDeviceDriver:
         code = answer.response_code
         outcome = "none_missed" if code == gatt.RacpResponseCode.NO_RECORDS_FOUND else _racp_code_name(code)
         log.info("stored records fetched", device_id=self.device_id, since_offset_min=since, outcome=outcome)
+
+    # -- insulin pump status: Status Changed, and the Status Reader Control Point -------------------------------
+    def _on_status_reader(self, _uuid: str, data: bytes) -> None:
+        if self._reader_answer is not None and not self._reader_answer.done():
+            self._reader_answer.set_result(bytes(data))
+
+    def _on_status_changed(self, _uuid: str, data: bytes) -> None:
+        try:
+            flags, _counter = ids.decode_status_changed(data, e2e=self._state.idd_e2e)
+        except InvalidFrame as err:
+            self.stats.invalid_frames += 1
+            log.warning("invalid frame dropped", device_id=self.device_id, **err.log_fields())
+            return
+        self._status_changed |= flags
+        self._status_changed_event.set()
+
+    async def _read_status(self, link: GattLink, request: ids.StatusReaderRequest) -> ids.StatusReaderResponse:
+        """One Status Reader CP procedure (with E2E): write the request, wait for its indication."""
+        async with self._reader_lock:
+            self._reader_answer = asyncio.get_running_loop().create_future()
+            try:
+                frame = ids.encode_status_reader_request(
+                    request, counter=self._reader_counter.next() if self._state.idd_e2e else None
+                )
+                await link.write(ids.IDD_STATUS_READER_CONTROL_POINT, frame, response=True)
+                async with asyncio.timeout(RACP_TIMEOUT_S):
+                    raw = await self._reader_answer
+            finally:
+                self._reader_answer = None
+        response, _counter = ids.decode_status_reader_response(raw, e2e=self._state.idd_e2e)
+        return response
+
+    async def _follow_pump_status(self, link: GattLink, sink: EventSink, state: ProfileState) -> None:
+        """Report insulin delivered and on board, and acknowledge the pump's Status Changed flags.
+
+        At connection and whenever the pump signals a change: Get Delivered Insulin and Get Insulin On Board go
+        into the status detail, then Reset Status clears the flags that were seen (the IDS procedure).  A
+        failure here is logged and retried at the next change; it never costs the connection.
+        """
+        self._status_changed_event.set()  # a first report at connection
+        while True:
+            await self._status_changed_event.wait()
+            self._status_changed_event.clear()
+            flags, self._status_changed = self._status_changed, ids.StatusChangedFlag(0)
+            detail: dict[str, str] = {}
+            try:
+                delivered = await self._read_status(link, ids.GetDeliveredInsulin())
+                if isinstance(delivered, ids.DeliveredInsulinResponse):
+                    detail["bolus_delivered_iu"] = repr(delivered.bolus_delivered_iu)
+                    detail["basal_delivered_iu"] = repr(delivered.basal_delivered_iu)
+                on_board = await self._read_status(link, ids.GetInsulinOnBoard())
+                if isinstance(on_board, ids.InsulinOnBoardResponse):
+                    detail["insulin_on_board_iu"] = repr(on_board.insulin_on_board_iu)
+                if flags:
+                    answer = await self._read_status(link, ids.ResetStatus(flags))
+                    if (
+                        isinstance(answer, ids.StatusReaderResponseCode)
+                        and answer.value == ids.StatusReaderResponseCodeValue.SUCCESS
+                    ):
+                        self.status_resets += 1
+                    detail["status_changed"] = ",".join(f.name.lower() for f in flags if f.name)
+            except (TransportError, InvalidFrame, TimeoutError) as err:
+                log.warning("pump status read failed", device_id=self.device_id, error=type(err).__name__)
+                continue
+            if detail:
+                await sink.emit(self._status(ConnectionState.CONNECTED, detail=detail))
 
     # -- commands (insulin pump, IDS Command Control Point) ---------------------------------------------------
     def _on_control_point(self, _uuid: str, data: bytes) -> None:

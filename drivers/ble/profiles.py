@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from drivers.ble import gatt, measurements
+from drivers.ble import gatt, ids, measurements
 from gateway.model import (
+    CONDITIONS_KEY,
     ConnectionState,
     DeviceStatus,
     Event,
@@ -40,6 +41,7 @@ class ProfileState:
     cgm_session_start_ns: int | None = None
     cgm_last_offset_min: int | None = None  # newest CGM record seen in this session (where RACP resumes)
     cgm_e2e_crc: bool = False  # the sensor's CGM Feature says its records carry an E2E-CRC
+    idd_e2e: bool = False  # the pump's IDD Features say its IDS characteristics carry E2E-Counter and E2E-CRC
     # CGM records already handed on, by time offset (bounded): a record that arrives both live and through RACP
     # (the first fetch of a session asks for all of them) is passed on once.
     cgm_seen: collections.OrderedDict[int, None] = field(default_factory=collections.OrderedDict)
@@ -154,7 +156,7 @@ def on_cgm(state: ProfileState, data: bytes) -> Sequence[Event]:
 
 
 def on_idd_status(state: ProfileState, data: bytes) -> Sequence[Event]:
-    s = gatt.decode_idd_status(data, e2e=False)
+    s = gatt.decode_idd_status(data, e2e=state.idd_e2e)
     detail = {
         "therapy_control_state": _enum_name(gatt.TherapyControlState, s.therapy_control_state),
         "operational_state": _enum_name(gatt.OperationalState, s.operational_state),
@@ -168,7 +170,29 @@ def on_idd_status(state: ProfileState, data: bytes) -> Sequence[Event]:
     )
 
 
-def _enum_name(enum_type: type[gatt.TherapyControlState] | type[gatt.OperationalState], value: int) -> str:
+def on_idd_annunciation(state: ProfileState, data: bytes) -> Sequence[Event]:
+    """IDD Annunciation Status: the pump's own alarm (occlusion, reservoir low, ...) as a device condition.
+
+    An annunciation that is pending, snoozed or undetermined is a condition (a technical alarm, priority from
+    `ids.annunciation_severity`); a confirmed one, or none, clears it.  Confirming stays with the person at
+    the pump: the gateway reports, it does not acknowledge on the patient's behalf.
+    """
+    annunciation, _counter = ids.decode_annunciation_status(data, e2e=state.idd_e2e)
+    conditions: tuple[str, ...] = ()
+    detail = {CONDITIONS_KEY: "complete"}
+    if annunciation is not None and annunciation.status != ids.AnnunciationStatusValue.CONFIRMED:
+        name = f"pump_{_enum_name(ids.AnnunciationType, annunciation.type)}"
+        conditions = (name,)
+        detail[f"priority.{name}"] = ids.annunciation_severity(annunciation.type)
+        detail["annunciation_instance"] = str(annunciation.instance_id)
+    return [
+        DeviceStatus(new_id(), state.device_id, ConnectionState.CONNECTED, now_ns(), errors=conditions, detail=detail)
+    ]
+
+
+def _enum_name(
+    enum_type: type[gatt.TherapyControlState] | type[gatt.OperationalState] | type[ids.AnnunciationType], value: int
+) -> str:
     try:
         return enum_type(value).name.lower()
     except ValueError:
@@ -276,7 +300,13 @@ PROFILES: dict[str, Profile] = {
         records=frozenset({gatt.CGM_MEASUREMENT}),
     ),
     "insulin_pump": Profile(
-        "insulin_pump", {gatt.IDD_STATUS: on_idd_status, gatt.BATTERY_LEVEL: on_battery}, bonding=True
+        "insulin_pump",
+        {
+            gatt.IDD_STATUS: on_idd_status,
+            gatt.IDD_ANNUNCIATION_STATUS: on_idd_annunciation,
+            gatt.BATTERY_LEVEL: on_battery,
+        },
+        bonding=True,
     ),
     "blood_pressure": Profile(
         "blood_pressure",
