@@ -107,11 +107,12 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true")
 
     bench = sub.add_parser("bench", help="measure this box's capacity (see docs/BENCHMARKS.md)")
-    bench.add_argument("name", help="buffer, sync, qrs or pipeline")
+    bench.add_argument("name", help="buffer, sync, qrs, pipeline, modbus or hl7")
     bench.add_argument("--json", action="store_true", help="print one JSON object of figures")
     bench.add_argument("--record", type=Path, help="WFDB record (path without extension) where the bench uses one")
     bench.add_argument("--backlog-mb", type=int, default=1024, help="buffer bench: backlog size for the RSS check")
     bench.add_argument("--devices", type=int, default=50, help="sync bench: simulated devices")
+    bench.add_argument("--seconds", type=float, default=10.0, help="modbus and hl7 benches: measuring window")
     bench.add_argument("--backlog-s", type=int, default=3600, help="sync bench: seconds of backlog per device")
     return parser
 
@@ -526,6 +527,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         backlog_mb=args.backlog_mb,
         devices=args.devices,
         backlog_s=args.backlog_s,
+        seconds=args.seconds,
     )
 
 

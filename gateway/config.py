@@ -163,8 +163,6 @@ class ModbusDeviceSection(_DeviceBase):
             load_profile(self.profile)
         except ConfigError as err:
             raise ValueError(err.message) from None
-        if self.timeout_s >= self.poll_interval_s * 10:
-            raise ValueError("timeout_s must be below ten poll intervals")
         return self
 
 

@@ -12,6 +12,7 @@ drifts around its setpoint and warms up while its door is open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -185,3 +186,40 @@ def _free_port(host: str) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def wave_values(profile: ModbusProfile) -> dict[str, Callable[[float], float]]:
+    """A slow sine per quantity point (each at its own phase), for a device that only has to produce values."""
+    values: dict[str, Callable[[float], float]] = {}
+    for index, point in enumerate(profile.points):
+        if point.quantity is not None:
+            values[point.name] = _wave(20.0 + index % 10, index)
+    return values
+
+
+def _wave(mean: float, phase: int) -> Callable[[float], float]:
+    return lambda t: mean + 2.0 * math.sin(t / 5.0 + phase)
+
+
+async def _serve(profile_name: str, port: int, unit_id: int) -> None:
+    profile = load_profile(profile_name)
+    device = SimModbusDevice(unit_id, profile, wave_values(profile))
+    async with ModbusSimServer([device], port=port):
+        await asyncio.Event().wait()
+
+
+def main() -> None:
+    """`python -m hil.modbus_sim --profile NAME --port N`: serve one simulated unit until killed."""
+    import argparse  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="medication_fridge")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--unit", type=int, default=1)
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args.profile, args.port, args.unit))
+
+
+if __name__ == "__main__":
+    main()

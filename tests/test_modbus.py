@@ -300,3 +300,23 @@ async def test_fridge_streams_through_the_gateway_and_a_signed_setpoint_is_writt
     assert fridge.writes == [("setpoint", 3.5)], "only the verified, in-limits setpoint reached the device"
     temps = [i for i in run.receiver.items.values() if i.get("ref") == "MDC_TEMP_ROOM" and i["lane"] == "numerics"]
     assert temps and all(i["unit"] == "Cel" and i["code"] == 2 * 65536 + 57436 for i in temps)  # 188508
+
+
+def test_bench_modbus_reports_its_contract_keys() -> None:
+    import json  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "bench", "modbus", "--json", "--seconds", "1"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    for key in ("values_per_s", "cpu_s_per_1000_values"):
+        assert isinstance(figures[key], int | float) and figures[key] > 0, key
+    assert isinstance(figures["idle_cpu_pct"], int | float) and figures["idle_cpu_pct"] >= 0
+    assert figures["requests_per_poll"] == 1, "100 consecutive registers are one request"

@@ -17,11 +17,18 @@ Benchmark = Callable[..., Coroutine[Any, Any, Figures]]
 
 def _registry() -> dict[str, Benchmark]:
     from gateway.benchmarks.buffer import bench_buffer  # noqa: PLC0415 - import only what is run
+    from gateway.benchmarks.modbus import bench_modbus  # noqa: PLC0415
     from gateway.benchmarks.pipeline import bench_pipeline  # noqa: PLC0415
     from gateway.benchmarks.qrs import bench_qrs  # noqa: PLC0415
     from gateway.benchmarks.sync import bench_sync  # noqa: PLC0415
 
-    return {"buffer": bench_buffer, "sync": bench_sync, "qrs": bench_qrs, "pipeline": bench_pipeline}
+    return {
+        "buffer": bench_buffer,
+        "sync": bench_sync,
+        "qrs": bench_qrs,
+        "pipeline": bench_pipeline,
+        "modbus": bench_modbus,
+    }
 
 
 def run_benchmark(name: str, *, as_json: bool, **options: Any) -> int:

@@ -106,7 +106,7 @@ def _mosquitto_binary() -> str | None:
     return found
 
 
-class _Broker:
+class LoopbackBroker:
     """Mosquitto on a loopback port when installed (as a user would run it), else the embedded amqtt."""
 
     def __init__(self, folder: Path) -> None:
@@ -185,7 +185,7 @@ async def bench_sync(
         backlog_rows = sum(s.rows for s in await buffer.stats())
 
         # 2. Drain it through the broker under the default caps, raising alarms meanwhile.
-        broker = _Broker(folder)
+        broker = LoopbackBroker(folder)
         await broker.start()
         receiver = ReferenceReceiver(
             "127.0.0.1",
