@@ -84,7 +84,9 @@ class FramingError(InvalidFrame):
     """A discarded run of bytes: which framer, why, where in the stream and how long (never the bytes)."""
 
     def __init__(self, framer: str, fault: FramingFault, offset: int, length: int) -> None:
-        super().__init__(f"{framer} discarded a byte run", framer=framer, fault=str(fault), offset=offset, length=length)
+        super().__init__(
+            f"{framer} discarded a byte run", framer=framer, fault=str(fault), offset=offset, length=length
+        )
         self.framer = framer
         self.fault = fault
         self.offset = offset
