@@ -9,7 +9,8 @@ from drivers.ble.driver import BleDeviceDriver
 from drivers.ble.link import GattLinkFactory
 from drivers.modbus.driver import ClientFactory, ModbusDeviceDriver, make_client
 from drivers.modbus.profile import load_profile
-from gateway.config import BleDeviceSection, DeviceSection, ModbusDeviceSection
+from drivers.serial.driver import SerialDeviceDriver
+from gateway.config import BleDeviceSection, DeviceSection, ModbusDeviceSection, SerialDeviceSection
 from gateway.errors import ConfigError
 
 
@@ -31,6 +32,14 @@ def build_driver(device: DeviceSection, backends: Backends) -> Driver:
             interval_s=device.poll_interval_s,
             timeout_s=device.timeout_s,
             client_factory=backends.modbus,
+        )
+    if isinstance(device, SerialDeviceSection):
+        return SerialDeviceDriver(
+            device.id,
+            device.address,
+            device.profile,
+            baudrate=device.baudrate,
+            silent_link_timeout_s=device.silent_link_timeout_s,
         )
     if isinstance(device, BleDeviceSection):
         if backends.ble is None:

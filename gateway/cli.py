@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--record", type=Path, help="WFDB record (path without extension) where the bench uses one")
     bench.add_argument("--backlog-mb", type=int, default=1024, help="buffer bench: backlog size for the RSS check")
     bench.add_argument("--devices", type=int, default=50, help="sync bench: simulated devices")
-    bench.add_argument("--seconds", type=float, default=10.0, help="modbus and hl7 benches: measuring window")
+    bench.add_argument("--seconds", type=float, help="modbus and hl7 benches: measuring window (default 10 and 5)")
     bench.add_argument("--backlog-s", type=int, default=3600, help="sync bench: seconds of backlog per device")
     return parser
 

@@ -166,7 +166,26 @@ class ModbusDeviceSection(_DeviceBase):
         return self
 
 
-DeviceSection = Annotated[BleDeviceSection | ModbusDeviceSection, Field(discriminator="transport")]
+class SerialDeviceSection(_DeviceBase):
+    """A wired device speaking a stream protocol: a serial port or pty, a pyserial URL, or an MLLP listener.
+
+    address: `/dev/ttyUSB0` (or a pty path), `socket://HOST:PORT` / `rfc2217://HOST:PORT` (a serial-to-Ethernet
+    converter), or `listen://HOST:PORT` (the gateway listens; HL7 senders connect, as monitors usually do).
+    """
+
+    transport: Literal["serial"]
+    profile: Literal["hl7_pcd01", "nonin_df2", "nonin_df7"]
+    address: Annotated[
+        str,
+        Field(pattern=r"^(/dev/[A-Za-z0-9_./-]+|(socket|rfc2217|listen)://[A-Za-z0-9_.-]+:[0-9]{1,5})$"),
+    ]
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    silent_link_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+
+DeviceSection = Annotated[
+    BleDeviceSection | ModbusDeviceSection | SerialDeviceSection, Field(discriminator="transport")
+]
 
 
 class LimitRule(_Section):
@@ -373,7 +392,7 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-_DEVICE_TAGS = frozenset({"ble", "modbus"})  # discriminator tags pydantic puts in a device's error location
+_DEVICE_TAGS = frozenset({"ble", "modbus", "serial"})  # discriminator tags pydantic puts in a device's error location
 
 
 def _loc(parts: tuple[int | str, ...]) -> str:

@@ -17,6 +17,7 @@ Benchmark = Callable[..., Coroutine[Any, Any, Figures]]
 
 def _registry() -> dict[str, Benchmark]:
     from gateway.benchmarks.buffer import bench_buffer  # noqa: PLC0415 - import only what is run
+    from gateway.benchmarks.hl7 import bench_hl7  # noqa: PLC0415
     from gateway.benchmarks.modbus import bench_modbus  # noqa: PLC0415
     from gateway.benchmarks.pipeline import bench_pipeline  # noqa: PLC0415
     from gateway.benchmarks.qrs import bench_qrs  # noqa: PLC0415
@@ -28,6 +29,7 @@ def _registry() -> dict[str, Benchmark]:
         "qrs": bench_qrs,
         "pipeline": bench_pipeline,
         "modbus": bench_modbus,
+        "hl7": bench_hl7,
     }
 
 

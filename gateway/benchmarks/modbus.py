@@ -120,7 +120,8 @@ async def _phase(config: Path, receiver: ReferenceReceiver, seconds: float) -> t
         await gateway.wait()
 
 
-async def bench_modbus(seconds: float = 10.0, **_: Any) -> dict[str, Any]:
+async def bench_modbus(seconds: float | None = None, **_: Any) -> dict[str, Any]:
+    seconds = 10.0 if seconds is None else seconds
     with tempfile.TemporaryDirectory(prefix="iomt-bench-modbus-") as tmp:
         folder = Path(tmp)
         broker = LoopbackBroker(folder)

@@ -1,0 +1,238 @@
+"""The serial device driver: a byte stream in, a protocol codec, events out (and replies, such as HL7 ACKs, back).
+
+Streams: a serial port or pty (`/dev/...`), pyserial URLs (`socket://HOST:PORT` for a serial-to-Ethernet
+converter, `rfc2217://...`), both through pyserial-asyncio-fast; or `listen://HOST:PORT`, an MLLP listener for
+monitors that connect to the gateway over TCP (HL7's usual direction).
+
+Protocols: `hl7_pcd01` (HL7 v2 ORU^R01 per IHE PCD-01 in MLLP; every message gets its ACK: AA, AE or AR) and
+`nonin_df2` / `nonin_df7` (Nonin oximeter serial data formats #2 / #7: pleth, SpO2, pulse rate, status).
+
+Garbage, truncated frames and bad checksums cost only the bytes concerned: the framers resynchronise, every
+discarded run is counted (`stats.invalid_frames`) and logged as one line per read with the counts (never the
+bytes).  A stream that stays silent for `silent_link_timeout_s` is treated as lost and reopened by the
+supervisor with backoff.  An ACK is written after the message's observations are in the gateway's pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import serial_asyncio_fast
+
+from drivers.base import DriverStats, EventSink
+from drivers.serial import hl7
+from drivers.serial.framing import FramingError, MllpFramer, mllp_wrap
+from drivers.serial.nonin import DataFormat, NoninDecoder, NoninMapper
+from gateway.errors import ConfigError, TransportError
+from gateway.logs import get_logger
+from gateway.model import ConnectionState, DeviceStatus, Event, new_id, now_ns
+from gateway.supervisor import report_healthy
+
+log = get_logger(__name__)
+
+READ_SIZE = 4096
+MAX_HL7_MESSAGE = 1 << 20  # 1 MiB: far above any PCD-01 message, a hard cap on what one frame may buffer
+
+
+class StreamCodec(Protocol):
+    """Bytes of one stream in; events out, and bytes to write back (acknowledgements)."""
+
+    def feed(self, data: bytes) -> tuple[list[Event], list[bytes]]: ...
+
+    def take_problems(self) -> list[FramingError]: ...
+
+
+class Hl7Codec:
+    """HL7 v2 in MLLP: each message is parsed, mapped and answered with its ACK (in the same MLLP framing)."""
+
+    def __init__(self, device_id: str) -> None:
+        self.device_id = device_id
+        self.framer = MllpFramer(MAX_HL7_MESSAGE)
+        self.acks: dict[str, int] = {"AA": 0, "AE": 0, "AR": 0}
+
+    def feed(self, data: bytes) -> tuple[list[Event], list[bytes]]:
+        events: list[Event] = []
+        replies: list[bytes] = []
+        for frame in self.framer.feed(data):
+            message, ack = hl7.parse_and_ack(frame)
+            code = _ack_code(ack)
+            self.acks[code] = self.acks.get(code, 0) + 1
+            if message is not None and code == "AA":
+                events.extend(hl7.observations(message, self.device_id))
+            elif code != "AA":
+                log.warning("HL7 message not accepted", device_id=self.device_id, ack=code)
+            replies.append(mllp_wrap(ack))
+        return events, replies
+
+    def take_problems(self) -> list[FramingError]:
+        return self.framer.take_problems()
+
+
+def _ack_code(ack: bytes) -> str:
+    """MSA-1 of an ACK we built ourselves."""
+    for segment in ack.split(b"\r"):
+        if segment.startswith(b"MSA"):
+            fields = segment.split(b"|")
+            return fields[1].decode("ascii", "replace") if len(fields) > 1 else "AR"
+    return "AR"
+
+
+class NoninCodec:
+    """A Nonin oximeter's serial data format (#2 or #7): packets to pleth, SpO2, pulse rate and status."""
+
+    def __init__(self, device_id: str, data_format: DataFormat) -> None:
+        self.decoder = NoninDecoder(data_format)
+        self.mapper = NoninMapper(device_id)
+
+    def feed(self, data: bytes) -> tuple[list[Event], list[bytes]]:
+        events: list[Event] = []
+        for packet in self.decoder.feed(data):
+            events.extend(self.mapper.events(packet))
+        return events, []
+
+    def take_problems(self) -> list[FramingError]:
+        return self.decoder.take_problems()
+
+
+def make_codec(protocol: str, device_id: str) -> StreamCodec:
+    if protocol == "hl7_pcd01":
+        return Hl7Codec(device_id)
+    if protocol == "nonin_df2":
+        return NoninCodec(device_id, DataFormat.DF2)
+    if protocol == "nonin_df7":
+        return NoninCodec(device_id, DataFormat.DF7)
+    raise ConfigError(f"serial protocol {protocol!r} is not supported")
+
+
+class SerialDeviceDriver:
+    """One serial (or stream-like) device, or one MLLP listener."""
+
+    def __init__(
+        self,
+        device_id: str,
+        address: str,
+        protocol: str,
+        *,
+        baudrate: int = 9600,
+        silent_link_timeout_s: float = 30.0,
+    ) -> None:
+        self.device_id = device_id
+        self.address = address
+        self.protocol = protocol
+        self.baudrate = baudrate
+        self.silent_timeout_s = silent_link_timeout_s
+        self.stats = DriverStats()
+        self.codecs: list[StreamCodec] = []  # one per stream opened (for tests and diagnostics)
+        make_codec(protocol, device_id)  # fail at build time, not at the first byte
+
+    async def run(self, sink: EventSink) -> None:
+        sink.emit_nowait(self._status(ConnectionState.CONNECTING))
+        reason = "link_lost"
+        try:
+            if self.address.startswith("listen://"):
+                await self._listen(sink)
+            else:
+                reader, writer = await self._open()
+                try:
+                    await sink.emit(self._status(ConnectionState.CONNECTED))
+                    log.info("device connected", device_id=self.device_id, protocol=self.protocol)
+                    await self._pump(reader, writer, sink)
+                finally:
+                    writer.close()
+        except asyncio.CancelledError:
+            reason = "stopped"
+            raise
+        finally:
+            sink.emit_nowait(self._status(ConnectionState.DISCONNECTED, detail={"reason": reason}))
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            async with asyncio.timeout(10):
+                return await serial_asyncio_fast.open_serial_connection(url=self.address, baudrate=self.baudrate)
+        except (OSError, TimeoutError, ValueError) as err:
+            raise TransportError("serial port open failed", error=type(err).__name__) from err
+
+    async def _listen(self, sink: EventSink) -> None:
+        url = urlsplit(self.address)
+        connections: set[asyncio.Task[None]] = set()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                connections.add(task)
+            log.info("HL7 sender connected", device_id=self.device_id)
+            await sink.emit(self._status(ConnectionState.CONNECTED))
+            try:
+                await self._pump(reader, writer, sink)
+            except TransportError as err:
+                log.info("HL7 sender disconnected", device_id=self.device_id, reason=err.message)
+            finally:
+                if task is not None:
+                    connections.discard(task)
+                writer.close()
+
+        try:
+            server = await asyncio.start_server(serve, url.hostname, url.port)
+        except OSError as err:
+            raise TransportError("cannot listen", error=type(err).__name__) from err
+        try:
+            async with server:
+                await server.serve_forever()
+        finally:
+            for task in list(connections):
+                task.cancel()
+            for task in list(connections):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sink: EventSink) -> None:
+        codec = make_codec(self.protocol, self.device_id)
+        self.codecs.append(codec)
+        while True:
+            try:
+                data = await asyncio.wait_for(reader.read(READ_SIZE), self.silent_timeout_s)
+            except TimeoutError:
+                raise TransportError("link silent", interval_s=self.silent_timeout_s) from None
+            except OSError as err:
+                raise TransportError("read failed", error=type(err).__name__) from err
+            if not data:
+                raise TransportError("stream closed by the device")
+            events, replies = codec.feed(data)
+            self.stats.notifications += 1
+            await self._emit_all(sink, events)
+            self._report(codec.take_problems())
+            if events:
+                report_healthy()
+            for reply in replies:
+                writer.write(reply)
+            if replies:
+                try:
+                    await writer.drain()
+                except OSError as err:
+                    raise TransportError("write failed", error=type(err).__name__) from err
+
+    @staticmethod
+    async def _emit_all(sink: EventSink, events: Sequence[Event]) -> None:
+        for event in events:
+            await sink.emit(event)
+
+    def _report(self, problems: list[FramingError]) -> None:
+        if not problems:
+            return
+        self.stats.invalid_frames += len(problems)
+        faults = sorted({str(p.fault) for p in problems})
+        log.warning(
+            "bytes discarded",
+            device_id=self.device_id,
+            runs=len(problems),
+            bytes=sum(p.length for p in problems),
+            faults=",".join(faults),
+            total_runs=self.stats.invalid_frames,
+        )
+
+    def _status(self, connection: ConnectionState, detail: dict[str, str] | None = None) -> DeviceStatus:
+        return DeviceStatus(new_id(), self.device_id, connection, now_ns(), detail=detail or {})
