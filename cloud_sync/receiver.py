@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import ssl
 import time
 from collections import Counter
@@ -62,6 +63,11 @@ class ReferenceReceiver:
         self.alarms: list[dict[str, Any]] = []
         self.items: dict[str, dict[str, Any]] = {}
         self.keep_items = False
+        # Objects (images lane): chunks until complete, then the verified whole; failures by object id.
+        self._partial: dict[str, dict[int, bytes]] = {}
+        self.objects: dict[str, bytes] = {}
+        self.object_meta: dict[str, dict[str, Any]] = {}
+        self.object_failures: dict[str, str] = {}
         self.subscribed = asyncio.Event()
         self.arrived = asyncio.Event()
 
@@ -137,6 +143,32 @@ class ReferenceReceiver:
                 self.latest[(batch.device, str(item.get("ref")))] = item
             elif batch.lane is Lane.ALARMS:
                 self.alarms.append({"device": batch.device, "received_ns": time.time_ns(), **item})
+            elif batch.lane is Lane.IMAGES:
+                self._take_chunk(batch.device, item)
+
+    def _take_chunk(self, device: str, item: dict[str, Any]) -> None:
+        """Collect one object chunk; when all are in, reassemble and check the SHA-256 of the whole."""
+        try:
+            object_id, index, count = str(item["object"]), int(item["index"]), int(item["count"])
+            data, digest, total = item["data"], str(item["sha256"]), int(item["total_bytes"])
+        except (KeyError, TypeError, ValueError):
+            self.stats.invalid_payloads += 1
+            log.warning("object chunk without its fields")
+            return
+        if object_id in self.objects or not 0 <= index < count:
+            return
+        parts = self._partial.setdefault(object_id, {})
+        parts[index] = bytes(data)
+        if len(parts) < count:
+            return
+        whole = b"".join(parts[i] for i in range(count))
+        del self._partial[object_id]
+        if len(whole) != total or hashlib.sha256(whole).hexdigest() != digest:
+            self.object_failures[object_id] = "sha256 or length mismatch"
+            log.error("object failed verification", object_id=object_id, length=len(whole))
+            return
+        self.objects[object_id] = whole
+        self.object_meta[object_id] = {"device": device, **dict(item.get("meta") or {})}
 
     async def wait_for(self, device_counts: dict[str, int], timeout_s: float) -> bool:
         """Wait until every device has at least the given number of unique items; False on timeout."""

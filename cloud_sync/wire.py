@@ -28,10 +28,11 @@ import numpy.typing as npt
 import zstandard
 
 from gateway.errors import ProtocolError
-from gateway.model import Alarm, CommandResult, DeviceStatus, Event, Lane, Observation, WaveformChunk
+from gateway.model import Alarm, CommandResult, DeviceStatus, Event, Lane, ObjectChunk, Observation, WaveformChunk
 
 VERSION = 1
 WAVEFORM_MAGIC = b"IOMTW"
+OBJECT_MAGIC = b"IOMTO"  # images lane: JSON header, then the chunks' bytes (not compressed: DICOM often is)
 MESSAGE_MAGIC = b"IOMTM"
 _PART_LEN = struct.Struct(">I")
 _PART_COUNT = struct.Struct(">H")
@@ -129,6 +130,8 @@ def encode_batch(gateway: str, device: str, patient: str | None, lane: Lane, eve
     """One payload for events that all belong to `lane` and `device`."""
     if lane is Lane.WAVEFORMS:
         return _encode_waveforms(_envelope(gateway, device, patient, lane), events)
+    if lane is Lane.IMAGES:
+        return _encode_objects(_envelope(gateway, device, patient, lane), events)
     doc = _envelope(gateway, device, patient, lane)
     doc["items"] = [_item(e) for e in events]
     return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
@@ -204,9 +207,39 @@ def _encode_waveforms(doc: dict[str, Any], events: Sequence[Event]) -> bytes:
     return WAVEFORM_MAGIC + bytes([VERSION]) + _HEADER_LEN.pack(len(header)) + header + blob
 
 
+def _encode_objects(doc: dict[str, Any], events: Sequence[Event]) -> bytes:
+    items = []
+    parts = []
+    for event in events:
+        if not isinstance(event, ObjectChunk):
+            raise TypeError(type(event).__name__)
+        parts.append(event.data)
+        items.append(
+            {
+                "id": event.id,
+                "object": event.object_id,
+                "index": event.index,
+                "count": event.count,
+                "total_bytes": event.total_bytes,
+                "sha256": event.sha256,
+                "content_type": event.content_type,
+                "n": len(event.data),
+                "meta": event.meta,
+                "t_gw": event.gateway_time_ns,
+            }
+        )
+    doc["items"] = items
+    header = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    return OBJECT_MAGIC + bytes([VERSION]) + _HEADER_LEN.pack(len(header)) + header + b"".join(parts)
+
+
+def _binary(lane: Lane) -> bool:
+    return lane in (Lane.WAVEFORMS, Lane.IMAGES)
+
+
 def message_overhead(lane: Lane, batches: int) -> int:
     """Bytes a message adds around its batches' payloads."""
-    if lane is Lane.WAVEFORMS:
+    if _binary(lane):
         return len(MESSAGE_MAGIC) + 1 + _PART_COUNT.size + _PART_LEN.size * batches
     return len(b'{"v":1,"batches":[]}') + max(0, batches - 1)
 
@@ -219,7 +252,7 @@ def encode_message(lane: Lane, payloads: Sequence[bytes]) -> bytes:
     """
     if not payloads or len(payloads) > MAX_BATCHES_PER_MESSAGE:
         raise ValueError("a message carries 1 to 65535 batches")
-    if lane is Lane.WAVEFORMS:
+    if _binary(lane):
         parts = [MESSAGE_MAGIC, bytes([VERSION]), _PART_COUNT.pack(len(payloads))]
         for payload in payloads:
             parts += [_PART_LEN.pack(len(payload)), payload]
@@ -249,8 +282,8 @@ def decode_message(data: bytes) -> list[Batch]:
             position += size
         if position != len(data):
             raise InvalidPayload("bytes after the last message part", length=len(data))
-        if any(b.lane is not Lane.WAVEFORMS for b in batches):
-            raise InvalidPayload("binary message carries a non-waveform batch")
+        if any(not _binary(b.lane) for b in batches):
+            raise InvalidPayload("binary message carries a JSON-lane batch")
         return batches
     try:
         doc = json.loads(data)
@@ -259,8 +292,8 @@ def decode_message(data: bytes) -> list[Batch]:
     if not isinstance(doc, dict) or doc.get("v") != VERSION or not isinstance(doc.get("batches"), list):
         raise InvalidPayload("not a version-1 message", expected=VERSION)
     batches = [_batch_from_doc(b) for b in doc["batches"]]
-    if any(b.lane is Lane.WAVEFORMS for b in batches):
-        raise InvalidPayload("waveform batch in a JSON message")
+    if any(_binary(b.lane) for b in batches):
+        raise InvalidPayload("binary-lane batch in a JSON message")
     return batches
 
 
@@ -269,10 +302,11 @@ def decode_batch(payload: bytes) -> Batch:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise InvalidPayload("payload too large", length=len(payload))
     blob = None
-    if payload.startswith(WAVEFORM_MAGIC):
-        start = len(WAVEFORM_MAGIC) + 1 + _HEADER_LEN.size
-        if len(payload) < start or payload[len(WAVEFORM_MAGIC)] != VERSION:
-            raise InvalidPayload("truncated or unknown-version waveform payload", length=len(payload))
+    magic = payload[: len(WAVEFORM_MAGIC)]
+    if magic in (WAVEFORM_MAGIC, OBJECT_MAGIC):
+        start = len(magic) + 1 + _HEADER_LEN.size
+        if len(payload) < start or payload[len(magic)] != VERSION:
+            raise InvalidPayload("truncated or unknown-version binary payload", length=len(payload))
         (header_len,) = _HEADER_LEN.unpack_from(payload, start - _HEADER_LEN.size)
         if start + header_len > len(payload):
             raise InvalidPayload("waveform header overruns payload", length=len(payload))
@@ -284,10 +318,10 @@ def decode_batch(payload: bytes) -> Batch:
         doc = json.loads(header)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise InvalidPayload("payload is not JSON", length=len(payload)) from None
-    return _batch_from_doc(doc, blob)
+    return _batch_from_doc(doc, blob, magic if blob is not None else b"")
 
 
-def _batch_from_doc(doc: Any, blob: bytes | None = None) -> Batch:
+def _batch_from_doc(doc: Any, blob: bytes | None = None, magic: bytes = b"") -> Batch:
     if not isinstance(doc, dict) or doc.get("v") != VERSION:
         raise InvalidPayload("not a version-1 batch", expected=VERSION)
     try:
@@ -299,11 +333,26 @@ def _batch_from_doc(doc: Any, blob: bytes | None = None) -> Batch:
         raise InvalidPayload("batch envelope has wrong types")
     if not all(isinstance(item, dict) and isinstance(item.get("id"), str) for item in items):
         raise InvalidPayload("batch item without a string id")
-    if (lane is Lane.WAVEFORMS) != (blob is not None):
-        raise InvalidPayload("waveform lane and binary framing disagree")
-    if blob is not None:
+    expected_magic = {Lane.WAVEFORMS: WAVEFORM_MAGIC, Lane.IMAGES: OBJECT_MAGIC}.get(lane, b"")
+    if expected_magic != magic:
+        raise InvalidPayload("lane and binary framing disagree")
+    if blob is not None and lane is Lane.WAVEFORMS:
         _attach_samples(items, blob)
+    elif blob is not None:
+        _attach_data(items, blob)
     return Batch(gateway, device, patient if isinstance(patient, str) else None, lane, items)
+
+
+def _attach_data(items: list[dict[str, Any]], blob: bytes) -> None:
+    position = 0
+    for item in items:
+        n = item.get("n")
+        if not isinstance(n, int) or n < 0 or position + n > len(blob):
+            raise InvalidPayload("object chunk overruns its payload")
+        item["data"] = blob[position : position + n]
+        position += n
+    if position != len(blob):
+        raise InvalidPayload("bytes after the last object chunk", length=len(blob))
 
 
 def _attach_samples(items: list[dict[str, Any]], blob: bytes) -> None:

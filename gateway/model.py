@@ -210,4 +210,28 @@ class CommandResult:
     lane = Lane.COMMAND_RESULTS
 
 
-Event = Observation | WaveformChunk | DeviceStatus | Alarm | CommandResult
+@dataclass(frozen=True, slots=True)
+class ObjectChunk:
+    """One piece of a binary object (a DICOM instance) cut to fit the sync API's messages.
+
+    `object_id` names the object (stable across resends: the gateway derives it from the content), `index`
+    counts from 0 to `count - 1`, and `sha256` is the digest of the whole object, which the receiver checks
+    after reassembly.  `meta` says what the object is, never whose it is (no patient data).
+    """
+
+    id: str
+    device_id: str
+    object_id: str
+    index: int
+    count: int
+    total_bytes: int
+    sha256: str
+    content_type: str
+    data: bytes = field(repr=False)
+    gateway_time_ns: int
+    meta: dict[str, str] = field(default_factory=dict)
+
+    lane = Lane.IMAGES
+
+
+Event = Observation | WaveformChunk | DeviceStatus | Alarm | CommandResult | ObjectChunk

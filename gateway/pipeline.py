@@ -98,6 +98,8 @@ class Pipeline:
         # Latest value per (device, quantity), for the local display only; never logged.
         self.latest: dict[tuple[str, str], Observation] = {}
         self.latest_status: dict[str, DeviceStatus] = {}
+        # Events whose emitter waits until they are committed (a DICOM object before its C-STORE success).
+        self._durable: dict[str, asyncio.Future[None]] = {}
         self.battery: dict[str, float] = {}
 
     # -- EventSink -------------------------------------------------------------------------------------------
@@ -122,6 +124,12 @@ class Pipeline:
         counters.last_seen_ns = event.gateway_time_ns
         if isinstance(event, WaveformChunk):
             counters.samples_received += len(event.samples)
+
+    def when_durable(self, event_id: str) -> asyncio.Future[None]:
+        """A future that completes when the event with this id is committed to the buffer.  Register before emit."""
+        future = asyncio.get_running_loop().create_future()
+        self._durable[event_id] = future
+        return future
 
     # -- processing ------------------------------------------------------------------------------------------
     @property
@@ -300,6 +308,11 @@ class Pipeline:
             log.error("buffer commit failed; will retry", rows=len(records), **err.log_fields())
             return False
         for key in keys:
+            if self._durable:
+                for event in self._pending[key]:
+                    waiter = self._durable.pop(event.id, None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
             self._pending_count -= len(self._pending.pop(key))
             self._pending_since.pop(key, None)
             self._pending_signal_s.pop(key, None)

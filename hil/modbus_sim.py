@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.modbus.profile import ModbusProfile, Point, load_profile
@@ -178,6 +178,30 @@ class ModbusSimServer:
     @property
     def address(self) -> str:
         return f"tcp://{self.host}:{self.port}"
+
+
+class ModbusRtuSimServer:
+    """A pymodbus RTU server on a serial device (e.g. one end of hil.serial_sim.NullModem): a multi-drop line."""
+
+    def __init__(self, devices: list[SimModbusDevice], path: str, baudrate: int = 19200, parity: str = "N") -> None:
+        self.devices = devices
+        self.path = path
+        self.baudrate = baudrate
+        self.parity = parity  # ptys refuse parity settings; a real RS-485 line usually runs even parity
+        self._server: ModbusSerialServer | None = None
+
+    async def __aenter__(self) -> ModbusRtuSimServer:
+        units = [d.sim_device() for d in self.devices]
+        self._server = ModbusSerialServer(units, port=self.path, baudrate=self.baudrate, parity=self.parity)
+        await self._server.serve_forever(background=True)
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        for device in self.devices:
+            device._released.set()
+        await asyncio.sleep(0.05)
+        if self._server is not None:
+            await self._server.shutdown()  # type: ignore[no-untyped-call]
 
 
 def _free_port(host: str) -> int:

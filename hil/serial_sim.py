@@ -233,3 +233,45 @@ async def _send(target: asyncio.StreamWriter | PtyPort, data: bytes) -> None:
     else:
         target.write(data)
         await target.drain()
+
+
+class NullModem:
+    """Two ptys cross-connected, like a null-modem cable: what is written to one end is read at the other.
+
+    `a.path` and `b.path` are both serial devices (e.g. a Modbus RTU server on one, the gateway on the other).
+    """
+
+    def __init__(self) -> None:
+        self.a = PtyPort()
+        self.b = PtyPort()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _relay(self, source: PtyPort, target: PtyPort) -> None:
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        loop.add_reader(source.master, ready.set)
+        try:
+            while True:
+                await ready.wait()
+                ready.clear()
+                data = source.read_available()
+                if data:
+                    await target.write(data)
+        finally:
+            loop.remove_reader(source.master)
+
+    async def __aenter__(self) -> NullModem:
+        self._tasks = [
+            asyncio.create_task(self._relay(self.a, self.b)),
+            asyncio.create_task(self._relay(self.b, self.a)),
+        ]
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.a.close()
+        self.b.close()

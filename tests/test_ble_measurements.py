@@ -52,7 +52,7 @@ from drivers.ble.measurements import (
 )
 from drivers.ble.profiles import PROFILES, ProfileState, on_blood_pressure, on_glucose, on_temperature
 from drivers.ble.sfloat import decode_float, decode_sfloat
-from gateway.config import DeviceSection
+from gateway.config import BleDeviceSection
 from gateway.errors import InvalidFrame
 from gateway.model import Observation, stable_id
 from gateway.nomenclature import quantity
@@ -974,10 +974,10 @@ def test_new_profiles_are_registered_and_accepted_by_the_config() -> None:
     for name, profile in PROFILES.items():
         assert profile.name == name
     # Every profile the config accepts has an entry, and every entry can be configured.
-    accepted = set(typing.get_args(DeviceSection.model_fields["profile"].annotation))
+    accepted = set(typing.get_args(BleDeviceSection.model_fields["profile"].annotation))
     assert accepted == set(PROFILES)
     for name in ("blood_pressure", "thermometer", "glucose_meter"):
-        device = DeviceSection.model_validate(
+        device = BleDeviceSection.model_validate(
             {"id": f"{name}-1", "transport": "ble", "profile": name, "address": "sim:x"}
         )
         assert device.profile == name

@@ -320,3 +320,36 @@ def test_bench_modbus_reports_its_contract_keys() -> None:
         assert isinstance(figures[key], int | float) and figures[key] > 0, key
     assert isinstance(figures["idle_cpu_pct"], int | float) and figures["idle_cpu_pct"] >= 0
     assert figures["requests_per_poll"] == 1, "100 consecutive registers are one request"
+
+
+async def test_rtu_units_share_one_serial_line() -> None:
+    from hil.modbus_sim import ModbusRtuSimServer  # noqa: PLC0415
+    from hil.serial_sim import NullModem  # noqa: PLC0415
+
+    units = [MedicationFridge(unit_id=1, setpoint_c=4.0), MedicationFridge(unit_id=2, setpoint_c=6.0)]
+    async with NullModem() as cable, ModbusRtuSimServer(units, cable.a.path):
+        address = f"rtu://{cable.b.path}?baudrate=19200&parity=N"  # ptys refuse parity settings
+        drivers = [
+            ModbusDeviceDriver(
+                f"fridge-{u.unit_id}",
+                address,
+                load_profile("medication_fridge"),
+                unit_id=u.unit_id,
+                interval_s=0.2,
+                timeout_s=0.5,
+            )
+            for u in units
+        ]
+        sinks = [Sink(), Sink()]
+        tasks = [asyncio.create_task(d.run(s)) for d, s in zip(drivers, sinks, strict=True)]
+        await asyncio.sleep(2.0)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for unit, sink in zip(units, sinks, strict=True):
+        temps = [
+            e.value for e in sink.events if isinstance(e, Observation) and e.quantity.reference_id == "MDC_TEMP_ROOM"
+        ]
+        assert len(temps) >= 5
+        setpoint = unit.values["setpoint"](0.0)
+        assert all(abs(t - setpoint) <= 0.5 for t in temps), "each unit's own values, over the shared line"

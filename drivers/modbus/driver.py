@@ -65,8 +65,64 @@ class PollStats:
     overruns: int = 0  # ticks skipped because a poll took longer than the interval
 
 
-def make_client(address: str, timeout_s: float) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
-    """A pymodbus client for `tcp://host:port` or `rtu:///dev/ttyX?baudrate=19200&parity=E&stopbits=1`."""
+class RtuBus:
+    """One RS-485 line: one pymodbus serial client shared by every unit on it, one request at a time.
+
+    Units on a multi-drop line cannot talk at once, so their drivers share this bus's lock; a dead unit costs
+    the line its timeout on each try until its driver gives up (`max_failed_polls`) and the supervisor backs it
+    off.  Opened with the first unit, closed with the last.
+    """
+
+    def __init__(self, key: str, client: AsyncModbusSerialClient) -> None:
+        self.key = key
+        self.client = client
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+    @classmethod
+    def handle(cls, key: str, make: Callable[[], AsyncModbusSerialClient]) -> RtuBusHandle:
+        bus = _BUSES.get(key)
+        if bus is None:
+            bus = _BUSES[key] = cls(key, make())
+        return RtuBusHandle(bus)
+
+
+_BUSES: dict[str, RtuBus] = {}  # open RTU lines by device path
+
+
+class RtuBusHandle:
+    """One unit's view of a shared RTU bus: connect/close are reference-counted, requests go to the bus client."""
+
+    def __init__(self, bus: RtuBus) -> None:
+        self.bus = bus
+        self.lock = bus.lock
+        self._open = False
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.bus.client.connected)
+
+    async def connect(self) -> bool:
+        if not self._open:
+            self._open = True
+            self.bus.users += 1
+        async with self.bus.lock:  # one unit opens the line; the others find it open
+            return bool(self.bus.client.connected or await self.bus.client.connect())
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self.bus.users -= 1
+            if self.bus.users == 0:
+                self.bus.client.close()
+                _BUSES.pop(self.bus.key, None)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.bus.client, name)  # read_holding_registers, write_registers, ...
+
+
+def make_client(address: str, timeout_s: float) -> AsyncModbusTcpClient | RtuBusHandle:
+    """A pymodbus client for `tcp://host:port`, or a handle on the shared bus of `rtu:///dev/ttyX?baudrate=...`."""
     url = urlsplit(address)
     if url.scheme == "tcp":
         if not url.hostname:
@@ -74,16 +130,20 @@ def make_client(address: str, timeout_s: float) -> AsyncModbusTcpClient | AsyncM
         return AsyncModbusTcpClient(url.hostname, port=url.port or 502, timeout=timeout_s, retries=0, reconnect_delay=0)
     if url.scheme == "rtu":
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        return AsyncModbusSerialClient(
-            url.path,
-            timeout=timeout_s,
-            retries=0,
-            reconnect_delay=0,
-            baudrate=int(query.get("baudrate", "19200")),
-            parity=query.get("parity", "E"),
-            stopbits=int(query.get("stopbits", "1")),
-            bytesize=int(query.get("bytesize", "8")),
-        )
+
+        def serial_client() -> AsyncModbusSerialClient:
+            return AsyncModbusSerialClient(
+                url.path,
+                timeout=timeout_s,
+                retries=0,
+                reconnect_delay=0,
+                baudrate=int(query.get("baudrate", "19200")),
+                parity=query.get("parity", "E"),
+                stopbits=int(query.get("stopbits", "1")),
+                bytesize=int(query.get("bytesize", "8")),
+            )
+
+        return RtuBus.handle(url.path, serial_client)
     raise ConfigError(f"Modbus address {address}: use tcp://HOST:PORT or rtu:///dev/PATH")
 
 
@@ -138,6 +198,7 @@ class ModbusDeviceDriver:
             if not connected:
                 raise TransportError("Modbus connect failed", device_id=self.device_id)
             self._client = client
+            self._lock = getattr(client, "lock", None) or self._lock  # units on one RTU line share its lock
             self._flags = ()
             await sink.emit(self._status(ConnectionState.CONNECTED))
             log.info("device connected", device_id=self.device_id, requests_per_poll=len(self.reads))
