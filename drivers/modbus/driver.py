@@ -121,6 +121,13 @@ class RtuBusHandle:
         return getattr(self.bus.client, name)  # read_holding_registers, write_registers, ...
 
 
+def _reraise_if_cancelled() -> None:
+    """pymodbus turns a cancellation inside a request into its own exception; a stop must still stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def make_client(address: str, timeout_s: float) -> AsyncModbusTcpClient | RtuBusHandle:
     """A pymodbus client for `tcp://host:port`, or a handle on the shared bus of `rtu:///dev/ttyX?baudrate=...`."""
     url = urlsplit(address)
@@ -194,6 +201,7 @@ class ModbusDeviceDriver:
                 async with asyncio.timeout(max(self.timeout_s * 4, 2.0)):
                     connected = await client.connect()
             except (TimeoutError, OSError, ModbusException):
+                _reraise_if_cancelled()
                 connected = False
             if not connected:
                 raise TransportError("Modbus connect failed", device_id=self.device_id)
@@ -292,6 +300,7 @@ class ModbusDeviceDriver:
             async with self._lock, asyncio.timeout(self.timeout_s):
                 response = await call(read.start, count=read.count, device_id=self.unit_id)
         except (TimeoutError, ModbusException) as err:
+            _reraise_if_cancelled()
             if not client.connected:
                 raise TransportError("Modbus connection lost", device_id=self.device_id) from err
             self.poll_stats.timeouts += 1
@@ -354,6 +363,7 @@ class ModbusDeviceDriver:
                 read = Read(point.table, point.address, point.width, (point,))
                 words_back = await self._read_unlocked(client, read)
         except (TimeoutError, ModbusException):
+            _reraise_if_cancelled()
             raise OutcomeUnknown("no answer to the write in time: it may have happened") from None
         if words_back is None or isinstance(words_back, int):
             raise OutcomeUnknown("the write was acknowledged but could not be read back")
