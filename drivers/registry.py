@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from drivers.base import Driver
 from drivers.ble.driver import BleDeviceDriver
@@ -10,7 +13,13 @@ from drivers.ble.link import GattLinkFactory
 from drivers.modbus.driver import ClientFactory, ModbusDeviceDriver, make_client
 from drivers.modbus.profile import load_profile
 from drivers.serial.driver import SerialDeviceDriver
-from gateway.config import BleDeviceSection, DeviceSection, ModbusDeviceSection, SerialDeviceSection
+from gateway.config import (
+    BleDeviceSection,
+    DeviceSection,
+    DicomDeviceSection,
+    ModbusDeviceSection,
+    SerialDeviceSection,
+)
 from gateway.errors import ConfigError
 
 
@@ -22,7 +31,7 @@ class Backends:
     modbus: ClientFactory = make_client
 
 
-def build_driver(device: DeviceSection, backends: Backends) -> Driver:
+def build_driver(device: DeviceSection, backends: Backends, secret_path: Callable[[str], Path] | None = None) -> Driver:
     if isinstance(device, ModbusDeviceSection):
         return ModbusDeviceDriver(
             device.id,
@@ -33,6 +42,8 @@ def build_driver(device: DeviceSection, backends: Backends) -> Driver:
             timeout_s=device.timeout_s,
             client_factory=backends.modbus,
         )
+    if isinstance(device, DicomDeviceSection):
+        return _dicom_driver(device, secret_path or Path)
     if isinstance(device, SerialDeviceSection):
         return SerialDeviceDriver(
             device.id,
@@ -48,3 +59,27 @@ def build_driver(device: DeviceSection, backends: Backends) -> Driver:
             device.id, device.address, device.profile, backends.ble, silent_link_timeout_s=device.silent_link_timeout_s
         )
     raise ConfigError(f"devices: transport {device.transport!r} has no driver")  # pragma: no cover
+
+
+def _dicom_driver(device: DicomDeviceSection, secret_path: Callable[[str], Path]) -> Driver:
+    from drivers.dicom.deidentify import Deidentifier  # noqa: PLC0415 - pydicom only when DICOM is configured
+    from drivers.dicom.intake import DicomIntakeDriver  # noqa: PLC0415
+
+    deidentifier = None
+    if device.deidentify and device.deidentify_key is not None:
+        deidentifier = Deidentifier(secret_path(device.deidentify_key).read_bytes())
+    context = None
+    if device.tls_cert is not None and device.tls_key is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(secret_path(device.tls_cert), secret_path(device.tls_key))
+    return DicomIntakeDriver(
+        device.id,
+        device.address,
+        ae_title=device.ae_title,
+        allowed_calling_aes=device.allowed_calling_aes,
+        deidentifier=deidentifier,
+        pseudonym=device.patient,
+        chunk_bytes=device.chunk_bytes,
+        ssl_context=context,
+    )

@@ -183,8 +183,39 @@ class SerialDeviceSection(_DeviceBase):
     silent_link_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
 
+class DicomDeviceSection(_DeviceBase):
+    """A DICOM intake: a Storage SCP (`listen://HOST:PORT`) or a watched drop folder (`folder:///ABS/PATH`).
+
+    With `deidentify`, objects are de-identified (PS3.15 Basic Profile) before they are stored, with the
+    device's `patient` binding as the pseudonymous patient id; `deidentify_key` (a secret file) keys the
+    consistent UID replacement.  `tls_cert`/`tls_key` make the SCP speak DICOM over TLS.
+    """
+
+    transport: Literal["dicom"]
+    profile: Literal["storage_scp", "drop_folder"]
+    address: Annotated[str, Field(pattern=r"^(listen://[A-Za-z0-9_.-]+:[0-9]{1,5}|folder:///[^\s]*)$")]
+    ae_title: Annotated[str, Field(pattern=r"^[ -\[\]-~]{1,16}$")] = "IOMT_GW"
+    allowed_calling_aes: Annotated[tuple[str, ...], Field(strict=False)] = ()
+    deidentify: bool = False
+    deidentify_key: SecretRef | None = None
+    tls_cert: SecretRef | None = None
+    tls_key: SecretRef | None = None
+    chunk_bytes: Annotated[int, Field(ge=4096, le=100_000)] = 64 * 1024
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DicomDeviceSection:
+        if (self.profile == "drop_folder") != self.address.startswith("folder://"):
+            raise ValueError("a storage_scp listens (listen://HOST:PORT); a drop_folder watches (folder:///PATH)")
+        if self.deidentify and self.deidentify_key is None:
+            raise ValueError("deidentify needs deidentify_key (a secret file keying the UID replacement)")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
+
+
 DeviceSection = Annotated[
-    BleDeviceSection | ModbusDeviceSection | SerialDeviceSection, Field(discriminator="transport")
+    BleDeviceSection | ModbusDeviceSection | SerialDeviceSection | DicomDeviceSection,
+    Field(discriminator="transport"),
 ]
 
 
@@ -374,6 +405,12 @@ class Config(_Section):
                 "mqtt.tls.cert_file": self.mqtt.tls.cert_file,
                 "mqtt.tls.key_file": self.mqtt.tls.key_file,
             }
+        for index, device in enumerate(self.devices):
+            if isinstance(device, DicomDeviceSection):
+                for name in ("deidentify_key", "tls_cert", "tls_key"):
+                    ref = getattr(device, name)
+                    if ref is not None:
+                        refs[f"devices[{index}].{name}"] = ref
         return refs
 
 
@@ -392,7 +429,9 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-_DEVICE_TAGS = frozenset({"ble", "modbus", "serial"})  # discriminator tags pydantic puts in a device's error location
+_DEVICE_TAGS = frozenset(
+    {"ble", "modbus", "serial", "dicom"}
+)  # discriminator tags pydantic puts in a device's error location
 
 
 def _loc(parts: tuple[int | str, ...]) -> str:

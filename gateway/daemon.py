@@ -131,7 +131,7 @@ class Gateway:
         """Run until `stop` is set, then stop drivers, commit everything, and optionally let the uplink drain."""
         parts = self.parts = await self._open()
         try:
-            drivers = [build_driver(device, self.backends) for device in self.config.devices]
+            drivers = [build_driver(device, self.backends, self.config.secret_path) for device in self.config.devices]
             for driver in drivers:
                 self.metrics.drivers[driver.device_id] = driver.stats
             if parts.command_store is not None:

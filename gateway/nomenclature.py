@@ -95,9 +95,18 @@ _TABLE: tuple[Quantity, ...] = (
     _q("MDC_ECG_ELEC_POTL", MDC_PART_SCADA, 256, "uV", "ECG, unspecified lead", Kind.WAVEFORM),
     _q("MDC_ECG_ELEC_POTL_I", MDC_PART_SCADA, 257, "uV", "ECG lead I", Kind.WAVEFORM),
     _q("MDC_ECG_ELEC_POTL_II", MDC_PART_SCADA, 258, "uV", "ECG lead II", Kind.WAVEFORM),
+    # Per-lead ECG: term = 256 (MDC_ECG_ELEC_POTL) + the 11073-10101 lead code (I 1, II 2, V1..V6 3..8, III 61,
+    # aVR 62, aVL 63, aVF 64: the MDC_ECG_LEAD_* codes DICOM CID 3001 lists as "2:1".."2:64").
     _q("MDC_ECG_ELEC_POTL_V1", MDC_PART_SCADA, 259, "uV", "ECG lead V1", Kind.WAVEFORM),
+    _q("MDC_ECG_ELEC_POTL_V2", MDC_PART_SCADA, 260, "uV", "ECG lead V2", Kind.WAVEFORM),
+    _q("MDC_ECG_ELEC_POTL_V3", MDC_PART_SCADA, 261, "uV", "ECG lead V3", Kind.WAVEFORM),
+    _q("MDC_ECG_ELEC_POTL_V4", MDC_PART_SCADA, 262, "uV", "ECG lead V4", Kind.WAVEFORM),
     _q("MDC_ECG_ELEC_POTL_V5", MDC_PART_SCADA, 263, "uV", "ECG lead V5", Kind.WAVEFORM),
+    _q("MDC_ECG_ELEC_POTL_V6", MDC_PART_SCADA, 264, "uV", "ECG lead V6", Kind.WAVEFORM),
     _q("MDC_ECG_ELEC_POTL_III", MDC_PART_SCADA, 317, "uV", "ECG lead III", Kind.WAVEFORM),
+    _q("MDC_ECG_ELEC_POTL_AVR", MDC_PART_SCADA, 318, "uV", "ECG lead aVR", Kind.WAVEFORM),
+    _q("MDC_ECG_ELEC_POTL_AVL", MDC_PART_SCADA, 319, "uV", "ECG lead aVL", Kind.WAVEFORM),
+    _q("MDC_ECG_ELEC_POTL_AVF", MDC_PART_SCADA, 320, "uV", "ECG lead aVF", Kind.WAVEFORM),
     _q("MDC_PULS_OXIM_PLETH", MDC_PART_SCADA, 19380, "1", "Plethysmogram", Kind.WAVEFORM),
     _q("MDC_PRESS_BLD_ART_ABP", MDC_PART_SCADA, 18960, "mm[Hg]", "Arterial pressure", Kind.WAVEFORM),
 )

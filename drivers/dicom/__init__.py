@@ -1,0 +1,1 @@
+"""DICOM for point-of-care imaging and ECG: pure validation, de-identification and waveform decoding (no I/O)."""
