@@ -122,7 +122,8 @@ class RtuBusHandle:
 
 
 def _reraise_if_cancelled() -> None:
-    """pymodbus turns a cancellation inside a request into its own exception; a stop must still stop."""
+    """A stop must stop: pymodbus can turn a cancellation inside a request into its own exception, or swallow it
+    and answer normally, so after every request the driver checks whether its task is being cancelled."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
@@ -201,8 +202,8 @@ class ModbusDeviceDriver:
                 async with asyncio.timeout(max(self.timeout_s * 4, 2.0)):
                     connected = await client.connect()
             except (TimeoutError, OSError, ModbusException):
-                _reraise_if_cancelled()
                 connected = False
+            _reraise_if_cancelled()
             if not connected:
                 raise TransportError("Modbus connect failed", device_id=self.device_id)
             self._client = client
@@ -224,6 +225,7 @@ class ModbusDeviceDriver:
         due = loop.time()
         failed_in_row = 0
         while True:
+            _reraise_if_cancelled()
             self.poll_started.append(loop.time())
             events, answered = await self._poll(client)
             for event in events:
@@ -305,6 +307,7 @@ class ModbusDeviceDriver:
                 raise TransportError("Modbus connection lost", device_id=self.device_id) from err
             self.poll_stats.timeouts += 1
             return None
+        _reraise_if_cancelled()  # pymodbus may also swallow a cancellation and answer normally
         if response.isError():
             self.poll_stats.exceptions += 1
             self.stats.invalid_frames += 1
@@ -365,6 +368,7 @@ class ModbusDeviceDriver:
         except (TimeoutError, ModbusException):
             _reraise_if_cancelled()
             raise OutcomeUnknown("no answer to the write in time: it may have happened") from None
+        _reraise_if_cancelled()
         if words_back is None or isinstance(words_back, int):
             raise OutcomeUnknown("the write was acknowledged but could not be read back")
         back = engineering_value(point, words_back)
