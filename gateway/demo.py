@@ -31,8 +31,9 @@ from gateway.buffer import generate_key_file
 from gateway.config import Config, parse_config
 from gateway.daemon import Gateway
 from gateway.logs import configure_logging
-from gateway.model import Alarm, AlarmState
+from gateway.model import Alarm, AlarmState, ConnectionState
 from hil.ble_radio import VirtualRadio
+from hil.modbus_sim import MedicationFridge, ModbusSimServer
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
 DRAIN_TIMEOUT_S = 30.0
@@ -45,12 +46,66 @@ def free_loopback_port() -> int:
         return port
 
 
-def demo_config(state_dir: Path, port: int, path: Path = DEMO_CONFIG) -> Config:
+def demo_config(
+    state_dir: Path, port: int, path: Path = DEMO_CONFIG, *, modbus_port: int | None = None, hl7_port: int | None = None
+) -> Config:
+    """The demo's config; with ports, also the wired devices: a Modbus medication fridge and an HL7 monitor."""
     data = tomllib.loads(path.read_text("utf-8"))
     data["gateway"]["state_dir"] = str(state_dir)
     data["buffer"]["key_file"] = str(state_dir / "buffer.key")
     data["mqtt"]["port"] = port
+    if modbus_port is not None:
+        data["devices"].append(
+            {
+                "id": FRIDGE,
+                "transport": "modbus",
+                "profile": "medication_fridge",
+                "address": f"tcp://127.0.0.1:{modbus_port}",
+                "poll_interval_s": 1.0,
+            }
+        )
+    if hl7_port is not None:
+        data["devices"].append(
+            {
+                "id": MONITOR,
+                "transport": "serial",
+                "profile": "hl7_pcd01",
+                "address": f"listen://127.0.0.1:{hl7_port}",
+                "patient": "pt-3c51e0",
+            }
+        )
     return parse_config(data)
+
+
+FRIDGE = "med-fridge-1"
+MONITOR = "bedside-monitor-1"
+FRIDGE_DOOR_OPEN_S = (8.0, 14.0)  # the fridge door is left open a while: a low-priority technical alarm
+
+
+async def _wired_devices(hl7_port: int, fridge: Any, started: float) -> None:
+    """The HL7 monitor connects to the gateway and sends a message a second; the fridge's door opens and closes."""
+    from hil.serial_sim import Hl7Monitor  # noqa: PLC0415
+
+    monitor = Hl7Monitor(interval_s=1.0)
+    for _ in range(100):
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", hl7_port)
+            break
+        except OSError:
+            await asyncio.sleep(0.1)
+    else:
+        return
+    sender = asyncio.create_task(monitor.run_on(writer, reader))
+    try:
+        opens, closes = FRIDGE_DOOR_OPEN_S
+        await asyncio.sleep(max(0.0, started + opens - time.monotonic()))
+        fridge.door_open_at = time.monotonic()
+        await asyncio.sleep(closes - opens)
+        fridge.door_open_at = None
+        await sender
+    finally:
+        sender.cancel()
+        writer.close()
 
 
 class EmbeddedBroker:
@@ -147,8 +202,9 @@ def _view(run: DemoRun, backlog_rows: int) -> Group:
     latest = parts.pipeline.latest if parts else {}
     for device in run.config.devices:
         counters = gateway.metrics.device(device.id)
-        peripheral = run.world.peripherals.get(device.address.removeprefix("virtual:"))
-        link = "up" if peripheral and peripheral.links else "down"
+        device_status = parts.pipeline.latest_status.get(device.id) if parts else None
+        connected = device_status is not None and device_status.connection is ConnectionState.CONNECTED
+        link = "up" if connected else "down"
         vitals = ", ".join(
             f"{obs.quantity.display}: {obs.value:g} {obs.unit}"
             for (dev, _), obs in sorted(latest.items())
@@ -191,7 +247,11 @@ async def run_demo(duration_s: float | None, *, as_json: bool) -> dict[str, Any]
         state_dir = Path(tmp)
         generate_key_file(state_dir / "buffer.key")
         port = free_loopback_port()
-        config = demo_config(state_dir, port)
+        fridge = MedicationFridge(unit_id=1)
+        modbus = ModbusSimServer([fridge])
+        await modbus.start()
+        hl7_port = free_loopback_port()
+        config = demo_config(state_dir, port, modbus_port=modbus.port, hl7_port=hl7_port)
         broker = EmbeddedBroker(port)
         await broker.start()
         receiver = ReferenceReceiver(
@@ -216,11 +276,17 @@ async def run_demo(duration_s: float | None, *, as_json: bool) -> dict[str, Any]
                 await gateway.started.wait()
                 if gateway.parts is not None:
                     gateway.parts.pipeline.alarm_listeners.append(run.alarms.append)
+                wired = group.create_task(_wired_devices(hl7_port, fridge, run.started), name="wired-devices")
                 deadline = None if duration_s is None else time.monotonic() + duration_s
                 await _show(run, stop, deadline, live=not as_json and sys.stdout.isatty(), quiet=as_json)
-                await world.stop()  # devices out of range first: what they sent is final before the gateway drains
+                wired.cancel()
+                # The devices fall quiet first, so what they sent is final before the gateway stops and drains.
+                for peripheral in world.peripherals.values():
+                    peripheral.silent = True
+                await asyncio.sleep(0.5)
                 stop.set()
                 await gateway_task
+                await world.stop()
                 accepted = {d.id: gateway.metrics.device(d.id).accepted for d in config.devices}
                 await receiver.wait_for(accepted, timeout_s=10)
                 receiver_task.cancel()
@@ -228,6 +294,7 @@ async def run_demo(duration_s: float | None, *, as_json: bool) -> dict[str, Any]
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             await broker.stop()
+            await modbus.stop()
         return summary(run)
 
 
