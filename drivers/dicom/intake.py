@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
@@ -124,7 +125,14 @@ class DicomIntakeDriver:
         extra: tuple[Event, ...] = ()
         if accepted.is_waveform:
             try:
-                extra = tuple(ecg_events(accepted.dataset, self.device_id, now_ns()))
+                # The receive time places the leads (the object's own times carry no zone); ids come from the
+                # SOP instance and lead, so a re-sent object's waveforms are de-duplicated like its chunks.
+                extra = tuple(
+                    dataclasses.replace(
+                        chunk, id=stable_id(self.device_id, accepted.sop_instance_uid, chunk.quantity.code)
+                    )
+                    for chunk in ecg_events(accepted.dataset, self.device_id, now_ns())
+                )
             except Exception as err:  # noqa: BLE001 - the object is still stored; its waveform is not analysed
                 log.warning("DICOM ECG not decoded", device_id=self.device_id, error=type(err).__name__)
         meta = {
