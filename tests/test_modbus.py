@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from drivers.modbus.driver import ModbusDeviceDriver
 from drivers.modbus.plan import plan_reads
 from drivers.modbus.profile import ModbusProfile, Point, load_profile, parse_profile
-from drivers.modbus.registers import encode_value, engineering_value, raw_value
+from drivers.modbus.registers import decoder, encode_value, engineering_value, raw_value
 from gateway.config import parse_config
 from gateway.errors import ConfigError
 from gateway.model import DeviceStatus, Event, Observation
@@ -145,6 +145,8 @@ def test_encode_then_decode_is_the_identity(
         return  # out of the register's range: refused, never wrapped
     assert all(0 <= w <= 0xFFFF for w in words) and len(words) == point.width
     assert engineering_value(point, words) == pytest.approx(value, abs=scale / 2)
+    # The driver's prepared decoder (fast path for plain 16-bit registers) agrees with the general one.
+    assert decoder(point)([7, *words, 9], 1) == pytest.approx(engineering_value(point, words))
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from pymodbus.pdu import ModbusPDU
 from drivers.base import CommandRefused, DriverStats, EventSink, OutcomeUnknown
 from drivers.modbus.plan import Read, plan_reads
 from drivers.modbus.profile import ModbusProfile, Point
-from drivers.modbus.registers import encode_value, engineering_value
+from drivers.modbus.registers import decoder, encode_value, engineering_value
 from gateway.errors import ConfigError, TransportError
 from gateway.logs import get_logger
 from gateway.model import CONDITIONS_KEY, ConnectionState, DeviceStatus, Event, Observation, new_id, now_ns
@@ -181,11 +181,19 @@ class ModbusDeviceDriver:
         self.poll_stats = PollStats()
         self.poll_started: collections.deque[float] = collections.deque(maxlen=1000)  # loop time of each poll
         self.reads: list[Read] = plan_reads(profile, tuple(p for p in profile.points if p.quantity or p.status))
+        # Per read, per reported point: (register index in the response, decoder, quantity, status flag).
+        self._layouts = [
+            [
+                (p.address - read.start, decoder(p), quantity(p.quantity) if p.quantity else None, p.status)
+                for p in read.points
+                if p.quantity or p.status
+            ]
+            for read in self.reads
+        ]
         self._client_factory = client_factory
         self._client: Any = None
         self._lock = asyncio.Lock()  # one request at a time on the connection (polls and writes)
         self._flags: tuple[str, ...] = ()
-        self._quantities = {p.name: quantity(p.quantity) for p in profile.points if p.quantity is not None}
         # A device's own status flags carry the profile's priority; Modbus exception responses are low.
         self._priority = {p.status: p.priority for p in profile.points if p.status is not None}
 
@@ -255,7 +263,7 @@ class ModbusDeviceDriver:
         flags: list[str] = []
         answered = False
         index = 0
-        for read in self.reads:
+        for read_index, read in enumerate(self.reads):
             stats.requests += 1
             words = await self._read(client, read)
             if words is None:
@@ -264,21 +272,16 @@ class ModbusDeviceDriver:
             if isinstance(words, int):  # a Modbus exception response: the device answered "no"
                 flags.append(f"modbus_exception_{_EXCEPTION_NAMES.get(words, words)}")
                 continue
-            for point in read.points:
-                at = point.address - read.start
-                value = engineering_value(point, words[at : at + point.width])
-                if point.status is not None:
+            for at, decode, q, status in self._layouts[read_index]:
+                value = decode(words, at)
+                if status is not None:
                     if value:
-                        flags.append(point.status)
+                        flags.append(status)
                     continue
-                if point.quantity is None:
-                    continue  # a setting: written by commands, not reported
+                if q is None:
+                    continue
                 index += 1
-                events.append(
-                    Observation(
-                        f"{base}{index:04x}", self.device_id, self._quantities[point.name], value, None, poll_time
-                    )
-                )
+                events.append(Observation(f"{base}{index:04x}", self.device_id, q, value, None, poll_time))
         stats.values += len(events)
         self.stats.notifications += len(self.reads)
         flag_tuple = tuple(sorted(set(flags)))
