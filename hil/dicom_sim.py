@@ -8,6 +8,7 @@ itself is rejected, e.g. a calling AE title the gateway does not allow).  `echo`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Sequence
@@ -46,6 +47,7 @@ def send(
     tls = (ssl_context, host) if ssl_context is not None else None
     assoc = ae.associate(host, port, ae_title=called_ae, tls_args=tls)
     if not assoc.is_established:
+        _close_failed(assoc)
         return [None] * len(datasets)
     statuses: list[int | None] = []
     try:
@@ -75,3 +77,13 @@ def echo(host: str, port: int, *, calling_ae: str = "TECHNICIAN", called_ae: str
         return int(status.Status) if "Status" in status else None
     finally:
         assoc.release()
+
+
+def _close_failed(assoc: object) -> None:
+    """pynetdicom leaves the socket of a failed TLS handshake open: close it (the modality would, on retry)."""
+    dul = getattr(assoc, "dul", None)
+    transport = getattr(dul, "socket", None)
+    sock = getattr(transport, "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()

@@ -238,3 +238,25 @@ async def test_upload_resumes_after_an_outage_without_resending_acknowledged_chu
     duplicates = run.receiver.stats.duplicates["us-cart-1"]
     # Only what was in flight (published, not yet acknowledged) when the broker went away may come twice.
     assert duplicates <= config.mqtt.inflight_window, duplicates
+
+
+async def test_scp_over_tls_accepts_a_trusting_modality_and_refuses_plaintext(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    import ssl  # noqa: PLC0415
+
+    from tests.pki import make_pki  # noqa: PLC0415
+
+    pki = make_pki(tmp_path / "pki")
+    port = free_loopback_port()
+    config = _config(tmp_path, mosquitto.port, [_scp(port, tls_cert=str(pki.server_cert), tls_key=str(pki.server_key))])
+    trusting = ssl.create_default_context(cafile=str(pki.ca))
+    stranger = ssl.create_default_context(cafile=str(pki.rogue_ca))
+    async with running_gateway(config) as run:
+        await run.wait_until(lambda: run.receiver.stats.unique["us-cart-1"] >= 1, 20)
+        assert await send_async("127.0.0.1", port, [_file("CT_small.dcm")], ssl_context=trusting) == [0x0000]
+        assert await send_async("127.0.0.1", port, [_file("MR_small.dcm")]) == [None], "no plaintext fallback"
+        assert await send_async("127.0.0.1", port, [_file("MR_small.dcm")], ssl_context=stranger) == [None]
+        await run.wait_until(lambda: len(run.receiver.objects) >= 1, 20)
+        await run.finish()
+    assert len(_objects(run, "us-cart-1")) == 1
