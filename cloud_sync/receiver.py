@@ -38,6 +38,9 @@ class ReceiverStats:
     wire_bytes: int = 0
 
 
+MAX_CHUNKS = 1 << 20  # an object of more chunks than this is not one the gateway sends
+
+
 class ReferenceReceiver:
     """Subscribes to `{prefix}/+/up/#` with a persistent session, so nothing is missed across reconnects."""
 
@@ -64,7 +67,7 @@ class ReferenceReceiver:
         self.items: dict[str, dict[str, Any]] = {}
         self.keep_items = False
         # Objects (images lane): chunks until complete, then the verified whole; failures by object id.
-        self._partial: dict[str, dict[int, bytes]] = {}
+        self._partial: dict[tuple[str, int], dict[int, bytes]] = {}
         self.objects: dict[str, bytes] = {}
         self.object_meta: dict[str, dict[str, Any]] = {}
         self.object_failures: dict[str, str] = {}
@@ -155,17 +158,18 @@ class ReferenceReceiver:
             self.stats.invalid_payloads += 1
             log.warning("object chunk without its fields")
             return
-        if object_id in self.objects or not 0 <= index < count:
+        if object_id in self.objects or not 0 < count <= MAX_CHUNKS or not 0 <= index < count:
             return
-        parts = self._partial.setdefault(object_id, {})
+        # Keyed by the chunk count too: the same object re-sent with another chunk size is another set.
+        parts = self._partial.setdefault((object_id, count), {})
         parts[index] = bytes(data)
         if len(parts) < count:
             return
         whole = b"".join(parts[i] for i in range(count))
-        del self._partial[object_id]
+        del self._partial[(object_id, count)]
         if len(whole) != total or hashlib.sha256(whole).hexdigest() != digest:
             self.object_failures[object_id] = "sha256 or length mismatch"
-            log.error("object failed verification", object_id=object_id, length=len(whole))
+            log.error("object failed verification", length=len(whole))
             return
         self.objects[object_id] = whole
         self.object_meta[object_id] = {"device": device, **dict(item.get("meta") or {})}

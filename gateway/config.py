@@ -382,6 +382,16 @@ class Config(_Section):
             if device.id in seen:
                 raise ValueError(f"duplicate device id {device.id!r}")
             seen.add(device.id)
+            if isinstance(device, DicomDeviceSection) and device.chunk_bytes + 8192 > self.mqtt.max_message_bytes:
+                raise ValueError(
+                    f"device {device.id}: chunk_bytes must leave 8192 bytes of room under mqtt.max_message_bytes"
+                )
+        rtu: dict[str, str] = {}
+        for device in self.devices:
+            if isinstance(device, ModbusDeviceSection) and device.address.startswith("rtu://"):
+                path, _, settings = device.address.partition("?")
+                if rtu.setdefault(path, settings) != settings:
+                    raise ValueError(f"Modbus units on {path} must use the same line settings (one RS-485 line)")
         return self
 
     @property

@@ -98,8 +98,8 @@ class Pipeline:
         # Latest value per (device, quantity), for the local display only; never logged.
         self.latest: dict[tuple[str, str], Observation] = {}
         self.latest_status: dict[str, DeviceStatus] = {}
-        # Events whose emitter waits until they are committed (a DICOM object before its C-STORE success).
-        self._durable: dict[str, asyncio.Future[None]] = {}
+        # Events whose emitters wait until they are committed (a DICOM object before its C-STORE success).
+        self._durable: dict[str, list[asyncio.Future[None]]] = {}
         self.battery: dict[str, float] = {}
 
     # -- EventSink -------------------------------------------------------------------------------------------
@@ -127,9 +127,17 @@ class Pipeline:
 
     def when_durable(self, event_id: str) -> asyncio.Future[None]:
         """A future that completes when the event with this id is committed to the buffer.  Register before emit."""
-        future = asyncio.get_running_loop().create_future()
-        self._durable[event_id] = future
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._durable.setdefault(event_id, []).append(future)
+        future.add_done_callback(lambda f: self._forget_durable(event_id, f))
         return future
+
+    def _forget_durable(self, event_id: str, future: asyncio.Future[None]) -> None:
+        waiters = self._durable.get(event_id)
+        if waiters is not None and future in waiters:
+            waiters.remove(future)
+            if not waiters:
+                del self._durable[event_id]
 
     # -- processing ------------------------------------------------------------------------------------------
     @property
@@ -307,12 +315,18 @@ class Pipeline:
             # Keep the batches; intake pauses while pending is over its cap, so emitters wait (backpressure).
             log.error("buffer commit failed; will retry", rows=len(records), **err.log_fields())
             return False
+        # Images evicted in this very commit (the quota made room) are not durable: their senders must keep them.
+        images_evicted = Lane.IMAGES in result.eviction.by_lane
         for key in keys:
             if self._durable:
                 for event in self._pending[key]:
-                    waiter = self._durable.pop(event.id, None)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(None)
+                    for waiter in list(self._durable.get(event.id, ())):
+                        if waiter.done():
+                            continue
+                        if images_evicted and event.lane is Lane.IMAGES:
+                            waiter.set_exception(StorageError("evicted by the buffer quota in the same commit"))
+                        else:
+                            waiter.set_result(None)
             self._pending_count -= len(self._pending.pop(key))
             self._pending_since.pop(key, None)
             self._pending_signal_s.pop(key, None)

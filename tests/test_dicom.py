@@ -139,7 +139,8 @@ async def test_bad_objects_get_their_status_a_log_line_and_quarantine(
         # Through the drop folder: non-DICOM bytes and a truncated file.
         (drop / "notes.txt").write_bytes(b"this is not a DICOM file\n" * 20)
         (drop / "cut.dcm").write_bytes(truncated)
-        await run.wait_until(lambda: not any(drop.iterdir()), 20)
+        await run.wait_until(lambda: {p.name for p in drop.iterdir()} == {".rejected"}, 20)
+        assert {p.name for p in (drop / ".rejected").iterdir()} == {"notes.txt", "cut.dcm"}, "set aside, not lost"
         await run.wait_until(lambda: sum("quarantine" in m for m in run.receiver.object_meta.values()) >= 4, 20)
         await run.finish()
     reasons = sorted(m["quarantine"] for m in run.receiver.object_meta.values() if "quarantine" in m)

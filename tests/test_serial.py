@@ -163,6 +163,13 @@ async def test_hl7_listener_acks_aa_ae_ar_and_resyncs_after_garbage(tmp_path: Pa
         finally:
             writer.close()
         await run.wait_until(lambda: len(_numerics(run, "MDC_ECG_HEART_RATE")) >= 2, 10)
+        # The monitor hung up and nobody else sends: the gateway says so (a technical alarm), it does not go quiet.
+        await run.wait_until(
+            lambda: any(
+                a["condition"] == "device_disconnected" and a["state"] == "active" for a in run.receiver.alarms
+            ),
+            10,
+        )
         await run.finish()
     heart_rates = sorted(float(i["value"]) for i in _numerics(run, "MDC_ECG_HEART_RATE"))
     assert heart_rates == [72.0, 75.0], "only the accepted messages' observations are stored"

@@ -329,6 +329,7 @@ class BleDeviceDriver:
                     detail["status_changed"] = ",".join(f.name.lower() for f in flags if f.name)
             except (TransportError, InvalidFrame, TimeoutError) as err:
                 log.warning("pump status read failed", device_id=self.device_id, error=type(err).__name__)
+                self._status_changed |= flags  # not acknowledged: reset them with the next report
                 continue
             if detail:
                 await sink.emit(self._status(ConnectionState.CONNECTED, detail=detail))

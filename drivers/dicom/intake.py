@@ -31,8 +31,8 @@ from typing import Any, Protocol
 from drivers.base import DriverStats, EventSink
 from drivers.dicom.deidentify import Deidentifier, burned_in_text_suspected
 from drivers.dicom.ecg import ecg_events
-from drivers.dicom.validate import DicomRejected, validate
-from gateway.errors import TransportError
+from drivers.dicom.validate import MAX_OBJECT_BYTES, DicomRejected, validate
+from gateway.errors import StorageError, TransportError
 from gateway.logs import get_logger
 from gateway.model import ConnectionState, DeviceStatus, Event, ObjectChunk, new_id, now_ns, stable_id
 
@@ -46,6 +46,8 @@ STATUS_OUT_OF_RESOURCES = 0xA700  # PS3.4 Annex B.2.3: Refused: Out of Resources
 STATUS_CANNOT_UNDERSTAND = 0xC000  # PS3.4 Annex B.2.3: Error: Cannot understand
 DURABLE_TIMEOUT_S = 60.0
 FOLDER_POLL_S = 0.5
+QUIET_POLLS = 4  # a file must stay unchanged this many polls (2 s) before it is taken: slow copies finish first
+MAX_CONCURRENT_INTAKES = 2  # objects held in memory at once (each up to MAX_OBJECT_BYTES)
 PARTIAL_SUFFIXES = (".part", ".tmp", ".partial", ".filepart")
 
 
@@ -82,6 +84,7 @@ class DicomIntakeDriver:
         self.stored = 0  # objects accepted and durable
         self.rejected: dict[str, int] = {}  # reason -> count
         self.port: int | None = None  # the SCP's bound port, once listening
+        self._intakes = asyncio.Semaphore(MAX_CONCURRENT_INTAKES)
 
     async def run(self, sink: EventSink) -> None:
         durable = sink if hasattr(sink, "when_durable") else None
@@ -103,6 +106,15 @@ class DicomIntakeDriver:
     # -- the common path ----------------------------------------------------------------------------------------
     async def intake(self, raw: bytes, sink: DurableSink, source: str) -> int:
         """Validate, de-identify, store durably; the DIMSE status for the sender."""
+        status, _durable = await self.take(raw, sink, source)
+        return status
+
+    async def take(self, raw: bytes, sink: DurableSink, source: str) -> tuple[int, bool]:
+        """The DIMSE status, and whether what was kept of the object (itself, or its quarantine) is durable."""
+        async with self._intakes:  # a bounded number of objects in memory at once
+            return await self._take(raw, sink, source)
+
+    async def _take(self, raw: bytes, sink: DurableSink, source: str) -> tuple[int, bool]:
         self.stats.notifications += 1
         try:
             accepted = validate(raw)
@@ -111,8 +123,7 @@ class DicomIntakeDriver:
             self.rejected[err.reason] = self.rejected.get(err.reason, 0) + 1
             log.warning("DICOM object rejected", device_id=self.device_id, source=source, **err.log_fields())
             meta = {"quarantine": err.reason, "status": f"0x{err.status:04X}", "source": source}
-            await self._store(raw, sink, QUARANTINE_CONTENT_TYPE, meta, ())
-            return err.status
+            return err.status, await self._quarantine(raw, sink, meta)
         data = raw
         if self.deidentifier is not None:
             try:
@@ -120,8 +131,7 @@ class DicomIntakeDriver:
             except Exception as err:  # noqa: BLE001 - a data set we can parse but not re-encode: refuse, never crash
                 log.warning("DICOM de-identification failed", device_id=self.device_id, error=type(err).__name__)
                 meta = {"quarantine": "de-identification failed", "source": source}
-                await self._store(raw, sink, QUARANTINE_CONTENT_TYPE, meta, ())
-                return STATUS_CANNOT_UNDERSTAND
+                return STATUS_CANNOT_UNDERSTAND, await self._quarantine(raw, sink, meta)
         extra: tuple[Event, ...] = ()
         if accepted.is_waveform:
             try:
@@ -132,6 +142,12 @@ class DicomIntakeDriver:
                         chunk, id=stable_id(self.device_id, accepted.sop_instance_uid, chunk.quantity.code)
                     )
                     for chunk in ecg_events(accepted.dataset, self.device_id, now_ns())
+                )
+                extra = tuple(
+                    dataclasses.replace(chunk, id=stable_id(self.device_id, accepted.sop_instance_uid, index))
+                    for index, chunk in enumerate(
+                        extra
+                    )  # unrecognised leads share a code: the channel tells them apart
                 )
             except Exception as err:  # noqa: BLE001 - the object is still stored; its waveform is not analysed
                 log.warning("DICOM ECG not decoded", device_id=self.device_id, error=type(err).__name__)
@@ -146,10 +162,17 @@ class DicomIntakeDriver:
             # PS3.15's Clean Pixel Data option is not applied: text burned into the image may identify.
             meta["burned_in_text_suspected"] = "true"
         if not await self._store(data, sink, DICOM_CONTENT_TYPE, meta, extra):
-            return STATUS_OUT_OF_RESOURCES
+            return STATUS_OUT_OF_RESOURCES, False
         self.stored += 1
         log.info("DICOM object stored", device_id=self.device_id, source=source, bytes=len(data))
-        return STATUS_SUCCESS
+        return STATUS_SUCCESS, True
+
+    async def _quarantine(self, raw: bytes, sink: DurableSink, meta: dict[str, str]) -> bool:
+        """Keep a rejected object, encrypted.  With de-identification on, only its digest and size go (the bytes
+        would carry the patient's identity to the cloud); an object too large to hold is recorded the same way."""
+        meta = {**meta, "original_sha256": hashlib.sha256(raw).hexdigest(), "original_bytes": str(len(raw))}
+        keep = raw if self.deidentifier is None and len(raw) <= MAX_OBJECT_BYTES else b""
+        return await self._store(keep, sink, QUARANTINE_CONTENT_TYPE, meta, ())
 
     async def _store(
         self, data: bytes, sink: DurableSink, content_type: str, meta: dict[str, str], extra: tuple[Event, ...]
@@ -159,6 +182,7 @@ class DicomIntakeDriver:
         object_id = digest[:32]  # content-addressed: the same object sent twice is one object at the receiver
         count = max(1, math.ceil(len(data) / self.chunk_bytes))
         t_gw = now_ns()
+        view = memoryview(data)
         chunks = [
             ObjectChunk(
                 stable_id(self.device_id, object_id, index),
@@ -169,21 +193,24 @@ class DicomIntakeDriver:
                 len(data),
                 digest,
                 content_type,
-                data[index * self.chunk_bytes : (index + 1) * self.chunk_bytes],
+                bytes(view[index * self.chunk_bytes : (index + 1) * self.chunk_bytes]),
                 t_gw,
                 meta,
             )
             for index in range(count)
         ]
         waiters = [sink.when_durable(chunk.id) for chunk in chunks]
-        for event in (*chunks, *extra):
-            await sink.emit(event)
         try:
+            for event in (*chunks, *extra):
+                await sink.emit(event)
             async with asyncio.timeout(DURABLE_TIMEOUT_S):
                 await asyncio.gather(*waiters)
-        except TimeoutError:
-            log.error("DICOM object not durable in time", device_id=self.device_id, chunks=count)
+        except (TimeoutError, StorageError) as err:
+            log.error("DICOM object not durable", device_id=self.device_id, chunks=count, error=type(err).__name__)
             return False
+        finally:
+            for waiter in waiters:
+                waiter.cancel()  # no-op when done; otherwise the pipeline forgets it
         return True
 
     # -- Storage SCP ----------------------------------------------------------------------------------------------
@@ -200,7 +227,7 @@ class DicomIntakeDriver:
         ae.add_supported_context(str(Verification))
         if self.allowed_calling_aes:
             ae.require_calling_aet = list(self.allowed_calling_aes)
-        ae.maximum_pdu_size = 0
+        ae.maximum_pdu_size = 256 * 1024  # a finite PDU: the peer cannot make one read of any size
 
         def on_store(event: Any) -> int:
             raw = event.encoded_dataset(include_meta=True)
@@ -245,32 +272,54 @@ class DicomIntakeDriver:
 
     # -- drop folder ----------------------------------------------------------------------------------------------
     async def _watch(self, folder: Path, sink: DurableSink) -> None:
-        """Pick up files that have stopped changing; delete each only after it is durable in the buffer."""
+        """Pick up files that have stopped changing; delete each only after what was kept of it is durable."""
         if not await asyncio.to_thread(folder.is_dir):
             raise TransportError("drop folder missing")
         await sink.emit(self._status(ConnectionState.CONNECTED))
-        seen: dict[Path, tuple[int, int]] = {}
+        quiet: dict[Path, tuple[tuple[int, int], int]] = {}  # signature, polls it has stayed the same
         while True:
             current = await asyncio.to_thread(_scan, folder)
             for path, signature in current.items():
-                if seen.get(path) == signature:  # unchanged since the last look: the writer is done
-                    await self._take_file(path, sink)
-            seen = current
+                previous, polls = quiet.get(path, (None, 0))
+                polls = polls + 1 if previous == signature else 0
+                quiet[path] = (signature, polls)
+                if polls >= QUIET_POLLS:  # unchanged for a while: the writer is done (or has given up)
+                    await self._take_file(path, signature[0], sink)
+                    quiet.pop(path, None)
+            quiet = {p: v for p, v in quiet.items() if p in current}
             await asyncio.sleep(FOLDER_POLL_S)
 
-    async def _take_file(self, path: Path, sink: DurableSink) -> None:
+    async def _take_file(self, path: Path, size: int, sink: DurableSink) -> None:
+        if size > MAX_OBJECT_BYTES:
+            # Never read into memory: set aside, recorded in the quarantine by size only.
+            log.warning("drop folder file too large; set aside", device_id=self.device_id, bytes=size)
+            meta = {"quarantine": "too-large", "original_bytes": str(size), "source": "folder"}
+            if await self._store(b"", sink, QUARANTINE_CONTENT_TYPE, meta, ()):
+                await asyncio.to_thread(_set_aside, path)
+            return
         try:
             raw = await asyncio.to_thread(path.read_bytes)
         except OSError as err:
             log.warning("drop folder file unreadable", device_id=self.device_id, error=type(err).__name__)
             return
-        status = await self.intake(raw, sink, "folder")
-        if status == STATUS_OUT_OF_RESOURCES:
-            return  # not durable: the file stays and is tried again
-        await asyncio.to_thread(path.unlink, missing_ok=True)
+        status, durable = await self.take(raw, sink, "folder")
+        if not durable:
+            return  # the file stays, and is tried again once the buffer can take it
+        if status == STATUS_SUCCESS:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        else:
+            # Rejected: kept aside for a technician (with de-identification on, the quarantine holds only its digest).
+            await asyncio.to_thread(_set_aside, path)
 
     def _status(self, connection: ConnectionState, detail: dict[str, str] | None = None) -> DeviceStatus:
         return DeviceStatus(new_id(), self.device_id, connection, now_ns(), detail=detail or {})
+
+
+def _set_aside(path: Path) -> None:
+    rejected = path.parent / ".rejected"
+    rejected.mkdir(exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.replace(rejected / path.name)
 
 
 def _scan(folder: Path) -> dict[Path, tuple[int, int]]:

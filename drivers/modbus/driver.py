@@ -190,10 +190,11 @@ class ModbusDeviceDriver:
             ]
             for read in self.reads
         ]
+        self._read_flags = [{p.status for p in read.points if p.status} for read in self.reads]
         self._client_factory = client_factory
         self._client: Any = None
         self._lock = asyncio.Lock()  # one request at a time on the connection (polls and writes)
-        self._flags: tuple[str, ...] = ()
+        self._flags: tuple[str, ...] | None = None
         # A device's own status flags carry the profile's priority; Modbus exception responses are low.
         self._priority = {p.status: p.priority for p in profile.points if p.status is not None}
 
@@ -216,7 +217,7 @@ class ModbusDeviceDriver:
                 raise TransportError("Modbus connect failed", device_id=self.device_id)
             self._client = client
             self._lock = getattr(client, "lock", None) or self._lock  # units on one RTU line share its lock
-            self._flags = ()
+            self._flags = None  # the first complete poll reports the conditions, whatever they were before
             await sink.emit(self._status(ConnectionState.CONNECTED))
             log.info("device connected", device_id=self.device_id, requests_per_poll=len(self.reads))
             await self._poll_forever(client, sink)
@@ -262,15 +263,20 @@ class ModbusDeviceDriver:
         events: list[Event] = []
         flags: list[str] = []
         answered = False
+        complete = True  # every read answered with data: only then is the set of conditions known
         index = 0
         for read_index, read in enumerate(self.reads):
             stats.requests += 1
             words = await self._read(client, read)
             if words is None:
+                complete = False
                 continue
             answered = True
             if isinstance(words, int):  # a Modbus exception response: the device answered "no"
                 flags.append(f"modbus_exception_{_EXCEPTION_NAMES.get(words, words)}")
+                if any(status for _, _, _, status in self._layouts[read_index]):
+                    # Its status flags are unknown this poll: keep the ones reported last (no alarm flapping).
+                    flags.extend(f for f in (self._flags or ()) if f in self._read_flags[read_index])
                 continue
             for at, decode, q, status in self._layouts[read_index]:
                 value = decode(words, at)
@@ -285,7 +291,7 @@ class ModbusDeviceDriver:
         stats.values += len(events)
         self.stats.notifications += len(self.reads)
         flag_tuple = tuple(sorted(set(flags)))
-        if answered and flag_tuple != self._flags:
+        if answered and complete and flag_tuple != self._flags:
             self._flags = flag_tuple
             detail = {CONDITIONS_KEY: "complete", **{f"priority.{f}": self._priority.get(f, "low") for f in flag_tuple}}
             events.append(self._status(ConnectionState.CONNECTED, errors=flag_tuple, detail=detail))

@@ -27,7 +27,7 @@ from drivers.base import DriverStats, EventSink
 from drivers.serial import hl7
 from drivers.serial.framing import FramingError, MllpFramer, mllp_wrap
 from drivers.serial.nonin import DataFormat, NoninDecoder, NoninMapper
-from gateway.errors import ConfigError, TransportError
+from gateway.errors import ConfigError, StorageError, TransportError
 from gateway.logs import get_logger
 from gateway.model import ConnectionState, DeviceStatus, Event, new_id, now_ns
 from gateway.supervisor import report_healthy
@@ -35,6 +35,8 @@ from gateway.supervisor import report_healthy
 log = get_logger(__name__)
 
 READ_SIZE = 4096
+ACK_DURABLE_TIMEOUT_S = 10.0
+MAX_LISTENER_CONNECTIONS = 8  # senders at once on one listener (each may buffer up to one message)
 MAX_HL7_MESSAGE = 1 << 20  # 1 MiB: far above any PCD-01 message, a hard cap on what one frame may buffer
 
 
@@ -162,17 +164,21 @@ class SerialDeviceDriver:
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
-            if task is not None:
-                connections.add(task)
+            if len(connections) >= MAX_LISTENER_CONNECTIONS or task is None:
+                log.warning("HL7 sender refused: too many connections", device_id=self.device_id)
+                writer.close()
+                return
+            connections.add(task)
             log.info("HL7 sender connected", device_id=self.device_id)
             await sink.emit(self._status(ConnectionState.CONNECTED))
             try:
                 await self._pump(reader, writer, sink)
             except TransportError as err:
-                log.info("HL7 sender disconnected", device_id=self.device_id, reason=err.message)
+                log.warning("HL7 sender disconnected", device_id=self.device_id, reason=err.message)
+                if len(connections) == 1:  # the last sender is gone: the monitor is not being heard
+                    sink.emit_nowait(self._status(ConnectionState.DISCONNECTED, detail={"reason": "link_lost"}))
             finally:
-                if task is not None:
-                    connections.discard(task)
+                connections.discard(task)
                 writer.close()
 
         try:
@@ -203,7 +209,19 @@ class SerialDeviceDriver:
                 raise TransportError("stream closed by the device")
             events, replies = codec.feed(data)
             self.stats.notifications += 1
+            # An acknowledgement promises the data is kept: it is written only once the events are committed.
+            when_durable = getattr(sink, "when_durable", None)
+            waiters = [when_durable(e.id) for e in events] if replies and when_durable is not None else []
             await self._emit_all(sink, events)
+            if waiters:
+                try:
+                    async with asyncio.timeout(ACK_DURABLE_TIMEOUT_S):
+                        await asyncio.gather(*waiters)
+                except (TimeoutError, StorageError):
+                    raise TransportError("not durable in time: no acknowledgement sent") from None
+                finally:
+                    for waiter in waiters:
+                        waiter.cancel()
             self._report(codec.take_problems())
             if events:
                 report_healthy()
