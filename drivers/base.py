@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from gateway.errors import DeviceError
-from gateway.model import Event
+from gateway.model import ConnectionState, DeviceStatus, Event, new_id, now_ns
 
 
 class CommandRefused(DeviceError):
@@ -24,6 +24,11 @@ class DriverStats:
     notifications: int = 0  # frames received from the device and decoded (or rejected)
     invalid_frames: int = 0  # frames that failed decoding (logged, typed error)
     dropped_notifications: int = 0  # frames lost because the driver's queue was full
+
+
+def link_status(device_id: str, connection: ConnectionState, **fields: Any) -> DeviceStatus:
+    """A DeviceStatus of a driver's link, now (fields: battery_pct, rssi_dbm, errors, detail)."""
+    return DeviceStatus(new_id(), device_id, connection, now_ns(), **fields)
 
 
 class EventSink(Protocol):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import io
+import logging
 import os
 import shutil
 import socket
@@ -16,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from gateway.buffer import generate_key_file
 from gateway.config import Config, parse_config
+from gateway.logs import configure_logging
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -184,3 +188,16 @@ def config_dict(state_dir: Path, port: int, **overrides: Any) -> dict[str, Any]:
 
 def make_config(state_dir: Path, port: int, **overrides: Any) -> Config:
     return parse_config(config_dict(state_dir, port, **overrides))
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[io.StringIO]:
+    """The gateway's log lines (JSON, debug level) in a string, for tests that check what is and is not logged."""
+    stream = io.StringIO()
+    configure_logging("debug", "json", stream=stream)
+    yield stream
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
+    structlog.reset_defaults()

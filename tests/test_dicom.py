@@ -6,22 +6,17 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 import shutil
-from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import pydicom
-import pytest
-import structlog
 from pydicom.data import get_testdata_file
 
 from gateway.config import Config, parse_config
 from gateway.daemon import Gateway
 from gateway.demo import free_loopback_port
-from gateway.logs import configure_logging
 from gateway.model import Lane
 from hil.dicom_sim import echo, send_async
 from tests.conftest import Mosquitto, config_dict, start_mosquitto
@@ -104,20 +99,8 @@ async def test_modality_studies_arrive_reassembled_verified_and_identical(tmp_pa
     assert len(leads) == 12
 
 
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    configure_logging("info", "json", stream=stream)
-    yield stream
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    root.setLevel(logging.WARNING)
-    structlog.reset_defaults()
-
-
 async def test_bad_objects_get_their_status_a_log_line_and_quarantine(
-    tmp_path: Path, mosquitto: Mosquitto, log_stream: io.StringIO
+    tmp_path: Path, mosquitto: Mosquitto, captured_logs: io.StringIO
 ) -> None:
     port = free_loopback_port()
     drop = tmp_path / "drop"
@@ -145,12 +128,12 @@ async def test_bad_objects_get_their_status_a_log_line_and_quarantine(
         await run.finish()
     reasons = sorted(m["quarantine"] for m in run.receiver.object_meta.values() if "quarantine" in m)
     assert len(reasons) == 4, reasons
-    lines = [json.loads(line) for line in log_stream.getvalue().splitlines() if line.strip()]
+    lines = [json.loads(line) for line in captured_logs.getvalue().splitlines() if line.strip()]
     rejected = [line for line in lines if line["event"] == "DICOM object rejected"]
     assert len(rejected) >= 4 and all(line["reason"] != "[redacted]" for line in rejected)
     assert any(line["event"] == "DICOM association rejected" for line in lines)
     names = _identities(["CT_small.dcm", "rtplan.dcm"])
-    assert not any(name.decode() in log_stream.getvalue() for name in names), "no patient data in the log"
+    assert not any(name.decode() in captured_logs.getvalue() for name in names), "no patient data in the log"
 
 
 async def test_deidentified_drop_folder_keeps_patient_names_out_of_the_buffer(tmp_path: Path) -> None:

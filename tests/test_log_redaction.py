@@ -7,14 +7,10 @@ import io
 import json
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-import structlog
-
 from gateway.errors import TransportError
-from gateway.logs import REDACTED, configure_logging, get_logger
+from gateway.logs import REDACTED, get_logger
 from hil.ble_sim import SimBleWorld, SimCgm, SimEcgPatch, SimInsulinPump, SimPulseOximeter
 from hil.physiology import Trajectory
 from tests.conftest import Mosquitto, make_config
@@ -23,18 +19,6 @@ from tests.harness import running_gateway
 PATIENT = "pt-ZX81Q"
 # Sentinel vitals: each simulator holds one distinctive value, so any leak of it is findable in the text.
 SPO2, PULSE, GLUCOSE, RESERVOIR = 93.7, 61.3, 287, 163.9
-
-
-@pytest.fixture
-def captured_logs() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    configure_logging("debug", "json", stream=stream)
-    yield stream
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    root.setLevel(logging.WARNING)
-    structlog.reset_defaults()
 
 
 def _lines(stream: io.StringIO) -> list[dict[str, object]]:

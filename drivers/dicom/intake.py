@@ -28,13 +28,13 @@ import ssl
 from pathlib import Path
 from typing import Any, Protocol
 
-from drivers.base import DriverStats, EventSink
+from drivers.base import DriverStats, EventSink, link_status
 from drivers.dicom.deidentify import Deidentifier, burned_in_text_suspected
 from drivers.dicom.ecg import ecg_events
 from drivers.dicom.validate import MAX_OBJECT_BYTES, DicomRejected, validate
 from gateway.errors import StorageError, TransportError
 from gateway.logs import get_logger
-from gateway.model import ConnectionState, DeviceStatus, Event, ObjectChunk, new_id, now_ns, stable_id
+from gateway.model import ConnectionState, Event, ObjectChunk, now_ns, stable_id
 
 log = get_logger(__name__)
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its debug output would print data set contents
@@ -90,7 +90,7 @@ class DicomIntakeDriver:
         durable = sink if hasattr(sink, "when_durable") else None
         if durable is None:
             raise TransportError("DICOM intake needs the pipeline as its sink (durability)")
-        sink.emit_nowait(self._status(ConnectionState.CONNECTING))
+        sink.emit_nowait(link_status(self.device_id, ConnectionState.CONNECTING))
         reason = "link_lost"
         try:
             if self.address.startswith("folder://"):
@@ -101,7 +101,7 @@ class DicomIntakeDriver:
             reason = "stopped"
             raise
         finally:
-            sink.emit_nowait(self._status(ConnectionState.DISCONNECTED, detail={"reason": reason}))
+            sink.emit_nowait(link_status(self.device_id, ConnectionState.DISCONNECTED, detail={"reason": reason}))
 
     # -- the common path ----------------------------------------------------------------------------------------
     async def intake(self, raw: bytes, sink: DurableSink, source: str) -> int:
@@ -263,7 +263,7 @@ class DicomIntakeDriver:
             raise TransportError("cannot listen", error=type(err).__name__) from err
         assert server is not None  # noqa: S101 - block=False always returns the server
         self.port = int(server.server_address[1])
-        await sink.emit(self._status(ConnectionState.CONNECTED, detail={"ae_title": self.ae_title}))
+        await sink.emit(link_status(self.device_id, ConnectionState.CONNECTED, detail={"ae_title": self.ae_title}))
         log.info("DICOM storage SCP listening", device_id=self.device_id, port=self.port)
         try:
             await asyncio.Event().wait()
@@ -275,7 +275,7 @@ class DicomIntakeDriver:
         """Pick up files that have stopped changing; delete each only after what was kept of it is durable."""
         if not await asyncio.to_thread(folder.is_dir):
             raise TransportError("drop folder missing")
-        await sink.emit(self._status(ConnectionState.CONNECTED))
+        await sink.emit(link_status(self.device_id, ConnectionState.CONNECTED))
         quiet: dict[Path, tuple[tuple[int, int], int]] = {}  # signature, polls it has stayed the same
         while True:
             current = await asyncio.to_thread(_scan, folder)
@@ -310,9 +310,6 @@ class DicomIntakeDriver:
         else:
             # Rejected: kept aside for a technician (with de-identification on, the quarantine holds only its digest).
             await asyncio.to_thread(_set_aside, path)
-
-    def _status(self, connection: ConnectionState, detail: dict[str, str] | None = None) -> DeviceStatus:
-        return DeviceStatus(new_id(), self.device_id, connection, now_ns(), detail=detail or {})
 
 
 def _set_aside(path: Path) -> None:

@@ -26,13 +26,13 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
-from drivers.base import CommandRefused, DriverStats, EventSink, OutcomeUnknown
+from drivers.base import CommandRefused, DriverStats, EventSink, OutcomeUnknown, link_status
 from drivers.modbus.plan import Read, plan_reads
 from drivers.modbus.profile import ModbusProfile, Point
 from drivers.modbus.registers import decoder, encode_value, engineering_value
 from gateway.errors import ConfigError, TransportError
 from gateway.logs import get_logger
-from gateway.model import CONDITIONS_KEY, ConnectionState, DeviceStatus, Event, Observation, new_id, now_ns
+from gateway.model import CONDITIONS_KEY, ConnectionState, Event, Observation, new_id, now_ns
 from gateway.nomenclature import quantity
 from gateway.supervisor import report_healthy
 
@@ -204,7 +204,7 @@ class ModbusDeviceDriver:
 
     async def run(self, sink: EventSink) -> None:
         client = self._client_factory(self.address, self.timeout_s)
-        sink.emit_nowait(self._status(ConnectionState.CONNECTING))
+        sink.emit_nowait(link_status(self.device_id, ConnectionState.CONNECTING))
         reason = "link_lost"
         try:
             try:
@@ -218,7 +218,7 @@ class ModbusDeviceDriver:
             self._client = client
             self._lock = getattr(client, "lock", None) or self._lock  # units on one RTU line share its lock
             self._flags = None  # the first complete poll reports the conditions, whatever they were before
-            await sink.emit(self._status(ConnectionState.CONNECTED))
+            await sink.emit(link_status(self.device_id, ConnectionState.CONNECTED))
             log.info("device connected", device_id=self.device_id, requests_per_poll=len(self.reads))
             await self._poll_forever(client, sink)
         except asyncio.CancelledError:
@@ -227,7 +227,7 @@ class ModbusDeviceDriver:
         finally:
             self._client = None
             client.close()
-            sink.emit_nowait(self._status(ConnectionState.DISCONNECTED, detail={"reason": reason}))
+            sink.emit_nowait(link_status(self.device_id, ConnectionState.DISCONNECTED, detail={"reason": reason}))
 
     async def _poll_forever(self, client: Any, sink: EventSink) -> None:
         loop = asyncio.get_running_loop()
@@ -294,7 +294,7 @@ class ModbusDeviceDriver:
         if answered and complete and flag_tuple != self._flags:
             self._flags = flag_tuple
             detail = {CONDITIONS_KEY: "complete", **{f"priority.{f}": self._priority.get(f, "low") for f in flag_tuple}}
-            events.append(self._status(ConnectionState.CONNECTED, errors=flag_tuple, detail=detail))
+            events.append(link_status(self.device_id, ConnectionState.CONNECTED, errors=flag_tuple, detail=detail))
             if flag_tuple:
                 log.warning("device reports a problem", device_id=self.device_id, errors=",".join(flag_tuple))
         return events, answered
@@ -393,8 +393,3 @@ class ModbusDeviceDriver:
         if read.table == "coil":
             return [1 if b else 0 for b in response.bits[: read.count]]
         return list(response.registers)
-
-    def _status(
-        self, connection: ConnectionState, *, errors: tuple[str, ...] = (), detail: dict[str, str] | None = None
-    ) -> DeviceStatus:
-        return DeviceStatus(new_id(), self.device_id, connection, now_ns(), errors=errors, detail=detail or {})

@@ -23,13 +23,13 @@ from urllib.parse import urlsplit
 
 import serial_asyncio_fast
 
-from drivers.base import DriverStats, EventSink
+from drivers.base import DriverStats, EventSink, link_status
 from drivers.serial import hl7
 from drivers.serial.framing import FramingError, MllpFramer, mllp_wrap
 from drivers.serial.nonin import DataFormat, NoninDecoder, NoninMapper
 from gateway.errors import ConfigError, StorageError, TransportError
 from gateway.logs import get_logger
-from gateway.model import ConnectionState, DeviceStatus, Event, new_id, now_ns
+from gateway.model import ConnectionState, Event
 from gateway.supervisor import report_healthy
 
 log = get_logger(__name__)
@@ -132,7 +132,7 @@ class SerialDeviceDriver:
         make_codec(protocol, device_id)  # fail at build time, not at the first byte
 
     async def run(self, sink: EventSink) -> None:
-        sink.emit_nowait(self._status(ConnectionState.CONNECTING))
+        sink.emit_nowait(link_status(self.device_id, ConnectionState.CONNECTING))
         reason = "link_lost"
         try:
             if self.address.startswith("listen://"):
@@ -140,7 +140,7 @@ class SerialDeviceDriver:
             else:
                 reader, writer = await self._open()
                 try:
-                    await sink.emit(self._status(ConnectionState.CONNECTED))
+                    await sink.emit(link_status(self.device_id, ConnectionState.CONNECTED))
                     log.info("device connected", device_id=self.device_id, protocol=self.protocol)
                     await self._pump(reader, writer, sink)
                 finally:
@@ -149,7 +149,7 @@ class SerialDeviceDriver:
             reason = "stopped"
             raise
         finally:
-            sink.emit_nowait(self._status(ConnectionState.DISCONNECTED, detail={"reason": reason}))
+            sink.emit_nowait(link_status(self.device_id, ConnectionState.DISCONNECTED, detail={"reason": reason}))
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
@@ -170,13 +170,15 @@ class SerialDeviceDriver:
                 return
             connections.add(task)
             log.info("HL7 sender connected", device_id=self.device_id)
-            await sink.emit(self._status(ConnectionState.CONNECTED))
+            await sink.emit(link_status(self.device_id, ConnectionState.CONNECTED))
             try:
                 await self._pump(reader, writer, sink)
             except TransportError as err:
                 log.warning("HL7 sender disconnected", device_id=self.device_id, reason=err.message)
                 if len(connections) == 1:  # the last sender is gone: the monitor is not being heard
-                    sink.emit_nowait(self._status(ConnectionState.DISCONNECTED, detail={"reason": "link_lost"}))
+                    sink.emit_nowait(
+                        link_status(self.device_id, ConnectionState.DISCONNECTED, detail={"reason": "link_lost"})
+                    )
             finally:
                 connections.discard(task)
                 writer.close()
@@ -251,6 +253,3 @@ class SerialDeviceDriver:
             faults=",".join(faults),
             total_runs=self.stats.invalid_frames,
         )
-
-    def _status(self, connection: ConnectionState, detail: dict[str, str] | None = None) -> DeviceStatus:
-        return DeviceStatus(new_id(), self.device_id, connection, now_ns(), detail=detail or {})
