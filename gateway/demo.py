@@ -46,6 +46,20 @@ def free_loopback_port() -> int:
         return port
 
 
+async def wait_for_port(port: int, what: str, tries: int = 200) -> None:
+    """Wait until something accepts connections on a loopback port (a broker, a simulator) or fail."""
+    for _ in range(tries):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+    raise RuntimeError(f"{what} did not start (nothing listening on port {port})")
+
+
 def demo_config(
     state_dir: Path, port: int, path: Path = DEMO_CONFIG, *, modbus_port: int | None = None, hl7_port: int | None = None
 ) -> Config:

@@ -34,7 +34,7 @@ from drivers.ble.bleak_link import BleakGattLink
 from gateway.config import DeviceSection
 from gateway.errors import TransportError
 from gateway.logs import get_logger
-from hil.ble_sim import SimPeripheral, default_peripheral
+from hil.ble_sim import SimPeripheral, default_peripheral, default_peripherals
 from hil.bleak_bumble import BumbleBleakClient, BumbleBleakScanner
 
 log = get_logger(__name__)
@@ -272,9 +272,8 @@ class VirtualRadio:
     def for_devices(cls, devices: Iterable[DeviceSection]) -> VirtualRadio:
         """One default simulated peripheral per configured device with a `virtual:` address."""
         radio = cls()
-        for device in devices:
-            if device.address.startswith("virtual:"):
-                radio.add(default_peripheral(device.address.removeprefix("virtual:"), device.profile))
+        for peripheral in default_peripherals(devices, "virtual:"):
+            radio.add(peripheral)
         return radio
 
     def add(self, peripheral: SimPeripheral) -> PeripheralHost:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -554,9 +554,8 @@ class SimBleWorld:
     def for_devices(cls, devices: Iterable[DeviceSection]) -> SimBleWorld:
         """One default simulated peripheral per configured device with a `sim:` address."""
         world = cls()
-        for device in devices:
-            if device.address.startswith("sim:"):
-                world.add(default_peripheral(device.address.removeprefix("sim:"), device.profile))
+        for peripheral in default_peripherals(devices, "sim:"):
+            world.add(peripheral)
         return world
 
     def add(self, peripheral: SimPeripheral) -> SimPeripheral:
@@ -569,6 +568,13 @@ class SimBleWorld:
             return SimGattLink(self.peripherals[name])
         except KeyError:
             raise TransportError("no simulated peripheral at address", device_id=name) from None
+
+
+def default_peripherals(devices: Iterable[DeviceSection], scheme: str) -> Iterator[SimPeripheral]:
+    """The default simulated peripheral of each configured device whose address uses `scheme` ("sim:", "virtual:")."""
+    for device in devices:
+        if device.address.startswith(scheme):
+            yield default_peripheral(device.address.removeprefix(scheme), device.profile)
 
 
 def default_peripheral(name: str, profile: str) -> SimPeripheral:

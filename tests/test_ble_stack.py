@@ -214,6 +214,9 @@ async def test_verified_bolus_reaches_the_pump_over_ids_with_e2e_and_its_deliver
             return [i for i in run.receiver.items.values() if i.get("command_id") == envelope["command_id"]]
 
         await run.wait_until(lambda: any(r["outcome"] == "confirmed" for r in results()), 30)
+        # The command went over the gateway's paired, encrypted link (checked while it is up).
+        links = list(radio.host("pump-1").device.connections.values())
+        assert links and all(link.is_encrypted for link in links)
 
         # The pump signals Status Changed; the gateway reads it through the Status Reader CP and resets the flags.
         def delivered() -> list[str]:
@@ -242,8 +245,6 @@ async def test_verified_bolus_reaches_the_pump_over_ids_with_e2e_and_its_deliver
     assert isinstance(command, ids.SetBolus) and command.fast_amount_iu == 1.5
     assert counter == ids.E2ECounter().next()
     assert pump.deliveries == [(1, 1.5)]
-    connection = next(iter(radio.host("pump-1").device.connections.values()), None)
-    assert connection is None or connection.is_encrypted
     confirmed = next(r for r in results() if r["outcome"] == "confirmed")
     assert confirmed["detail"]["bolus_id"] == "1", "the pump's own answer is the command result"
     assert all(a["priority"] == "high" and a["kind"] == "technical" for a in occlusion())

@@ -186,6 +186,22 @@ class _Framer:
     def take_problems(self) -> list[FramingError]:
         return self._log.take()
 
+    _hunt_fault = FramingFault.GARBAGE
+
+    def _begin(self, offset: int) -> None:
+        raise NotImplementedError
+
+    def _hunt(self, data: bytes, i: int, base: int, marker: int) -> int:
+        """Skip to the next start marker, discarding what lies before it as one run; the index after the marker
+        (the frame has begun), or -1 when the data holds none."""
+        start = data.find(marker, i)
+        stop = len(data) if start < 0 else start
+        self._log.discard(self._hunt_fault, base + i, stop - i)
+        if start < 0:
+            return -1
+        self._begin(base + start)
+        return start + 1
+
     def _emit(self, frames: list[bytes]) -> None:
         """The frame in progress is complete: hand its payload on and close any discarded run before it."""
         frames.append(bytes(self._buf))
@@ -235,13 +251,9 @@ class MllpFramer(_Framer):
         i, n = 0, len(data)
         while i < n:
             if not self._in_frame:
-                start = data.find(VT, i)
-                stop = n if start < 0 else start
-                self._log.discard(self._hunt_fault, base + i, stop - i)
-                if start < 0:
+                i = self._hunt(data, i, base, VT)
+                if i < 0:
                     break
-                self._begin(base + start)
-                i = start + 1
             elif self._end_pending:
                 self._end_pending = False
                 if data[i] == CR:
@@ -401,13 +413,9 @@ class StxEtxFramer(_Framer):
         i, n = 0, len(data)
         while i < n:
             if not self._in_frame:
-                start = data.find(STX, i)
-                stop = n if start < 0 else start
-                self._log.discard(self._hunt_fault, base + i, stop - i)
-                if start < 0:
+                i = self._hunt(data, i, base, STX)
+                if i < 0:
                     return
-                self._begin(base + start)
-                i = start + 1
             elif self._after_etx:
                 take = min(self.checksum.length - len(self._check), n - i)
                 if not self._check:

@@ -31,7 +31,7 @@ from drivers.modbus.plan import plan_reads
 from drivers.modbus.profile import load_profile
 from gateway.benchmarks.sync import LoopbackBroker
 from gateway.buffer import generate_key_file
-from gateway.demo import free_loopback_port
+from gateway.demo import free_loopback_port, wait_for_port
 
 PROFILE = "bench_100_registers"
 DEVICE = "bank-1"
@@ -44,19 +44,6 @@ def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def _wait_port(port: int) -> None:
-    for _ in range(200):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
-    raise RuntimeError(f"nothing listening on port {port}")
 
 
 def _config(folder: Path, broker: LoopbackBroker, modbus_port: int, interval_s: float) -> Path:
@@ -146,7 +133,7 @@ async def bench_modbus(seconds: float | None = None, **_: Any) -> dict[str, Any]
         )
         receiver_task = asyncio.create_task(receiver.run())
         try:
-            await _wait_port(modbus_port)
+            await wait_for_port(modbus_port, "the simulated Modbus device")
             await asyncio.wait_for(receiver.subscribed.wait(), 10)
             load = await _phase(_config(folder, broker, modbus_port, LOAD_INTERVAL_S), receiver, seconds)
             idle = await _phase(_config(folder, broker, modbus_port, IDLE_INTERVAL_S), receiver, seconds)

@@ -31,7 +31,7 @@ from cloud_sync.uplink import Uplink
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer, generate_key_file, load_keyring
 from gateway.config import AlarmsSection, MqttSection
-from gateway.demo import EmbeddedBroker, free_loopback_port
+from gateway.demo import EmbeddedBroker, free_loopback_port, wait_for_port
 from gateway.metrics import Metrics
 from gateway.model import (
     Alarm,
@@ -132,16 +132,7 @@ class LoopbackBroker:
         self._process = subprocess.Popen(  # noqa: S603, ASYNC220 - a child that lives for the whole bench
             [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        for _ in range(100):
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            await writer.wait_closed()
-            return
-        raise RuntimeError("mosquitto did not start")
+        await wait_for_port(self.port, "mosquitto", tries=100)
 
     async def stop(self) -> None:
         if self._process is not None:
