@@ -1,149 +1,296 @@
-"""Streaming ECG analysis: beats, heart rate, signal quality and lead-off, one assessment per second.
+"""Streaming analysis of one ECG lead: beats with their shape features, signal quality and lead-off, and the
+spectral measures the fibrillation rule needs, one assessment per second.
 
-Assessments fall on fixed one-second boundaries of the signal (not of the chunks), so, like the QRS
-detector underneath, the results do not depend on how the signal was chunked.
+Assessments fall on fixed one-second boundaries of the signal (not of the chunks), so, like the QRS detector
+underneath, the results do not depend on how the signal was chunked.
 
-Lead-off and asystole both look flat, and are told apart the way the signal allows: a lead that is off
-gives a signal that does not move at all (an amplifier at rest or at a rail: the same value sample after
-sample), while a heart at standstill still shows the amplifier's noise.  Devices that report electrode
-contact themselves (the Heart Rate Service's sensor-contact bit) are believed first, by the caller.
+Each beat is described against the lead's own dominant beat (a running template of the beats judged not
+ventricular): its correlation with it, its amplitude relative to it, its QRS width, and how premature it
+came.  These, with the beat's shape, are what the beat classifier (`edge_ml.beats`) judges.
+
+Lead-off and asystole both look flat, and are told apart the way the signal allows: a lead that is off gives a
+signal that does not move at all (an amplifier at rest or at a rail: the same value sample after sample),
+while a heart at standstill still shows the amplifier's noise.  Devices that report electrode contact
+themselves (the Heart Rate Service's sensor-contact bit) are believed first, by the caller.
 """
 
 from __future__ import annotations
 
-import itertools
+import math
 from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from edge_ml.filters import ecg_filter
 from edge_ml.qrs import QrsDetector
-from edge_ml.runtime import Model
 
-BEAT_BEFORE_S, BEAT_AFTER_S, BEAT_POINTS = 0.25, 0.45, 64  # the beat model's window (see training)
+if TYPE_CHECKING:
+    from edge_ml.beats import BeatClassifier
 
-FLAT_UV = 1e-6  # below this peak-to-peak (in mV: one nanovolt), the signal is not moving at all
+BEAT_BEFORE_S, BEAT_AFTER_S, BEAT_POINTS = 0.25, 0.45, 64  # the beat window (resampled to BEAT_POINTS)
+QRS_HALF_S = 0.15  # the QRS width is measured within R +/- this
+# Shapes are compared on the QRS only (R - 0.11 s to R + 0.15 s of the window): at high rates the window's ends
+# hold the neighbouring beats, and the T wave changes with the rate.
+QRS_POINTS = slice(13, 37)
+SPECTRUM_S = 4.0  # the fibrillation measures look at the last four seconds
+HISTORY_S = 8.0  # conditioned signal kept (beat windows, spectra, quality)
+
+FLAT_MV = 1e-6  # below this peak-to-peak (one nanovolt), the signal is not moving at all
 LOW_MV = 0.02  # quieter than this, there is no usable QRS even if the lead is on
-HIGH_MV = 8.0  # more than this peak-to-peak is saturation or movement
+HIGH_MV = 8.0  # more than this peak-to-peak in a second is movement or a rail, not cardiac
 HRV_BEATS = 300  # about five minutes
 HRV_MIN_BEATS = 30  # fewer RR intervals than this give no meaningful SDNN or RMSSD
+TEMPLATE_BEATS = 8  # a morphology is dominant once it has about half this many recent beats
+TEMPLATE_ALPHA = 0.05  # weight of each new beat in its template
+TEMPLATE_DECAY = 0.99  # per beat: a template's count halves over about 70 beats without a match
+MATCH_CORRELATION = 0.9  # a beat this similar to a template belongs to it
+MAX_TEMPLATES = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """A detected beat and its shape, measured once its whole window was known."""
+
+    index: int  # R peak, samples from the lead's first sample
+    confidence: float  # detector height over its running beat level
+    width_ms: float  # QRS width: the span holding 80 % of the slope energy around R
+    correlation: float  # with the lead's dominant template (1.0 while there is none)
+    amplitude_ratio: float  # peak-to-peak of the QRS over the template's
+    rr_ratio: float  # RR before this beat over the recent median RR (below 1: premature)
+    ventricular: float  # probability that the beat is ventricular (edge_ml.beats)
+
+
+@dataclass(frozen=True, slots=True)
+class Spectrum:
+    """Band measures of the last four seconds of conditioned signal (the fibrillation rule's evidence)."""
+
+    dominant_hz: float  # strongest frequency between 1.5 and 10 Hz
+    concentration: float  # power within 1 Hz of it over the power from 1 to 30 Hz
+    qrs_band: float  # power 5-15 Hz over 1-40 Hz: sharp QRS complexes put energy there
+    high_band: float  # power above 40 Hz over the total: muscle noise and interference
+    kurtosis: float  # about 3 for noise or a sine-like wave, far higher for a QRS train
 
 
 @dataclass(frozen=True)
-class EcgAssessment:
-    """One second of ECG: where it ends, and what can be said about it."""
+class LeadAssessment:
+    """One second of one ECG lead: where it ends, and what can be said about it."""
 
     end_index: int
     sample_rate_hz: float
-    heart_rate_bpm: float | None
-    seconds_since_beat: float | None
-    quality: float  # 0 (unusable) .. 1 (clean)
     lead_off: bool
-    beats: tuple[int, ...]  # R peaks decided during this second
-    beat_scores: tuple[float, ...] = ()  # anomaly scores of beats whose window completed this second
+    saturated: bool  # part of this second sat on a rail (clipped)
+    quality: float  # 0 (unusable) .. 1 (clean), from this lead alone
+    last_beat_index: int | None  # the latest beat the detector decided, measured or not yet
+    beats: tuple[Beat, ...]  # beats whose whole window arrived during this second
+    spectrum: Spectrum | None  # None until four seconds have been seen
+    restart_index: int  # the first sample of the current run (after the last lead-off)
+    heart_rate_bpm: float | None = None  # median of the last ten seconds' RR
     sdnn_ms: float | None = None  # heart-rate variability over the last five minutes of beats
     rmssd_ms: float | None = None
 
+    @property
+    def seconds_since_beat(self) -> float:
+        """Time without a beat, counted from the last beat or, when none since (re)starting, from the restart:
+        a lead that comes back is not an asystole that began when it went off."""
+        since = max(self.last_beat_index if self.last_beat_index is not None else 0, self.restart_index)
+        return (self.end_index - since) / self.sample_rate_hz
 
-class EcgAnalyzer:
-    """Beats, rate, quality and (with a beat model) a shape-anomaly score per beat."""
 
-    def __init__(self, fs: float, beat_model: Model | None = None, mains_hz: float = 50.0) -> None:
+class LeadAnalyzer:
+    """Beats, rate, quality, spectrum and beat shape of one lead, assessed once per second of signal."""
+
+    def __init__(self, fs: float, classifier: BeatClassifier | None = None, mains_hz: float = 50.0) -> None:
         self.fs = fs
-        self._conditioning = ecg_filter(fs, mains_hz)  # band-pass + mains notch: what quality is judged on
-        self._rr_ms: deque[float] = deque(maxlen=HRV_BEATS)
-        self._hrv: tuple[float | None, float | None] = (None, None)
-        self._model = beat_model
-        self._before, self._after = round(BEAT_BEFORE_S * fs), round(BEAT_AFTER_S * fs)
-        self._raw = np.zeros(0)
-        self._raw_start = 0
-        self._to_score: list[int] = []
-        self._detector = QrsDetector(fs)
-        self._detector_start = 0
+        self._classifier = classifier
+        self._conditioning = ecg_filter(fs, mains_hz)
         self._second = round(fs)
         self._pending = np.zeros(0)
         self._index = 0  # samples assessed so far (a multiple of one second)
-        self._beats: deque[int] = deque(maxlen=9)
-        self._new_beats: list[int] = []
+        self._history = np.zeros(0)  # conditioned signal, ending at self._index
+        self._keep = round(HISTORY_S * fs)
+        self._before, self._after = round(BEAT_BEFORE_S * fs), round(BEAT_AFTER_S * fs)
+        self._qrs_half = round(QRS_HALF_S * fs)
+        self._spectrum_n = round(SPECTRUM_S * fs)
+        self._restart()
 
-    def process(self, samples: npt.ArrayLike) -> list[EcgAssessment]:
-        x = np.asarray(samples, dtype=np.float64)
-        self._pending = np.concatenate([self._pending, x])
-        if self._model is not None:
-            self._raw = np.concatenate([self._raw, x])
+    def _restart(self) -> None:
+        self._detector = QrsDetector(self.fs)
+        self._detector_start = self._index
+        self._waiting: list[tuple[int, float]] = []  # (R peak, confidence) until their windows complete
+        self._last_beat: int | None = None
+        self._rr: deque[int] = deque(maxlen=9)
+        self._rr_ms: deque[float] = deque(maxlen=HRV_BEATS)
+        self._recent: deque[int] = deque(maxlen=40)
+        self._hrv: tuple[float | None, float | None] = (None, None)
+        self._template: npt.NDArray[np.float64] | None = None
+        self._template_ptp = 0.0
+        self._templates: list[_Template] = []
+
+    def process(self, samples: npt.ArrayLike) -> list[LeadAssessment]:
+        self._pending = np.concatenate([self._pending, np.asarray(samples, dtype=np.float64)])
         out = []
         while len(self._pending) >= self._second:
             # The detector sees whole seconds, so a restart after lead-off falls on the same sample however
             # the signal was chunked.
             window, self._pending = self._pending[: self._second], self._pending[self._second :]
-            beats = [self._detector_start + b for b in self._detector.process(window)]
-            self._new_beats += beats
-            if self._model is not None:
-                self._to_score += beats
-            self._index += self._second
-            assessment = self._assess(window)
-            if assessment.lead_off:
-                # The signal that comes back after a lead-off (and the jump to it) says nothing about the
-                # thresholds learnt before: learn anew.
-                self._detector = QrsDetector(self.fs)
-                self._detector_start = self._index
-                self._beats.clear()
-                self._rr_ms.clear()
-                self._hrv = (None, None)
-            out.append(assessment)
+            out.append(self._step(window))
         return out
 
-    def _assess(self, window: npt.NDArray[np.float64]) -> EcgAssessment:
-        decided = [b for b in self._new_beats if b < self._index]
-        self._new_beats = [b for b in self._new_beats if b >= self._index]
-        for beat in decided:
-            if self._beats:
-                self._rr_ms.append((beat - self._beats[-1]) * 1000.0 / self.fs)
-            self._beats.append(beat)
-        span = float(np.ptp(window))
-        lead_off = span < FLAT_UV
+    def _step(self, window: npt.NDArray[np.float64]) -> LeadAssessment:
+        for detection in self._detector.process(window):
+            self._waiting.append((self._detector_start + detection.index, detection.confidence))
+            self._last_beat = self._detector_start + detection.index
+        self._index += self._second
         conditioned = self._conditioning.process(window)
-        quality = 0.0 if lead_off else _quality(conditioned, float(np.ptp(conditioned)))
-        beats = list(self._beats)
-        rate = None
-        recent = [b for b in beats if b > self._index - 10 * self.fs]
-        if len(recent) >= 3:
-            intervals = sorted(b - a for a, b in itertools.pairwise(recent))
-            middle = len(intervals) // 2
-            median = intervals[middle] if len(intervals) % 2 else (intervals[middle - 1] + intervals[middle]) / 2
-            rate = 60.0 * self.fs / median
-        # Time without a beat, counted from the last beat or, when none since (re)starting, from the start:
-        # a lead that comes back is not an asystole that began when it went off.
-        since = (self._index - max(beats[-1] if beats else 0, self._detector_start)) / self.fs
-        if decided:  # HRV changes only when beats do
-            self._hrv = hrv(self._rr_ms) if len(self._rr_ms) >= HRV_MIN_BEATS else (None, None)
-        sdnn, rmssd = self._hrv
-        return EcgAssessment(
-            self._index, self.fs, rate, since, quality, lead_off, tuple(decided), self._score(), sdnn, rmssd
+        self._history = np.concatenate([self._history, conditioned])[-self._keep :]
+        span = float(np.ptp(window))
+        lead_off = span < FLAT_MV
+        saturated = not lead_off and _clipped(window)
+        quality = 0.0 if lead_off else _quality(conditioned, span)
+        beats = self._measure_ready()
+        spectrum = self._spectrum() if len(self._history) >= self._spectrum_n and not lead_off else None
+        assessment = LeadAssessment(
+            self._index,
+            self.fs,
+            lead_off,
+            saturated,
+            quality,
+            self._last_beat,
+            tuple(beats),
+            spectrum,
+            self._detector_start,
+            self._rate(),
+            *self._hrv,
         )
+        if lead_off:
+            # The signal that comes back after a lead-off (and the jump to it) says nothing about the
+            # thresholds learnt before: learn anew.
+            self._restart()
+        return assessment
 
-    def _score(self) -> tuple[float, ...]:
-        """Score the beats whose whole window is in this second's signal (the model runs once per beat)."""
-        if self._model is None:
-            return ()
-        scores, waiting = [], []
-        for r in self._to_score:
-            lo, hi = r - self._before, r + self._after
-            if hi > self._index:
-                waiting.append(r)
-            elif lo >= self._raw_start:
-                window = normalise_beat(self._raw[lo - self._raw_start : hi - self._raw_start])
-                reconstruction = self._model.run(window)
-                scores.append(float(np.mean((reconstruction.ravel() - window) ** 2)))
-        self._to_score = waiting
-        keep_from = min([self._index - self._before - self._after, *(r - self._before for r in waiting)])
-        if keep_from > self._raw_start:
-            self._raw = self._raw[keep_from - self._raw_start :]
-            self._raw_start = keep_from
-        return tuple(scores)
+    # -- beats -----------------------------------------------------------------------------------------------
+    def _measure_ready(self) -> list[Beat]:
+        """Measure the beats whose window [R - 0.25 s, R + 0.45 s] is now complete."""
+        ready = [(r, c) for r, c in self._waiting if r + self._after <= self._index]
+        if not ready:
+            return []
+        self._waiting = [(r, c) for r, c in self._waiting if r + self._after > self._index]
+        history_start = self._index - len(self._history)
+        beats = []
+        for r_peak, confidence in ready:
+            lo, hi = r_peak - self._before, r_peak + self._after
+            rr = r_peak - self._recent[-1] if self._recent else None
+            self._recent.append(r_peak)
+            if rr is not None:
+                self._rr.append(rr)
+                self._rr_ms.append(rr * 1000.0 / self.fs)
+            if lo < history_start:
+                continue  # the window began before the history (the first beat of a run)
+            raw = self._history[lo - history_start : hi - history_start]
+            beats.append(self._describe(r_peak, confidence, raw, rr))
+        if len(self._rr_ms) >= HRV_MIN_BEATS:
+            self._hrv = hrv(self._rr_ms)
+        return beats
+
+    def _describe(self, r_peak: int, confidence: float, raw: npt.NDArray[np.float64], rr: int | None) -> Beat:
+        shape = normalise_beat(raw)
+        qrs = raw[self._before - self._qrs_half : self._before + self._qrs_half + 1]
+        width_ms = _qrs_width(qrs) * 1000.0 / self.fs
+        qrs_ptp = float(np.ptp(qrs))
+        rr_median = float(np.median(self._rr)) if len(self._rr) >= 3 else None
+        rr_ratio = rr / rr_median if rr is not None and rr_median else 1.0
+        if self._template is None:
+            correlation, amplitude = 1.0, 1.0
+        else:
+            correlation = _correlation(shape[QRS_POINTS], self._template[QRS_POINTS])
+            amplitude = qrs_ptp / self._template_ptp if self._template_ptp > 0 else 1.0
+        if self._classifier is not None:
+            ventricular = self._classifier.probability(
+                shape, self._template, width_ms, correlation, amplitude, rr_ratio
+            )
+        else:
+            ventricular = 0.0
+        beat = Beat(r_peak, confidence, width_ms, correlation, amplitude, rr_ratio, ventricular)
+        self._learn_template(shape, qrs_ptp, beat)
+        return beat
+
+    def _learn_template(self, shape: npt.NDArray[np.float64], qrs_ptp: float, beat: Beat) -> None:
+        """Keep the lead's beat morphologies as a few running templates; the dominant one is the most frequent.
+
+        A beat joins the template it correlates best with (at least MATCH_CORRELATION), else starts a new one
+        (replacing the least used when there are MAX_TEMPLATES).  Counts decay, so the dominant morphology
+        follows the patient: a run of ectopic beats, or a lead moved, changes it only if it lasts."""
+        best, best_r = None, MATCH_CORRELATION
+        for template in self._templates:
+            r = _correlation(shape[QRS_POINTS], template.shape[QRS_POINTS])
+            if r >= best_r:
+                best, best_r = template, r
+        for template in self._templates:
+            template.count *= TEMPLATE_DECAY
+        if best is None:
+            if len(self._templates) >= MAX_TEMPLATES:
+                self._templates.remove(min(self._templates, key=lambda t: t.count))
+            self._templates.append(_Template(shape.astype(np.float64), qrs_ptp, 1.0))
+        else:
+            best.shape += TEMPLATE_ALPHA * (shape - best.shape)
+            best.ptp += TEMPLATE_ALPHA * (qrs_ptp - best.ptp)
+            best.count += 1.0
+        dominant = max(self._templates, key=lambda t: t.count)
+        if dominant.count >= TEMPLATE_BEATS / 2:
+            self._template, self._template_ptp = dominant.shape, dominant.ptp
+
+    def _rate(self) -> float | None:
+        recent = [b for b in self._recent if b > self._index - 10 * self.fs]
+        if len(recent) < 3:
+            return None
+        intervals = np.diff(recent)
+        return 60.0 * self.fs / float(np.median(intervals))
+
+    # -- spectrum --------------------------------------------------------------------------------------------
+    def _spectrum(self) -> Spectrum:
+        x = self._history[-self._spectrum_n :]
+        x = x - x.mean()
+        power = np.abs(np.fft.rfft(x * _hann(len(x)))) ** 2
+        freqs = _freqs(len(x), self.fs)
+        df = freqs[1]
+
+        def band(lo: float, hi: float) -> float:
+            return float(power[int(math.ceil(lo / df)) : int(hi / df) + 1].sum())
+
+        search = slice(int(math.ceil(1.5 / df)), int(10.0 / df) + 1)
+        peak = search.start + int(np.argmax(power[search]))
+        dominant = float(freqs[peak])
+        wide = band(1.0, 30.0) or 1e-12
+        concentration = band(dominant - 1.0, dominant + 1.0) / wide
+        total = float(power.sum()) or 1e-12
+        high = band(40.0, self.fs / 2) / total if self.fs > 80 else 0.0
+        qrs_band = band(5.0, 15.0) / (band(1.0, 40.0) or 1e-12)
+        centred = x
+        variance = float(np.dot(centred, centred)) / len(x) or 1e-12
+        squared = centred * centred
+        kurtosis = float(np.dot(squared, squared)) / len(x) / (variance * variance)
+        return Spectrum(dominant, concentration, qrs_band, high, kurtosis)
+
+
+@dataclass(slots=True, eq=False)
+class _Template:
+    shape: npt.NDArray[np.float64]
+    ptp: float
+    count: float
+
+
+@lru_cache(maxsize=16)
+def _hann(n: int) -> npt.NDArray[np.float64]:
+    return np.hanning(n)
+
+
+@lru_cache(maxsize=16)
+def _freqs(n: int, fs: float) -> npt.NDArray[np.float64]:
+    return np.fft.rfftfreq(n, 1.0 / fs)
 
 
 @lru_cache(maxsize=8)
@@ -152,13 +299,39 @@ def _grid(length: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]
 
 
 def normalise_beat(window: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
-    """The beat model's input: the window linearly resampled to 64 points, minus its median, over its largest
-    swing (the training script uses this very function)."""
+    """A beat's shape: the window linearly resampled to 64 points, minus its median, over its largest swing
+    (the classifier's training uses this very function)."""
     positions, samples = _grid(len(window))
     resampled = np.interp(positions, samples, window)
     centred = resampled - np.median(resampled)
     scale = float(np.max(np.abs(centred))) or 1.0
     return (centred / scale).astype(np.float32)
+
+
+def _correlation(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float:
+    a = a - a.mean()
+    b = b - b.mean()
+    denominator = math.sqrt(float(np.dot(a, a)) * float(np.dot(b, b)))
+    return float(np.dot(a, b)) / denominator if denominator > 0 else 0.0
+
+
+def _qrs_width(qrs: npt.NDArray[np.float64]) -> int:
+    """Samples in the shortest span around the centre holding 80 % of the QRS window's slope energy."""
+    slope = np.abs(np.diff(qrs))
+    total = float(slope.sum())
+    if total <= 0:
+        return 0
+    cumulative = np.cumsum(slope) / total
+    start = int(np.searchsorted(cumulative, 0.1))
+    end = int(np.searchsorted(cumulative, 0.9))
+    return end - start + 1
+
+
+def _clipped(window: npt.NDArray[np.float64]) -> bool:
+    """Part of the second sits exactly at its extreme value: an amplifier at a rail."""
+    top, bottom = window.max(), window.min()
+    at_rail = max(int(np.count_nonzero(window == top)), int(np.count_nonzero(window == bottom)))
+    return at_rail >= 0.05 * len(window)
 
 
 def _quality(window: npt.NDArray[np.float64], span: float) -> float:

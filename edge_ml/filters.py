@@ -18,6 +18,10 @@ class StreamingFilter:
         self._b, self._a = signal.sos2tf(np.atleast_2d(sos))
         self._zi = np.zeros(max(len(self._a), len(self._b)) - 1)
 
+    def settle(self, level: float) -> None:
+        """Start as if the input had been `level` for ever (no step response to a first sample's offset)."""
+        self._zi = signal.lfilter_zi(self._b, self._a) * level
+
     def process(self, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
         y, self._zi = signal.lfilter(self._b, self._a, np.asarray(x, dtype=np.float64), zi=self._zi)
         return np.asarray(y, dtype=np.float64)

@@ -1,20 +1,32 @@
-"""A causal, streaming QRS detector (Pan-Tompkins family) whose output does not depend on chunking.
+"""Causal, streaming beat detectors whose output does not depend on chunking: QRS complexes in an ECG lead,
+pulses in an arterial pressure or plethysmogram wave.
 
-Stages, each with carried state: band-pass 5-15 Hz (Butterworth, second-order sections), five-point
-derivative, squaring, 150 ms moving-window integration.  Candidate peaks of the integrated signal are local
-maxima that dominate +/-200 ms (the refractory period); a candidate is decided only once the samples 200 ms
-after it are known, so every candidate is decided exactly once, on the same data, whatever the chunk sizes.
-Decisions use the classic adaptive signal/noise peak levels, T-wave discrimination by slope within 360 ms
-of a beat, and search-back at half the threshold when no beat came for 1.66 average RR intervals.  The R peak
-is placed at the largest band-passed deflection in the integration window, minus the filter's group delay.
+Both share one decision stage (`_PeakTrain`) over a feature signal:
+- QRS: band-pass 5-15 Hz (Butterworth, second-order sections), five-point derivative, its magnitude, and a
+  150 ms moving-window integral (Pan-Tompkins, with the magnitude instead of the square so the feature is
+  linear in amplitude: a beat half as tall scores half, not a quarter).
+- Pulse: low-pass 16 Hz, then the slope sum function of Zong et al. (the rises over the last 128 ms), whose
+  peak marks the systolic upstroke of each pulse.
 
+Candidates are local maxima of the feature that dominate +/- a refractory period; a candidate is decided only
+once the samples a refractory period after it are known, so each is decided once, on the same data, whatever
+the chunk sizes.  A candidate is a beat when it exceeds `THRESHOLD` times the median height of the last eight
+beats.  The threshold has no noise term on purpose: in Pan-Tompkins' form (noise + 0.25 (signal - noise)) a
+missed beat raises the noise level, which raises the threshold, which misses more beats; here missed beats
+change nothing.  Noise is handled by three rules instead: T-wave discrimination (a candidate within 360 ms of
+a beat whose steepest slope is under half the beat's is a T wave), search-back (no beat for 1.5 median RR:
+the largest candidate since the last beat above half the threshold is one), and re-learning (no beat for
+`LOST_S`: the levels are stale, the largest candidate clearly above the noise is taken).  The first
+`LEARN_S` seconds set the initial level and are then decided with it, so the first beats are not lost.
+
+Thresholds were tuned on the training half (DS1) of the MIT-BIH Arrhythmia Database only.
 Detections are sample indices counted from the first sample the detector saw.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -24,188 +36,292 @@ from scipy.ndimage import maximum_filter1d
 from edge_ml.filters import StreamingFilter
 
 LEARN_S = 2.0
-REFRACTORY_S = 0.2
-T_WAVE_S = 0.36
-WINDOW_S = 0.15
+THRESHOLD = 0.4  # of the median beat height
+SEARCH_BACK_RR = 1.5  # median RR intervals without a beat before searching back
+LOST_S = 2.5  # no beat for this long: search back over everything since the last beat
+RELEARN_S = 8.0  # no beat for this long: the levels are stale, learn them anew
+HISTORY = 8  # beats (and noise peaks, and RR intervals) the levels are medians of
 
 
-@dataclass
-class _Levels:
-    spk: float = 0.0
-    npk: float = 0.0
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One detected beat: where it is, and how sure the detector was."""
 
-    @property
-    def threshold1(self) -> float:
-        return self.npk + 0.25 * (self.spk - self.npk)
-
-    @property
-    def threshold2(self) -> float:
-        return 0.5 * self.threshold1
+    index: int  # the fiducial point: the R peak, or the pulse's steepest upstroke
+    height: float  # feature height at the candidate
+    confidence: float  # height over the running beat level (about 1 for a typical beat)
+    searched_back: bool  # found by search-back or re-learning, below the normal threshold
+    slope: float  # steepest feature slope in the window before the candidate
 
 
-@dataclass
+@dataclass(slots=True)
 class _Candidate:
-    index: int  # sample index of the integrated-signal peak
-    height: float  # integrated-signal value
-    slope: float  # largest derivative magnitude in the window before it
-    r_peak: int  # the R wave: largest band-passed deflection in the window, less the filter delay
+    index: int  # sample index of the feature peak
+    height: float
+    slope: float
+    fiducial: int
 
 
-@dataclass
-class QrsDetector:
-    """Feed chunks with `process(samples)`; it returns the R-peak sample indices decided in that call."""
+def _median(values: deque[float]) -> float:
+    ordered = sorted(values)
+    n = len(ordered)
+    return ordered[n // 2] if n % 2 else 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])
 
-    fs: float
-    _sos: npt.NDArray[np.float64] = field(init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        self._sos = signal.butter(2, [5.0, 15.0], btype="bandpass", fs=self.fs, output="sos")
-        self._bandpass = StreamingFilter(self._sos)
-        b, a = signal.sos2tf(self._sos)
-        _, delay = signal.group_delay((b, a), w=[10.0], fs=self.fs)
+class _PeakTrain:
+    """The shared decision stage: feed feature chunks, get beats decided in that call."""
+
+    def __init__(self, fs: float, refractory_s: float, t_wave_s: float) -> None:
+        self.fs = fs
+        self._refractory = max(1, round(refractory_s * fs))
+        self._t_wave = round(t_wave_s * fs)
+        self._learn = round(LEARN_S * fs)
+        self._lost = round(LOST_S * fs)
+        self._relearn = round(RELEARN_S * fs)
+        self._feature = _Ring()
+        self._seen = 0
+        self._decided = 0
+        self._learning: list[_Candidate] | None = []
+        self._beat_h: deque[float] = deque(maxlen=HISTORY)
+        self._noise_h: deque[float] = deque(maxlen=HISTORY)
+        self._rr: deque[float] = deque(maxlen=HISTORY)
+        self._level = 0.0
+        self._noise = 0.0
+        self._rr_median = 0.0
+        self._last: _Candidate | None = None
+        self._since_last: list[_Candidate] = []
+
+    @property
+    def beat_level(self) -> float:
+        """Median feature height of the recent beats (0 before the first)."""
+        return self._level
+
+    @property
+    def noise_level(self) -> float:
+        """Median feature height of the recent candidates that were not beats."""
+        return self._noise
+
+    def _fiducial(self, index: int) -> tuple[int, float]:
+        """(fiducial sample, slope) of the candidate whose feature peaks at `index`."""
+        raise NotImplementedError
+
+    def _push(self, feature: npt.NDArray[np.float64]) -> list[Detection]:
+        self._feature.extend(feature)
+        self._seen += len(feature)
+        found = self._decide()
+        self._feature.trim(self._decided - self._refractory - 1)
+        return found
+
+    def _decide(self) -> list[Detection]:
+        end = self._seen - self._refractory
+        start = max(self._decided, 1)
+        if end <= start:
+            return []
+        lo = start - self._refractory
+        feature = self._feature.window(lo, end + self._refractory)
+        offset0 = max(lo, self._feature.start) - lo  # the ring starts at 0: pad the first window's left edge
+        if offset0:
+            feature = np.concatenate([np.zeros(offset0), feature])
+        peak = maximum_filter1d(feature, size=2 * self._refractory + 1, mode="nearest")
+        inner = slice(start - lo, end - lo)
+        values = feature[inner]
+        left = feature[start - lo - 1 : end - lo - 1]
+        is_peak = (values == peak[inner]) & (values > left) & (values > 0)
+        found: list[Detection] = []
+        for offset in np.flatnonzero(is_peak):
+            index = start + int(offset)
+            fiducial, slope = self._fiducial(index)
+            candidate = _Candidate(index, float(values[offset]), slope, fiducial)
+            if self._learning is not None:
+                self._learning.append(candidate)
+                if index >= self._learn:
+                    found += self._end_learning()
+                continue
+            found += self._search_back(index)
+            found += self._classify(candidate)
+        if self._learning is not None and end >= self._learn:
+            found += self._end_learning()
+        if self._learning is None:
+            found += self._search_back(end)
+        self._decided = end
+        return found
+
+    def _end_learning(self) -> list[Detection]:
+        """Initial levels from the first seconds (the top third of candidates are beats), then decide them."""
+        candidates, self._learning = self._learning or [], None
+        heights = sorted((c.height for c in candidates), reverse=True)
+        beats = max(1, len(heights) // 3)
+        self._beat_h.extend(0.5 * h for h in heights[:beats])  # halved: the first beat sets the level anew
+        self._noise_h.extend(heights[beats:])
+        self._update_levels()
+        found: list[Detection] = []
+        for candidate in candidates:
+            found += self._search_back(candidate.index)
+            found += self._classify(candidate)
+        return found
+
+    def _update_levels(self) -> None:
+        self._level = _median(self._beat_h) if self._beat_h else 0.0
+        self._noise = _median(self._noise_h) if self._noise_h else 0.0
+        self._rr_median = _median(self._rr) if self._rr else 0.0
+
+    def _classify(self, candidate: _Candidate) -> list[Detection]:
+        last = self._last
+        if candidate.height > THRESHOLD * self._level:
+            if not (
+                last is not None
+                and candidate.index - last.index < self._t_wave
+                and candidate.slope < 0.5 * last.slope
+            ):
+                return [self._accept(candidate, searched_back=False)]
+        self._noise_h.append(candidate.height)
+        self._update_levels()
+        self._since_last.append(candidate)
+        return []
+
+    def _search_back(self, now: int) -> list[Detection]:
+        last = self._last
+        if last is None:
+            return []
+        rr = self._rr_median if len(self._rr) >= 2 else self.fs
+        limit = last.index + max(round(SEARCH_BACK_RR * rr), 2 * self._refractory)
+        if now <= limit:
+            return []
+        if now - last.index > self._relearn:
+            # Nothing that looks like a beat for a long time: the level is stale (the amplitude dropped, a lead
+            # was moved) or the heart stopped.  Learn anew from what comes next.
+            self._relearn_levels(now)
+            return []
+        lost = now - last.index > self._lost
+        if lost:
+            # Nothing for a while: the level may be stale; the largest candidate above half the threshold.
+            threshold = 0.5 * THRESHOLD * self._level
+            eligible = [c for c in self._since_last if c.index - last.index > self._refractory]
+        else:
+            threshold = 0.5 * THRESHOLD * self._level
+            eligible = [c for c in self._since_last if self._refractory < c.index - last.index <= limit]
+        eligible = [c for c in eligible if c.height > threshold]
+        if not eligible:
+            if lost:  # forget what is too old to be taken later
+                self._since_last = [c for c in self._since_last if c.index > now - self._lost]
+            return []
+        return [self._accept(max(eligible, key=lambda c: c.height), searched_back=True)]
+
+    def _relearn_levels(self, now: int) -> None:
+        self._learning = []
+        self._learn = now + round(LEARN_S * self.fs)
+        self._beat_h.clear()
+        self._noise_h.clear()
+        self._rr.clear()
+        self._last = None
+        self._since_last = []
+
+    def _accept(self, candidate: _Candidate, *, searched_back: bool) -> Detection:
+        if self._last is not None:
+            self._rr.append(candidate.index - self._last.index)
+        confidence = candidate.height / self._level if self._level > 0 else 1.0
+        self._beat_h.append(candidate.height)
+        self._update_levels()
+        self._last = candidate
+        self._since_last = [c for c in self._since_last if c.index > candidate.index]
+        return Detection(candidate.fiducial, candidate.height, confidence, searched_back, candidate.slope)
+
+
+class QrsDetector(_PeakTrain):
+    """QRS complexes of one ECG lead.  `process(samples)` returns the beats decided in that call."""
+
+    def __init__(self, fs: float) -> None:
+        super().__init__(fs, refractory_s=0.2, t_wave_s=0.36)
+        sos = signal.butter(2, [5.0, 15.0], btype="bandpass", fs=fs, output="sos")
+        self._bandpass = StreamingFilter(sos)
+        b, a = signal.sos2tf(sos)
+        _, delay = signal.group_delay((b, a), w=[10.0], fs=fs)
         self._delay = round(float(delay[0]))
-        self._window = max(1, round(WINDOW_S * self.fs))
-        self._refractory = round(REFRACTORY_S * self.fs)
-        self._t_wave = round(T_WAVE_S * self.fs)
-        self._learn = round(LEARN_S * self.fs)
-        self._bp = _Ring()  # band-passed signal
-        self._deriv = _Ring()  # derivative
-        self._mwi = _Ring()  # moving-window integral
+        self._window = max(1, round(0.15 * fs))
+        self._bp = _Ring()
+        self._slope = _Ring()
         self._diff_tail = np.zeros(4)
-        self._sq_tail = np.zeros(self._window - 1)
-        self._seen = 0  # samples received
-        self._learn_max = 0.0
-        self._last_input = 0.0
-        self._learn_sum = 0.0
-        self._decided = 0  # candidates decided up to this index (exclusive)
-        self._levels = _Levels()
-        self._learned = False
-        self._rr: deque[int] = deque(maxlen=8)
-        self._rr_ok: deque[int] = deque(maxlen=8)
-        self._last_qrs: int | None = None
-        self._last_slope = 0.0
-        self._since_last: list[_Candidate] = []  # noise candidates since the last beat (for search-back)
-        self.beats: list[int] = []
+        self._abs_tail = np.zeros(self._window - 1)
+        self._last_input: float | None = None
 
-    # -- feature stages --------------------------------------------------------------------------------------
-    def process(self, samples: npt.ArrayLike) -> list[int]:
+    def process(self, samples: npt.ArrayLike) -> list[Detection]:
         x = np.asarray(samples, dtype=np.float64)
         if x.size == 0:
             return []
+        if self._last_input is None:
+            self._bandpass.settle(float(x[0]))  # no step response from the first sample's offset
         self._last_input = float(x[-1])
         bp = self._bandpass.process(x)
         padded = np.concatenate([self._diff_tail, bp])
         deriv = (2 * padded[4:] + padded[3:-1] - padded[1:-3] - 2 * padded[:-4]) / 8.0
         self._diff_tail = padded[-4:]
-        squared = deriv * deriv
-        padded_sq = np.concatenate([self._sq_tail, squared])
-        csum = np.cumsum(np.concatenate([[0.0], padded_sq]))
-        mwi = (csum[self._window :] - csum[: -self._window]) / self._window
-        self._sq_tail = padded_sq[-(self._window - 1) :] if self._window > 1 else np.zeros(0)
-        if not self._learned and self._seen < self._learn:
-            learning = mwi[: self._learn - self._seen]
-            self._learn_max = max(self._learn_max, float(learning.max()))
-            self._learn_sum += float(learning.sum())
+        magnitude = np.abs(deriv)
+        padded_abs = np.concatenate([self._abs_tail, magnitude])
+        csum = np.cumsum(padded_abs)
+        csum = np.concatenate([[0.0], csum])
+        feature = (csum[self._window :] - csum[: -self._window]) / self._window
+        self._abs_tail = padded_abs[len(padded_abs) - (self._window - 1) :]
         self._bp.extend(bp)
-        self._deriv.extend(deriv)
-        self._mwi.extend(mwi)
-        self._seen += x.size
-        found = self._decide()
-        # Keep what undecided candidates may still need: their +/- windows.
+        self._slope.extend(magnitude)
+        found = self._push(feature)
         keep = self._decided - self._refractory - self._window - 8
-        for ring in (self._bp, self._deriv, self._mwi):
-            ring.trim(keep)
+        self._bp.trim(keep)
+        self._slope.trim(keep)
         return found
 
-    def finish(self) -> list[int]:
-        """End of the record: decide the last candidates by holding the last sample for 200 ms more."""
-        if self._seen == 0:
+    def finish(self) -> list[Detection]:
+        """End of the record: decide the last candidates by holding the last sample a little longer."""
+        if self._last_input is None:
             return []
         return self.process(np.full(self._refractory + self._window, self._last_input))
 
-    # -- decisions -------------------------------------------------------------------------------------------
-    def _decide(self) -> list[int]:
-        if not self._learned:
-            if self._seen < self._learn:
-                return []
-            self._levels = _Levels(spk=0.25 * self._learn_max, npk=0.5 * self._learn_sum / self._learn)
-            self._learned = True
-        # Candidates i are decidable when [i - R, i + R] is known.
-        end = self._seen - self._refractory
-        start = max(self._decided, self._refractory)
-        if end <= start:
+    def _fiducial(self, index: int) -> tuple[int, float]:
+        lo = index - self._window
+        slope = self._slope.window(lo, index + 1)
+        band = self._bp.window(lo, index + 1)
+        r_peak = max(lo, self._bp.start) + int(np.argmax(np.abs(band))) - self._delay
+        return r_peak, float(slope.max()) if len(slope) else 0.0
+
+
+class PulseDetector(_PeakTrain):
+    """Pulses of an arterial pressure or plethysmogram wave: the slope sum function's peaks (Zong et al. 2003)."""
+
+    def __init__(self, fs: float) -> None:
+        super().__init__(fs, refractory_s=0.25, t_wave_s=0.3)  # the dicrotic wave plays the T wave's part
+        self._lowpass = StreamingFilter(signal.butter(2, min(16.0, 0.45 * fs), fs=fs, output="sos"))
+        self._window = max(1, round(0.128 * fs))
+        self._rise_tail = np.zeros(self._window)
+        self._prev: float | None = None
+        self._rise = _Ring()
+        b, a = signal.butter(2, min(16.0, 0.45 * fs), fs=fs)
+        _, delay = signal.group_delay((b, a), w=[2.0], fs=fs)
+        self._delay = round(float(delay[0]))
+
+    def process(self, samples: npt.ArrayLike) -> list[Detection]:
+        x = np.asarray(samples, dtype=np.float64)
+        if x.size == 0:
             return []
-        lo = start - self._refractory
-        mwi = self._mwi.window(lo, end + self._refractory)
-        peak = maximum_filter1d(mwi, size=2 * self._refractory + 1, mode="nearest")
-        inner = slice(start - lo, end - lo)
-        values = mwi[inner]
-        left = mwi[start - lo - 1 : end - lo - 1]
-        is_peak = (values == peak[inner]) & (values > left) & (values > 0)
-        found: list[int] = []
-        for offset in np.flatnonzero(is_peak):
-            index = start + int(offset)
-            deriv = self._deriv.window(index - self._window, index + 1)
-            lo = index - self._window
-            band = self._bp.window(lo, index + 1)
-            r_peak = max(lo, self._bp.start) + int(np.argmax(np.abs(band))) - self._delay
-            candidate = _Candidate(index, float(values[offset]), float(np.abs(deriv).max()), r_peak)
-            found.extend(self._search_back(index))
-            found.extend(self._classify(candidate))
-        found.extend(self._search_back(end))
-        self._decided = end
+        if self._prev is None:
+            self._lowpass.settle(float(x[0]))
+            self._prev = float(x[0])
+        low = self._lowpass.process(x)
+        rises = np.maximum(np.diff(np.concatenate([[self._prev], low])), 0.0)
+        self._prev = float(low[-1])
+        padded = np.concatenate([self._rise_tail, rises])
+        csum = np.concatenate([[0.0], np.cumsum(padded)])
+        feature = csum[self._window + 1 :] - csum[1 : -self._window]
+        self._rise_tail = padded[-self._window :]
+        self._rise.extend(rises)
+        found = self._push(feature)
+        self._rise.trim(self._decided - self._refractory - self._window - 8)
         return found
 
-    def _classify(self, candidate: _Candidate) -> list[int]:
-        levels = self._levels
-        if candidate.height > levels.threshold1:
-            if (
-                self._last_qrs is not None
-                and candidate.index - self._last_qrs < self._t_wave
-                and candidate.slope < 0.5 * self._last_slope
-            ):
-                levels.npk = 0.125 * candidate.height + 0.875 * levels.npk  # a T wave
-                self._since_last.append(candidate)
-                return []
-            levels.spk = 0.125 * candidate.height + 0.875 * levels.spk
-            return [self._accept(candidate)]
-        levels.npk = 0.125 * candidate.height + 0.875 * levels.npk
-        self._since_last.append(candidate)
-        return []
-
-    def _search_back(self, now: int) -> list[int]:
-        """No beat for 1.66 average RR: the largest candidate since the last beat above threshold 2 is one."""
-        if self._last_qrs is None or len(self._rr_ok) < 2:
-            return []
-        limit = self._last_qrs + round(1.66 * sum(self._rr_ok) / len(self._rr_ok))
-        if now <= limit:
-            return []
-        eligible = [
-            c
-            for c in self._since_last
-            if c.index <= limit and c.index - self._last_qrs > self._refractory and c.height > self._levels.threshold2
-        ]
-        if not eligible:
-            return []
-        best = max(eligible, key=lambda c: c.height)
-        self._levels.spk = 0.25 * best.height + 0.75 * self._levels.spk
-        return [self._accept(best)]
-
-    def _accept(self, candidate: _Candidate) -> int:
-        if self._last_qrs is not None:
-            rr = candidate.index - self._last_qrs
-            self._rr.append(rr)
-            average = sum(self._rr_ok) / len(self._rr_ok) if self._rr_ok else float(rr)
-            if not self._rr_ok or 0.92 * average <= rr <= 1.16 * average or len(self._rr_ok) < 2:
-                self._rr_ok.append(rr)
-            elif len(self._rr) == self._rr.maxlen:
-                # Rhythm changed for good: follow the recent intervals.
-                self._rr_ok = deque(self._rr, maxlen=8)
-        self._last_qrs = candidate.index
-        self._last_slope = candidate.slope
-        self._since_last = [c for c in self._since_last if c.index > candidate.index]
-        self.beats.append(candidate.r_peak)
-        return candidate.r_peak
+    def _fiducial(self, index: int) -> tuple[int, float]:
+        rises = self._rise.window(index - self._window, index + 1)
+        if not len(rises):
+            return index, 0.0
+        steepest = max(index - self._window, self._rise.start) + int(np.argmax(rises))
+        return steepest - self._delay, float(rises.max())
 
 
 class _Ring:
@@ -221,6 +337,10 @@ class _Ring:
     @property
     def start(self) -> int:
         return self._start
+
+    @property
+    def end(self) -> int:
+        return self._start + len(self._data)
 
     def trim(self, keep_from: int) -> None:
         excess = keep_from - self._start

@@ -1,0 +1,393 @@
+"""One patient's rhythm from every signal they have: ECG leads, pleth and arterial pressure, fused each second.
+
+Each signal has its own analyser (`edge_ml.ecg.LeadAnalyzer`, `edge_ml.pulse.PulseAnalyzer`) and its own
+quality; once every signal has delivered a second, that second is judged with the best evidence available.
+The rules follow IEC 60601-2-27 and the PhysioNet/CinC Challenge 2015 definitions (defaults in
+`RhythmSettings`, configurable per patient):
+
+- `asystole`: no QRS for 4 s in the leads whose beats can be trusted, and no perfusing pulse in that time.
+- `extreme_bradycardia`: heart rate under 40 /min over 5 consecutive beats, in the best channel, unless a
+  perfusing pulse wave beats clearly faster.
+- `extreme_tachycardia`: heart rate over 140 /min over 17 consecutive beats, in the best lead, unless a
+  perfusing pulse wave says the lead is counting twice (its rate is under three quarters of the lead's).
+- `ventricular_tachycardia`: 5 consecutive beats judged ventricular (the beat classifier, across the leads
+  that saw each beat) at over 100 /min.  A pulse wave that stays unchanged through the run demands stronger
+  evidence.
+- `ventricular_fibrillation`: a fibrillatory, flutter or oscillatory ECG (no sharp QRS energy, a dominant
+  frequency of 2-9 Hz, low kurtosis) in every usable lead for 4 s, with no perfusing pulse.
+
+A lead that is off, saturated or noisy never alone raises a physiological alarm: its beats are trusted only
+while it is coherent (most of its recent beats match its own dominant beat), and its state is reported for
+the technical alarms instead.  See docs/ALARMS.md for the rules in words, their evidence and their limits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_ml.beats import BeatClassifier
+from edge_ml.ecg import Beat, LeadAnalyzer, LeadAssessment
+from edge_ml.pulse import PulseAnalyzer, PulseAssessment
+
+ASYSTOLE = "asystole"
+EXTREME_BRADYCARDIA = "extreme_bradycardia"
+EXTREME_TACHYCARDIA = "extreme_tachycardia"
+VENTRICULAR_TACHYCARDIA = "ventricular_tachycardia"
+VENTRICULAR_FIBRILLATION = "ventricular_fibrillation"
+CONDITIONS = (ASYSTOLE, EXTREME_BRADYCARDIA, EXTREME_TACHYCARDIA, VENTRICULAR_TACHYCARDIA, VENTRICULAR_FIBRILLATION)
+
+STALL_S = 4.0  # a signal this far behind the others is left out of the fusion until it catches up
+HISTORY_S = 60.0  # beats and pulses kept per signal
+COHERENCE_S = 30.0  # a lead's coherence is judged over this much of its recent beats
+COHERENT = 0.6  # a lead is coherent when this fraction of its recent beats match its dominant beat
+CREDIBLE_CORRELATION = 0.6  # a beat this like the dominant one is a QRS, not a P wave or noise
+CREDIBLE_AMPLITUDE = 0.5  # ... and so is one at least half the dominant beat's size
+NOISE_AMPLITUDE = 3.0  # a "beat" over three times the dominant one is movement, not a QRS
+CLUSTER_S = 0.1  # beats of different leads within this are one beat
+MIN_MAP_MMHG = 30.0  # an arterial pressure wave below this mean is not perfusing
+MIN_PULSE_PRESSURE_MMHG = 8.0
+
+
+class ChannelKind(StrEnum):
+    ECG = "ecg"
+    PLETH = "pleth"
+    ABP = "abp"
+
+
+@dataclass(frozen=True)
+class RhythmSettings:
+    """Alarm definitions (IEC 60601-2-27 / Challenge 2015 defaults), per patient when configured."""
+
+    asystole_s: float = 4.0
+    brady_bpm: float = 40.0
+    brady_beats: int = 5
+    tachy_bpm: float = 140.0
+    tachy_beats: int = 17
+    vt_bpm: float = 100.0
+    vt_beats: int = 5
+    vf_s: float = 4.0
+    vt_evidence: float = 0.6  # mean ventricular probability of the run's beats
+    vt_evidence_with_pulse: float = 0.9  # ... when a pulse wave stays unchanged through the run
+
+
+@dataclass(frozen=True)
+class RhythmAssessment:
+    """One second of the patient's rhythm: which alarm conditions hold, and on what evidence."""
+
+    end_s: float  # seconds since the analysis began
+    present: frozenset[str]
+    heart_rate_bpm: float | None
+    rate_source: str | None  # the channel the rate comes from
+    evidence: dict[str, str]  # per present condition, which signals showed it
+    vetoed: frozenset[str]  # conditions the ECG alone would raise that a pulse wave contradicts
+    lead_off: frozenset[str]
+    poor_signal: frozenset[str]  # leads whose quality is too low to judge a rhythm by
+    quality: dict[str, float]  # per channel, 0..1
+
+
+@dataclass
+class _Lead:
+    name: str
+    analyzer: LeadAnalyzer
+    offset_s: float
+    queue: deque[LeadAssessment] = field(default_factory=deque)
+    beats: deque[tuple[float, Beat]] = field(default_factory=deque)  # (time s, beat)
+    last_credible_s: float = 0.0
+    latest: LeadAssessment | None = None
+    vf_since_s: float | None = None
+
+
+@dataclass
+class _Pulse:
+    name: str
+    analyzer: PulseAnalyzer
+    offset_s: float
+    pressure: bool
+    queue: deque[PulseAssessment] = field(default_factory=deque)
+    pulses: deque[tuple[float, float]] = field(default_factory=deque)  # (time s, amplitude)
+    last_pulse_s: float | None = None
+    latest: PulseAssessment | None = None
+
+
+@dataclass
+class _Cluster:
+    time_s: float
+    beats: dict[str, Beat]
+
+
+class RhythmAnalyzer:
+    """Feed each signal's samples as they come; get one RhythmAssessment per second all signals have covered."""
+
+    def __init__(
+        self,
+        settings: RhythmSettings | None = None,
+        classifier: BeatClassifier | None = None,
+        mains_hz: float = 50.0,
+    ) -> None:
+        self.settings = settings or RhythmSettings()
+        self._classifier = classifier
+        self._mains_hz = mains_hz
+        self._leads: dict[str, _Lead] = {}
+        self._pulses: dict[str, _Pulse] = {}
+        self._second = 0  # seconds fused so far
+        self._clusters: deque[_Cluster] = deque()
+
+    @property
+    def channels(self) -> list[str]:
+        return [*self._leads, *self._pulses]
+
+    def feed(self, channel: str, kind: ChannelKind, fs: float, samples: npt.ArrayLike) -> list[RhythmAssessment]:
+        """Add samples of one signal; returns the seconds that became complete across all signals."""
+        if kind is ChannelKind.ECG:
+            lead = self._leads.get(channel)
+            if lead is None or lead.analyzer.fs != fs:
+                lead = self._leads[channel] = _Lead(channel, LeadAnalyzer(fs, self._classifier, self._mains_hz), self._second)
+            lead.queue.extend(lead.analyzer.process(samples))
+        else:
+            pulse = self._pulses.get(channel)
+            if pulse is None or pulse.analyzer.fs != fs:
+                pressure = kind is ChannelKind.ABP
+                pulse = self._pulses[channel] = _Pulse(
+                    channel, PulseAnalyzer(fs, pressure=pressure), self._second, pressure
+                )
+            pulse.queue.extend(pulse.analyzer.process(samples))
+        return self._fuse_ready()
+
+    def _fuse_ready(self) -> list[RhythmAssessment]:
+        out = []
+        while True:
+            channels: list[_Lead | _Pulse] = [*self._leads.values(), *self._pulses.values()]
+            if not channels or not any(c.queue for c in channels):
+                return out
+            waiting = [c for c in channels if not c.queue]
+            if waiting:
+                ahead = max(len(c.queue) for c in channels)
+                if ahead < STALL_S:
+                    return out
+                for c in waiting:  # stalled: leave it out until it sends again (it restarts then)
+                    self._leads.pop(c.name, None)
+                    self._pulses.pop(c.name, None)
+                continue
+            self._second += 1
+            for lead in self._leads.values():
+                self._take_lead(lead, lead.queue.popleft())
+            for pulse in self._pulses.values():
+                self._take_pulse(pulse, pulse.queue.popleft())
+            out.append(self._judge())
+
+    # -- per-signal bookkeeping ------------------------------------------------------------------------------
+    def _take_lead(self, lead: _Lead, a: LeadAssessment) -> None:
+        lead.latest = a
+        end = float(self._second)
+        for beat in a.beats:
+            t = lead.offset_s + beat.index / a.sample_rate_hz
+            lead.beats.append((t, beat))
+            self._cluster(lead.name, t, beat)
+            if beat.amplitude_ratio <= NOISE_AMPLITUDE and (
+                beat.correlation >= CREDIBLE_CORRELATION or beat.amplitude_ratio >= CREDIBLE_AMPLITUDE
+            ):
+                lead.last_credible_s = max(lead.last_credible_s, t)
+        if a.lead_off:
+            lead.last_credible_s = end
+        while lead.beats and lead.beats[0][0] < end - HISTORY_S:
+            lead.beats.popleft()
+
+    def _take_pulse(self, pulse: _Pulse, a: PulseAssessment) -> None:
+        pulse.latest = a
+        end = float(self._second)
+        for p in a.pulses:
+            pulse.pulses.append((pulse.offset_s + p.index / a.sample_rate_hz, p.amplitude))
+        if a.last_pulse_index is not None:
+            pulse.last_pulse_s = pulse.offset_s + a.last_pulse_index / a.sample_rate_hz
+        while pulse.pulses and pulse.pulses[0][0] < end - HISTORY_S:
+            pulse.pulses.popleft()
+
+    def _cluster(self, lead: str, t: float, beat: Beat) -> None:
+        for cluster in reversed(self._clusters):
+            if cluster.time_s < t - 2 * CLUSTER_S:
+                break
+            if abs(cluster.time_s - t) <= CLUSTER_S and lead not in cluster.beats:
+                cluster.beats[lead] = beat
+                return
+        cluster = _Cluster(t, {lead: beat})
+        if self._clusters and self._clusters[-1].time_s > t:  # keep time order (leads report a little apart)
+            items = sorted([*self._clusters, cluster], key=lambda c: c.time_s)
+            self._clusters = deque(items)
+        else:
+            self._clusters.append(cluster)
+        while self._clusters and self._clusters[0].time_s < self._second - HISTORY_S:
+            self._clusters.popleft()
+
+    # -- judgement -------------------------------------------------------------------------------------------
+    def _coherence(self, lead: _Lead) -> float:
+        since = self._second - COHERENCE_S
+        recent = [b for t, b in lead.beats if t >= since]
+        if len(recent) < 3:
+            return 0.0
+        return sum(b.correlation >= 0.8 for b in recent) / len(recent)
+
+    def _perfusing(self, pulse: _Pulse) -> bool:
+        a = pulse.latest
+        if a is None or a.flat or a.quality < 0.5:
+            return False
+        if pulse.pressure:
+            amplitudes = [amp for _, amp in list(pulse.pulses)[-8:]]
+            if a.mean_level < MIN_MAP_MMHG or not amplitudes or float(np.median(amplitudes)) < MIN_PULSE_PRESSURE_MMHG:
+                return False
+        return True
+
+    def _judge(self) -> RhythmAssessment:
+        s = self.settings
+        end = float(self._second)
+        present: set[str] = set()
+        vetoed: set[str] = set()
+        evidence: dict[str, str] = {}
+        usable = [lead for lead in self._leads.values() if lead.latest is not None and not lead.latest.lead_off]
+        coherence = {lead.name: self._coherence(lead) for lead in usable}
+        trusted = [lead for lead in usable if coherence[lead.name] >= COHERENT]
+        perfusing = [p for p in self._pulses.values() if self._perfusing(p)]
+
+        # Asystole: the trusted leads (or the most coherent one) have no credible beat for asystole_s.
+        reference = trusted or ([max(usable, key=lambda lead: coherence[lead.name])] if usable else [])
+        if reference and all(end - lead.last_credible_s >= s.asystole_s for lead in reference):
+            pulsing = [p.name for p in perfusing if p.last_pulse_s is not None and end - p.last_pulse_s < s.asystole_s]
+            if pulsing:
+                vetoed.add(ASYSTOLE)
+            else:
+                present.add(ASYSTOLE)
+                evidence[ASYSTOLE] = ",".join(lead.name for lead in reference)
+
+        # Rates: the best lead is the most coherent one (ties: the cleaner signal).
+        best = max(trusted, key=lambda lead: (coherence[lead.name], lead.latest.quality if lead.latest else 0.0), default=None)
+        rate, source = None, None
+        if best is not None:
+            rate = _rate([t for t, _ in best.beats], 8)
+            source = best.name
+        if rate is None and perfusing:
+            rate = _rate([t for t, _ in perfusing[0].pulses], 8)
+            source = perfusing[0].name
+
+        brady_channels: list[tuple[str, list[float]]] = []
+        if best is not None:
+            brady_channels.append((best.name, [t for t, _ in best.beats]))
+        brady_channels += [(p.name, [t for t, _ in p.pulses]) for p in perfusing]
+        if brady_channels:
+            name, times = brady_channels[0]
+            brady = _run_rate(times, s.brady_beats, end)
+            if brady is not None and brady < s.brady_bpm:
+                faster = [n for n, ts in brady_channels[1:] if (r := _run_rate(ts, s.brady_beats, end)) is not None and r >= s.brady_bpm + 5]
+                if faster and ASYSTOLE not in present:
+                    vetoed.add(EXTREME_BRADYCARDIA)
+                else:
+                    present.add(EXTREME_BRADYCARDIA)
+                    evidence[EXTREME_BRADYCARDIA] = name
+
+        if best is not None:
+            tachy = _run_rate([t for t, _ in best.beats], s.tachy_beats, None)
+            if tachy is not None and tachy > s.tachy_bpm:
+                slower = [p.name for p in perfusing if (r := _run_rate([t for t, _ in p.pulses], 8, None)) is not None and r < 0.75 * tachy]
+                if slower:
+                    vetoed.add(EXTREME_TACHYCARDIA)
+                else:
+                    present.add(EXTREME_TACHYCARDIA)
+                    evidence[EXTREME_TACHYCARDIA] = best.name
+
+        vt = self._ventricular_run(coherence, perfusing)
+        if vt is not None:
+            present.add(VENTRICULAR_TACHYCARDIA)
+            evidence[VENTRICULAR_TACHYCARDIA] = vt
+
+        vf_leads = [lead for lead in usable if _fibrillatory(lead.latest)]
+        if usable and len(vf_leads) == len(usable):
+            pulsing = [p.name for p in perfusing if p.last_pulse_s is not None and end - p.last_pulse_s < s.vf_s]
+            if pulsing:
+                vetoed.add(VENTRICULAR_FIBRILLATION)
+            else:
+                present.add(VENTRICULAR_FIBRILLATION)
+                evidence[VENTRICULAR_FIBRILLATION] = ",".join(lead.name for lead in vf_leads)
+
+        lead_off = frozenset(lead.name for lead in self._leads.values() if lead.latest is not None and lead.latest.lead_off)
+        quality = {lead.name: lead.latest.quality for lead in self._leads.values() if lead.latest is not None}
+        quality |= {p.name: p.latest.quality for p in self._pulses.values() if p.latest is not None}
+        poor = frozenset(lead.name for lead in usable if coherence[lead.name] < COHERENT)
+        return RhythmAssessment(
+            end, frozenset(present), rate, source, evidence, frozenset(vetoed), lead_off, poor, quality
+        )
+
+    def _ventricular_run(self, coherence: dict[str, float], perfusing: list[_Pulse]) -> str | None:
+        """The last vt_beats fused beats: fast enough, and ventricular on the weighted evidence of the leads."""
+        s = self.settings
+        clusters = list(self._clusters)[-s.vt_beats :]
+        if len(clusters) < s.vt_beats:
+            return None
+        lo, hi = clusters[0].time_s, clusters[-1].time_s
+        if hi <= lo or 60.0 * (s.vt_beats - 1) / (hi - lo) <= s.vt_bpm or hi < self._second - 2.0:
+            return None
+        weights = {name: 1.0 if c >= 0.5 else 0.2 for name, c in coherence.items()}
+        scores = []
+        for cluster in clusters:
+            num = den = 0.0
+            for name, beat in cluster.beats.items():
+                w = weights.get(name, 0.2)
+                num += w * (beat.ventricular if beat.amplitude_ratio <= NOISE_AMPLITUDE else 0.0)
+                den += w
+            scores.append(num / den if den else 0.0)
+        evidence = sum(scores) / len(scores)
+        unchanged = any(_pulse_unchanged(p, lo, hi) for p in perfusing)
+        if evidence < (s.vt_evidence_with_pulse if unchanged else s.vt_evidence):
+            return None
+        return ",".join(sorted({name for c in clusters for name in c.beats}))
+
+
+def _rate(times: list[float], beats: int) -> float | None:
+    """Median rate of the last `beats` intervals (None with fewer than 3 beats)."""
+    recent = times[-(beats + 1) :]
+    if len(recent) < 3:
+        return None
+    intervals = sorted(b - a for a, b in zip(recent, recent[1:], strict=False))
+    middle = intervals[len(intervals) // 2]
+    return 60.0 / middle if middle > 0 else None
+
+
+def _run_rate(times: list[float], beats: int, now: float | None) -> float | None:
+    """Mean rate over the last `beats` beats; with `now`, the interval still open counts as one more (so a
+    heart that stops slows the rate at once)."""
+    if len(times) < beats:
+        return None
+    span = times[-1] - times[-beats]
+    if span <= 0:
+        return None
+    rate = 60.0 * (beats - 1) / span
+    if now is not None and now - times[-1] > span / (beats - 1):
+        rate = min(rate, 60.0 * (beats - 1) / (now - times[-beats + 1]))
+    return rate
+
+
+def _fibrillatory(a: LeadAssessment | None) -> bool:
+    """No sharp QRS energy, a dominant rhythm of 2-9 Hz and a sine-like amplitude distribution."""
+    if a is None or a.spectrum is None:
+        return False
+    sp = a.spectrum
+    return sp.qrs_band < 0.1 and 2.0 <= sp.dominant_hz <= 9.0 and sp.kurtosis < 4.0 and sp.concentration >= 0.4
+
+
+def _pulse_unchanged(pulse: _Pulse, lo: float, hi: float) -> bool:
+    """The pulse wave kept its amplitude and rhythm through [lo, hi] compared with the 30 s before."""
+    before = [(t, a) for t, a in pulse.pulses if lo - 30.0 <= t < lo - 1.0]
+    during = [(t, a) for t, a in pulse.pulses if lo <= t <= hi + 0.5]
+    if len(before) < 5 or len(during) < 2:
+        return False
+    base_amplitude = float(np.median([a for _, a in before]))
+    base_interval = float(np.median(np.diff([t for t, _ in before])))
+    if base_amplitude <= 0 or base_interval <= 0:
+        return False
+    amplitude = float(np.median([a for _, a in during])) / base_amplitude
+    intervals = np.diff([t for t, _ in during]) / base_interval
+    regular = float(np.mean(np.abs(intervals - 1.0) < 0.2)) >= 0.75
+    return amplitude >= 0.75 and regular and not math.isnan(amplitude)
