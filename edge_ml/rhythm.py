@@ -50,6 +50,10 @@ CREDIBLE_CORRELATION = 0.6  # a beat this like the dominant one is a QRS, not a 
 CREDIBLE_AMPLITUDE = 0.5  # ... and so is one at least half the dominant beat's size
 NOISE_AMPLITUDE = 3.0  # a "beat" over three times the dominant one is movement, not a QRS
 CLUSTER_S = 0.1  # beats of different leads within this are one beat
+VT_IRREGULARITY = 0.35  # coefficient of variation of the run's intervals
+VT_LEAD_COHERENCE = 0.5
+POOR_WINDOW = 10  # seconds of quality a lead's poor-signal state is judged on
+POOR_QUALITY = 0.3  # mean quality below this over the window is a poor signal
 MIN_MAP_MMHG = 30.0  # an arterial pressure wave below this mean is not perfusing
 MIN_PULSE_PRESSURE_MMHG = 8.0
 
@@ -86,9 +90,11 @@ class RhythmAssessment:
     rate_source: str | None  # the channel the rate comes from
     evidence: dict[str, str]  # per present condition, which signals showed it
     vetoed: frozenset[str]  # conditions the ECG alone would raise that a pulse wave contradicts
+    leads: frozenset[str]  # the ECG leads being analysed
     lead_off: frozenset[str]
     poor_signal: frozenset[str]  # leads whose quality is too low to judge a rhythm by
     quality: dict[str, float]  # per channel, 0..1
+    pulsing: frozenset[str]  # pulse waves with a perfusing pulse in the last two seconds
 
 
 @dataclass
@@ -100,7 +106,7 @@ class _Lead:
     beats: deque[tuple[float, Beat]] = field(default_factory=deque)  # (time s, beat)
     last_credible_s: float = 0.0
     latest: LeadAssessment | None = None
-    vf_since_s: float | None = None
+    qualities: deque[float] = field(default_factory=lambda: deque(maxlen=POOR_WINDOW))
 
 
 @dataclass
@@ -184,6 +190,8 @@ class RhythmAnalyzer:
     # -- per-signal bookkeeping ------------------------------------------------------------------------------
     def _take_lead(self, lead: _Lead, a: LeadAssessment) -> None:
         lead.latest = a
+        if not a.lead_off:
+            lead.qualities.append(a.quality)
         end = float(self._second)
         for beat in a.beats:
             t = lead.offset_s + beat.index / a.sample_rate_hz
@@ -288,15 +296,16 @@ class RhythmAnalyzer:
                     present.add(EXTREME_BRADYCARDIA)
                     evidence[EXTREME_BRADYCARDIA] = name
 
-        if best is not None:
-            tachy = _run_rate([t for t, _ in best.beats], s.tachy_beats, None)
-            if tachy is not None and tachy > s.tachy_bpm:
+        tachy_rates = [(r, lead.name) for lead in trusted if (r := _run_rate([t for t, _ in lead.beats], s.tachy_beats, None)) is not None]
+        if tachy_rates:
+            tachy, name = max(tachy_rates)
+            if tachy > s.tachy_bpm:
                 slower = [p.name for p in perfusing if (r := _run_rate([t for t, _ in p.pulses], 8, None)) is not None and r < 0.75 * tachy]
                 if slower:
                     vetoed.add(EXTREME_TACHYCARDIA)
                 else:
                     present.add(EXTREME_TACHYCARDIA)
-                    evidence[EXTREME_TACHYCARDIA] = best.name
+                    evidence[EXTREME_TACHYCARDIA] = name
 
         vt = self._ventricular_run(coherence, perfusing)
         if vt is not None:
@@ -315,13 +324,30 @@ class RhythmAnalyzer:
         lead_off = frozenset(lead.name for lead in self._leads.values() if lead.latest is not None and lead.latest.lead_off)
         quality = {lead.name: lead.latest.quality for lead in self._leads.values() if lead.latest is not None}
         quality |= {p.name: p.latest.quality for p in self._pulses.values() if p.latest is not None}
-        poor = frozenset(lead.name for lead in usable if coherence[lead.name] < COHERENT)
+        # Poor signal is noise, judged on quality alone and not while an arrhythmia is present (a fibrillating or
+        # stopped heart is not a noisy lead, however little its beats look like the patient's usual ones).
+        poor = frozenset(
+            lead.name
+            for lead in usable
+            if not present and len(lead.qualities) == POOR_WINDOW and sum(lead.qualities) / POOR_WINDOW < POOR_QUALITY
+        )
+        pulsing = frozenset(p.name for p in perfusing if p.last_pulse_s is not None and end - p.last_pulse_s < 2.0)
         return RhythmAssessment(
-            end, frozenset(present), rate, source, evidence, frozenset(vetoed), lead_off, poor, quality
+            end,
+            frozenset(present),
+            rate,
+            source,
+            evidence,
+            frozenset(vetoed),
+            frozenset(self._leads),
+            lead_off,
+            poor,
+            quality,
+            pulsing,
         )
 
     def _ventricular_run(self, coherence: dict[str, float], perfusing: list[_Pulse]) -> str | None:
-        """The last vt_beats fused beats: fast enough, and ventricular on the weighted evidence of the leads."""
+        """The last vt_beats fused beats: fast, regular enough, and ventricular in every lead that saw them."""
         s = self.settings
         clusters = list(self._clusters)[-s.vt_beats :]
         if len(clusters) < s.vt_beats:
@@ -329,7 +355,10 @@ class RhythmAnalyzer:
         lo, hi = clusters[0].time_s, clusters[-1].time_s
         if hi <= lo or 60.0 * (s.vt_beats - 1) / (hi - lo) <= s.vt_bpm or hi < self._second - 2.0:
             return None
-        weights = {name: 1.0 if c >= 0.5 else 0.2 for name, c in coherence.items()}
+        intervals = np.diff([c.time_s for c in clusters])
+        if float(np.std(intervals) / np.mean(intervals)) > VT_IRREGULARITY:
+            return None  # beats this irregular at this rate are noise, not a ventricular focus
+        weights = {name: 1.0 if c >= VT_LEAD_COHERENCE else 0.2 for name, c in coherence.items()}
         scores = []
         for cluster in clusters:
             num = den = 0.0

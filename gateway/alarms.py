@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge_ml.ecg import EcgAssessment
+from edge_ml.rhythm import ASYSTOLE, RhythmAssessment, RhythmSettings
+from edge_ml.rhythm import CONDITIONS as RHYTHM_CONDITIONS
 from gateway.config import AlarmsSection, LimitRule
 from gateway.model import (
     CONDITIONS_KEY,
@@ -41,13 +42,17 @@ class AlarmEngine:
     def __init__(self, config: AlarmsSection, patients: dict[str, str | None] | None = None) -> None:
         self._config = config
         self._patients = patients or {}
-        self._last_pulse_ns: dict[str, int] = {}  # per patient: when a pulse was last seen (veto evidence)
+        # Per patient and device: when a pulse was last seen (evidence against another device's asystole).
+        self._last_pulse_ns: dict[str, dict[str, int]] = {}
         self._rhythm_since: dict[tuple[str, str], int] = {}
+        self._rhythm_absent: dict[tuple[str, str], int] = {}
+        self._poor: dict[tuple[str, str], tuple[int, bool]] = {}  # per lead: (poor or good since, alarm on)
+        self._poor_now: dict[tuple[str, str], bool] = {}
+        self._leads_seen: dict[str, set[str]] = {}
         self.vetoed = 0
         self._raised_at: dict[tuple[str, str], int] = {}
         self._last_glucose: dict[str, tuple[int, float]] = {}
         self._sessions: dict[str, int] = {}
-        self._poor_since: dict[str, int] = {}
         self._low_battery = config.low_battery_pct
         self._rules: dict[int, list[LimitRule]] = {}
         for rule in config.limits:
@@ -68,7 +73,7 @@ class AlarmEngine:
         if obs.quantity.reference_id == "MDC_PULS_OXIM_PULS_RATE" and obs.value >= MIN_PULSE_BPM:
             patient = self._patients.get(obs.device_id)
             if patient is not None:
-                self._last_pulse_ns[patient] = obs.gateway_time_ns
+                self._last_pulse_ns.setdefault(patient, {})[obs.device_id] = obs.gateway_time_ns
         out: list[Alarm] = []
         if obs.quantity.reference_id == "MDC_CONC_GLU_ISF":
             out += self._glucose_trend(obs)
@@ -166,9 +171,12 @@ class AlarmEngine:
             out += self._tech(device, f"device.{condition}", False, before[condition], t_gw)
         return out
 
-    def _tech(self, device_id: str, condition: str, present: bool, priority: AlarmPriority, t_gw: int) -> list[Alarm]:
-        """A technical alarm goes active when its condition appears and clears when it goes away."""
-        key = (device_id, condition)
+    def _tech(
+        self, device_id: str, condition: str, present: bool, priority: AlarmPriority, t_gw: int, lead: str | None = None
+    ) -> list[Alarm]:
+        """A technical alarm goes active when its condition appears and clears when it goes away (per lead for
+        the ECG's: the lead is in the alarm's detail and its key)."""
+        key = (device_id, condition if lead is None else f"{condition}/{lead}")
         if present == (key in self._technical):
             return []
         if present:
@@ -176,7 +184,8 @@ class AlarmEngine:
         else:
             self._technical.discard(key)
         state = AlarmState.ACTIVE if present else AlarmState.CLEARED
-        return [self._make(device_id, condition, AlarmKind.TECHNICAL, priority, state, t_gw, None, None)]
+        detail = {"lead": lead} if lead is not None else None
+        return [self._make(device_id, condition, AlarmKind.TECHNICAL, priority, state, t_gw, None, None, detail, key[1])]
 
     def _glucose_trend(self, obs: Observation) -> list[Alarm]:
         """Rate of change between consecutive CGM readings (device time), and the sensor's remaining life."""
@@ -230,83 +239,99 @@ class AlarmEngine:
         """A CGM's current session start (from its Session Start Time), for the sensor-expiry warning."""
         self._sessions[device_id] = start_ns
 
+    def rhythm_settings(self, device_id: str) -> RhythmSettings:
+        """The arrhythmia definitions for this device's patient."""
+        return self._config.rhythm_settings(device_id)
+
     def note_pulse(self, device_id: str, t_gw: int) -> None:
         """Evidence of a beating heart from a pleth waveform (or any pulse source) of this device's patient."""
         patient = self._patients.get(device_id)
         if patient is not None:
-            self._last_pulse_ns[patient] = t_gw
+            self._last_pulse_ns.setdefault(patient, {})[device_id] = t_gw
 
-    def evaluate_ecg(self, device_id: str, assessment: EcgAssessment, t_gw: int) -> list[Alarm]:
-        """Rhythm and ECG technical alarms from one second of ECG analysis.
+    def evaluate_rhythm(self, device_id: str, rhythm: RhythmAssessment, t_gw: int) -> list[Alarm]:
+        """Arrhythmia and ECG technical alarms from one second of a patient's fused rhythm analysis.
 
-        Lead-off is a technical alarm and never an asystole.  Asystole (no beat for `asystole_s`) is vetoed
-        when the same patient's pulse oximeter saw a pulse within that time: a flat ECG with a pulsatile
-        pleth is a signal problem, reported as a low-priority technical alarm instead.  Extreme brady- and
-        tachycardia need `rhythm_delay_s` of agreement and adequate signal quality (poor signal holds them).
+        An arrhythmia alarm goes active when its condition holds (for `rhythm_delay_s`, 0 by default: the
+        definitions already require 4 s or a run of beats) and clears once the condition has been gone for
+        `rhythm_hold_s`.  Asystole is also vetoed by a pulse from another device of the same patient (a pulse
+        oximeter reporting a pulse rate); the ECG problem is then reported as a low-priority technical alarm.
+        Lead-off and poor signal are technical alarms per lead; poor signal has hysteresis (it must last
+        `poor_signal_s` to go active and be gone `poor_signal_clear_s` to clear), so a noisy lead does not flap.
         """
-        out = self._tech(device_id, "ecg_lead_off", assessment.lead_off, AlarmPriority.MEDIUM, t_gw)
         cfg = self._config
-        if assessment.lead_off:
-            return out
-        poor = assessment.quality < 0.5
-        since_poor = self._poor_since.setdefault(device_id, t_gw) if poor else self._poor_since.pop(device_id, None)
-        out += self._tech(
-            device_id,
-            "ecg_poor_signal",
-            poor and since_poor is not None and t_gw - since_poor >= cfg.poor_signal_s * 1e9,
-            AlarmPriority.LOW,
-            t_gw,
-        )
-        since = assessment.seconds_since_beat
-        if since is None:  # no beat yet: count from the start of the analysis
-            since = assessment.end_index / assessment.sample_rate_hz
-        no_beats = since >= cfg.asystole_s
-        patient = self._patients.get(device_id)
-        last_pulse = self._last_pulse_ns.get(patient) if patient is not None else None
-        pulse_present = last_pulse is not None and t_gw - last_pulse <= cfg.asystole_s * 1e9
-        if no_beats and pulse_present and (device_id, "ecg_asystole") not in self.active:
+        out: list[Alarm] = []
+        present = set(rhythm.present)
+        vetoed = ASYSTOLE in rhythm.vetoed
+        if ASYSTOLE in present and self._pulse_elsewhere(device_id, t_gw, cfg.asystole_s):
+            present.discard(ASYSTOLE)
+            vetoed = True
+        if vetoed and (device_id, ASYSTOLE) not in self.active:
             self.vetoed += 1
-            out += self._tech(device_id, "ecg_no_beats_pulse_present", True, AlarmPriority.LOW, t_gw)
-            no_beats = False
-        elif not no_beats:
-            out += self._tech(device_id, "ecg_no_beats_pulse_present", False, AlarmPriority.LOW, t_gw)
-        out += self._rhythm(device_id, "ecg_asystole", no_beats, 0.0, t_gw)
-        rate, good = assessment.heart_rate_bpm, assessment.quality >= 0.5
-        if rate is not None and good and not no_beats:
-            out += self._rhythm(
-                device_id,
-                "ecg_extreme_brady",
-                rate < cfg.extreme_brady_bpm,
-                cfg.rhythm_delay_s,
-                t_gw,
-                clear=rate >= cfg.extreme_brady_bpm + 5,
-            )
-            out += self._rhythm(
-                device_id,
-                "ecg_extreme_tachy",
-                rate > cfg.extreme_tachy_bpm,
-                cfg.rhythm_delay_s,
-                t_gw,
-                clear=rate <= cfg.extreme_tachy_bpm - 5,
-            )
+        out += self._tech(device_id, "ecg_no_beats_pulse_present", vetoed, AlarmPriority.LOW, t_gw)
+        hr = quantity("MDC_ECG_HEART_RATE")
+        for condition in RHYTHM_CONDITIONS:
+            key = (device_id, condition)
+            if condition in present:
+                self._rhythm_absent.pop(key, None)
+                since = self._rhythm_since.setdefault(key, t_gw)
+                if key in self.active or t_gw - since < cfg.rhythm_delay_s * 1e9:
+                    continue
+                detail = {"evidence": rhythm.evidence.get(condition, "")}
+                out.append(
+                    self._make(
+                        device_id,
+                        condition,
+                        AlarmKind.PHYSIOLOGICAL,
+                        AlarmPriority.HIGH,
+                        AlarmState.ACTIVE,
+                        t_gw,
+                        hr,
+                        None,
+                        detail,
+                    )
+                )
+                continue
+            self._rhythm_since.pop(key, None)
+            if key not in self.active:
+                continue
+            gone = self._rhythm_absent.setdefault(key, t_gw)
+            if t_gw - gone >= cfg.rhythm_hold_s * 1e9:
+                self._rhythm_absent.pop(key, None)
+                out.append(
+                    self._make(
+                        device_id, condition, AlarmKind.PHYSIOLOGICAL, AlarmPriority.HIGH, AlarmState.CLEARED, t_gw, hr, None
+                    )
+                )
+        leads = self._leads_seen.setdefault(device_id, set())
+        leads.update(rhythm.leads)
+        for lead in sorted(leads):
+            off = lead in rhythm.lead_off
+            out += self._tech(device_id, "ecg_lead_off", off, AlarmPriority.MEDIUM, t_gw, lead)
+            out += self._poor_signal(device_id, lead, lead in rhythm.poor_signal and not off, t_gw)
         return out
 
-    def _rhythm(
-        self, device_id: str, condition: str, present: bool, delay_s: float, t_gw: int, clear: bool | None = None
-    ) -> list[Alarm]:
-        key = (device_id, condition)
-        if present:
-            since = self._rhythm_since.setdefault(key, t_gw)
-            if key in self.active or t_gw - since < delay_s * 1e9:
-                return []
-            state = AlarmState.ACTIVE
-        else:
-            self._rhythm_since.pop(key, None)
-            if key not in self.active or clear is False:
-                return []
-            state = AlarmState.CLEARED
-        hr = quantity("MDC_ECG_HEART_RATE")
-        return [self._make(device_id, condition, AlarmKind.PHYSIOLOGICAL, AlarmPriority.HIGH, state, t_gw, hr, None)]
+    def _poor_signal(self, device_id: str, lead: str, poor: bool, t_gw: int) -> list[Alarm]:
+        """Poor signal with hysteresis: on after `poor_signal_s` of poor signal, off after `poor_signal_clear_s`
+        of good signal; in between, the alarm keeps its state."""
+        cfg = self._config
+        key = (device_id, lead)
+        since, on = self._poor.get(key, (t_gw, False))
+        if poor != self._poor_now.get(key, False):
+            since = t_gw
+        self._poor_now[key] = poor
+        if poor and not on and t_gw - since >= cfg.poor_signal_s * 1e9:
+            on = True
+        elif not poor and on and t_gw - since >= cfg.poor_signal_clear_s * 1e9:
+            on = False
+        self._poor[key] = (since, on)
+        return self._tech(device_id, "ecg_poor_signal", on, AlarmPriority.LOW, t_gw, lead)
+
+    def _pulse_elsewhere(self, device_id: str, t_gw: int, within_s: float) -> bool:
+        """A pulse seen within `within_s` by another device of this device's patient."""
+        patient = self._patients.get(device_id)
+        pulses = self._last_pulse_ns.get(patient, {}) if patient is not None else {}
+        return any(t_gw - t <= within_s * 1e9 for device, t in pulses.items() if device != device_id)
 
     def escalate(self, t_gw: int) -> list[Alarm]:
         """Alarms active and unacknowledged for `escalate_after_s` go up one priority (a new event each)."""
@@ -365,12 +390,16 @@ class AlarmEngine:
         t_gw: int,
         q: Quantity | None,
         t_dev: int | None,
+        detail: dict[str, str] | None = None,
+        key: str | None = None,
     ) -> Alarm:
-        alarm = Alarm(new_id(), device_id, condition, kind, priority, state, t_gw, q, t_dev)
+        """A new alarm event; `key` tells apart alarms of one condition on one device (an ECG lead's)."""
+        alarm = Alarm(new_id(), device_id, condition, kind, priority, state, t_gw, q, t_dev, detail or {})
+        slot = (device_id, key or condition)
         if state is AlarmState.ACTIVE:
-            self.active[(device_id, condition)] = alarm
-            self._raised_at[(device_id, condition)] = t_gw
+            self.active[slot] = alarm
+            self._raised_at[slot] = t_gw
         else:
-            self.active.pop((device_id, condition), None)
-            self._raised_at.pop((device_id, condition), None)
+            self.active.pop(slot, None)
+            self._raised_at.pop(slot, None)
         return alarm

@@ -107,9 +107,11 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true")
 
     bench = sub.add_parser("bench", help="measure this box's capacity (see docs/BENCHMARKS.md)")
-    bench.add_argument("name", help="buffer, sync, qrs, pipeline, modbus or hl7")
+    bench.add_argument("name", help="alarms, buffer, sync, qrs, pipeline, modbus or hl7")
     bench.add_argument("--json", action="store_true", help="print one JSON object of figures")
     bench.add_argument("--record", type=Path, help="WFDB record (path without extension) where the bench uses one")
+    bench.add_argument("--records", type=Path, help="qrs bench: score every record with .atr labels in this folder")
+    bench.add_argument("--dataset", type=Path, help="alarms bench: Challenge-format records and their ALARMS file")
     bench.add_argument("--backlog-mb", type=int, default=1024, help="buffer bench: backlog size for the RSS check")
     bench.add_argument("--devices", type=int, default=50, help="sync bench: simulated devices")
     bench.add_argument("--seconds", type=float, help="modbus and hl7 benches: measuring window (default 10 and 5)")
@@ -494,7 +496,7 @@ def _write_bundle(result: dict[str, Any], output: Path | None, *, as_json: bool)
 
 def cmd_replay(path: Path, *, as_json: bool) -> int:
     from gateway.replay import replay  # noqa: PLC0415
-    from hil.wfdb import WfdbError  # noqa: PLC0415
+    from edge_ml.wfdb import WfdbError  # noqa: PLC0415
 
     configure_logging("warning", "auto")
     try:
@@ -524,6 +526,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.name,
         as_json=args.json,
         record=args.record,
+        records=args.records,
+        dataset=args.dataset,
         backlog_mb=args.backlog_mb,
         devices=args.devices,
         backlog_s=args.backlog_s,

@@ -12,12 +12,15 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.errors import ConfigError
 from gateway.nomenclature import BY_REFERENCE, Kind
+
+if TYPE_CHECKING:
+    from edge_ml.rhythm import RhythmSettings
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "gateway.toml"
 
@@ -255,13 +258,35 @@ class LocalAlarmChannel(_Section):
     protocol: Literal["5", "3.1.1"] = "5"
 
 
+class RhythmLimits(_Section):
+    """One patient's arrhythmia alarm definitions, replacing the general ones for that device (unset: general)."""
+
+    device: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    asystole_s: Annotated[float, Field(ge=2, le=30)] | None = None
+    extreme_brady_bpm: Annotated[float, Field(ge=10, le=100)] | None = None
+    extreme_brady_beats: Annotated[int, Field(ge=2, le=30)] | None = None
+    extreme_tachy_bpm: Annotated[float, Field(ge=100, le=350)] | None = None
+    extreme_tachy_beats: Annotated[int, Field(ge=2, le=60)] | None = None
+    vt_bpm: Annotated[float, Field(ge=60, le=300)] | None = None
+    vt_beats: Annotated[int, Field(ge=3, le=30)] | None = None
+    vf_s: Annotated[float, Field(ge=2, le=30)] | None = None
+
+
 class AlarmsSection(_Section):
     low_battery_pct: Annotated[float, Field(ge=0, le=100)] = 15.0
-    # Rhythm alarms from the ECG waveform (IEC 60601-2-27 style): asystole, extreme brady- and tachycardia.
-    asystole_s: Annotated[float, Field(ge=2, le=30)] = 5.0
-    extreme_brady_bpm: Annotated[float, Field(ge=10, le=100)] = 30.0
-    extreme_tachy_bpm: Annotated[float, Field(ge=100, le=350)] = 180.0
-    rhythm_delay_s: Annotated[float, Field(ge=0, le=60)] = 5.0
+    # Arrhythmia alarms from every ECG lead, pleth and arterial pressure a patient has (docs/ALARMS.md).  The
+    # defaults are IEC 60601-2-27's and the PhysioNet/CinC Challenge 2015's definitions.
+    asystole_s: Annotated[float, Field(ge=2, le=30)] = 4.0
+    extreme_brady_bpm: Annotated[float, Field(ge=10, le=100)] = 40.0
+    extreme_brady_beats: Annotated[int, Field(ge=2, le=30)] = 5
+    extreme_tachy_bpm: Annotated[float, Field(ge=100, le=350)] = 140.0
+    extreme_tachy_beats: Annotated[int, Field(ge=2, le=60)] = 17
+    vt_bpm: Annotated[float, Field(ge=60, le=300)] = 100.0
+    vt_beats: Annotated[int, Field(ge=3, le=30)] = 5
+    vf_s: Annotated[float, Field(ge=2, le=30)] = 4.0
+    rhythm_delay_s: Annotated[float, Field(ge=0, le=60)] = 0.0  # extra persistence before an arrhythmia alarm
+    rhythm_hold_s: Annotated[float, Field(ge=0, le=60)] = 2.0  # an arrhythmia alarm stays this long after its cause
+    rhythm: Annotated[tuple[RhythmLimits, ...], Field(strict=False)] = ()  # per-patient definitions
     # An active alarm nobody acknowledged for this long is escalated one priority (low -> medium -> high).
     escalate_after_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
     local: LocalAlarmChannel | None = None
@@ -270,8 +295,31 @@ class AlarmsSection(_Section):
     glucose_rise_mg_dl_min: Annotated[float, Field(gt=0, le=20)] = 3.0
     cgm_sensor_life_h: Annotated[float, Field(gt=0, le=24 * 30)] = 240.0
     cgm_expiry_warning_h: Annotated[float, Field(gt=0, le=72)] = 24.0
-    poor_signal_s: Annotated[float, Field(gt=0, le=600)] = 15.0
+    poor_signal_s: Annotated[float, Field(gt=0, le=600)] = 15.0  # a lead poor this long raises ecg_poor_signal
+    poor_signal_clear_s: Annotated[float, Field(gt=0, le=600)] = 30.0  # ... and good this long clears it
     limits: Annotated[tuple[LimitRule, ...], Field(strict=False)] = ()
+
+    def rhythm_settings(self, device_id: str) -> RhythmSettings:
+        """The arrhythmia definitions for one device: its own where configured, else the general ones."""
+        from edge_ml.rhythm import RhythmSettings  # noqa: PLC0415 - the signal stack only where rhythm is analysed
+
+        values: dict[str, float] = {
+            "asystole_s": self.asystole_s,
+            "brady_bpm": self.extreme_brady_bpm,
+            "brady_beats": self.extreme_brady_beats,
+            "tachy_bpm": self.extreme_tachy_bpm,
+            "tachy_beats": self.extreme_tachy_beats,
+            "vt_bpm": self.vt_bpm,
+            "vt_beats": self.vt_beats,
+            "vf_s": self.vf_s,
+        }
+        for own in self.rhythm:
+            if own.device == device_id:
+                renamed = {"extreme_brady_bpm": "brady_bpm", "extreme_brady_beats": "brady_beats"}
+                renamed |= {"extreme_tachy_bpm": "tachy_bpm", "extreme_tachy_beats": "tachy_beats"}
+                for key, value in own.model_dump(exclude={"device"}, exclude_none=True).items():
+                    values[renamed.get(key, key)] = value
+        return RhythmSettings(**values)
 
 
 _IDENT = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"

@@ -109,6 +109,9 @@ _TABLE: tuple[Quantity, ...] = (
     _q("MDC_ECG_ELEC_POTL_AVF", MDC_PART_SCADA, 320, "uV", "ECG lead aVF", Kind.WAVEFORM),
     _q("MDC_PULS_OXIM_PLETH", MDC_PART_SCADA, 19380, "1", "Plethysmogram", Kind.WAVEFORM),
     _q("MDC_PRESS_BLD_ART_ABP", MDC_PART_SCADA, 18960, "mm[Hg]", "Arterial pressure", Kind.WAVEFORM),
+    # Impedance respiration wave: context-free 151780 as bedside monitors send it in PCD-01 (OBX-3
+    # 151780^MDC_IMPED_TTHOR^MDC), IHE PCD Rosetta Terminology Mapping.
+    _q("MDC_IMPED_TTHOR", MDC_PART_SCADA, 20708, "Ohm", "Transthoracic impedance (respiration)", Kind.WAVEFORM),
 )
 
 BY_REFERENCE: dict[str, Quantity] = {q.reference_id: q for q in _TABLE}

@@ -16,8 +16,8 @@ from collections import deque
 from collections.abc import Callable
 
 from cloud_sync.wire import encode_batch
-from edge_ml.ecg import EcgAnalyzer
-from edge_ml.pleth import PlethAnalyzer
+from edge_ml.beats import BeatClassifier, ModelBeatClassifier, RuleBeatClassifier
+from edge_ml.rhythm import ChannelKind, RhythmAnalyzer
 from edge_ml.runtime import Model
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer
@@ -67,6 +67,8 @@ class Pipeline:
         beat_model: Model | None = None,
     ) -> None:
         self.beat_model = beat_model
+        # The beat classifier the rhythm analysis uses: the model when it loaded, else the rules.
+        self._classifier: BeatClassifier = ModelBeatClassifier(beat_model) if beat_model else RuleBeatClassifier()
         self._buffer = buffer
         self._alarms = alarms
         self._metrics = metrics
@@ -93,8 +95,7 @@ class Pipeline:
         self.stored = asyncio.Event()  # set after each commit; the uplink waits on it
         self.alarm_listeners: list[AlarmListener] = []
         self._episode: Eviction | None = None
-        self._ecg: dict[str, tuple[EcgAnalyzer, int]] = {}
-        self._pleth: dict[str, PlethAnalyzer] = {}
+        self._rhythm: dict[str, RhythmAnalyzer] = {}  # per device: every ECG lead, pleth and pressure it sends
         # Latest value per (device, quantity), for the local display only; never logged.
         self.latest: dict[tuple[str, str], Observation] = {}
         self.latest_status: dict[str, DeviceStatus] = {}
@@ -203,34 +204,29 @@ class Pipeline:
         if len(self._fifo) < self._queue_size:
             self._space.set()
 
-    def _analyse_ecg(self, chunk: WaveformChunk) -> list[Alarm]:
-        """Rhythm analysis of a device's first ECG lead, chunk by chunk (the analyser carries its state)."""
-        state = self._ecg.get(chunk.device_id)
-        if state is None or state[1] != chunk.quantity.code or state[0].fs != chunk.sample_rate_hz:
-            if state is not None and state[1] != chunk.quantity.code:
-                return []  # another lead of a device already analysed
-            state = (EcgAnalyzer(chunk.sample_rate_hz, self.beat_model), chunk.quantity.code)
-            self._ecg[chunk.device_id] = state
-        millivolts = chunk.physical() / 1000.0 if chunk.unit == "uV" else chunk.physical()
+    def _analyse_rhythm(self, chunk: WaveformChunk, kind: ChannelKind) -> list[Alarm]:
+        """Rhythm analysis of a device's signals, chunk by chunk: each ECG lead, pleth and arterial pressure
+        wave feeds the device's analyser, which judges each second once every signal has covered it."""
+        analyser = self._rhythm.get(chunk.device_id)
+        if analyser is None:
+            settings = self._alarms.rhythm_settings(chunk.device_id)
+            analyser = self._rhythm[chunk.device_id] = RhythmAnalyzer(settings, self._classifier)
+        values = chunk.physical()
+        if kind is ChannelKind.ECG and chunk.unit == "uV":
+            values = values / 1000.0  # the analysis works in millivolts
         raised: list[Alarm] = []
-        for assessment in state[0].process(millivolts):
-            raised += self._alarms.evaluate_ecg(chunk.device_id, assessment, chunk.gateway_time_ns)
-        return raised
-
-    def _analyse_pleth(self, chunk: WaveformChunk) -> None:
-        analyser = self._pleth.get(chunk.device_id)
-        if analyser is None or analyser.fs != chunk.sample_rate_hz:
-            analyser = self._pleth[chunk.device_id] = PlethAnalyzer(chunk.sample_rate_hz)
-        for assessment in analyser.process(chunk.physical()):
-            if assessment.pulsatile:
+        for rhythm in analyser.feed(chunk.quantity.reference_id, kind, chunk.sample_rate_hz, values):
+            if rhythm.pulsing:
                 self._alarms.note_pulse(chunk.device_id, chunk.gateway_time_ns)
+            raised += self._alarms.evaluate_rhythm(chunk.device_id, rhythm, chunk.gateway_time_ns)
+        return raised
 
     def _add(self, event: Event) -> None:
         raised = self._alarms.evaluate(event)
-        if isinstance(event, WaveformChunk) and event.quantity.reference_id.startswith("MDC_ECG_ELEC_POTL"):
-            raised += self._analyse_ecg(event)
-        elif isinstance(event, WaveformChunk) and event.quantity.reference_id == "MDC_PULS_OXIM_PLETH":
-            self._analyse_pleth(event)
+        if isinstance(event, WaveformChunk):
+            kind = rhythm_kind(event.quantity.reference_id)
+            if kind is not None:
+                raised += self._analyse_rhythm(event, kind)
         if isinstance(event, Observation):
             self.latest[(event.device_id, event.quantity.reference_id)] = event
         elif isinstance(event, DeviceStatus):
@@ -377,6 +373,17 @@ class Pipeline:
             detail=detail,
         )
         self._announce(alarm)
+
+
+def rhythm_kind(reference_id: str) -> ChannelKind | None:
+    """Which rhythm signal a waveform is (every ECG lead, the pleth, an arterial pressure), or None."""
+    if reference_id.startswith("MDC_ECG_ELEC_POTL"):
+        return ChannelKind.ECG
+    if reference_id == "MDC_PULS_OXIM_PLETH":
+        return ChannelKind.PLETH
+    if reference_id.startswith("MDC_PRESS_BLD_ART"):
+        return ChannelKind.ABP
+    return None
 
 
 def _split(events: list[Event], max_items: int, lane: Lane, waveform_record_s: float) -> list[list[Event]]:

@@ -1,9 +1,10 @@
 """`iomt-gateway replay PATH`: stream a WFDB record through the pipeline as a simulated bedside monitor.
 
-The record's ECG (and its pleth and arterial pressure, when it has them) becomes WaveformChunks of one
-second each, in record time, fed to the production pipeline (alarm rules, ECG analysis with the beat model,
-batching, the encrypted buffer in a temporary directory).  The alarms it raises are printed with their time
-in the record, kind and priority: a way to check the alarm logic against any recording, offline.
+Every ECG lead of the record, and its pleth, arterial pressure and respiration waves, become WaveformChunks of
+one second each, in record time, fed to the production pipeline (the rhythm analysis of every signal with the
+beat classifier, the alarm rules, batching, the encrypted buffer in a temporary directory): what replay
+measures is what a patient on the gateway gets.  The alarms it raises are listed with their time in the
+record, kind and priority: a way to check the alarm logic against any recording, offline.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_ml.runtime import bundled, load_model
+from edge_ml.beats import MODEL_NAME
+from edge_ml.runtime import ModelError, bundled, load_model
+from edge_ml.wfdb import Record, read_record
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer, generate_key_file, load_keyring
 from gateway.config import AlarmsSection
@@ -24,42 +27,53 @@ from gateway.metrics import Metrics
 from gateway.model import Alarm, WaveformChunk, new_id
 from gateway.nomenclature import quantity
 from gateway.pipeline import Pipeline
-from hil.wfdb import Record, read_record
 
 DEVICE = "replay-monitor"
 START_NS = 1_700_000_000 * 10**9  # record time zero on the gateway clock (any fixed instant will do)
 
-ECG_LEADS = {
+# Signal names as PhysioNet records spell them.  "V" and "MCL" (a monitor's one chest lead, which one
+# unsaid) have no lead of their own in 11073-10101: they go out as the unspecified lead.
+SIGNALS = {
     "mlii": "MDC_ECG_ELEC_POTL_II",
     "ii": "MDC_ECG_ELEC_POTL_II",
     "i": "MDC_ECG_ELEC_POTL_I",
     "iii": "MDC_ECG_ELEC_POTL_III",
-    "v1": "MDC_ECG_ELEC_POTL_V1",
-    "v5": "MDC_ECG_ELEC_POTL_V5",
+    "avr": "MDC_ECG_ELEC_POTL_AVR",
+    "avl": "MDC_ECG_ELEC_POTL_AVL",
+    "avf": "MDC_ECG_ELEC_POTL_AVF",
+    **{f"v{n}": f"MDC_ECG_ELEC_POTL_V{n}" for n in range(1, 7)},
+    "v": "MDC_ECG_ELEC_POTL",
+    "mcl": "MDC_ECG_ELEC_POTL",
     "mcl1": "MDC_ECG_ELEC_POTL",
     "ecg": "MDC_ECG_ELEC_POTL",
-}
-OTHER = {
     "abp": "MDC_PRESS_BLD_ART_ABP",
     "art": "MDC_PRESS_BLD_ART_ABP",
     "pleth": "MDC_PULS_OXIM_PLETH",
     "ppg": "MDC_PULS_OXIM_PLETH",
+    "resp": "MDC_IMPED_TTHOR",
 }
 
 
 def channels(record: Record) -> list[tuple[int, str]]:
-    """(signal index, MDC reference id): the first ECG lead, and pleth/pressure when present."""
+    """(signal index, MDC reference id) of every signal the gateway knows, each quantity once."""
     out: list[tuple[int, str]] = []
     for i, spec in enumerate(record.signals):
-        name = spec.description.strip().lower()
-        if name in ECG_LEADS and not any(ref.startswith("MDC_ECG_ELEC_POTL") for _, ref in out):
-            out.append((i, ECG_LEADS[name]))
-        elif name in OTHER and OTHER[name] not in {ref for _, ref in out}:
-            out.append((i, OTHER[name]))
+        ref = SIGNALS.get(spec.description.strip().lower())
+        if ref is not None and ref not in {r for _, r in out}:
+            out.append((i, ref))
     return out
 
 
-async def replay(path: Path, alarms: AlarmsSection | None = None) -> dict[str, Any]:
+def beat_model() -> Any:
+    """The bundled beat classifier, or None (the rules then stand in) when it cannot be loaded."""
+    try:
+        return load_model(bundled(MODEL_NAME))
+    except ModelError:
+        return None
+
+
+async def replay(path: Path, alarms: AlarmsSection | None = None, model: Any = None) -> dict[str, Any]:
+    """Replay one record; its signals, the alarms raised (record time), and the samples per second."""
     record = read_record(path)
     selected = channels(record)
     if not selected:
@@ -77,7 +91,7 @@ async def replay(path: Path, alarms: AlarmsSection | None = None) -> dict[str, A
             Metrics(),
             gateway_id="replay",
             patients={DEVICE: None},
-            beat_model=load_model(bundled("ecg_beat_autoencoder")),
+            beat_model=model if model is not None else beat_model(),
         )
 
         def collect(alarm: Alarm) -> None:
@@ -88,6 +102,7 @@ async def replay(path: Path, alarms: AlarmsSection | None = None) -> dict[str, A
                     "kind": alarm.kind.value,
                     "priority": alarm.priority.value,
                     "state": alarm.state.value,
+                    **({"lead": alarm.detail["lead"]} if "lead" in alarm.detail else {}),
                 }
             )
 
@@ -102,7 +117,7 @@ async def replay(path: Path, alarms: AlarmsSection | None = None) -> dict[str, A
                 spec = record.signals[index]
                 chunk = np.array(record.data[index][lo:hi], dtype=np.int32)
                 # WFDB's "no sample" value: the monitor had nothing here; send its baseline (0 mV, a flat line).
-                chunk[chunk == record.invalid_value(index)] = record.signals[index].baseline
+                chunk[chunk == record.invalid_value(index)] = spec.baseline
                 q = quantity(ref)
                 # ADC units with the record's calibration: physical = (adc - baseline) / gain, in uV for ECG.
                 scale = 1000.0 / spec.gain if q.ucum == "uV" else 1.0 / spec.gain

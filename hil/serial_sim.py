@@ -28,7 +28,7 @@ import numpy.typing as npt
 from drivers.serial import hl7
 from drivers.serial.framing import mllp_wrap
 from drivers.serial.nonin import FRAMES_PER_PACKET, DataFormat, encode_packet
-from hil.wfdb import WfdbError, physionet_dir, read_annotations, read_record
+from edge_ml.wfdb import WfdbError, physionet_dir, read_annotations, read_record
 
 PACKET_S = FRAMES_PER_PACKET / 75.0  # a Nonin packet: 25 frames at 75 frames/s
 

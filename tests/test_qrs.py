@@ -11,7 +11,7 @@ import pytest
 
 from edge_ml.qrs import QrsDetector, score
 from hil.physiology import SyntheticEcg
-from hil.wfdb import physionet_dir, read_annotations, read_record
+from edge_ml.wfdb import physionet_dir, read_annotations, read_record
 
 DATA = physionet_dir()
 needs_data = pytest.mark.skipif(not (DATA / "100.hea").exists(), reason=f"MIT-BIH record 100 not found in {DATA}")

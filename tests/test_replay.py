@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from hil.physiology import SyntheticEcg
-from hil.wfdb import physionet_dir
+from edge_ml.wfdb import physionet_dir
 from tests.test_wfdb import _write_212
 
 DATA = physionet_dir()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hil.wfdb import WfdbError, physionet_dir, read_annotations, read_header, read_record
+from edge_ml.wfdb import WfdbError, physionet_dir, read_annotations, read_header, read_record
 
 DATA = physionet_dir()
 needs_data = pytest.mark.skipif(not (DATA / "100.hea").exists(), reason=f"PhysioNet records not found in {DATA}")

@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from edge_ml.beats import FEATURES, MODEL_NAME, beat_features
 from edge_ml.ecg import LeadAnalyzer
-from hil.wfdb import read_annotations, read_record
+from edge_ml.wfdb import read_annotations, read_record
 
 SEED = 2026
 VENTRICULAR = {5, 10}  # V, E

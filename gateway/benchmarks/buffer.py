@@ -30,7 +30,7 @@ from gateway.model import Event, Lane, Observation, WaveformChunk, new_id, now_n
 from gateway.nomenclature import quantity
 from gateway.pipeline import Pipeline
 from hil.physiology import SyntheticEcg
-from hil.wfdb import WfdbError, physionet_dir, read_record
+from edge_ml.wfdb import WfdbError, physionet_dir, read_record
 
 NUMERIC_ROWS = 300_000
 CHUNK_S = 0.25

@@ -30,7 +30,7 @@ from gateway.model import Alarm, AlarmState, Observation, WaveformChunk, new_id,
 from gateway.nomenclature import quantity
 from gateway.pipeline import Pipeline
 from hil.physiology import SyntheticEcg
-from hil.wfdb import WfdbError, physionet_dir, read_record
+from edge_ml.wfdb import WfdbError, physionet_dir, read_record
 
 MONITORS = 8
 SECONDS = 600

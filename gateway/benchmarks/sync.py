@@ -47,7 +47,7 @@ from gateway.model import (
 from gateway.nomenclature import quantity
 from gateway.pipeline import Pipeline
 from hil.physiology import SyntheticEcg
-from hil.wfdb import WfdbError, physionet_dir, read_record
+from edge_ml.wfdb import WfdbError, physionet_dir, read_record
 
 DEVICES = 50
 BACKLOG_S = 3600
