@@ -1,7 +1,7 @@
 """Is this beat ventricular?  The on-device beat classifier, and the rules that stand in when no model loads.
 
-Both judge a beat against the lead's own dominant beat (`edge_ml.ecg` keeps it): its shape and the template's
-(64 points each, normalised the same way), the QRS width, the correlation and amplitude ratio to the template,
+Both judge a beat against the lead's own dominant beat (`edge_ml.ecg` keeps it): how its shape differs from the
+template's (64 points each, normalised the same way), the QRS width, the correlation and amplitude ratio to the template,
 and how premature the beat came.  Judging against the patient's own normal beat is what lets a classifier
 trained on other patients (the inter-patient split of the MIT-BIH Arrhythmia Database, DS1) work on a new one.
 
@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from edge_ml.runtime import Model
 
-FEATURES = 132  # shape (64) + template (64) + width, correlation, log amplitude ratio, RR ratio
+FEATURES = 68  # shape minus template (64) + width, correlation, log amplitude ratio, RR ratio
 MODEL_NAME = "ecg_beat_classifier"
 
 
@@ -54,9 +54,8 @@ def beat_features(
         min(rr_ratio, 3.0),
     )
     out = np.empty(FEATURES, dtype=np.float32)
-    out[:64] = shape
-    out[64:128] = template
-    out[128:] = scalars
+    out[:64] = shape - template  # only how the beat differs from the patient's own: absolute shapes vary by lead
+    out[64:] = scalars
     return out
 
 

@@ -40,7 +40,7 @@ SPECTRUM_S = 4.0  # the fibrillation measures look at the last four seconds
 HISTORY_S = 8.0  # conditioned signal kept (beat windows, spectra, quality)
 
 FLAT_MV = 1e-6  # below this peak-to-peak (one nanovolt), the signal is not moving at all
-LOW_MV = 0.02  # quieter than this, there is no usable QRS even if the lead is on
+LOW_MV = 0.15  # quieter than this, there is no QRS to judge quality by (a heart at standstill, a weak lead)
 HIGH_MV = 8.0  # more than this peak-to-peak in a second is movement or a rail, not cardiac
 HRV_BEATS = 300  # about five minutes
 HRV_MIN_BEATS = 30  # fewer RR intervals than this give no meaningful SDNN or RMSSD

@@ -52,6 +52,7 @@ NOISE_AMPLITUDE = 3.0  # a "beat" over three times the dominant one is movement,
 CLUSTER_S = 0.1  # beats of different leads within this are one beat
 VT_IRREGULARITY = 0.35  # coefficient of variation of the run's intervals
 VT_LEAD_COHERENCE = 0.5
+VT_MIN_WIDTH_MS = 90.0  # median QRS width of the run's beats
 POOR_WINDOW = 10  # seconds of quality a lead's poor-signal state is judged on
 POOR_QUALITY = 0.3  # mean quality below this over the window is a poor signal
 MIN_MAP_MMHG = 30.0  # an arterial pressure wave below this mean is not perfusing
@@ -368,6 +369,9 @@ class RhythmAnalyzer:
                 den += w
             scores.append(num / den if den else 0.0)
         evidence = sum(scores) / len(scores)
+        widths = [b.width_ms for c in clusters for b in c.beats.values()]
+        if sorted(widths)[len(widths) // 2] < VT_MIN_WIDTH_MS:
+            return None  # narrow complexes are supraventricular, however unlike the usual beat they look
         unchanged = any(_pulse_unchanged(p, lo, hi) for p in perfusing)
         if evidence < (s.vt_evidence_with_pulse if unchanged else s.vt_evidence):
             return None

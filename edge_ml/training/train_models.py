@@ -2,8 +2,8 @@
 
     python -m edge_ml.training.train_models [--out edge_ml/models] [--ds1 DIR]
 
-1. `ecg_beat_classifier`: is a beat ventricular?  A small dense network over the beat's shape, its lead's
-   dominant beat and four scalars (`edge_ml.beats.beat_features`), trained on the 22 records of DS1, the
+1. `ecg_beat_classifier`: is a beat ventricular?  A small dense network over how the beat's shape differs from
+   its lead's dominant beat, and four scalars (`edge_ml.beats.beat_features`), trained on the 22 records of DS1, the
    training half of the standard inter-patient split of the MIT-BIH Arrhythmia Database (de Chazal et al.,
    2004), both leads.  The beats and their features come from the gateway's own lead analysis
    (`edge_ml.ecg.LeadAnalyzer`: its QRS detector, its templates), so training sees exactly what the gateway
@@ -237,7 +237,7 @@ def main() -> None:
             "inputs": [{"name": "beat_features", "shape": [1, FEATURES], "dtype": "float32"}],
             "outputs": [{"name": "p_ventricular", "shape": [1, 1], "dtype": "float32"}],
             "preprocessing": {
-                "features": "edge_ml.beats.beat_features: shape(64), template(64), width/100 ms, correlation, "
+                "features": "edge_ml.beats.beat_features: shape minus template (64), width/100 ms, correlation, "
                 "log amplitude ratio, RR ratio",
                 "window_s": [-0.25, 0.45],
             },
