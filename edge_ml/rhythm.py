@@ -52,6 +52,8 @@ NOISE_AMPLITUDE = 3.0  # a "beat" over three times the dominant one is movement,
 CLUSTER_S = 0.1  # beats of different leads within this are one beat
 VT_IRREGULARITY = 0.35  # coefficient of variation of the run's intervals
 VT_LEAD_COHERENCE = 0.5
+TACHY_MEDIAN = 1
+BRADY_MARGIN_BPM = 5.0  # a channel this much over the limit vetoes a slow one
 VT_MIN_WIDTH_MS = 90.0  # median QRS width of the run's beats
 POOR_WINDOW = 10  # seconds of quality a lead's poor-signal state is judged on
 POOR_QUALITY = 0.3  # mean quality below this over the window is a poor signal
@@ -77,7 +79,7 @@ class RhythmSettings:
     vt_bpm: float = 100.0
     vt_beats: int = 5
     vf_s: float = 4.0
-    vt_evidence: float = 0.6  # mean ventricular probability of the run's beats
+    vt_evidence: float = 0.5  # mean ventricular probability of the run's beats
     vt_evidence_with_pulse: float = 0.9  # ... when a pulse wave stays unchanged through the run
 
 
@@ -198,9 +200,7 @@ class RhythmAnalyzer:
             t = lead.offset_s + beat.index / a.sample_rate_hz
             lead.beats.append((t, beat))
             self._cluster(lead.name, t, beat)
-            if beat.amplitude_ratio <= NOISE_AMPLITUDE and (
-                beat.correlation >= CREDIBLE_CORRELATION or beat.amplitude_ratio >= CREDIBLE_AMPLITUDE
-            ):
+            if _credible(beat):
                 lead.last_credible_s = max(lead.last_credible_s, t)
         if a.lead_off:
             lead.last_credible_s = end
@@ -282,22 +282,29 @@ class RhythmAnalyzer:
             rate = _rate([t for t, _ in perfusing[0].pulses], 8)
             source = perfusing[0].name
 
-        brady_channels: list[tuple[str, list[float]]] = []
-        if best is not None:
-            brady_channels.append((best.name, [t for t, _ in best.beats]))
-        brady_channels += [(p.name, [t for t, _ in p.pulses]) for p in perfusing]
-        if brady_channels:
-            name, times = brady_channels[0]
-            brady = _run_rate(times, s.brady_beats, end)
+        # Extreme bradycardia: the most coherent lead (trusted or not: a slow heart's escape beats may not look
+        # like its usual ones), unless a perfusing pulse beats clearly faster (a lead that misses beats is slow).
+        brady_lead = max(usable, key=lambda lead: (coherence[lead.name], lead.latest.quality if lead.latest else 0.0), default=None)
+        if brady_lead is not None:
+            brady = _run_rate([t for t, b in brady_lead.beats if _credible(b)], s.brady_beats, end)
             if brady is not None and brady < s.brady_bpm:
-                faster = [n for n, ts in brady_channels[1:] if (r := _run_rate(ts, s.brady_beats, end)) is not None and r >= s.brady_bpm + 5]
+                faster = [
+                    p.name
+                    for p in perfusing
+                    if (r := _run_rate([t for t, _ in p.pulses], s.brady_beats, end)) is not None
+                    and r >= s.brady_bpm + BRADY_MARGIN_BPM
+                ]
                 if faster and ASYSTOLE not in present:
                     vetoed.add(EXTREME_BRADYCARDIA)
                 else:
                     present.add(EXTREME_BRADYCARDIA)
-                    evidence[EXTREME_BRADYCARDIA] = name
+                    evidence[EXTREME_BRADYCARDIA] = brady_lead.name
 
-        tachy_rates = [(r, lead.name) for lead in trusted if (r := _run_rate([t for t, _ in lead.beats], s.tachy_beats, None)) is not None]
+        tachy_rates = [
+            (r, lead.name)
+            for lead in trusted
+            if (r := (_median_rate if TACHY_MEDIAN else _run_rate)([t for t, _ in lead.beats], s.tachy_beats, None)) is not None
+        ]
         if tachy_rates:
             tachy, name = max(tachy_rates)
             if tachy > s.tachy_bpm:
@@ -378,6 +385,13 @@ class RhythmAnalyzer:
         return ",".join(sorted({name for c in clusters for name in c.beats}))
 
 
+def _credible(beat: Beat) -> bool:
+    """A QRS rather than a P wave or noise: like the dominant beat, or at least half its size (not three times)."""
+    return beat.amplitude_ratio <= NOISE_AMPLITUDE and (
+        beat.correlation >= CREDIBLE_CORRELATION or beat.amplitude_ratio >= CREDIBLE_AMPLITUDE
+    )
+
+
 def _rate(times: list[float], beats: int) -> float | None:
     """Median rate of the last `beats` intervals (None with fewer than 3 beats)."""
     recent = times[-(beats + 1) :]
@@ -400,6 +414,16 @@ def _run_rate(times: list[float], beats: int, now: float | None) -> float | None
     if now is not None and now - times[-1] > span / (beats - 1):
         rate = min(rate, 60.0 * (beats - 1) / (now - times[-beats + 1]))
     return rate
+
+
+def _median_rate(times: list[float], beats: int, now: float | None) -> float | None:
+    """Rate from the median interval of the last `beats` beats (a missed or extra beat moves it little)."""
+    del now
+    if len(times) < beats:
+        return None
+    intervals = sorted(b - a for a, b in zip(times[-beats:], times[-beats + 1 :], strict=False))
+    middle = intervals[len(intervals) // 2]
+    return 60.0 / middle if middle > 0 else None
 
 
 def _fibrillatory(a: LeadAssessment | None) -> bool:
