@@ -52,7 +52,6 @@ NOISE_AMPLITUDE = 3.0  # a "beat" over three times the dominant one is movement,
 CLUSTER_S = 0.1  # beats of different leads within this are one beat
 VT_IRREGULARITY = 0.35  # coefficient of variation of the run's intervals
 VT_LEAD_COHERENCE = 0.5
-TACHY_MEDIAN = 1
 BRADY_MARGIN_BPM = 5.0  # a channel this much over the limit vetoes a slow one
 VT_MIN_WIDTH_MS = 90.0  # median QRS width of the run's beats
 POOR_WINDOW = 10  # seconds of quality a lead's poor-signal state is judged on
@@ -145,49 +144,69 @@ class RhythmAnalyzer:
         self._leads: dict[str, _Lead] = {}
         self._pulses: dict[str, _Pulse] = {}
         self._second = 0  # seconds fused so far
+        self._t0: float | None = None  # the first sample's time (the timeline's zero)
         self._clusters: deque[_Cluster] = deque()
 
     @property
     def channels(self) -> list[str]:
         return [*self._leads, *self._pulses]
 
-    def feed(self, channel: str, kind: ChannelKind, fs: float, samples: npt.ArrayLike) -> list[RhythmAssessment]:
-        """Add samples of one signal; returns the seconds that became complete across all signals."""
+    def feed(
+        self, channel: str, kind: ChannelKind, fs: float, samples: npt.ArrayLike, start_s: float | None = None
+    ) -> list[RhythmAssessment]:
+        """Add samples of one signal; returns the seconds that became complete across all signals.
+
+        `start_s` is when the samples began, on a clock shared by the signals (seconds): a signal that starts
+        later, or restarts, is placed on the patient's timeline by it.  Without it, a new signal starts now.
+        """
+        if self._t0 is None:
+            self._t0 = start_s if start_s is not None else 0.0
+        offset = float(round(start_s - self._t0)) if start_s is not None else float(self._second)
         if kind is ChannelKind.ECG:
             lead = self._leads.get(channel)
             if lead is None or lead.analyzer.fs != fs:
-                lead = self._leads[channel] = _Lead(channel, LeadAnalyzer(fs, self._classifier, self._mains_hz), self._second)
+                analyzer = LeadAnalyzer(fs, self._classifier, self._mains_hz)
+                lead = self._leads[channel] = _Lead(channel, analyzer, offset)
             lead.queue.extend(lead.analyzer.process(samples))
         else:
             pulse = self._pulses.get(channel)
             if pulse is None or pulse.analyzer.fs != fs:
                 pressure = kind is ChannelKind.ABP
-                pulse = self._pulses[channel] = _Pulse(
-                    channel, PulseAnalyzer(fs, pressure=pressure), self._second, pressure
-                )
+                pulse = self._pulses[channel] = _Pulse(channel, PulseAnalyzer(fs, pressure=pressure), offset, pressure)
             pulse.queue.extend(pulse.analyzer.process(samples))
         return self._fuse_ready()
 
     def _fuse_ready(self) -> list[RhythmAssessment]:
+        """Fuse every second all signals have covered; a signal STALL_S behind the leader is left out."""
         out = []
         while True:
             channels: list[_Lead | _Pulse] = [*self._leads.values(), *self._pulses.values()]
-            if not channels or not any(c.queue for c in channels):
+            nxt = self._second + 1
+            for c in channels:  # a second already fused (a signal that joined late): too late to count
+                while c.queue and _second_of(c) < nxt:
+                    c.queue.popleft()
+            ready = [c for c in channels if c.queue]
+            if not ready:
                 return out
-            waiting = [c for c in channels if not c.queue]
+            newest = max(_second_of(c) + len(c.queue) - 1 for c in ready)
+            waiting = [c for c in channels if not c.queue and c.offset_s < nxt]
             if waiting:
-                ahead = max(len(c.queue) for c in channels)
-                if ahead < STALL_S:
+                if newest - nxt < STALL_S:
                     return out
                 for c in waiting:  # stalled: leave it out until it sends again (it restarts then)
                     self._leads.pop(c.name, None)
                     self._pulses.pop(c.name, None)
                 continue
-            self._second += 1
-            for lead in self._leads.values():
-                self._take_lead(lead, lead.queue.popleft())
-            for pulse in self._pulses.values():
-                self._take_pulse(pulse, pulse.queue.popleft())
+            if all(_second_of(c) > nxt for c in ready):
+                self._second = min(_second_of(c) for c in ready) - 1  # a gap with no signal at all
+                continue
+            self._second = nxt
+            present = [c for c in ready if _second_of(c) == nxt]
+            for c in present:
+                if isinstance(c, _Lead):
+                    self._take_lead(c, c.queue.popleft())
+                else:
+                    self._take_pulse(c, c.queue.popleft())
             out.append(self._judge())
 
     # -- per-signal bookkeeping ------------------------------------------------------------------------------
@@ -303,9 +322,9 @@ class RhythmAnalyzer:
         tachy_rates = [
             (r, lead.name)
             for lead in trusted
-            if (r := (_median_rate if TACHY_MEDIAN else _run_rate)([t for t, _ in lead.beats], s.tachy_beats, None)) is not None
+            if (r := _median_rate([t for t, b in lead.beats if _credible(b)], s.tachy_beats, None)) is not None
         ]
-        if tachy_rates:
+        if tachy_rates and ASYSTOLE not in present:
             tachy, name = max(tachy_rates)
             if tachy > s.tachy_bpm:
                 slower = [p.name for p in perfusing if (r := _run_rate([t for t, _ in p.pulses], 8, None)) is not None and r < 0.75 * tachy]
@@ -383,6 +402,12 @@ class RhythmAnalyzer:
         if evidence < (s.vt_evidence_with_pulse if unchanged else s.vt_evidence):
             return None
         return ",".join(sorted({name for c in clusters for name in c.beats}))
+
+
+def _second_of(channel: _Lead | _Pulse) -> int:
+    """The patient-timeline second the channel's next queued assessment ends."""
+    a = channel.queue[0]
+    return round(channel.offset_s + a.end_index / a.sample_rate_hz)
 
 
 def _credible(beat: Beat) -> bool:

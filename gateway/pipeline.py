@@ -215,7 +215,8 @@ class Pipeline:
         if kind is ChannelKind.ECG and chunk.unit == "uV":
             values = values / 1000.0  # the analysis works in millivolts
         raised: list[Alarm] = []
-        for rhythm in analyser.feed(chunk.quantity.reference_id, kind, chunk.sample_rate_hz, values):
+        start_s = (chunk.gateway_time_ns - chunk.duration_ns) / 1e9  # the chunk ends when it arrived
+        for rhythm in analyser.feed(chunk.quantity.reference_id, kind, chunk.sample_rate_hz, values, start_s):
             if rhythm.pulsing:
                 self._alarms.note_pulse(chunk.device_id, chunk.gateway_time_ns)
             raised += self._alarms.evaluate_rhythm(chunk.device_id, rhythm, chunk.gateway_time_ns)
