@@ -20,7 +20,8 @@ import math
 from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -70,7 +71,7 @@ class Spectrum:
 
     dominant_hz: float  # strongest frequency between 1.5 and 10 Hz
     concentration: float  # power within 1 Hz of it over the power from 1 to 30 Hz
-    qrs_band: float  # power 5-15 Hz over 1-40 Hz: sharp QRS complexes put energy there
+    sharp: float  # power 15-40 Hz over 1-40 Hz: QRS complexes put energy there, a fibrillating heart does not
     high_band: float  # power above 40 Hz over the total: muscle noise and interference
     kurtosis: float  # about 3 for noise or a sine-like wave, far higher for a QRS train
 
@@ -86,11 +87,23 @@ class LeadAssessment:
     quality: float  # 0 (unusable) .. 1 (clean), from this lead alone
     last_beat_index: int | None  # the latest beat the detector decided, measured or not yet
     beats: tuple[Beat, ...]  # beats whose whole window arrived during this second
-    spectrum: Spectrum | None  # None until four seconds have been seen
+    recent: npt.NDArray[np.float64] | None  # the last four seconds of conditioned signal (None before four)
     restart_index: int  # the first sample of the current run (after the last lead-off)
     heart_rate_bpm: float | None = None  # median of the last ten seconds' RR
     sdnn_ms: float | None = None  # heart-rate variability over the last five minutes of beats
     rmssd_ms: float | None = None
+
+    @property
+    def spectrum(self) -> Spectrum | None:
+        """Band measures of the last four seconds, computed when first asked (the fibrillation rule asks only
+        when the lead's beats leave room for doubt)."""
+        if self.recent is None:
+            return None
+        cached: Spectrum | None = self.__dict__.get("_spectrum")
+        if cached is None:
+            cached = spectrum(self.recent, self.sample_rate_hz)
+            object.__setattr__(self, "_spectrum", cached)
+        return cached
 
     @property
     def seconds_since_beat(self) -> float:
@@ -126,8 +139,7 @@ class LeadAnalyzer:
         self._rr_ms: deque[float] = deque(maxlen=HRV_BEATS)
         self._recent: deque[int] = deque(maxlen=40)
         self._hrv: tuple[float | None, float | None] = (None, None)
-        self._template: npt.NDArray[np.float64] | None = None
-        self._template_ptp = 0.0
+        self._dominant: _Template | None = None  # the lead's dominant beat, once it has one
         self._templates: list[_Template] = []
 
     def process(self, samples: npt.ArrayLike) -> list[LeadAssessment]:
@@ -152,7 +164,7 @@ class LeadAnalyzer:
         saturated = not lead_off and _clipped(window)
         quality = 0.0 if lead_off else _quality(conditioned, span)
         beats = self._measure_ready()
-        spectrum = self._spectrum() if len(self._history) >= self._spectrum_n and not lead_off else None
+        recent = self._history[-self._spectrum_n :] if len(self._history) >= self._spectrum_n and not lead_off else None
         assessment = LeadAssessment(
             self._index,
             self.fs,
@@ -161,7 +173,7 @@ class LeadAnalyzer:
             quality,
             self._last_beat,
             tuple(beats),
-            spectrum,
+            recent,
             self._detector_start,
             self._rate(),
             *self._hrv,
@@ -201,24 +213,26 @@ class LeadAnalyzer:
         qrs = raw[self._before - self._qrs_half : self._before + self._qrs_half + 1]
         width_ms = _qrs_width(qrs) * 1000.0 / self.fs
         qrs_ptp = float(np.ptp(qrs))
-        rr_median = float(np.median(self._rr)) if len(self._rr) >= 3 else None
+        rr_median = _median(self._rr) if len(self._rr) >= 3 else None
         rr_ratio = rr / rr_median if rr is not None and rr_median else 1.0
-        if self._template is None:
+        unit = _unit(shape[QRS_POINTS])
+        dominant = self._dominant
+        if dominant is None:
             correlation, amplitude = 1.0, 1.0
         else:
-            correlation = _correlation(shape[QRS_POINTS], self._template[QRS_POINTS])
-            amplitude = qrs_ptp / self._template_ptp if self._template_ptp > 0 else 1.0
+            correlation = float(np.dot(unit, dominant.unit))
+            amplitude = qrs_ptp / dominant.ptp if dominant.ptp > 0 else 1.0
         if self._classifier is not None:
             ventricular = self._classifier.probability(
-                shape, self._template, width_ms, correlation, amplitude, rr_ratio
+                shape, dominant.shape if dominant is not None else None, width_ms, correlation, amplitude, rr_ratio
             )
         else:
             ventricular = 0.0
         beat = Beat(r_peak, confidence, width_ms, correlation, amplitude, rr_ratio, ventricular)
-        self._learn_template(shape, qrs_ptp, beat)
+        self._learn_template(shape, unit, qrs_ptp)
         return beat
 
-    def _learn_template(self, shape: npt.NDArray[np.float64], qrs_ptp: float, beat: Beat) -> None:
+    def _learn_template(self, shape: npt.NDArray[np.float32], unit: npt.NDArray[np.float64], qrs_ptp: float) -> None:
         """Keep the lead's beat morphologies as a few running templates; the dominant one is the most frequent.
 
         A beat joins the template it correlates best with (at least MATCH_CORRELATION), else starts a new one
@@ -226,71 +240,63 @@ class LeadAnalyzer:
         follows the patient: a run of ectopic beats, or a lead moved, changes it only if it lasts."""
         best, best_r = None, MATCH_CORRELATION
         for template in self._templates:
-            r = _correlation(shape[QRS_POINTS], template.shape[QRS_POINTS])
+            r = float(np.dot(unit, template.unit))
             if r >= best_r:
                 best, best_r = template, r
-        for template in self._templates:
             template.count *= TEMPLATE_DECAY
         if best is None:
             if len(self._templates) >= MAX_TEMPLATES:
                 self._templates.remove(min(self._templates, key=lambda t: t.count))
-            self._templates.append(_Template(shape.astype(np.float64), qrs_ptp, 1.0))
+            self._templates.append(_Template(shape.astype(np.float64), unit, qrs_ptp, 1.0))
         else:
             best.shape += TEMPLATE_ALPHA * (shape - best.shape)
+            best.unit = _unit(best.shape[QRS_POINTS])
             best.ptp += TEMPLATE_ALPHA * (qrs_ptp - best.ptp)
             best.count += 1.0
         dominant = max(self._templates, key=lambda t: t.count)
         if dominant.count >= TEMPLATE_BEATS / 2:
-            self._template, self._template_ptp = dominant.shape, dominant.ptp
+            self._dominant = dominant
 
     def _rate(self) -> float | None:
         recent = [b for b in self._recent if b > self._index - 10 * self.fs]
         if len(recent) < 3:
             return None
-        intervals = np.diff(recent)
-        return 60.0 * self.fs / float(np.median(intervals))
-
-    # -- spectrum --------------------------------------------------------------------------------------------
-    def _spectrum(self) -> Spectrum:
-        x = self._history[-self._spectrum_n :]
-        x = x - x.mean()
-        power = np.abs(np.fft.rfft(x * _hann(len(x)))) ** 2
-        freqs = _freqs(len(x), self.fs)
-        df = freqs[1]
-
-        def band(lo: float, hi: float) -> float:
-            return float(power[int(math.ceil(lo / df)) : int(hi / df) + 1].sum())
-
-        search = slice(int(math.ceil(1.5 / df)), int(10.0 / df) + 1)
-        peak = search.start + int(np.argmax(power[search]))
-        dominant = float(freqs[peak])
-        wide = band(1.0, 30.0) or 1e-12
-        concentration = band(dominant - 1.0, dominant + 1.0) / wide
-        total = float(power.sum()) or 1e-12
-        high = band(40.0, self.fs / 2) / total if self.fs > 80 else 0.0
-        qrs_band = band(5.0, 15.0) / (band(1.0, 40.0) or 1e-12)
-        centred = x
-        variance = float(np.dot(centred, centred)) / len(x) or 1e-12
-        squared = centred * centred
-        kurtosis = float(np.dot(squared, squared)) / len(x) / (variance * variance)
-        return Spectrum(dominant, concentration, qrs_band, high, kurtosis)
-
+        return 60.0 * self.fs / _median(b - a for a, b in zip(recent, recent[1:], strict=False))
 
 @dataclass(slots=True, eq=False)
 class _Template:
     shape: npt.NDArray[np.float64]
+    unit: npt.NDArray[np.float64]  # its QRS, centred and of unit norm: a correlation is one dot product
     ptp: float
     count: float
+
+
+def spectrum(x: npt.NDArray[np.float64], fs: float) -> Spectrum:
+    """Band measures of a stretch of conditioned ECG (the fibrillation rule's evidence)."""
+    x = x - float(x.sum()) / len(x)
+    power = np.abs(np.fft.rfft(x * _hann(len(x)))) ** 2
+    df = fs / len(x)
+
+    def band(lo: float, hi: float) -> float:
+        return float(power[int(math.ceil(lo / df)) : int(hi / df) + 1].sum())
+
+    search = slice(int(math.ceil(1.5 / df)), int(10.0 / df) + 1)
+    peak = search.start + int(np.argmax(power[search]))
+    dominant = peak * df
+    wide = band(1.0, 30.0) or 1e-12
+    concentration = band(dominant - 1.0, dominant + 1.0) / wide
+    total = float(power.sum()) or 1e-12
+    high = band(40.0, fs / 2) / total if fs > 80 else 0.0
+    sharp = band(15.0, 40.0) / (band(1.0, 40.0) or 1e-12)
+    squared = x * x
+    variance = float(squared.sum()) / len(x) or 1e-12
+    kurtosis = float(np.dot(squared, squared)) / len(x) / (variance * variance)
+    return Spectrum(dominant, concentration, sharp, high, kurtosis)
 
 
 @lru_cache(maxsize=16)
 def _hann(n: int) -> npt.NDArray[np.float64]:
     return np.hanning(n)
-
-
-@lru_cache(maxsize=16)
-def _freqs(n: int, fs: float) -> npt.NDArray[np.float64]:
-    return np.fft.rfftfreq(n, 1.0 / fs)
 
 
 @lru_cache(maxsize=8)
@@ -303,16 +309,24 @@ def normalise_beat(window: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
     (the classifier's training uses this very function)."""
     positions, samples = _grid(len(window))
     resampled = np.interp(positions, samples, window)
-    centred = resampled - np.median(resampled)
+    middle = np.partition(resampled, (BEAT_POINTS // 2 - 1, BEAT_POINTS // 2))  # the median, without np.median's cost
+    centred = resampled - 0.5 * (middle[BEAT_POINTS // 2 - 1] + middle[BEAT_POINTS // 2])
     scale = float(np.max(np.abs(centred))) or 1.0
     return (centred / scale).astype(np.float32)
 
 
-def _correlation(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float:
-    a = a - a.mean()
-    b = b - b.mean()
-    denominator = math.sqrt(float(np.dot(a, a)) * float(np.dot(b, b)))
-    return float(np.dot(a, b)) / denominator if denominator > 0 else 0.0
+def _unit(x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
+    """`x` centred and scaled to unit norm (zeros for a constant), so Pearson's r of two is their dot product."""
+    centred = x.astype(np.float64) - float(x.sum()) / len(x)
+    norm = math.sqrt(float(np.dot(centred, centred)))
+    return centred / norm if norm > 0 else np.zeros(len(x))
+
+
+def _median(values: Iterable[float]) -> float:
+    """Median of a short sequence (a sort beats numpy's overhead below a few dozen values)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    return float(ordered[n // 2]) if n % 2 else 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])
 
 
 def _qrs_width(qrs: npt.NDArray[np.float64]) -> int:
@@ -343,7 +357,7 @@ def _quality(window: npt.NDArray[np.float64], span: float) -> float:
         return 0.0
     if span < LOW_MV:
         return 0.5
-    centred = window - window.mean()
+    centred = window - float(window.sum()) / len(window)
     squared = centred * centred
     n = len(window)
     variance = float(squared.sum()) / n or 1e-12

@@ -13,8 +13,9 @@ The rules follow IEC 60601-2-27 and the PhysioNet/CinC Challenge 2015 definition
 - `ventricular_tachycardia`: 5 consecutive beats judged ventricular (the beat classifier, across the leads
   that saw each beat) at over 100 /min.  A pulse wave that stays unchanged through the run demands stronger
   evidence.
-- `ventricular_fibrillation`: a fibrillatory, flutter or oscillatory ECG (no sharp QRS energy, a dominant
-  frequency of 2-9 Hz, low kurtosis) in every usable lead for 4 s, with no perfusing pulse.
+- `ventricular_fibrillation`: a fibrillatory, flutter or oscillatory ECG (no energy above 15 Hz where QRS
+  complexes put theirs, a dominant frequency of 2-9 Hz, low kurtosis) in every usable lead for 4 s, with no
+  perfusing pulse.
 
 A lead that is off, saturated or noisy never alone raises a physiological alarm: its beats are trusted only
 while it is coherent (most of its recent beats match its own dominant beat), and its state is reported for
@@ -54,6 +55,8 @@ VT_IRREGULARITY = 0.35  # coefficient of variation of the run's intervals
 VT_LEAD_COHERENCE = 0.5
 BRADY_MARGIN_BPM = 5.0  # a channel this much over the limit vetoes a slow one
 VT_MIN_WIDTH_MS = 90.0  # median QRS width of the run's beats
+NOISE_WIDTH_MS = 240.0  # a "QRS" this wide is noise (the measure's window is 300 ms)
+VF_SHARP = 0.01  # share of 1-40 Hz power above 15 Hz: under it, no QRS complexes
 POOR_WINDOW = 10  # seconds of quality a lead's poor-signal state is judged on
 POOR_QUALITY = 0.3  # mean quality below this over the window is a poor signal
 MIN_MAP_MMHG = 30.0  # an arterial pressure wave below this mean is not perfusing
@@ -106,6 +109,7 @@ class _Lead:
     offset_s: float
     queue: deque[LeadAssessment] = field(default_factory=deque)
     beats: deque[tuple[float, Beat]] = field(default_factory=deque)  # (time s, beat)
+    credible: deque[float] = field(default_factory=deque)  # times of the beats that are QRS complexes
     last_credible_s: float = 0.0
     latest: LeadAssessment | None = None
     qualities: deque[float] = field(default_factory=lambda: deque(maxlen=POOR_WINDOW))
@@ -221,10 +225,13 @@ class RhythmAnalyzer:
             self._cluster(lead.name, t, beat)
             if _credible(beat):
                 lead.last_credible_s = max(lead.last_credible_s, t)
+                lead.credible.append(t)
         if a.lead_off:
             lead.last_credible_s = end
         while lead.beats and lead.beats[0][0] < end - HISTORY_S:
             lead.beats.popleft()
+        while lead.credible and lead.credible[0] < end - HISTORY_S:
+            lead.credible.popleft()
 
     def _take_pulse(self, pulse: _Pulse, a: PulseAssessment) -> None:
         pulse.latest = a
@@ -259,6 +266,22 @@ class RhythmAnalyzer:
         if len(recent) < 3:
             return 0.0
         return sum(b.correlation >= 0.8 for b in recent) / len(recent)
+
+    @staticmethod
+    def _noisy(lead: _Lead, seconds: int = POOR_WINDOW) -> bool:
+        """The lead's quality over its last `seconds` is too low to judge a rhythm by."""
+        if len(lead.qualities) < seconds:
+            return False
+        recent = list(lead.qualities)[-seconds:]
+        return sum(recent) / seconds < POOR_QUALITY
+
+    def _beating(self, lead: _Lead) -> bool:
+        """The lead shows at least two beats like its dominant one in the last four seconds, at a rate no faster
+        than 150 /min: no fibrillation there, whatever the spectrum would say (so it need not be computed)."""
+        since = self._second - self.settings.vf_s
+        recent = [b for t, b in lead.beats if t >= since]
+        like = sum(b.correlation >= 0.8 for b in recent)
+        return like >= 2 and like >= 0.7 * len(recent) and len(recent) <= 1 + 2.5 * self.settings.vf_s
 
     def _perfusing(self, pulse: _Pulse) -> bool:
         a = pulse.latest
@@ -301,11 +324,20 @@ class RhythmAnalyzer:
             rate = _rate([t for t, _ in perfusing[0].pulses], 8)
             source = perfusing[0].name
 
+        vf_leads = [lead for lead in usable if not self._beating(lead) and _fibrillatory(lead.latest)]
+        if usable and len(vf_leads) == len(usable):
+            pulsing = [p.name for p in perfusing if p.last_pulse_s is not None and end - p.last_pulse_s < s.vf_s]
+            if pulsing:
+                vetoed.add(VENTRICULAR_FIBRILLATION)
+            else:
+                present.add(VENTRICULAR_FIBRILLATION)
+                evidence[VENTRICULAR_FIBRILLATION] = ",".join(lead.name for lead in vf_leads)
+
         # Extreme bradycardia: the most coherent lead (trusted or not: a slow heart's escape beats may not look
         # like its usual ones), unless a perfusing pulse beats clearly faster (a lead that misses beats is slow).
         brady_lead = max(usable, key=lambda lead: (coherence[lead.name], lead.latest.quality if lead.latest else 0.0), default=None)
-        if brady_lead is not None:
-            brady = _run_rate([t for t, b in brady_lead.beats if _credible(b)], s.brady_beats, end)
+        if brady_lead is not None and VENTRICULAR_FIBRILLATION not in present:
+            brady = _run_rate(list(brady_lead.credible), s.brady_beats, end)
             if brady is not None and brady < s.brady_bpm:
                 faster = [
                     p.name
@@ -322,9 +354,9 @@ class RhythmAnalyzer:
         tachy_rates = [
             (r, lead.name)
             for lead in trusted
-            if (r := _median_rate([t for t, b in lead.beats if _credible(b)], s.tachy_beats, None)) is not None
+            if (r := _median_rate(list(lead.credible), s.tachy_beats, None)) is not None
         ]
-        if tachy_rates and ASYSTOLE not in present:
+        if tachy_rates and not present & {ASYSTOLE, VENTRICULAR_FIBRILLATION}:
             tachy, name = max(tachy_rates)
             if tachy > s.tachy_bpm:
                 slower = [p.name for p in perfusing if (r := _run_rate([t for t, _ in p.pulses], 8, None)) is not None and r < 0.75 * tachy]
@@ -339,25 +371,12 @@ class RhythmAnalyzer:
             present.add(VENTRICULAR_TACHYCARDIA)
             evidence[VENTRICULAR_TACHYCARDIA] = vt
 
-        vf_leads = [lead for lead in usable if _fibrillatory(lead.latest)]
-        if usable and len(vf_leads) == len(usable):
-            pulsing = [p.name for p in perfusing if p.last_pulse_s is not None and end - p.last_pulse_s < s.vf_s]
-            if pulsing:
-                vetoed.add(VENTRICULAR_FIBRILLATION)
-            else:
-                present.add(VENTRICULAR_FIBRILLATION)
-                evidence[VENTRICULAR_FIBRILLATION] = ",".join(lead.name for lead in vf_leads)
-
         lead_off = frozenset(lead.name for lead in self._leads.values() if lead.latest is not None and lead.latest.lead_off)
         quality = {lead.name: lead.latest.quality for lead in self._leads.values() if lead.latest is not None}
         quality |= {p.name: p.latest.quality for p in self._pulses.values() if p.latest is not None}
         # Poor signal is noise, judged on quality alone and not while an arrhythmia is present (a fibrillating or
         # stopped heart is not a noisy lead, however little its beats look like the patient's usual ones).
-        poor = frozenset(
-            lead.name
-            for lead in usable
-            if not present and len(lead.qualities) == POOR_WINDOW and sum(lead.qualities) / POOR_WINDOW < POOR_QUALITY
-        )
+        poor = frozenset(lead.name for lead in usable if not present and self._noisy(lead))
         pulsing = frozenset(p.name for p in perfusing if p.last_pulse_s is not None and end - p.last_pulse_s < 2.0)
         return RhythmAssessment(
             end,
@@ -385,13 +404,17 @@ class RhythmAnalyzer:
         intervals = np.diff([c.time_s for c in clusters])
         if float(np.std(intervals) / np.mean(intervals)) > VT_IRREGULARITY:
             return None  # beats this irregular at this rate are noise, not a ventricular focus
-        weights = {name: 1.0 if c >= VT_LEAD_COHERENCE else 0.2 for name, c in coherence.items()}
+        # Incoherent leads (their usual beat unclear) say little.
+        weights = {
+            name: 1.0 if c >= VT_LEAD_COHERENCE else 0.2
+            for name, c in coherence.items()
+        }
         scores = []
         for cluster in clusters:
             num = den = 0.0
             for name, beat in cluster.beats.items():
-                w = weights.get(name, 0.2)
-                num += w * (beat.ventricular if beat.amplitude_ratio <= NOISE_AMPLITUDE else 0.0)
+                w = weights.get(name, 0.0)
+                num += w * (beat.ventricular if _qrs_like(beat) else 0.0)
                 den += w
             scores.append(num / den if den else 0.0)
         evidence = sum(scores) / len(scores)
@@ -408,6 +431,12 @@ def _second_of(channel: _Lead | _Pulse) -> int:
     """The patient-timeline second the channel's next queued assessment ends."""
     a = channel.queue[0]
     return round(channel.offset_s + a.end_index / a.sample_rate_hz)
+
+
+def _qrs_like(beat: Beat) -> bool:
+    """Sized and shaped like a QRS complex at all: under three times the dominant beat, and with its slope energy
+    not spread evenly over the whole +/- 150 ms window the way noise spreads it."""
+    return beat.amplitude_ratio <= NOISE_AMPLITUDE and beat.width_ms < NOISE_WIDTH_MS
 
 
 def _credible(beat: Beat) -> bool:
@@ -452,11 +481,12 @@ def _median_rate(times: list[float], beats: int, now: float | None) -> float | N
 
 
 def _fibrillatory(a: LeadAssessment | None) -> bool:
-    """No sharp QRS energy, a dominant rhythm of 2-9 Hz and a sine-like amplitude distribution."""
+    """No sharp QRS energy (under 1 % of it above 15 Hz), a dominant rhythm of 2-9 Hz and a sine-like
+    amplitude distribution."""
     if a is None or a.spectrum is None:
         return False
     sp = a.spectrum
-    return sp.qrs_band < 0.1 and 2.0 <= sp.dominant_hz <= 9.0 and sp.kurtosis < 4.0 and sp.concentration >= 0.4
+    return sp.sharp < VF_SHARP and 2.0 <= sp.dominant_hz <= 9.0 and sp.kurtosis < 4.0 and sp.concentration >= 0.4
 
 
 def _pulse_unchanged(pulse: _Pulse, lo: float, hi: float) -> bool:
