@@ -11,7 +11,7 @@ import pytest
 
 from edge_ml.runtime import ModelError, bundled, load_model
 
-MODELS = ("ecg_beat_autoencoder", "battery_forecast")
+MODELS = ("ecg_beat_classifier", "battery_forecast")
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -29,8 +29,8 @@ def test_a_model_that_fails_its_check_is_refused(tmp_path: Path, tamper: str) ->
     for name in MODELS:
         for suffix in (".tflite", ".json"):
             shutil.copy(bundled(name).with_suffix(suffix), tmp_path / f"{name}{suffix}")
-    model_file = tmp_path / "ecg_beat_autoencoder.tflite"
-    manifest = tmp_path / "ecg_beat_autoencoder.json"
+    model_file = tmp_path / "ecg_beat_classifier.tflite"
+    manifest = tmp_path / "ecg_beat_classifier.json"
     if tamper == "one byte changed":
         data = bytearray(model_file.read_bytes())
         data[len(data) // 2] ^= 0x01
@@ -58,3 +58,22 @@ def test_battery_forecast_is_sensible() -> None:
     slow = model.run(np.linspace(0.90, 0.89, 12, dtype=np.float32))[0, 0] * 100
     fast = model.run(np.linspace(0.40, 0.18, 12, dtype=np.float32))[0, 0] * 100
     assert slow > fast > 0, (slow, fast)  # a slowly draining battery lasts longer
+
+
+def test_the_beat_classifier_ships_its_inter_patient_evaluation() -> None:
+    manifest = load_model(bundled("ecg_beat_classifier")).manifest
+    evaluation = manifest.extra["evaluation"]
+    assert "inter-patient" in evaluation["evaluation"] and "DS1" in evaluation["source"]
+    assert evaluation["roc_auc"] > 0.85 and evaluation["sensitivity"] > 0.6
+    assert manifest.inputs[0].shape == (1, 68) and manifest.outputs[0].shape == (1, 1)
+
+
+def test_a_refused_beat_model_leaves_the_rules_in_charge(tmp_path: Path) -> None:
+    from gateway.replay import beat_model  # noqa: PLC0415
+
+    assert beat_model() is not None
+    for suffix in (".tflite", ".json"):
+        shutil.copy(bundled("ecg_beat_classifier").with_suffix(suffix), tmp_path / f"m{suffix}")
+    (tmp_path / "m.tflite").write_bytes(b"not a model")
+    with pytest.raises(ModelError):
+        load_model(tmp_path / "m.json")

@@ -1,10 +1,11 @@
-"""The streaming QRS detector: EC57 scoring on MIT-BIH record 100, chunk invariance, synthetic ECG."""
+"""The streaming QRS detector: EC57 scoring on MIT-BIH records, chunk invariance, synthetic ECG."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +22,8 @@ def _detect(samples: np.ndarray, fs: float, chunk: int) -> list[int]:
     detector = QrsDetector(fs)
     out: list[int] = []
     for i in range(0, len(samples), chunk):
-        out += detector.process(samples[i : i + chunk])
-    return out + detector.finish()
+        out += [d.index for d in detector.process(samples[i : i + chunk])]
+    return out + [d.index for d in detector.finish()]
 
 
 def _synthetic(seconds: float = 60.0, fs: float = 250.0) -> tuple[np.ndarray, list[int], float]:
@@ -35,7 +36,26 @@ def _synthetic(seconds: float = 60.0, fs: float = 250.0) -> tuple[np.ndarray, li
 def test_synthetic_ecg_beats_are_all_found() -> None:
     samples, beats, fs = _synthetic()
     tp, fp, fn = score(_detect(samples, fs, 250), beats, fs)
-    assert fn <= 1 and fp == 0, (tp, fp, fn)  # the first beat may fall in the 2 s learning period
+    assert fn == 0 and fp == 0, (tp, fp, fn)  # the learning period's beats are decided once it ends
+
+
+def test_no_beats_are_found_in_a_heart_at_standstill() -> None:
+    ecg = SyntheticEcg(250.0, heart_rate_bpm=70.0, seed=3)
+    before = ecg.next(20 * 250) / 1000.0
+    ecg.rhythm = "asystole"
+    after = ecg.next(20 * 250) / 1000.0
+    found = _detect(np.concatenate([before, after]), 250.0, 250)
+    # Until the detector gives up on the old level (8 s without a beat) and learns anew, nothing is a beat.
+    assert not [b for b in found if 20.5 * 250 < b < 28 * 250], "the amplifier's noise is not taken for beats"
+
+
+def test_a_lead_whose_amplitude_drops_is_followed_again() -> None:
+    samples, beats, fs = _synthetic(60.0)
+    samples[round(20 * fs) :] *= 0.15  # the electrode moved: a sixth of the amplitude from 20 s on
+    tp, fp, fn = score(_detect(samples, fs, 250), beats, fs)
+    late = [b for b in beats if b > 35 * fs]
+    assert fn <= (len(beats) - len(late)) // 4 and fp == 0, (tp, fp, fn)
+    assert score(_detect(samples, fs, 250), late, fs)[0] >= len(late) - 1, "found again within 15 s"
 
 
 @pytest.mark.parametrize("source", ["synthetic", "mit-bih-100"])
@@ -72,6 +92,45 @@ def test_scoring_matches_within_150_ms_once() -> None:
     assert score([130], [100], fs) == (0, 1, 1)  # 300 ms away: no match
 
 
+DS1 = DATA.parent / "mitdb-ds1"
+
+
+@pytest.mark.skipif(not (DS1 / "207.hea").exists(), reason=f"MIT-BIH DS1 records not found in {DS1}")
+def test_bench_qrs_scores_a_folder_of_records(tmp_path: Path) -> None:
+    # A small subset (the acceptance run is the whole of DS1: `iomt-gateway bench qrs --records DIR`): 207 has
+    # ventricular flutter episodes (left out as EC57 does), 220 premature beats; a paced record in the folder is
+    # left out of the gross figures.
+    for name in ("207", "220", "115"):
+        for suffix in (".hea", ".dat", ".atr"):
+            (tmp_path / f"{name}{suffix}").symlink_to(DS1 / f"{name}{suffix}")
+    (tmp_path / "104.hea").symlink_to(DS1 / "115.hea")
+    (tmp_path / "104.atr").symlink_to(DS1 / "115.atr")
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "bench", "qrs", "--json", "--records", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["records"] == 3 and figures["excluded_paced"] == ["104"]
+    assert figures["gross_sensitivity"] >= 0.997 and figures["gross_ppv"] >= 0.997, figures
+    assert set(figures["per_record"]) == {"207", "220", "115"}
+
+
+def test_bench_qrs_without_its_input_fails(tmp_path: Path) -> None:
+    for args in (["--record", str(tmp_path / "absent")], ["--records", str(tmp_path)]):
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "bench", "qrs", "--json", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert result.returncode == 1 and "error" in json.loads(result.stdout)
+
+
 @needs_data
 def test_bench_qrs_reports_its_contract_keys() -> None:
     result = subprocess.run(
@@ -98,3 +157,4 @@ def test_bench_pipeline_reports_its_contract_keys() -> None:
     figures = json.loads(result.stdout[result.stdout.index("{") :])
     assert figures["samples_per_s_per_core"] > 0 and figures["alarm_latency_p99_ms"] is not None
     assert figures["alarms_measured"] > 50
+    assert figures["ecg_leads"] == 2 and figures["models"] == ["ecg_beat_classifier"]

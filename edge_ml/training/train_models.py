@@ -14,7 +14,8 @@
    readings (%) of a device, the hours until it reaches 10 %.  Trained and evaluated on synthetic
    discharge curves (capacity, load and ageing varied), mean absolute error reported.
 
-Needs TensorFlow (training only; the gateway runs the exported .tflite files with ai-edge-litert) and DS1
+Training is not bit-for-bit repeatable (TensorFlow's CPU kernels): each run writes new files, with their own
+figures, and the tests check the committed ones against their manifests.  Needs TensorFlow (training only; the gateway runs the exported .tflite files with ai-edge-litert) and DS1
 (`--ds1`, default ../shared/data/mitdb-ds1 beside the repository).  The figures printed at the end are also
 written into each manifest.
 """
