@@ -1,8 +1,8 @@
 """Is this beat ventricular?  The on-device beat classifier, and the rules that stand in when no model loads.
 
-Both judge a beat against the lead's own dominant beat (`edge_ml.ecg` keeps it): how its shape differs from the
-template's (64 points each, normalised the same way), the QRS width, the correlation and amplitude ratio to the template,
-and how premature the beat came.  Judging against the patient's own normal beat is what lets a classifier
+Both judge a beat against the lead's own dominant beat (`edge_ml.ecg` keeps it): how its shape differs from
+the template's (64 points each, normalised the same way), the QRS width, the correlation and amplitude ratio to
+the template, and how premature the beat came.  Judging against the patient's own normal beat is what lets a classifier
 trained on other patients (the inter-patient split of the MIT-BIH Arrhythmia Database, DS1) work on a new one.
 
 `ModelBeatClassifier` runs the LiteRT model `ecg_beat_classifier` (trained by `edge_ml.training`, checked against

@@ -16,11 +16,12 @@ themselves (the Heart Rate Service's sensor-contact bit) are believed first, by 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -261,7 +262,8 @@ class LeadAnalyzer:
         recent = [b for b in self._recent if b > self._index - 10 * self.fs]
         if len(recent) < 3:
             return None
-        return 60.0 * self.fs / _median(b - a for a, b in zip(recent, recent[1:], strict=False))
+        return 60.0 * self.fs / _median(b - a for a, b in itertools.pairwise(recent))
+
 
 @dataclass(slots=True, eq=False)
 class _Template:
@@ -278,9 +280,9 @@ def spectrum(x: npt.NDArray[np.float64], fs: float) -> Spectrum:
     df = fs / len(x)
 
     def band(lo: float, hi: float) -> float:
-        return float(power[int(math.ceil(lo / df)) : int(hi / df) + 1].sum())
+        return float(power[math.ceil(lo / df) : int(hi / df) + 1].sum())
 
-    search = slice(int(math.ceil(1.5 / df)), int(10.0 / df) + 1)
+    search = slice(math.ceil(1.5 / df), int(10.0 / df) + 1)
     peak = search.start + int(np.argmax(power[search]))
     dominant = peak * df
     wide = band(1.0, 30.0) or 1e-12
@@ -312,7 +314,8 @@ def normalise_beat(window: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
     middle = np.partition(resampled, (BEAT_POINTS // 2 - 1, BEAT_POINTS // 2))  # the median, without np.median's cost
     centred = resampled - 0.5 * (middle[BEAT_POINTS // 2 - 1] + middle[BEAT_POINTS // 2])
     scale = float(np.max(np.abs(centred))) or 1.0
-    return (centred / scale).astype(np.float32)
+    shape: npt.NDArray[np.float32] = (centred / scale).astype(np.float32)
+    return shape
 
 
 def _unit(x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:

@@ -115,7 +115,9 @@ class PulseAnalyzer:
             lo, hi = max(index - self._foot, start), index + self._foot
             if hi - start > len(self._history) or index - start < 1:
                 continue
-            amplitude = float(self._history[index - start : hi - start].max() - self._history[lo - start : index - start].min())
+            amplitude = float(
+                self._history[index - start : hi - start].max() - self._history[lo - start : index - start].min()
+            )
             self._amplitudes.append(amplitude)
             pulses.append(Pulse(index, amplitude, confidence))
         return pulses

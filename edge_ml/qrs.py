@@ -167,13 +167,9 @@ class _PeakTrain:
 
     def _classify(self, candidate: _Candidate) -> list[Detection]:
         last = self._last
-        if candidate.height > THRESHOLD * self._level:
-            if not (
-                last is not None
-                and candidate.index - last.index < self._t_wave
-                and candidate.slope < 0.5 * last.slope
-            ):
-                return [self._accept(candidate, searched_back=False)]
+        t_wave = last is not None and candidate.index - last.index < self._t_wave and candidate.slope < 0.5 * last.slope
+        if candidate.height > THRESHOLD * self._level and not t_wave:
+            return [self._accept(candidate, searched_back=False)]
         self._noise_h.append(candidate.height)
         self._update_levels()
         self._since_last.append(candidate)

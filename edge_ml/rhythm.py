@@ -24,6 +24,7 @@ the technical alarms instead.  See docs/ALARMS.md for the rules in words, their 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -182,7 +183,7 @@ class RhythmAnalyzer:
 
     def _fuse_ready(self) -> list[RhythmAssessment]:
         """Fuse every second all signals have covered; a signal STALL_S behind the leader is left out."""
-        out = []
+        out: list[RhythmAssessment] = []
         while True:
             channels: list[_Lead | _Pulse] = [*self._leads.values(), *self._pulses.values()]
             nxt = self._second + 1
@@ -267,6 +268,10 @@ class RhythmAnalyzer:
             return 0.0
         return sum(b.correlation >= 0.8 for b in recent) / len(recent)
 
+    def _pulse_within(self, pulses: list[_Pulse], seconds: float) -> bool:
+        """One of these pulse waves had a pulse in the last `seconds`."""
+        return any(p.last_pulse_s is not None and self._second - p.last_pulse_s < seconds for p in pulses)
+
     @staticmethod
     def _noisy(lead: _Lead, seconds: int = POOR_WINDOW) -> bool:
         """The lead's quality over its last `seconds` is too low to judge a rhythm by."""
@@ -307,15 +312,16 @@ class RhythmAnalyzer:
         # Asystole: the trusted leads (or the most coherent one) have no credible beat for asystole_s.
         reference = trusted or ([max(usable, key=lambda lead: coherence[lead.name])] if usable else [])
         if reference and all(end - lead.last_credible_s >= s.asystole_s for lead in reference):
-            pulsing = [p.name for p in perfusing if p.last_pulse_s is not None and end - p.last_pulse_s < s.asystole_s]
-            if pulsing:
+            if self._pulse_within(perfusing, s.asystole_s):
                 vetoed.add(ASYSTOLE)
             else:
                 present.add(ASYSTOLE)
                 evidence[ASYSTOLE] = ",".join(lead.name for lead in reference)
 
         # Rates: the best lead is the most coherent one (ties: the cleaner signal).
-        best = max(trusted, key=lambda lead: (coherence[lead.name], lead.latest.quality if lead.latest else 0.0), default=None)
+        best = max(
+            trusted, key=lambda lead: (coherence[lead.name], lead.latest.quality if lead.latest else 0.0), default=None
+        )
         rate, source = None, None
         if best is not None:
             rate = _rate([t for t, _ in best.beats], 8)
@@ -326,8 +332,7 @@ class RhythmAnalyzer:
 
         vf_leads = [lead for lead in usable if not self._beating(lead) and _fibrillatory(lead.latest)]
         if usable and len(vf_leads) == len(usable):
-            pulsing = [p.name for p in perfusing if p.last_pulse_s is not None and end - p.last_pulse_s < s.vf_s]
-            if pulsing:
+            if self._pulse_within(perfusing, s.vf_s):
                 vetoed.add(VENTRICULAR_FIBRILLATION)
             else:
                 present.add(VENTRICULAR_FIBRILLATION)
@@ -335,7 +340,9 @@ class RhythmAnalyzer:
 
         # Extreme bradycardia: the most coherent lead (trusted or not: a slow heart's escape beats may not look
         # like its usual ones), unless a perfusing pulse beats clearly faster (a lead that misses beats is slow).
-        brady_lead = max(usable, key=lambda lead: (coherence[lead.name], lead.latest.quality if lead.latest else 0.0), default=None)
+        brady_lead = max(
+            usable, key=lambda lead: (coherence[lead.name], lead.latest.quality if lead.latest else 0.0), default=None
+        )
         if brady_lead is not None and VENTRICULAR_FIBRILLATION not in present:
             brady = _run_rate(list(brady_lead.credible), s.brady_beats, end)
             if brady is not None and brady < s.brady_bpm:
@@ -359,7 +366,11 @@ class RhythmAnalyzer:
         if tachy_rates and not present & {ASYSTOLE, VENTRICULAR_FIBRILLATION}:
             tachy, name = max(tachy_rates)
             if tachy > s.tachy_bpm:
-                slower = [p.name for p in perfusing if (r := _run_rate([t for t, _ in p.pulses], 8, None)) is not None and r < 0.75 * tachy]
+                slower = [
+                    p.name
+                    for p in perfusing
+                    if (r := _run_rate([t for t, _ in p.pulses], 8, None)) is not None and r < 0.75 * tachy
+                ]
                 if slower:
                     vetoed.add(EXTREME_TACHYCARDIA)
                 else:
@@ -371,13 +382,15 @@ class RhythmAnalyzer:
             present.add(VENTRICULAR_TACHYCARDIA)
             evidence[VENTRICULAR_TACHYCARDIA] = vt
 
-        lead_off = frozenset(lead.name for lead in self._leads.values() if lead.latest is not None and lead.latest.lead_off)
+        lead_off = frozenset(
+            lead.name for lead in self._leads.values() if lead.latest is not None and lead.latest.lead_off
+        )
         quality = {lead.name: lead.latest.quality for lead in self._leads.values() if lead.latest is not None}
         quality |= {p.name: p.latest.quality for p in self._pulses.values() if p.latest is not None}
         # Poor signal is noise, judged on quality alone and not while an arrhythmia is present (a fibrillating or
         # stopped heart is not a noisy lead, however little its beats look like the patient's usual ones).
         poor = frozenset(lead.name for lead in usable if not present and self._noisy(lead))
-        pulsing = frozenset(p.name for p in perfusing if p.last_pulse_s is not None and end - p.last_pulse_s < 2.0)
+        pulsing = frozenset(p.name for p in perfusing if self._pulse_within([p], 2.0))
         return RhythmAssessment(
             end,
             frozenset(present),
@@ -405,10 +418,7 @@ class RhythmAnalyzer:
         if float(np.std(intervals) / np.mean(intervals)) > VT_IRREGULARITY:
             return None  # beats this irregular at this rate are noise, not a ventricular focus
         # Incoherent leads (their usual beat unclear) say little.
-        weights = {
-            name: 1.0 if c >= VT_LEAD_COHERENCE else 0.2
-            for name, c in coherence.items()
-        }
+        weights = {name: 1.0 if c >= VT_LEAD_COHERENCE else 0.2 for name, c in coherence.items()}
         scores = []
         for cluster in clusters:
             num = den = 0.0
@@ -451,7 +461,7 @@ def _rate(times: list[float], beats: int) -> float | None:
     recent = times[-(beats + 1) :]
     if len(recent) < 3:
         return None
-    intervals = sorted(b - a for a, b in zip(recent, recent[1:], strict=False))
+    intervals = sorted(b - a for a, b in itertools.pairwise(recent))
     middle = intervals[len(intervals) // 2]
     return 60.0 / middle if middle > 0 else None
 

@@ -185,7 +185,9 @@ class AlarmEngine:
             self._technical.discard(key)
         state = AlarmState.ACTIVE if present else AlarmState.CLEARED
         detail = {"lead": lead} if lead is not None else None
-        return [self._make(device_id, condition, AlarmKind.TECHNICAL, priority, state, t_gw, None, None, detail, key[1])]
+        return [
+            self._make(device_id, condition, AlarmKind.TECHNICAL, priority, state, t_gw, None, None, detail, key[1])
+        ]
 
     def _glucose_trend(self, obs: Observation) -> list[Alarm]:
         """Rate of change between consecutive CGM readings (device time), and the sensor's remaining life."""
@@ -300,7 +302,14 @@ class AlarmEngine:
                 self._rhythm_absent.pop(key, None)
                 out.append(
                     self._make(
-                        device_id, condition, AlarmKind.PHYSIOLOGICAL, AlarmPriority.HIGH, AlarmState.CLEARED, t_gw, hr, None
+                        device_id,
+                        condition,
+                        AlarmKind.PHYSIOLOGICAL,
+                        AlarmPriority.HIGH,
+                        AlarmState.CLEARED,
+                        t_gw,
+                        hr,
+                        None,
                     )
                 )
         leads = self._leads_seen.setdefault(device_id, set())

@@ -495,8 +495,8 @@ def _write_bundle(result: dict[str, Any], output: Path | None, *, as_json: bool)
 
 
 def cmd_replay(path: Path, *, as_json: bool) -> int:
-    from gateway.replay import replay  # noqa: PLC0415
     from edge_ml.wfdb import WfdbError  # noqa: PLC0415
+    from gateway.replay import replay  # noqa: PLC0415
 
     configure_logging("warning", "auto")
     try:

@@ -303,7 +303,7 @@ class AlarmsSection(_Section):
         """The arrhythmia definitions for one device: its own where configured, else the general ones."""
         from edge_ml.rhythm import RhythmSettings  # noqa: PLC0415 - the signal stack only where rhythm is analysed
 
-        values: dict[str, float] = {
+        values: dict[str, Any] = {
             "asystole_s": self.asystole_s,
             "brady_bpm": self.extreme_brady_bpm,
             "brady_beats": self.extreme_brady_beats,

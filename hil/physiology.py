@@ -35,7 +35,10 @@ RHYTHMS = ("sinus", "vt", "vf", "asystole")
 
 def _beat_template(waves: npt.NDArray[np.float64], rate: float) -> npt.NDArray[np.float64]:
     t = np.arange(round(_SPAN_S[0] * rate), round(_SPAN_S[1] * rate)) / rate
-    return np.sum(waves[:, 0] * np.exp(-0.5 * ((t[:, None] - waves[:, 1]) / waves[:, 2]) ** 2), axis=1)
+    shape: npt.NDArray[np.float64] = np.sum(
+        waves[:, 0] * np.exp(-0.5 * ((t[:, None] - waves[:, 1]) / waves[:, 2]) ** 2), axis=1
+    )
+    return shape
 
 
 class SyntheticEcg:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from edge_ml.qrs import QrsDetector, score
-from hil.physiology import SyntheticEcg
 from edge_ml.wfdb import physionet_dir, read_annotations, read_record
+from hil.physiology import SyntheticEcg
 
 DATA = physionet_dir()
 needs_data = pytest.mark.skipif(not (DATA / "100.hea").exists(), reason=f"MIT-BIH record 100 not found in {DATA}")

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hil.physiology import SyntheticEcg
 from edge_ml.wfdb import physionet_dir
+from hil.physiology import SyntheticEcg
 from tests.test_wfdb import _write_212
 
 DATA = physionet_dir()

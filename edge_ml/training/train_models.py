@@ -15,7 +15,8 @@
    discharge curves (capacity, load and ageing varied), mean absolute error reported.
 
 Training is not bit-for-bit repeatable (TensorFlow's CPU kernels): each run writes new files, with their own
-figures, and the tests check the committed ones against their manifests.  Needs TensorFlow (training only; the gateway runs the exported .tflite files with ai-edge-litert) and DS1
+figures, and the tests check the committed ones against their manifests.  Needs TensorFlow (training only;
+the gateway runs the exported .tflite files with ai-edge-litert) and DS1
 (`--ds1`, default ../shared/data/mitdb-ds1 beside the repository).  The figures printed at the end are also
 written into each manifest.
 """
@@ -77,7 +78,7 @@ def ds1_beats(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             recorder = _Recorder()
             analyzer = LeadAnalyzer(fs, classifier=recorder)
             x = record.physical(lead)
-            beats = []
+            beats: list[Any] = []
             for i in range(0, len(x), round(fs)):
                 for assessment in analyzer.process(x[i : i + round(fs)]):
                     beats += assessment.beats

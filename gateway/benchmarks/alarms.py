@@ -86,9 +86,7 @@ def score(results: list[tuple[str, str, bool, list[dict[str, Any]], float]]) -> 
         other += sum(
             1
             for a in alarms
-            if a["kind"] == "physiological"
-            and a["state"] == "active"
-            and not WINDOW_S[0] <= a["t_s"] <= WINDOW_S[1]
+            if a["kind"] == "physiological" and a["state"] == "active" and not WINDOW_S[0] <= a["t_s"] <= WINDOW_S[1]
         )
         hours += duration / 3600.0
     tp, fn, fp, tn = (sum(t[k] for t in per_type.values()) for k in ("tp", "fn", "fp", "tn"))

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_ml.wfdb import WfdbError, physionet_dir, read_record
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer, generate_key_file, load_keyring
 from gateway.buffer.store import NewRecord
@@ -30,7 +31,6 @@ from gateway.model import Event, Lane, Observation, WaveformChunk, new_id, now_n
 from gateway.nomenclature import quantity
 from gateway.pipeline import Pipeline
 from hil.physiology import SyntheticEcg
-from edge_ml.wfdb import WfdbError, physionet_dir, read_record
 
 NUMERIC_ROWS = 300_000
 CHUNK_S = 0.25

@@ -24,6 +24,7 @@ import numpy as np
 
 from edge_ml.beats import MODEL_NAME
 from edge_ml.runtime import bundled, load_model
+from edge_ml.wfdb import WfdbError, physionet_dir, read_record
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer, generate_key_file, load_keyring
 from gateway.config import AlarmsSection, LimitRule
@@ -32,7 +33,6 @@ from gateway.model import Alarm, AlarmState, Observation, WaveformChunk, new_id,
 from gateway.nomenclature import quantity
 from gateway.pipeline import Pipeline
 from hil.physiology import SyntheticEcg
-from edge_ml.wfdb import WfdbError, physionet_dir, read_record
 
 MONITORS = 8
 SECONDS = 600
@@ -45,7 +45,10 @@ async def bench_pipeline(record: Path | None = None, **_: Any) -> dict[str, Any]
     try:
         rec = read_record(record or physionet_dir() / "100")
         fs = rec.rate_hz(0)
-        leads = [(rec.data[i], 1000.0 / rec.signals[i].gain, float(rec.signals[i].baseline)) for i in range(min(2, len(rec.signals)))]
+        leads = [
+            (rec.data[i], 1000.0 / rec.signals[i].gain, float(rec.signals[i].baseline))
+            for i in range(min(2, len(rec.signals)))
+        ]
         source = f"WFDB {rec.name}"
     except WfdbError:
         fs = 360.0
@@ -110,7 +113,9 @@ async def bench_pipeline(record: Path | None = None, **_: Any) -> dict[str, Any]
                 lo = (m * len(adc) // LATENCY_MONITORS + second * step) % (len(adc) - step)
                 for q, (data, gain, baseline) in zip(lead_quantities, leads, strict=True):
                     chunk = np.ascontiguousarray(data[lo : lo + step], dtype=np.int32)
-                    await pipeline.emit(WaveformChunk(new_id(), f"ward-{m}", q, chunk, fs, gain, baseline, None, now_ns()))
+                    await pipeline.emit(
+                        WaveformChunk(new_id(), f"ward-{m}", q, chunk, fs, gain, baseline, None, now_ns())
+                    )
                 await asyncio.sleep(tick)
         alarms_task.cancel()
         await asyncio.gather(alarms_task, return_exceptions=True)

@@ -106,12 +106,15 @@ async def bench_qrs(
     return figures
 
 
+def _records_in(folder: Path, annotator: str) -> tuple[list[Path], list[str]]:
+    """(records to score, paced records left out) of a folder."""
+    labelled = [p for p in folder.glob(f"*.{annotator}") if p.with_suffix(".hea").is_file()]
+    bases = sorted(p.with_suffix("") for p in labelled if p.stem not in PACED)
+    return bases, sorted(p.stem for p in labelled if p.stem in PACED)
+
+
 async def _bench_folder(folder: Path, annotator: str) -> dict[str, Any]:
-    bases = sorted(
-        p.with_suffix("")
-        for p in folder.glob(f"*.{annotator}")
-        if p.with_suffix(".hea").is_file() and p.stem not in PACED
-    )
+    bases, paced = await asyncio.to_thread(_records_in, folder, annotator)
     if not bases:
         return {"error": f"no records with .{annotator} labels in this folder", "records_dir": str(folder)}
     started = time.perf_counter()
@@ -138,7 +141,7 @@ async def _bench_folder(folder: Path, annotator: str) -> dict[str, Any]:
             r["record"]: {"false_positives": r["false_positives"], "false_negatives": r["false_negatives"]}
             for r in results
         },
-        "excluded_paced": sorted(PACED & {p.stem for p in folder.glob(f"*.{annotator}")}),
+        "excluded_paced": paced,
         "samples_per_s": round(sum(r["samples"] for r in results) / sum(r["seconds"] for r in results)),
         "wall_s": round(elapsed, 1),
         "window_ms": 150,

@@ -28,6 +28,7 @@ import numpy as np
 
 from cloud_sync.receiver import ReferenceReceiver
 from cloud_sync.uplink import Uplink
+from edge_ml.wfdb import WfdbError, physionet_dir, read_record
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer, generate_key_file, load_keyring
 from gateway.config import AlarmsSection, MqttSection
@@ -47,7 +48,6 @@ from gateway.model import (
 from gateway.nomenclature import quantity
 from gateway.pipeline import Pipeline
 from hil.physiology import SyntheticEcg
-from edge_ml.wfdb import WfdbError, physionet_dir, read_record
 
 DEVICES = 50
 BACKLOG_S = 3600
