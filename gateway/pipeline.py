@@ -382,7 +382,7 @@ def rhythm_kind(reference_id: str) -> ChannelKind | None:
         return ChannelKind.ECG
     if reference_id == "MDC_PULS_OXIM_PLETH":
         return ChannelKind.PLETH
-    if reference_id.startswith("MDC_PRESS_BLD_ART"):
+    if reference_id == "MDC_PRESS_BLD_ART_ABP":
         return ChannelKind.ABP
     return None
 
