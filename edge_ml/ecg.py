@@ -46,6 +46,7 @@ LOW_MV = 0.15  # quieter than this, there is no QRS to judge quality by (a heart
 HIGH_MV = 8.0  # more than this peak-to-peak in a second is movement or a rail, not cardiac
 HRV_BEATS = 300  # about five minutes
 HRV_MIN_BEATS = 30  # fewer RR intervals than this give no meaningful SDNN or RMSSD
+HRV_EVERY_S = 5  # HRV is recomputed this often
 TEMPLATE_BEATS = 8  # a morphology is dominant once it has about half this many recent beats
 TEMPLATE_ALPHA = 0.05  # weight of each new beat in its template
 TEMPLATE_DECAY = 0.99  # per beat: a template's count halves over about 70 beats without a match
@@ -205,8 +206,8 @@ class LeadAnalyzer:
                 continue  # the window began before the history (the first beat of a run)
             raw = self._history[lo - history_start : hi - history_start]
             beats.append(self._describe(r_peak, confidence, raw, rr))
-        if len(self._rr_ms) >= HRV_MIN_BEATS:
-            self._hrv = hrv(self._rr_ms)
+        if len(self._rr_ms) >= HRV_MIN_BEATS and self._index % (HRV_EVERY_S * self._second) == 0:
+            self._hrv = hrv(self._rr_ms)  # five minutes of beats change little in a few seconds
         return beats
 
     def _describe(self, r_peak: int, confidence: float, raw: npt.NDArray[np.float64], rr: int | None) -> Beat:
