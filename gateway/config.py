@@ -68,6 +68,9 @@ class BufferSection(_Section):
     # better; a waveform sample waits at most this long before it is durable and counted as accepted).
     waveform_record_s: Annotated[float, Field(gt=0, le=60)] = 5.0
     queue_size: Annotated[int, Field(ge=16, le=1_000_000)] = 10_000
+    # While the buffer cannot commit (full disk, locked database), events are held in memory up to this much;
+    # over it the oldest waveforms, then device status, then numerics are shed (never alarms or command results).
+    outage_memory_mb: Annotated[int, Field(ge=1, le=4096)] = 64
 
 
 class TlsSection(_Section):

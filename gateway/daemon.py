@@ -103,6 +103,7 @@ class Gateway:
             cfg.buffer.synchronous,
             max_bytes=cfg.buffer.max_mb * 1024 * 1024,
             min_free_disk_bytes=cfg.buffer.min_free_disk_mb * 1024 * 1024,
+            degraded_start=True,  # a full disk or a held lock at start: run, alarm, retry (no crash loop)
         )
         pipeline = Pipeline(
             buffer,
@@ -117,6 +118,7 @@ class Gateway:
             # A stored batch must fit one uplink message, with room for framing and the topic.
             max_payload_bytes=cfg.mqtt.max_message_bytes - 4096,
             beat_model=self._load_beat_model(),
+            memory_bound_bytes=cfg.buffer.outage_memory_mb * 1024 * 1024,
         )
         queue: asyncio.Queue[tuple[str, bytes]] | None = asyncio.Queue(COMMAND_QUEUE) if cfg.commands.enabled else None
         uplink = Uplink(
@@ -210,7 +212,7 @@ class Gateway:
         try:
             return load_model(bundled("ecg_beat_autoencoder"))
         except ModelError as err:
-            log.error("ECG beat model refused; running without it", **err.log_fields())
+            log.error("ECG beat model refused; running without it", **err.log_fields())  # no context of our own
             return None
 
     async def _start_local_services(self) -> None:

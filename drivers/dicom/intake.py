@@ -121,7 +121,7 @@ class DicomIntakeDriver:
         except DicomRejected as err:
             self.stats.invalid_frames += 1
             self.rejected[err.reason] = self.rejected.get(err.reason, 0) + 1
-            log.warning("DICOM object rejected", device_id=self.device_id, source=source, **err.log_fields())
+            log.warning("DICOM object rejected", **err.log_fields(device_id=self.device_id, source=source))
             meta = {"quarantine": err.reason, "status": f"0x{err.status:04X}", "source": source}
             return err.status, await self._quarantine(raw, sink, meta)
         data = raw
