@@ -135,6 +135,10 @@ ADDRESS_PATTERN = (
 class _DeviceBase(_Section):
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
     patient: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+    # Liveness: no data for this long raises the technical alarm device_silent (cleared by the next datum).
+    # Unset: the default for the kind of device (gateway/liveness.py); every device has one.
+    silent_after_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] | None = None
+    silent_priority: Literal["high", "medium", "low"] = "medium"
 
 
 class BleDeviceSection(_DeviceBase):

@@ -23,6 +23,7 @@ from gateway.buffer import Buffer
 from gateway.commands.service import CommandService
 from gateway.commands.store import CommandStore
 from gateway.config import Config
+from gateway.liveness import LivenessMonitor, liveness_rules
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.model import CommandOutcome, CommandResult, new_id, now_ns
@@ -132,6 +133,8 @@ class Gateway:
     async def run(self, stop: asyncio.Event, *, drain_uplink_s: float = 0.0) -> None:
         """Run until `stop` is set, then stop drivers, commit everything, and optionally let the uplink drain."""
         parts = self.parts = await self._open()
+        # Liveness counts from now: a device never heard within its interval is reported silent.
+        self.alarms.liveness = LivenessMonitor(liveness_rules(self.config.devices), now_ns())
         try:
             drivers = [build_driver(device, self.backends, self.config.secret_path) for device in self.config.devices]
             for driver in drivers:

@@ -202,7 +202,7 @@ class Pipeline:
                 self._take_available()
                 if now >= next_escalation:
                     next_escalation = now + 1.0
-                    for alarm in self._alarms.escalate(now_ns()):
+                    for alarm in self._alarms.escalate(now_ns()) + self._alarms.check_liveness(now_ns()):
                         self._raise(alarm)
                 if self._commit is not None and self._commit.done():
                     self._finish_commit()
