@@ -188,6 +188,45 @@ class SerialDeviceSection(_DeviceBase):
     ]
     baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
     silent_link_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # HL7: an observation whose code the gateway does not map is counted and answered AA (its message's other
+    # observations are kept); "AE" names the unmapped ones in the ACK instead (still keeping the rest).
+    unmapped_ack: Literal["AA", "AE"] = "AA"
+    # HL7 MSH-4 sending facilities accepted (namespace or universal id); empty: any.  Others are answered AR.
+    allowed_facilities: Annotated[
+        tuple[Annotated[str, Field(min_length=1, max_length=64)], ...], Field(strict=False)
+    ] = ()
+    # The MLLP listener (listen://): source addresses or networks allowed to connect (empty: any), connections
+    # at once and per source, and how long a connection may go without completing a message.
+    allowed_sources: Annotated[tuple[str, ...], Field(strict=False)] = ()
+    max_connections: Annotated[int, Field(ge=1, le=64)] = 8
+    max_connections_per_source: Annotated[int, Field(ge=1, le=64)] = 2
+    idle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    # MLLP over TLS (listen:// only): the gateway's certificate and key; with tls_client_ca, senders must
+    # present a certificate that CA issued.
+    tls_cert: SecretRef | None = None
+    tls_key: SecretRef | None = None
+    tls_client_ca: SecretRef | None = None
+
+    @field_validator("allowed_sources")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for source in value:
+            try:
+                ipaddress.ip_network(source, strict=False)
+            except ValueError:
+                raise ValueError("IP addresses or networks, e.g. 10.20.0.7 or 10.20.0.0/24") from None
+        return value
+
+    @model_validator(mode="after")
+    def _listener_options(self) -> SerialDeviceSection:
+        listening = self.address.startswith("listen://")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if not listening and (self.tls_cert is not None or self.allowed_sources):
+            raise ValueError("tls_cert and allowed_sources apply to an MLLP listener (listen://HOST:PORT)")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key")
+        return self
 
 
 class DicomDeviceSection(_DeviceBase):
@@ -423,11 +462,10 @@ class Config(_Section):
                 "mqtt.tls.key_file": self.mqtt.tls.key_file,
             }
         for index, device in enumerate(self.devices):
-            if isinstance(device, DicomDeviceSection):
-                for name in ("deidentify_key", "tls_cert", "tls_key"):
-                    ref = getattr(device, name)
-                    if ref is not None:
-                        refs[f"devices[{index}].{name}"] = ref
+            for name in ("deidentify_key", "tls_cert", "tls_key", "tls_client_ca"):
+                ref = getattr(device, name, None)
+                if ref is not None:
+                    refs[f"devices[{index}].{name}"] = ref
         return refs
 
 

@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any
 
 from cloud_sync.uplink import Uplink
-from drivers.base import CommandTarget
+from drivers.base import CommandTarget, Driver
 from drivers.ble.bleak_link import BleakGattLink
 from drivers.ble.link import GattLink, GattLinkFactory
 from drivers.registry import Backends, build_driver
@@ -93,6 +93,7 @@ class Gateway:
         self.local_alarms: Any = None
         self._metrics_server: Any = None
         self.parts: GatewayParts | None = None
+        self.drivers: dict[str, Driver] = {}  # by device id, once running (diagnostics and tests)
         self.started_at = time.monotonic()
 
     async def _open(self) -> GatewayParts:
@@ -137,6 +138,7 @@ class Gateway:
         self.alarms.liveness = LivenessMonitor(liveness_rules(self.config.devices), now_ns())
         try:
             drivers = [build_driver(device, self.backends, self.config.secret_path) for device in self.config.devices]
+            self.drivers = {driver.device_id: driver for driver in drivers}
             for driver in drivers:
                 self.metrics.drivers[driver.device_id] = driver.stats
             if parts.command_store is not None:

@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from cloud_sync.receiver import ReferenceReceiver
 from drivers.registry import Backends
@@ -41,6 +42,17 @@ class Running:
         await self.task
         accepted = {d.id: self.gateway.metrics.device(d.id).accepted for d in self.gateway.config.devices}
         await self.receiver.wait_for(accepted, timeout_s=drain_s)
+
+
+@contextlib.asynccontextmanager
+async def in_background(work: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.Task[None]]:
+    """Run `work` as a task for the block's duration; cancelled and awaited on the way out."""
+    task = asyncio.create_task(work)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager

@@ -24,7 +24,7 @@ from gateway.buffer.store import NewRecord
 from gateway.config import parse_config
 from gateway.model import Alarm, Lane
 from tests.conftest import Mosquitto, config_dict
-from tests.harness import Running, running_gateway
+from tests.harness import Running, in_background, running_gateway
 from tests.storage_faults import database_locked, fill, small_filesystem
 
 
@@ -39,12 +39,8 @@ async def nurse_station(port: int) -> AsyncIterator[list[dict[str, Any]]]:
             async for message in client.messages:
                 seen.append(json.loads(bytes(message.payload)))  # type: ignore[arg-type]
 
-        task = asyncio.create_task(listen())
-        try:
+        async with in_background(listen()):
             yield seen
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
 
 def _config(state_dir: Path, port: int) -> dict[str, Any]:
