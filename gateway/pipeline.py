@@ -23,6 +23,7 @@ from cloud_sync.wire import encode_batch
 from edge_ml.ecg import EcgAnalyzer
 from edge_ml.pleth import PlethAnalyzer
 from edge_ml.runtime import Model
+from gateway import plausibility
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer
 from gateway.buffer.store import AppendResult, Eviction, NewRecord
@@ -323,6 +324,8 @@ class Pipeline:
                 self._alarms.note_pulse(chunk.device_id, chunk.gateway_time_ns)
 
     def _add(self, event: Event) -> None:
+        if isinstance(event, Observation) and not self._plausible(event):
+            return
         raised = self._alarms.evaluate(event)
         if isinstance(event, WaveformChunk) and event.quantity.reference_id.startswith("MDC_ECG_ELEC_POTL"):
             raised += self._analyse_ecg(event)
@@ -345,6 +348,19 @@ class Pipeline:
         self._pending_count += 1
         if raised or event.lane is Lane.ALARMS:
             self._urgent = True
+
+    def _plausible(self, obs: Observation) -> bool:
+        """An impossible value is a technical alarm, not data: it is neither stored nor evaluated by the rules."""
+        keep, alarms = plausibility.check(obs, self._alarms)
+        for alarm in alarms:
+            self._raise(alarm)
+        if not keep:
+            self._metrics.implausible_values += 1
+            self._release([obs])
+            for waiter in list(self._durable.get(obs.id, ())):
+                if not waiter.done():
+                    waiter.set_result(None)  # dealt with: the sender's retry would carry the same value
+        return keep
 
     def _due_keys(self) -> list[Key]:
         """Batches to commit now: all but young waveform batches, which wait to fill a record."""
