@@ -241,7 +241,15 @@ class DicomDeviceSection(_DeviceBase):
     profile: Literal["storage_scp", "drop_folder"]
     address: Annotated[str, Field(pattern=r"^(listen://[A-Za-z0-9_.-]+:[0-9]{1,5}|folder:///[^\s]*)$")]
     ae_title: Annotated[str, Field(pattern=r"^[ -\[\]-~]{1,16}$")] = "IOMT_GW"
+    # Calling AE titles allowed to associate.  Required for a storage_scp unless allow_any_calling_ae = true:
+    # an SCP that anyone on the network may store to must be a deliberate choice.
     allowed_calling_aes: Annotated[tuple[str, ...], Field(strict=False)] = ()
+    allow_any_calling_ae: bool = False
+    # The SCP's idle/size discipline: an association idle this long is released (network timeout), at most this
+    # many associations at once and per calling address.
+    idle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    max_associations: Annotated[int, Field(ge=1, le=32)] = 4
+    max_associations_per_source: Annotated[int, Field(ge=1, le=32)] = 2
     deidentify: bool = False
     deidentify_key: SecretRef | None = None
     tls_cert: SecretRef | None = None
@@ -252,6 +260,8 @@ class DicomDeviceSection(_DeviceBase):
     def _consistent(self) -> DicomDeviceSection:
         if (self.profile == "drop_folder") != self.address.startswith("folder://"):
             raise ValueError("a storage_scp listens (listen://HOST:PORT); a drop_folder watches (folder:///PATH)")
+        if self.profile == "storage_scp" and not self.allowed_calling_aes and not self.allow_any_calling_ae:
+            raise ValueError("a storage_scp needs allowed_calling_aes (or allow_any_calling_ae = true, deliberately)")
         if self.deidentify and self.deidentify_key is None:
             raise ValueError("deidentify needs deidentify_key (a secret file keying the UID replacement)")
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -293,12 +303,27 @@ class LimitRule(_Section):
 
 class LocalAlarmChannel(_Section):
     """Alarms published at once to a broker on the ward or in the home (nurse call, a bedside display),
-    independent of the cloud uplink, so they keep flowing when the internet is down."""
+    independent of the cloud uplink, so they keep flowing when the internet is down.
+
+    Secured like the uplink: mutual TLS (`[alarms.local.tls]`, the same keys as `[mqtt.tls]`), plaintext only
+    to a loopback broker; optionally a username and a password file for brokers that also want those.
+    """
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
     topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")] = "iomt/local"
     protocol: Literal["5", "3.1.1"] = "5"
+    tls: TlsSection | None = None
+    username: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    password_file: SecretRef | None = None
+
+    @model_validator(mode="after")
+    def _secured(self) -> LocalAlarmChannel:
+        if self.tls is None and not _is_loopback(self.host):
+            raise ValueError("[alarms.local.tls] is required for a broker off this machine (loopback only without)")
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file needs a username")
+        return self
 
 
 class AlarmsSection(_Section):
@@ -455,6 +480,16 @@ class Config(_Section):
     def secret_refs(self) -> dict[str, str]:
         """Every secret the config references, by dotted key."""
         refs = {"buffer.key_file": self.buffer.key_file}
+        local = self.alarms.local
+        if local is not None:
+            if local.tls is not None:
+                refs |= {
+                    "alarms.local.tls.ca_file": local.tls.ca_file,
+                    "alarms.local.tls.cert_file": local.tls.cert_file,
+                    "alarms.local.tls.key_file": local.tls.key_file,
+                }
+            if local.password_file is not None:
+                refs["alarms.local.password_file"] = local.password_file
         if self.mqtt.tls is not None:
             refs |= {
                 "mqtt.tls.ca_file": self.mqtt.tls.ca_file,

@@ -28,7 +28,7 @@ from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.model import CommandOutcome, CommandResult, new_id, now_ns
 from gateway.pipeline import Pipeline
-from gateway.preflight import preflight
+from gateway.preflight import local_alarm_tls, preflight
 from gateway.sdnotify import SystemdNotifier
 from gateway.supervisor import Supervisor
 
@@ -159,7 +159,12 @@ class Gateway:
                 if self.config.alarms.local is not None:
                     from gateway.local_alarms import LocalAlarmPublisher  # noqa: PLC0415
 
-                    self.local_alarms = LocalAlarmPublisher(self.config.alarms.local, self.config.gateway.id)
+                    self.local_alarms = LocalAlarmPublisher(
+                        self.config.alarms.local,
+                        self.config.gateway.id,
+                        tls_context=local_alarm_tls(self.config),
+                        password=self._local_alarm_password(),
+                    )
                     parts.pipeline.alarm_listeners.append(self.local_alarms.offer)
                     local_alarms_task = group.create_task(self.local_alarms.run(), name="local-alarms")
                 commands_task = None
@@ -211,6 +216,12 @@ class Gateway:
             items=sum(d.accepted for d in devices),
             rows=self.metrics.rows_written,
         )
+
+    def _local_alarm_password(self) -> str | None:
+        local = self.config.alarms.local
+        if local is None or local.password_file is None:
+            return None
+        return self.config.secret_path(local.password_file).read_text("utf-8").strip()
 
     def _load_beat_model(self) -> Model | None:
         """The ECG beat model, verified against its manifest; without it the rhythm alarms still run."""

@@ -24,7 +24,13 @@ def _every_transport(tmp_path: Path) -> dict[str, object]:
         {"id": "bp", "transport": "ble", "profile": "blood_pressure", "address": "sim:bp"},
         {"id": "fridge", "transport": "modbus", "profile": "medication_fridge", "address": "tcp://127.0.0.1:5020"},
         {"id": "mon", "transport": "serial", "profile": "hl7_pcd01", "address": "listen://127.0.0.1:2575"},
-        {"id": "us", "transport": "dicom", "profile": "storage_scp", "address": "listen://127.0.0.1:11112"},
+        {
+            "id": "us",
+            "transport": "dicom",
+            "profile": "storage_scp",
+            "address": "listen://127.0.0.1:11112",
+            "allowed_calling_aes": ["US_CART_3"],
+        },
         {"id": "mon2", "transport": "serial", "profile": "hl7_pcd01", "address": "/dev/ttyUSB1", "silent_after_s": 5},
     ]
     return data
