@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,12 @@ class Backends:
     modbus: ClientFactory = make_client
 
 
-def build_driver(device: DeviceSection, backends: Backends, secret_path: Callable[[str], Path] | None = None) -> Driver:
+def build_driver(
+    device: DeviceSection,
+    backends: Backends,
+    secret_path: Callable[[str], Path] | None = None,
+    state_dir: Path | None = None,
+) -> Driver:
     if isinstance(device, ModbusDeviceSection):
         return ModbusDeviceDriver(
             device.id,
@@ -44,7 +50,7 @@ def build_driver(device: DeviceSection, backends: Backends, secret_path: Callabl
             client_factory=backends.modbus,
         )
     if isinstance(device, DicomDeviceSection):
-        return _dicom_driver(device, secret_path or Path)
+        return _dicom_driver(device, secret_path or Path, state_dir)
     if isinstance(device, SerialDeviceSection):
         path = secret_path or Path
         return SerialDeviceDriver(
@@ -90,7 +96,7 @@ def _server_tls(
     return context
 
 
-def _dicom_driver(device: DicomDeviceSection, secret_path: Callable[[str], Path]) -> Driver:
+def _dicom_driver(device: DicomDeviceSection, secret_path: Callable[[str], Path], state_dir: Path | None) -> Driver:
     from drivers.dicom.deidentify import Deidentifier  # noqa: PLC0415 - pydicom only when DICOM is configured
     from drivers.dicom.intake import DicomIntakeDriver  # noqa: PLC0415
 
@@ -107,4 +113,9 @@ def _dicom_driver(device: DicomDeviceSection, secret_path: Callable[[str], Path]
         pseudonym=device.patient,
         chunk_bytes=device.chunk_bytes,
         ssl_context=context,
+        # Sealed, with per-object keys that die with the process; wiped at start.
+        spool_dir=(state_dir or Path(tempfile.gettempdir())) / "dicom-spool",
+        idle_timeout_s=device.idle_timeout_s,
+        max_associations=device.max_associations,
+        max_associations_per_source=device.max_associations_per_source,
     )

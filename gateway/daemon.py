@@ -137,7 +137,10 @@ class Gateway:
         # Liveness counts from now: a device never heard within its interval is reported silent.
         self.alarms.liveness = LivenessMonitor(liveness_rules(self.config.devices), now_ns())
         try:
-            drivers = [build_driver(device, self.backends, self.config.secret_path) for device in self.config.devices]
+            drivers = [
+                build_driver(device, self.backends, self.config.secret_path, self.config.state_dir)
+                for device in self.config.devices
+            ]
             self.drivers = {driver.device_id: driver for driver in drivers}
             for driver in drivers:
                 self.metrics.drivers[driver.device_id] = driver.stats
