@@ -218,6 +218,8 @@ class Gateway:
             count=sum(d.received for d in devices),
             items=sum(d.accepted for d in devices),
             rows=self.metrics.rows_written,
+            shed=sum(self.metrics.shed_items.values()),
+            implausible=self.metrics.implausible_values,
         )
 
     def _local_alarm_password(self) -> str | None:

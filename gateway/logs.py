@@ -74,6 +74,8 @@ SAFE_KEYS = frozenset(
         "count",
         "backlog",
         "inflight",
+        "shed",
+        "implausible",
         "lanes",
         "duration_s",
         "interval_s",
