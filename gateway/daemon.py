@@ -25,6 +25,7 @@ from gateway.commands.store import CommandStore
 from gateway.config import Config
 from gateway.liveness import LivenessMonitor, liveness_rules
 from gateway.logs import get_logger
+from gateway.memory import release_free_memory
 from gateway.metrics import Metrics
 from gateway.model import CommandOutcome, CommandResult, new_id, now_ns
 from gateway.pipeline import Pipeline
@@ -35,6 +36,7 @@ from gateway.supervisor import Supervisor
 log = get_logger(__name__)
 
 COMMAND_QUEUE = 1000
+TRIM_INTERVAL_S = 60.0
 
 
 def default_backends(config: Config) -> Backends:
@@ -219,6 +221,7 @@ class Gateway:
             items=sum(d.accepted for d in devices),
             rows=self.metrics.rows_written,
             shed=sum(self.metrics.shed_items.values()),
+            evicted=sum(self.metrics.evicted_items.values()),
             implausible=self.metrics.implausible_values,
         )
 
@@ -291,12 +294,16 @@ class Gateway:
         """Pings the systemd watchdog only while the pipeline and the uplink loops keep turning."""
         interval = self.notifier.watchdog_interval_s or self.config.supervisor.watchdog_interval_s
         stale_after = max(4 * interval, 2 * self.config.buffer.flush_interval_ms / 1000 + 5.0)
+        next_trim = time.monotonic() + TRIM_INTERVAL_S
         while True:
             await asyncio.sleep(interval)
             parts = self.parts
             if parts is None:
                 continue
             now = time.monotonic()
+            if now >= next_trim:
+                next_trim = now + TRIM_INTERVAL_S
+                release_free_memory()  # RSS is what is in use, not the last burst's peak (gateway/memory.py)
             pipeline_age = now - parts.pipeline.heartbeat
             uplink_age = now - parts.uplink.heartbeat
             # The uplink may sleep through a long reconnect backoff; that is progress too.

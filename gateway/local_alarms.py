@@ -50,6 +50,7 @@ class LocalAlarmPublisher:
 
     async def run(self) -> None:
         failures = 0
+        unsent: Alarm | None = None  # taken from the queue but not acknowledged when the broker went away
         while True:
             try:
                 protocol = aiomqtt.ProtocolVersion.V5 if self._config.protocol == "5" else aiomqtt.ProtocolVersion.V311
@@ -64,8 +65,10 @@ class LocalAlarmPublisher:
                 ) as client:
                     failures = 0
                     while True:
-                        alarm = await self._queue.get()
+                        alarm = unsent if unsent is not None else await self._queue.get()
+                        unsent = alarm
                         await client.publish(self._topic(alarm), self._payload(alarm), qos=1)
+                        unsent = None
                         self.published += 1
             except aiomqtt.MqttError:
                 failures += 1

@@ -75,6 +75,7 @@ SAFE_KEYS = frozenset(
         "backlog",
         "inflight",
         "shed",
+        "evicted",
         "implausible",
         "lanes",
         "duration_s",

@@ -50,7 +50,7 @@ log = get_logger(__name__)
 MAX_WAVEFORM_SAMPLES_PER_RECORD = 32_768
 CLOSE_DEADLINE_S = 10.0
 DEFAULT_MEMORY_BOUND_BYTES = 64 * 1024 * 1024
-DEFAULT_IMAGE_BYTES_HELD = 8 * 1024 * 1024
+DEFAULT_IMAGE_BYTES_HELD = 4 * 1024 * 1024
 
 AlarmListener = Callable[[Alarm], None]
 Key = tuple[Lane, str]

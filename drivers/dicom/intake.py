@@ -60,6 +60,7 @@ from drivers.dicom.validate import (
 )
 from gateway.errors import StorageError, TransportError
 from gateway.logs import get_logger
+from gateway.memory import release_free_memory
 from gateway.model import ConnectionState, Event, ObjectChunk, now_ns, stable_id
 
 log = get_logger(__name__)
@@ -195,6 +196,7 @@ class DicomIntakeDriver:
                 self._spool.discard(created.path)
         self.stored += 1
         log.info("DICOM object stored", device_id=self.device_id, source=source, bytes=len(output))
+        await asyncio.to_thread(release_free_memory)  # the object's chunks passed through: give the pages back
         return STATUS_SUCCESS, True
 
     def _deidentify_large(self, src: ByteSource, accepted: Accepted) -> SpooledObject:

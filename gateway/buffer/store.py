@@ -163,6 +163,7 @@ class _Store:
             self._migrate()
             self._check_keys()
             row = self.db.execute("SELECT COALESCE(MAX(seq), 0), COALESCE(SUM(size), 0) FROM records").fetchone()
+            self.page_size = int(self.db.execute("PRAGMA page_size").fetchone()[0])
         except sqlite3.Error as err:
             self.db.close()
             raise storage_error("cannot open buffer database", err, path=str(path)) from None
@@ -246,12 +247,16 @@ class _Store:
             added += size
         try:
             self.db.execute("BEGIN IMMEDIATE")
+            need = self._quota_need(added)
+            eviction = Eviction()
+            self._evict(need, eviction)  # first: the new rows then reuse the pages this frees (no growth)
             self.db.executemany(
                 "INSERT INTO records (seq, lane, device, key_id, nonce, sealed, items, created_ns, size) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            eviction = self._enforce_quota(added)
+            self._evict(need, eviction)  # then the new rows themselves, if nothing older could make room
+            eviction.over_quota = eviction.bytes < need
             self.db.execute("COMMIT")
         except sqlite3.Error as err:
             if self.db.in_transaction:
@@ -268,19 +273,24 @@ class _Store:
             return 1 << 62
         return stat.f_bavail * stat.f_frsize
 
-    def _enforce_quota(self, added: int) -> Eviction:
-        """Inside the insert's transaction: evict oldest rows of the lowest lanes until within quota.
-
-        Alarms and command results are never evicted; if they alone exceed the quota, they are kept and the
-        eviction reports `over_quota`.  Low free disk counts like a full quota: the new rows' size is
-        freed inside the file (its pages are reused), so the file stops growing.
+    def _quota_need(self, added: int) -> int:
+        """Bytes a commit adding `added` must evict: over the quota, or, with free disk below its floor, what the
+        file's free pages cannot absorb.  Free pages come from rows the uplink delivered and deleted, so a disk
+        filled by another writer for a while costs nothing while the uplink keeps delivering; when they run out,
+        the oldest rows of the lowest lanes make room and the file stops growing.
         """
         need = self.total_bytes + added - self.max_bytes
         if self._free_disk_bytes() < self.min_free_disk_bytes:
-            need = max(need, added)
-        eviction = Eviction()
-        if need <= 0:
-            return eviction
+            room_inside = self.db.execute("PRAGMA freelist_count").fetchone()[0] * self.page_size
+            need = max(need, added - room_inside)
+        return need
+
+    def _evict(self, need: int, eviction: Eviction) -> None:
+        """Inside the commit's transaction: delete the oldest rows of the lowest lanes until `need` bytes are freed.
+
+        Alarms and command results are never evicted; if they alone exceed the quota, they are kept and the
+        eviction reports `over_quota`.
+        """
         for lane in EVICTION_ORDER:
             while eviction.bytes < need:
                 victims = self.db.execute(
@@ -297,8 +307,6 @@ class _Store:
                 self.db.executemany("DELETE FROM records WHERE seq = ?", chosen)
             if eviction.bytes >= need:
                 break
-        eviction.over_quota = eviction.bytes < need
-        return eviction
 
     def read(self, after: dict[Lane, int], limit: int) -> list[StoredRecord]:
         """Up to `limit` rows, highest-priority lane first, oldest first, after each lane's cursor.
