@@ -115,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, help="modbus and hl7 benches: measuring window (default 10 and 5)")
     bench.add_argument("--backlog-s", type=int, default=3600, help="sync bench: seconds of backlog per device")
     bench.add_argument("--minutes", type=float, help="soak bench: how long to run (default 10)")
+    bench.add_argument("--dicom-mb", type=int, help="soak bench: size of the large DICOM object (default 300)")
     return parser
 
 
@@ -530,6 +531,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         backlog_s=args.backlog_s,
         seconds=args.seconds,
         minutes=args.minutes,
+        dicom_mb=args.dicom_mb,
     )
 
 

@@ -149,3 +149,29 @@ async def test_a_row_naming_an_unknown_key_is_quarantined_at_start_not_fatal(tmp
         await buffer.close()
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT seq, reason FROM quarantine").fetchall() == [(1, "unknown_key")]
+
+
+def test_bench_soak_reports_its_contract_keys() -> None:
+    """A short soak (every fault, a 12 MB object instead of 300 MB): the contract keys, and nothing lost."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "bench", "soak", "--json", "--minutes", "0.5", "--dicom-mb", "12"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=170,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout)
+    for key in ("rss_mb_max", "rss_growth_mb", "values_lost", "alarms_lost", "crashes"):
+        assert isinstance(figures[key], int | float), key
+    assert figures["values_lost"] == 0 and figures["alarms_lost"] == 0 and figures["crashes"] == 0
+    assert figures["dicom_big_status"] == "0x0000" and figures["hl7_messages_acknowledged"] > 0
+    assert set(figures["faults"]) | {s.split(":")[0] for s in figures["faults_skipped"]} == {
+        "broker_outage",
+        "disk_full",
+        "hl7_slot_flood",
+        "large_dicom",
+    }

@@ -60,7 +60,7 @@ TARGETS = {
 }
 OUTAGE_S = 20.0
 FLOOD_S = 30.0
-HUGE_MB = 300  # refused: over the gateway's 256 MiB object limit
+HUGE_MB = 300  # refused: over the gateway's 256 MiB object limit (--dicom-mb chooses another size)
 LARGE_MB = 16  # stored: over the 8 MiB in-memory limit, so streamed through the spool
 WARM_MB = 9  # the first study, early: the same streaming path, so growth measures the run, not first use
 DISK_MB = 128
@@ -317,19 +317,19 @@ def _stopped_lines(log: Path) -> list[dict[str, Any]]:
     return lines
 
 
-async def bench_soak(minutes: float | None = None, **_: Any) -> dict[str, Any]:
+async def bench_soak(minutes: float | None = None, dicom_mb: int | None = None, **_: Any) -> dict[str, Any]:
     duration_s = 60.0 * (minutes if minutes is not None else 10.0)
     with tempfile.TemporaryDirectory(prefix="iomt-soak-") as tmp:
         folder = Path(tmp)
         disk = _mount_small_disk(folder / "disk")
         try:
-            return await _soak(folder, disk, duration_s)
+            return await _soak(folder, disk, duration_s, dicom_mb or HUGE_MB)
         finally:
             if disk is not None:
                 _unmount(disk)
 
 
-async def _soak(folder: Path, disk: Path | None, duration_s: float) -> dict[str, Any]:
+async def _soak(folder: Path, disk: Path | None, duration_s: float, big_mb: int) -> dict[str, Any]:
     (folder / "broker").mkdir()
     broker = LoopbackBroker(folder / "broker", persistence=True)
     await broker.start()
@@ -391,9 +391,9 @@ async def _soak(folder: Path, disk: Path | None, duration_s: float) -> dict[str,
             await _flood(hl7_port, min(FLOOD_S, 0.08 * duration_s))
             faults_done.append("hl7_slot_flood")
             await at(0.60)
-            huge = await asyncio.to_thread(write_large_object, folder / "huge.dcm", HUGE_MB)
-            dicom_statuses["huge"] = await asyncio.to_thread(send_file, "127.0.0.1", dicom_port, huge)
-            huge.unlink()
+            big = await asyncio.to_thread(write_large_object, folder / "big.dcm", big_mb)
+            dicom_statuses["big"] = await asyncio.to_thread(send_file, "127.0.0.1", dicom_port, big)
+            big.unlink()
             large = await asyncio.to_thread(write_large_object, folder / "large.dcm", LARGE_MB)
             dicom_statuses["large"] = await asyncio.to_thread(send_file, "127.0.0.1", dicom_port, large)
             large.unlink()
@@ -435,6 +435,7 @@ async def _soak(folder: Path, disk: Path | None, duration_s: float) -> dict[str,
         clean_exit=clean_exit,
         sender=sender,
         dicom=dicom_statuses,
+        big_mb=big_mb,
         faults=faults_done,
         skipped=skipped,
     )
@@ -465,6 +466,7 @@ def _figures(
     clean_exit: int | None,
     sender: Hl7Sender,
     dicom: dict[str, int | None],
+    big_mb: int,
     faults: list[str],
     skipped: list[str],
 ) -> dict[str, Any]:
@@ -499,14 +501,19 @@ def _figures(
         "alarms_delivered": len(cloud_alarms),
         "hl7_messages_acknowledged": sender.acknowledged,
         "hl7_resends": sender.sent - sender.acknowledged,
-        "dicom_300mb_status": None if dicom.get("huge") is None else f"0x{dicom['huge']:04X}",
-        "dicom_16mb_status": None if dicom.get("large") is None else f"0x{dicom['large']:04X}",
+        "dicom_big_mb": big_mb,
+        "dicom_big_status": _status(dicom.get("big")),  # 0xA700 for the default 300 MB: over the 256 MiB limit
+        "dicom_16mb_status": _status(dicom.get("large")),
         "faults": faults,
         "faults_skipped": skipped,
         "gateway_exit_codes": gateway.exit_codes,
         "cpu": _cpu_model(),
         "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},
     }
+
+
+def _status(status: int | None) -> str | None:
+    return None if status is None else f"0x{status:04X}"
 
 
 def _cpu_model() -> str:
