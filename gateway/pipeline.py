@@ -441,7 +441,8 @@ class Pipeline:
         assert task is not None  # noqa: S101 - only called for a finished commit
         try:
             result = task.result()
-        except StorageError as err:
+        except Exception as exc:  # noqa: BLE001 - whatever failed the commit, the batches are kept and retried
+            err = exc if isinstance(exc, StorageError) else StorageError("commit failed", error=type(exc).__name__)
             # Keep the batches, ahead of what arrived since, and retry after the backoff.
             for key, events in batches.items():
                 self._pending[key] = events + self._pending.get(key, [])

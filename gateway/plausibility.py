@@ -15,6 +15,7 @@ from typing import Protocol
 
 from gateway.logs import get_logger
 from gateway.model import Alarm, AlarmPriority, Observation
+from gateway.nomenclature import all_quantities
 
 log = get_logger(__name__)
 
@@ -71,13 +72,8 @@ PLAUSIBLE: dict[str, tuple[float, float]] = {
     "MDC_INS_BOLUS": (0.0, 250.0),
     "MDC_ATTR_VAL_BATT_CHARGE": _PERCENT,
 }
-# ST deviation, per lead, in mV: far beyond any real elevation or depression.
-PLAUSIBLE.update(
-    {
-        f"MDC_ECG_AMPL_ST_{lead}": (-20.0, 20.0)
-        for lead in ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
-    }
-)
+# ST deviation per lead (the quantities in mV): far beyond any real elevation or depression.
+PLAUSIBLE.update({q.reference_id: (-20.0, 20.0) for q in all_quantities() if q.ucum == "mV"})
 
 
 def plausible(obs: Observation) -> bool:
