@@ -94,3 +94,21 @@ async def running_gateway(
         receiver_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await receiver_task
+
+
+def bench_figures(name: str, *args: str, timeout_s: float = 300) -> dict[str, Any]:
+    """`iomt-gateway bench NAME --json ARGS` in a fresh interpreter, as a technician runs it: its figures."""
+    import json  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "bench", name, "--json", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout_s,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures: dict[str, Any] = json.loads(result.stdout)
+    return figures

@@ -24,7 +24,7 @@ from gateway.buffer.store import NewRecord
 from gateway.config import parse_config
 from gateway.model import Alarm, Lane
 from tests.conftest import Mosquitto, config_dict
-from tests.harness import Running, in_background, running_gateway
+from tests.harness import Running, bench_figures, in_background, running_gateway
 from tests.storage_faults import database_locked, fill, small_filesystem
 
 
@@ -153,18 +153,7 @@ async def test_a_row_naming_an_unknown_key_is_quarantined_at_start_not_fatal(tmp
 
 def test_bench_soak_reports_its_contract_keys() -> None:
     """A short soak (every fault, a 12 MB object instead of 300 MB): the contract keys, and nothing lost."""
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway", "bench", "soak", "--json", "--minutes", "0.5", "--dicom-mb", "12"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=170,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    figures = json.loads(result.stdout)
+    figures = bench_figures("soak", "--minutes", "0.5", "--dicom-mb", "12", timeout_s=170)
     for key in ("rss_mb_max", "rss_growth_mb", "values_lost", "alarms_lost", "crashes"):
         assert isinstance(figures[key], int | float), key
     assert figures["values_lost"] == 0 and figures["alarms_lost"] == 0 and figures["crashes"] == 0
