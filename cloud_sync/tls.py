@@ -23,7 +23,7 @@ class _ClosingSSLSocket(ssl.SSLSocket):
             raise
 
 
-def client_context(ca_file: Path, cert_file: Path, key_file: Path) -> ssl.SSLContext:
+def client_context(ca_file: Path, cert_file: Path, key_file: Path, *, section: str = "mqtt.tls") -> ssl.SSLContext:
     """A context that verifies the broker against `ca_file` only and presents the gateway's certificate."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     context.sslsocket_class = _ClosingSSLSocket
@@ -33,7 +33,7 @@ def client_context(ca_file: Path, cert_file: Path, key_file: Path) -> ssl.SSLCon
         context.load_cert_chain(certfile=str(cert_file), keyfile=str(key_file))
     except (OSError, ssl.SSLError) as err:
         raise ConfigError(
-            "mqtt.tls: cannot load the CA, certificate or key (PEM files; the key must match the certificate)",
+            f"{section}: cannot load the CA, certificate or key (PEM files; the key must match the certificate)",
             error=type(err).__name__,
         ) from None
     return context

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from gateway.errors import DeviceError
@@ -24,6 +24,7 @@ class DriverStats:
     notifications: int = 0  # frames received from the device and decoded (or rejected)
     invalid_frames: int = 0  # frames that failed decoding (logged, typed error)
     dropped_notifications: int = 0  # frames lost because the driver's queue was full
+    unmapped_codes: dict[str, int] = field(default_factory=dict)  # observations with codes the gateway does not map
 
 
 def link_status(device_id: str, connection: ConnectionState, **fields: Any) -> DeviceStatus:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from edge_ml.rhythm import ASYSTOLE, RhythmAssessment, RhythmSettings
 from edge_ml.rhythm import CONDITIONS as RHYTHM_CONDITIONS
 from gateway.config import AlarmsSection, LimitRule
+from gateway.liveness import LivenessMonitor
 from gateway.model import (
     CONDITIONS_KEY,
     Alarm,
@@ -61,8 +62,32 @@ class AlarmEngine:
         self._technical: set[tuple[str, str]] = set()
         self._conditions: dict[str, dict[str, AlarmPriority]] = {}  # device-reported conditions, per device
         self.active: dict[tuple[str, str], Alarm] = {}
+        self.liveness: LivenessMonitor | None = None  # set by the daemon: a device_silent rule per device
+
+    def technical(
+        self, device_id: str, condition: str, present: bool, priority: AlarmPriority, t_gw: int
+    ) -> list[Alarm]:
+        """A technical condition found outside these rules (storage, plausibility): raised or cleared on change."""
+        return self._tech(device_id, condition, present, priority, t_gw)
+
+    def check_liveness(self, t_gw: int) -> list[Alarm]:
+        """device_silent for every watched device silent longer than its interval (once, until it sends)."""
+        if self.liveness is None:
+            return []
+        out: list[Alarm] = []
+        for device, silent in self.liveness.silent(t_gw).items():
+            if silent:
+                out += self._tech(device, "device_silent", True, self.liveness.rules[device].priority, t_gw)
+        return out
 
     def evaluate(self, event: Event) -> list[Alarm]:
+        out: list[Alarm] = []
+        if self.liveness is not None and self.liveness.heard(event):
+            rule = self.liveness.rules[event.device_id]
+            out += self._tech(event.device_id, "device_silent", False, rule.priority, event.gateway_time_ns)
+        return out + self._evaluate(event)
+
+    def _evaluate(self, event: Event) -> list[Alarm]:
         if isinstance(event, Observation):
             return self._on_observation(event)
         if isinstance(event, DeviceStatus):

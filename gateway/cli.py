@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true")
 
     bench = sub.add_parser("bench", help="measure this box's capacity (see docs/BENCHMARKS.md)")
-    bench.add_argument("name", help="alarms, buffer, sync, qrs, pipeline, modbus or hl7")
+    bench.add_argument("name", help="alarms, buffer, sync, qrs, pipeline, modbus, hl7 or soak")
     bench.add_argument("--json", action="store_true", help="print one JSON object of figures")
     bench.add_argument("--record", type=Path, help="WFDB record (path without extension) where the bench uses one")
     bench.add_argument("--records", type=Path, help="qrs bench: score every record with .atr labels in this folder")
@@ -116,6 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--devices", type=int, default=50, help="sync bench: simulated devices")
     bench.add_argument("--seconds", type=float, help="modbus and hl7 benches: measuring window (default 10 and 5)")
     bench.add_argument("--backlog-s", type=int, default=3600, help="sync bench: seconds of backlog per device")
+    bench.add_argument("--minutes", type=float, help="soak bench: how long to run (default 10)")
+    bench.add_argument("--dicom-mb", type=int, help="soak bench: size of the large DICOM object (default 300)")
     return parser
 
 
@@ -532,6 +534,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         devices=args.devices,
         backlog_s=args.backlog_s,
         seconds=args.seconds,
+        minutes=args.minutes,
+        dicom_mb=args.dicom_mb,
     )
 
 

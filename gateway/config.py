@@ -71,6 +71,9 @@ class BufferSection(_Section):
     # better; a waveform sample waits at most this long before it is durable and counted as accepted).
     waveform_record_s: Annotated[float, Field(gt=0, le=60)] = 5.0
     queue_size: Annotated[int, Field(ge=16, le=1_000_000)] = 10_000
+    # While the buffer cannot commit (full disk, locked database), events are held in memory up to this much;
+    # over it the oldest waveforms, then device status, then numerics are shed (never alarms or command results).
+    outage_memory_mb: Annotated[int, Field(ge=1, le=4096)] = 64
 
 
 class TlsSection(_Section):
@@ -135,6 +138,10 @@ ADDRESS_PATTERN = (
 class _DeviceBase(_Section):
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
     patient: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+    # Liveness: no data for this long raises the technical alarm device_silent (cleared by the next datum).
+    # Unset: the default for the kind of device (gateway/liveness.py); every device has one.
+    silent_after_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] | None = None
+    silent_priority: Literal["high", "medium", "low"] = "medium"
 
 
 class BleDeviceSection(_DeviceBase):
@@ -184,6 +191,45 @@ class SerialDeviceSection(_DeviceBase):
     ]
     baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
     silent_link_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # HL7: an observation whose code the gateway does not map is counted and answered AA (its message's other
+    # observations are kept); "AE" names the unmapped ones in the ACK instead (still keeping the rest).
+    unmapped_ack: Literal["AA", "AE"] = "AA"
+    # HL7 MSH-4 sending facilities accepted (namespace or universal id); empty: any.  Others are answered AR.
+    allowed_facilities: Annotated[
+        tuple[Annotated[str, Field(min_length=1, max_length=64)], ...], Field(strict=False)
+    ] = ()
+    # The MLLP listener (listen://): source addresses or networks allowed to connect (empty: any), connections
+    # at once and per source, and how long a connection may go without completing a message.
+    allowed_sources: Annotated[tuple[str, ...], Field(strict=False)] = ()
+    max_connections: Annotated[int, Field(ge=1, le=64)] = 8
+    max_connections_per_source: Annotated[int, Field(ge=1, le=64)] = 2
+    idle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    # MLLP over TLS (listen:// only): the gateway's certificate and key; with tls_client_ca, senders must
+    # present a certificate that CA issued.
+    tls_cert: SecretRef | None = None
+    tls_key: SecretRef | None = None
+    tls_client_ca: SecretRef | None = None
+
+    @field_validator("allowed_sources")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for source in value:
+            try:
+                ipaddress.ip_network(source, strict=False)
+            except ValueError:
+                raise ValueError("IP addresses or networks, e.g. 10.20.0.7 or 10.20.0.0/24") from None
+        return value
+
+    @model_validator(mode="after")
+    def _listener_options(self) -> SerialDeviceSection:
+        listening = self.address.startswith("listen://")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if not listening and (self.tls_cert is not None or self.allowed_sources):
+            raise ValueError("tls_cert and allowed_sources apply to an MLLP listener (listen://HOST:PORT)")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key")
+        return self
 
 
 class DicomDeviceSection(_DeviceBase):
@@ -198,7 +244,15 @@ class DicomDeviceSection(_DeviceBase):
     profile: Literal["storage_scp", "drop_folder"]
     address: Annotated[str, Field(pattern=r"^(listen://[A-Za-z0-9_.-]+:[0-9]{1,5}|folder:///[^\s]*)$")]
     ae_title: Annotated[str, Field(pattern=r"^[ -\[\]-~]{1,16}$")] = "IOMT_GW"
+    # Calling AE titles allowed to associate.  Required for a storage_scp unless allow_any_calling_ae = true:
+    # an SCP that anyone on the network may store to must be a deliberate choice.
     allowed_calling_aes: Annotated[tuple[str, ...], Field(strict=False)] = ()
+    allow_any_calling_ae: bool = False
+    # The SCP's idle/size discipline: an association idle this long is released (network timeout), at most this
+    # many associations at once and per calling address.
+    idle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    max_associations: Annotated[int, Field(ge=1, le=32)] = 4
+    max_associations_per_source: Annotated[int, Field(ge=1, le=32)] = 2
     deidentify: bool = False
     deidentify_key: SecretRef | None = None
     tls_cert: SecretRef | None = None
@@ -209,6 +263,8 @@ class DicomDeviceSection(_DeviceBase):
     def _consistent(self) -> DicomDeviceSection:
         if (self.profile == "drop_folder") != self.address.startswith("folder://"):
             raise ValueError("a storage_scp listens (listen://HOST:PORT); a drop_folder watches (folder:///PATH)")
+        if self.profile == "storage_scp" and not self.allowed_calling_aes and not self.allow_any_calling_ae:
+            raise ValueError("a storage_scp needs allowed_calling_aes (or allow_any_calling_ae = true, deliberately)")
         if self.deidentify and self.deidentify_key is None:
             raise ValueError("deidentify needs deidentify_key (a secret file keying the UID replacement)")
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -250,12 +306,27 @@ class LimitRule(_Section):
 
 class LocalAlarmChannel(_Section):
     """Alarms published at once to a broker on the ward or in the home (nurse call, a bedside display),
-    independent of the cloud uplink, so they keep flowing when the internet is down."""
+    independent of the cloud uplink, so they keep flowing when the internet is down.
+
+    Secured like the uplink: mutual TLS (`[alarms.local.tls]`, the same keys as `[mqtt.tls]`), plaintext only
+    to a loopback broker; optionally a username and a password file for brokers that also want those.
+    """
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
     topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")] = "iomt/local"
     protocol: Literal["5", "3.1.1"] = "5"
+    tls: TlsSection | None = None
+    username: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    password_file: SecretRef | None = None
+
+    @model_validator(mode="after")
+    def _secured(self) -> LocalAlarmChannel:
+        if self.tls is None and not _is_loopback(self.host):
+            raise ValueError("[alarms.local.tls] is required for a broker off this machine (loopback only without)")
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file needs a username")
+        return self
 
 
 class RhythmLimits(_Section):
@@ -457,6 +528,16 @@ class Config(_Section):
     def secret_refs(self) -> dict[str, str]:
         """Every secret the config references, by dotted key."""
         refs = {"buffer.key_file": self.buffer.key_file}
+        local = self.alarms.local
+        if local is not None:
+            if local.tls is not None:
+                refs |= {
+                    "alarms.local.tls.ca_file": local.tls.ca_file,
+                    "alarms.local.tls.cert_file": local.tls.cert_file,
+                    "alarms.local.tls.key_file": local.tls.key_file,
+                }
+            if local.password_file is not None:
+                refs["alarms.local.password_file"] = local.password_file
         if self.mqtt.tls is not None:
             refs |= {
                 "mqtt.tls.ca_file": self.mqtt.tls.ca_file,
@@ -464,11 +545,10 @@ class Config(_Section):
                 "mqtt.tls.key_file": self.mqtt.tls.key_file,
             }
         for index, device in enumerate(self.devices):
-            if isinstance(device, DicomDeviceSection):
-                for name in ("deidentify_key", "tls_cert", "tls_key"):
-                    ref = getattr(device, name)
-                    if ref is not None:
-                        refs[f"devices[{index}].{name}"] = ref
+            for name in ("deidentify_key", "tls_cert", "tls_key", "tls_client_ca"):
+                ref = getattr(device, name, None)
+                if ref is not None:
+                    refs[f"devices[{index}].{name}"] = ref
         return refs
 
 

@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any
 
 from cloud_sync.uplink import Uplink
-from drivers.base import CommandTarget
+from drivers.base import CommandTarget, Driver
 from drivers.ble.bleak_link import BleakGattLink
 from drivers.ble.link import GattLink, GattLinkFactory
 from drivers.registry import Backends, build_driver
@@ -23,17 +23,20 @@ from gateway.buffer import Buffer
 from gateway.commands.service import CommandService
 from gateway.commands.store import CommandStore
 from gateway.config import Config
+from gateway.liveness import LivenessMonitor, liveness_rules
 from gateway.logs import get_logger
+from gateway.memory import release_free_memory
 from gateway.metrics import Metrics
 from gateway.model import CommandOutcome, CommandResult, new_id, now_ns
 from gateway.pipeline import Pipeline
-from gateway.preflight import preflight
+from gateway.preflight import local_alarm_tls, preflight
 from gateway.sdnotify import SystemdNotifier
 from gateway.supervisor import Supervisor
 
 log = get_logger(__name__)
 
 COMMAND_QUEUE = 1000
+TRIM_INTERVAL_S = 60.0
 
 
 def default_backends(config: Config) -> Backends:
@@ -92,6 +95,7 @@ class Gateway:
         self.local_alarms: Any = None
         self._metrics_server: Any = None
         self.parts: GatewayParts | None = None
+        self.drivers: dict[str, Driver] = {}  # by device id, once running (diagnostics and tests)
         self.started_at = time.monotonic()
 
     async def _open(self) -> GatewayParts:
@@ -103,6 +107,7 @@ class Gateway:
             cfg.buffer.synchronous,
             max_bytes=cfg.buffer.max_mb * 1024 * 1024,
             min_free_disk_bytes=cfg.buffer.min_free_disk_mb * 1024 * 1024,
+            degraded_start=True,  # a full disk or a held lock at start: run, alarm, retry (no crash loop)
         )
         pipeline = Pipeline(
             buffer,
@@ -117,6 +122,7 @@ class Gateway:
             # A stored batch must fit one uplink message, with room for framing and the topic.
             max_payload_bytes=cfg.mqtt.max_message_bytes - 4096,
             beat_model=self._load_beat_model(),
+            memory_bound_bytes=cfg.buffer.outage_memory_mb * 1024 * 1024,
         )
         queue: asyncio.Queue[tuple[str, bytes]] | None = asyncio.Queue(COMMAND_QUEUE) if cfg.commands.enabled else None
         uplink = Uplink(
@@ -130,8 +136,14 @@ class Gateway:
     async def run(self, stop: asyncio.Event, *, drain_uplink_s: float = 0.0) -> None:
         """Run until `stop` is set, then stop drivers, commit everything, and optionally let the uplink drain."""
         parts = self.parts = await self._open()
+        # Liveness counts from now: a device never heard within its interval is reported silent.
+        self.alarms.liveness = LivenessMonitor(liveness_rules(self.config.devices), now_ns())
         try:
-            drivers = [build_driver(device, self.backends, self.config.secret_path) for device in self.config.devices]
+            drivers = [
+                build_driver(device, self.backends, self.config.secret_path, self.config.state_dir)
+                for device in self.config.devices
+            ]
+            self.drivers = {driver.device_id: driver for driver in drivers}
             for driver in drivers:
                 self.metrics.drivers[driver.device_id] = driver.stats
             if parts.command_store is not None:
@@ -152,7 +164,12 @@ class Gateway:
                 if self.config.alarms.local is not None:
                     from gateway.local_alarms import LocalAlarmPublisher  # noqa: PLC0415
 
-                    self.local_alarms = LocalAlarmPublisher(self.config.alarms.local, self.config.gateway.id)
+                    self.local_alarms = LocalAlarmPublisher(
+                        self.config.alarms.local,
+                        self.config.gateway.id,
+                        tls_context=local_alarm_tls(self.config),
+                        password=self._local_alarm_password(),
+                    )
                     parts.pipeline.alarm_listeners.append(self.local_alarms.offer)
                     local_alarms_task = group.create_task(self.local_alarms.run(), name="local-alarms")
                 commands_task = None
@@ -203,14 +220,23 @@ class Gateway:
             count=sum(d.received for d in devices),
             items=sum(d.accepted for d in devices),
             rows=self.metrics.rows_written,
+            shed=sum(self.metrics.shed_items.values()),
+            evicted=sum(self.metrics.evicted_items.values()),
+            implausible=self.metrics.implausible_values,
         )
+
+    def _local_alarm_password(self) -> str | None:
+        local = self.config.alarms.local
+        if local is None or local.password_file is None:
+            return None
+        return self.config.secret_path(local.password_file).read_text("utf-8").strip()
 
     def _load_beat_model(self) -> Model | None:
         """The ECG beat model, verified against its manifest; without it the rhythm alarms still run."""
         try:
             return load_model(bundled("ecg_beat_autoencoder"))
         except ModelError as err:
-            log.error("ECG beat model refused; running without it", **err.log_fields())
+            log.error("ECG beat model refused; running without it", **err.log_fields())  # no context of our own
             return None
 
     async def _start_local_services(self) -> None:
@@ -268,12 +294,16 @@ class Gateway:
         """Pings the systemd watchdog only while the pipeline and the uplink loops keep turning."""
         interval = self.notifier.watchdog_interval_s or self.config.supervisor.watchdog_interval_s
         stale_after = max(4 * interval, 2 * self.config.buffer.flush_interval_ms / 1000 + 5.0)
+        next_trim = time.monotonic() + TRIM_INTERVAL_S
         while True:
             await asyncio.sleep(interval)
             parts = self.parts
             if parts is None:
                 continue
             now = time.monotonic()
+            if now >= next_trim:
+                next_trim = now + TRIM_INTERVAL_S
+                release_free_memory()  # RSS is what is in use, not the last burst's peak (gateway/memory.py)
             pipeline_age = now - parts.pipeline.heartbeat
             uplink_age = now - parts.uplink.heartbeat
             # The uplink may sleep through a long reconnect backoff; that is progress too.

@@ -18,9 +18,14 @@ class GatewayError(Exception):
         self.message = message
         self.fields = fields
 
-    def log_fields(self) -> dict[str, Any]:
-        """Fields safe to log: the error's kind, its message and its structured context (never values)."""
-        return {"error": type(self).__name__, "detail": self.message, **self.fields}
+    def log_fields(self, **context: Any) -> dict[str, Any]:
+        """Fields safe to log: the error's kind, its message and its structured context (never values).
+
+        Pass the caller's own fields as `context` rather than next to `**err.log_fields()`: a key both carry
+        (say `rows`) would make the logging call itself raise, inside the very handler that meant to survive
+        the error.  Here the error's own fields win.
+        """
+        return {**context, "error": type(self).__name__, "detail": self.message, **self.fields}
 
 
 class ConfigError(GatewayError):
@@ -49,6 +54,14 @@ class DeviceError(GatewayError):
 
 class StorageError(GatewayError):
     """The local buffer could not store, read or decrypt a record."""
+
+
+class StorageUnavailable(StorageError):
+    """The buffer cannot be used right now (disk full, database locked by another process, I/O error).
+
+    Transient by nature: the pipeline keeps what it holds in memory within its bound and retries, and the
+    gateway starts degraded rather than refusing to start.
+    """
 
 
 class BufferKeyError(StorageError):

@@ -1,7 +1,8 @@
 """The local alarm channel: every alarm event published at once on a local broker, apart from the cloud.
 
 `{topic_prefix}/{gateway}/alarms/{device}` carries one JSON alarm per message (QoS 1): the same fields as the
-uplink's alarm items.  A full queue drops the oldest event and counts it: a local display must get the newest
+uplink's alarm items.  Off loopback the channel is mutual TLS (as the uplink), with optional username/password.
+A full queue drops the oldest event and counts it: a local display must get the newest
 alarms, and the uplink still carries every alarm durably.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 
 import aiomqtt
@@ -23,9 +25,18 @@ QUEUE = 1000
 
 
 class LocalAlarmPublisher:
-    def __init__(self, config: LocalAlarmChannel, gateway_id: str) -> None:
+    def __init__(
+        self,
+        config: LocalAlarmChannel,
+        gateway_id: str,
+        *,
+        tls_context: ssl.SSLContext | None = None,
+        password: str | None = None,
+    ) -> None:
         self._config = config
         self._gateway_id = gateway_id
+        self._tls = tls_context
+        self._password = password
         self._queue: asyncio.Queue[Alarm] = asyncio.Queue(QUEUE)
         self.published = 0
         self.dropped = 0
@@ -39,6 +50,7 @@ class LocalAlarmPublisher:
 
     async def run(self) -> None:
         failures = 0
+        unsent: Alarm | None = None  # taken from the queue but not acknowledged when the broker went away
         while True:
             try:
                 protocol = aiomqtt.ProtocolVersion.V5 if self._config.protocol == "5" else aiomqtt.ProtocolVersion.V311
@@ -47,11 +59,16 @@ class LocalAlarmPublisher:
                     self._config.port,
                     protocol=protocol,
                     identifier=f"iomt-local-alarms-{self._gateway_id}",
+                    username=self._config.username,
+                    password=self._password,
+                    tls_context=self._tls,
                 ) as client:
                     failures = 0
                     while True:
-                        alarm = await self._queue.get()
+                        alarm = unsent if unsent is not None else await self._queue.get()
+                        unsent = alarm
                         await client.publish(self._topic(alarm), self._payload(alarm), qos=1)
+                        unsent = None
                         self.published += 1
             except aiomqtt.MqttError:
                 failures += 1

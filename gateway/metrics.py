@@ -33,6 +33,9 @@ class Metrics:
     evicted_items: Counter[str] = field(default_factory=Counter)  # per lane
     reconnects: int = 0
     rows_written: int = 0
+    implausible_values: int = 0  # physically impossible values kept out of the data (a technical alarm each episode)
+    storage_failures: int = 0  # commits the buffer refused (full disk, lock, I/O); each is retried
+    shed_items: Counter[str] = field(default_factory=Counter)  # per lane: dropped over the memory bound in an outage
     rows_deleted: int = 0
     restarts: Counter[str] = field(default_factory=Counter)
     drivers: dict[str, DriverStats] = field(default_factory=dict)

@@ -83,6 +83,22 @@ class _Snapshot(Collector):
             "iomt_sync_publish_refused", "Publishes the broker refused", value=metrics.publish_refused
         )
         yield CounterMetricFamily("iomt_sync_reconnects", "Broker reconnections", value=metrics.reconnects)
+        shed = CounterMetricFamily(
+            "iomt_buffer_shed_values",
+            "Values shed over the memory bound while the buffer was unavailable",
+            labels=["lane"],
+        )
+        for lane_name, count in metrics.shed_items.items():
+            shed.add_metric([lane_name], count)
+        yield shed
+        yield CounterMetricFamily(
+            "iomt_buffer_storage_failures", "Commits the buffer refused (retried)", value=metrics.storage_failures
+        )
+        yield CounterMetricFamily(
+            "iomt_values_implausible",
+            "Physically impossible values kept out of the data",
+            value=metrics.implausible_values,
+        )
         evicted = CounterMetricFamily(
             "iomt_buffer_evicted_values", "Values evicted to stay within quota", labels=["lane"]
         )

@@ -74,6 +74,46 @@ _TABLE: tuple[Quantity, ...] = (
     # No 11073-10101 term names a cold-chain cabinet; the ambient-temperature term is the nearest (documented).
     _q("MDC_TEMP_ROOM", MDC_PART_SCADA, 57436, "Cel", "Room / ambient temperature"),
     _q("MDC_RESP_RATE", MDC_PART_SCADA, 20490, "/min", "Respiration rate"),
+    # -- Bedside-monitor terms IHE PCD-01 senders commonly use (issue 16).  Each code checked against a public
+    # table: [DK] HL7 Denmark DK Core IG, value set IEEEBasicObservation (github.com/hl7dk/dk-core,
+    # input/fsh/valueSets.fsh); [MII] German Medical Informatics Initiative ICU module, value set
+    # VS_MII_ICU_Code_Monitoring_und_Vitaldaten_ISO11073 and profile SD_MII_ICU_Herzzeitvolumen (as back-ported
+    # in github.com/gematik/spec-ISiK-Vitalparameter-und-Koerpermasze); [MIIts] the MII terminology server's
+    # urn:iso:std:iso:11073:10101 (version 2024-12-05), code lookups published in an MII lung-function survey;
+    # [CID3688] DICOM PS3.16 CID 3688: MDC 2:768 "ST amplitude, per lead", per-lead codes = base + the lead's
+    # code (the same lead codes as the ECG leads above).
+    # Respiration rate by method [DK].
+    _q("MDC_AWAY_RESP_RATE", MDC_PART_SCADA, 20498, "/min", "Respiration rate (airway flow)"),  # 151570
+    _q("MDC_TTHOR_RESP_RATE", MDC_PART_SCADA, 20506, "/min", "Respiration rate (impedance)"),  # 151578
+    _q("MDC_CO2_RESP_RATE", MDC_PART_SCADA, 20522, "/min", "Respiration rate (CO2)"),  # 151594
+    # Gases [MIIts]: end-tidal CO2 (also sent as MDC_AWAY_CO2_ET, the same code) and inspired O2 (FiO2).
+    _q("MDC_CONC_AWAY_CO2_ET", MDC_PART_SCADA, 20636, "mm[Hg]", "End-tidal CO2"),  # 151708
+    _q("MDC_CONC_AWAY_O2_INSP", MDC_PART_SCADA, 21124, "%", "Inspired O2 (FiO2)"),  # 152196
+    # Temperature sites [DK]; rectal, oral and core also in [MII].
+    _q("MDC_TEMP_CORE", MDC_PART_SCADA, 19296, "Cel", "Core temperature"),  # 150368
+    _q("MDC_TEMP_SKIN", MDC_PART_SCADA, 19316, "Cel", "Skin temperature"),  # 150388
+    _q("MDC_TEMP_TYMP", MDC_PART_SCADA, 19320, "Cel", "Tympanic temperature"),  # 150392
+    _q("MDC_TEMP_RECT", MDC_PART_SCADA, 57348, "Cel", "Rectal temperature"),  # 188420
+    _q("MDC_TEMP_ORAL", MDC_PART_SCADA, 57352, "Cel", "Oral temperature"),  # 188424
+    _q("MDC_TEMP_EAR", MDC_PART_SCADA, 57356, "Cel", "Ear temperature"),  # 188428
+    # Haemodynamics [MII]: cardiac output and the pulmonary artery pressures.
+    _q("MDC_OUTPUT_CARD", MDC_PART_SCADA, 19204, "L/min", "Cardiac output"),  # 150276
+    _q("MDC_PRESS_BLD_ART_PULM_SYS", MDC_PART_SCADA, 18973, "mm[Hg]", "Pulmonary artery pressure systolic"),
+    _q("MDC_PRESS_BLD_ART_PULM_DIA", MDC_PART_SCADA, 18974, "mm[Hg]", "Pulmonary artery pressure diastolic"),
+    _q("MDC_PRESS_BLD_ART_PULM_MEAN", MDC_PART_SCADA, 18975, "mm[Hg]", "Pulmonary artery pressure mean"),
+    # ST deviation per lead [CID3688]: 768 + lead code.
+    _q("MDC_ECG_AMPL_ST_I", MDC_PART_SCADA, 769, "mV", "ST level, lead I"),
+    _q("MDC_ECG_AMPL_ST_II", MDC_PART_SCADA, 770, "mV", "ST level, lead II"),
+    _q("MDC_ECG_AMPL_ST_V1", MDC_PART_SCADA, 771, "mV", "ST level, lead V1"),
+    _q("MDC_ECG_AMPL_ST_V2", MDC_PART_SCADA, 772, "mV", "ST level, lead V2"),
+    _q("MDC_ECG_AMPL_ST_V3", MDC_PART_SCADA, 773, "mV", "ST level, lead V3"),
+    _q("MDC_ECG_AMPL_ST_V4", MDC_PART_SCADA, 774, "mV", "ST level, lead V4"),
+    _q("MDC_ECG_AMPL_ST_V5", MDC_PART_SCADA, 775, "mV", "ST level, lead V5"),
+    _q("MDC_ECG_AMPL_ST_V6", MDC_PART_SCADA, 776, "mV", "ST level, lead V6"),
+    _q("MDC_ECG_AMPL_ST_III", MDC_PART_SCADA, 829, "mV", "ST level, lead III"),
+    _q("MDC_ECG_AMPL_ST_AVR", MDC_PART_SCADA, 830, "mV", "ST level, lead aVR"),
+    _q("MDC_ECG_AMPL_ST_AVL", MDC_PART_SCADA, 831, "mV", "ST level, lead aVL"),
+    _q("MDC_ECG_AMPL_ST_AVF", MDC_PART_SCADA, 832, "mV", "ST level, lead aVF"),
     # Glucose (CGM interstitial fluid, capillary meter) and trend
     _q("MDC_CONC_GLU_ISF", MDC_PART_SCADA, 29140, "mg/dL", "Glucose (interstitial fluid)"),  # 10425 CGM IG
     # Glucose meter (ISO/IEEE 11073-10417): one term per sample type the Glucose Measurement names.
@@ -114,7 +154,11 @@ _TABLE: tuple[Quantity, ...] = (
     _q("MDC_IMPED_TTHOR", MDC_PART_SCADA, 20708, "Ohm", "Transthoracic impedance (respiration)", Kind.WAVEFORM),
 )
 
+# Other reference ids senders use for a code above (the code is authoritative; the id only names it).
+ALIASES: dict[str, str] = {"MDC_AWAY_CO2_ET": "MDC_CONC_AWAY_CO2_ET"}
+
 BY_REFERENCE: dict[str, Quantity] = {q.reference_id: q for q in _TABLE}
+BY_REFERENCE.update({alias: BY_REFERENCE[ref] for alias, ref in ALIASES.items()})
 BY_CODE: dict[int, Quantity] = {q.code: q for q in _TABLE}
 
 

@@ -6,6 +6,10 @@ events such as a disconnect status) appends to the same FIFO, so the order of ev
 An event counts as received once it is in the FIFO, and as accepted once the transaction holding it has
 committed.  The pipeline commits every pending batch in one transaction (group commit) each flush interval,
 or at once when an alarm is pending.
+
+A commit runs beside the loop, not in it: while the buffer is slow or failing (a full disk, a database locked
+by another process) the pipeline keeps taking events and evaluating alarms, and the local alarm channel hears
+them at once.  A failed commit keeps its batches and is retried with backoff (`gateway.storage_health`).
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from cloud_sync.wire import encode_batch
 from edge_ml.beats import BeatClassifier, ModelBeatClassifier, RuleBeatClassifier
 from edge_ml.rhythm import ChannelKind, RhythmAnalyzer
 from edge_ml.runtime import Model
+from gateway import plausibility
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer
-from gateway.buffer.store import Eviction, NewRecord
+from gateway.buffer.store import AppendResult, Eviction, NewRecord
 from gateway.errors import StorageError
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
@@ -38,14 +43,17 @@ from gateway.model import (
     new_id,
     now_ns,
 )
+from gateway.storage_health import SHED_ORDER, StorageHealth, held_bytes, not_durable
 
 log = get_logger(__name__)
 
 MAX_WAVEFORM_SAMPLES_PER_RECORD = 32_768
-RETRY_DELAY_S = 0.5
 CLOSE_DEADLINE_S = 10.0
+DEFAULT_MEMORY_BOUND_BYTES = 64 * 1024 * 1024
+DEFAULT_IMAGE_BYTES_HELD = 4 * 1024 * 1024
 
 AlarmListener = Callable[[Alarm], None]
+Key = tuple[Lane, str]
 
 
 class Pipeline:
@@ -65,6 +73,8 @@ class Pipeline:
         waveform_record_s: float = 5.0,
         max_payload_bytes: int = 100_000,
         beat_model: Model | None = None,
+        memory_bound_bytes: int = DEFAULT_MEMORY_BOUND_BYTES,
+        image_bytes_held: int = DEFAULT_IMAGE_BYTES_HELD,
     ) -> None:
         self.beat_model = beat_model
         # The beat classifier the rhythm analysis uses: the model when it loaded, else the rules.
@@ -102,10 +112,24 @@ class Pipeline:
         # Events whose emitters wait until they are committed (a DICOM object before its C-STORE success).
         self._durable: dict[str, list[asyncio.Future[None]]] = {}
         self.battery: dict[str, float] = {}
+        # Memory: bytes held (queued, pending or being committed); images have their own, smaller budget
+        # (a DICOM object's chunks wait at `emit`), and a storage outage sheds over `memory_bound_bytes`.
+        self._memory_bound = memory_bound_bytes
+        self._image_budget = image_bytes_held
+        self._held = 0
+        self._image_held = 0
+        self.health = StorageHealth(gateway_id, clock=time.monotonic)
+        self._commit: asyncio.Task[AppendResult] | None = None
+        self._inflight: dict[Key, list[Event]] = {}
+        self._inflight_since: dict[Key, float] = {}
+        self._counted: list[tuple[str, int]] = []
+        self._rows = 0
 
     # -- EventSink -------------------------------------------------------------------------------------------
     async def emit(self, event: Event) -> None:
-        while len(self._fifo) >= self._queue_size:
+        while len(self._fifo) >= self._queue_size or (
+            event.lane is Lane.IMAGES and self._image_held >= self._image_budget
+        ):
             self._space.clear()
             await self._space.wait()
         self._append(event)
@@ -115,8 +139,28 @@ class Pipeline:
 
     def _append(self, event: Event) -> None:
         self._fifo.append(event)
+        self._hold(event)
         self._count_received(event)
         self._wake.set()
+
+    def _hold(self, event: Event) -> None:
+        size = held_bytes(event)
+        self._held += size
+        if event.lane is Lane.IMAGES:
+            self._image_held += size
+
+    def _release(self, events: list[Event]) -> None:
+        for event in events:
+            size = held_bytes(event)
+            self._held -= size
+            if event.lane is Lane.IMAGES:
+                self._image_held -= size
+        self._space.set()
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of events held in memory (queued, pending or being committed), roughly."""
+        return self._held
 
     def _count_received(self, event: Event) -> None:
         """Count an event entering the pipeline (from a driver, or an alarm the pipeline raised)."""
@@ -154,39 +198,49 @@ class Pipeline:
         next_flush = time.monotonic() + self._flush_interval
         close_deadline: float | None = None
         next_escalation = time.monotonic() + 1.0
-        while True:
-            self.heartbeat = time.monotonic()
-            self._take_available()
-            if self.heartbeat >= next_escalation:
-                next_escalation = self.heartbeat + 1.0
-                for alarm in self._alarms.escalate(now_ns()):
-                    self._raise(alarm)
-            due = (
-                self._closing
-                or self._urgent
-                or time.monotonic() >= next_flush
-                or self._pending_count >= self._pending_cap
-            )
-            if due and self._pending and not await self.flush():
-                await asyncio.sleep(RETRY_DELAY_S)
-            if due:
-                next_flush = time.monotonic() + self._flush_interval
+        try:
+            while True:
+                self.heartbeat = now = time.monotonic()
+                self._take_available()
+                if now >= next_escalation:
+                    next_escalation = now + 1.0
+                    for alarm in self._alarms.escalate(now_ns()) + self._alarms.check_liveness(now_ns()):
+                        self._raise(alarm)
+                if self._commit is not None and self._commit.done():
+                    self._finish_commit()
+                due = self._closing or self._urgent or now >= next_flush or self._pending_count >= self._pending_cap
+                if due and self._commit is None and now >= self.health.retry_at:
+                    self._start_commit()
+                    next_flush = now + self._flush_interval
+                if self._closing:
+                    if not self._fifo and not self._pending and self._commit is None:
+                        return
+                    close_deadline = close_deadline or now + CLOSE_DEADLINE_S
+                    if now > close_deadline:
+                        lost = self._pending_count + len(self._fifo)
+                        log.error("buffer refused the last batches at shutdown", items=lost)
+                        raise StorageError("events could not be committed before shutdown", items=lost)
+                await self._idle(next_flush)
+        finally:
+            if self._commit is not None:
+                self._commit.cancel()
+
+    async def _idle(self, next_flush: float) -> None:
+        """Wait for the next thing to do: an event, a finished commit, the flush interval or a retry."""
+        self._wake.clear()
+        if self._fifo and (self.health.degraded or self._pending_count < self._pending_cap):
+            await asyncio.sleep(0)  # more to take at once; let emitters run first
+            return
+        wake_at = next_flush
+        if self._commit is None and self._pending:
+            wake_at = min(wake_at, self.health.retry_at) if self.health.degraded else wake_at
             if self._closing:
-                if not self._fifo and not self._pending:
-                    return
-                close_deadline = close_deadline or time.monotonic() + CLOSE_DEADLINE_S
-                if time.monotonic() > close_deadline:
-                    lost = self._pending_count + len(self._fifo)
-                    log.error("buffer refused the last batches at shutdown", items=lost)
-                    raise StorageError("events could not be committed before shutdown", items=lost)
-                continue
-            if not self._fifo:
-                self._wake.clear()
-                try:
-                    async with asyncio.timeout(max(0.0, next_flush - time.monotonic())):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
+                wake_at = self.health.retry_at
+        try:
+            async with asyncio.timeout(max(0.0, wake_at - time.monotonic())):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
 
     def close(self) -> None:
         """Stop after draining: `run` commits everything already emitted and returns."""
@@ -198,11 +252,55 @@ class Pipeline:
         return self._max_batch_items * 8
 
     def _take_available(self) -> None:
-        """Move FIFO events into pending batches, up to the pending cap (over it, emitters wait)."""
-        while self._fifo and self._pending_count < self._pending_cap:
+        """Move FIFO events into pending batches, up to the pending cap (over it, emitters wait).
+
+        While the buffer is unavailable every event is taken, so alarm rules keep running; memory is then
+        bounded by shedding the lowest lanes instead.
+        """
+        degraded = self.health.degraded
+        while self._fifo and (degraded or self._pending_count < self._pending_cap):
             self._add(self._fifo.popleft())
+        if degraded and self._held > self._memory_bound:
+            self._shed()
         if len(self._fifo) < self._queue_size:
             self._space.set()
+
+    def _shed(self) -> None:
+        """Over the memory bound during an outage: drop the oldest held events of the lowest lanes first."""
+        for lane in SHED_ORDER:
+            for key in [k for k in self._pending if k[0] is lane]:
+                if self._held <= self._memory_bound:
+                    return
+                events = self._pending[key]
+                count = freed = 0
+                while count < len(events) and self._held - freed > self._memory_bound:
+                    freed += held_bytes(events[count])
+                    count += 1
+                shed, rest = events[:count], events[count:]
+                not_durable(shed, self._durable, "shed while the buffer was unavailable")
+                self._release(shed)
+                self._pending_count -= count
+                self._metrics.shed_items[lane.topic_name] += count
+                self.health.note_shed(lane, count)
+                if rest:
+                    self._pending[key] = rest
+                    self._recount_signal(key)
+                else:
+                    self._forget(key)
+
+    def _forget(self, key: Key) -> None:
+        self._pending.pop(key, None)
+        self._pending_since.pop(key, None)
+        self._pending_signal_s.pop(key, None)
+
+    def _recount_signal(self, key: Key) -> None:
+        if key[0] is not Lane.WAVEFORMS:
+            return
+        spans: dict[int, float] = {}
+        for event in self._pending.get(key, ()):
+            if isinstance(event, WaveformChunk):
+                spans[event.quantity.code] = spans.get(event.quantity.code, 0.0) + event.duration_ns / 1e9
+        self._pending_signal_s[key] = spans
 
     def _analyse_rhythm(self, chunk: WaveformChunk, kind: ChannelKind) -> list[Alarm]:
         """Rhythm analysis of a device's signals, chunk by chunk: each ECG lead, pleth and arterial pressure
@@ -223,6 +321,8 @@ class Pipeline:
         return raised
 
     def _add(self, event: Event) -> None:
+        if isinstance(event, Observation) and not self._plausible(event):
+            return
         raised = self._alarms.evaluate(event)
         if isinstance(event, WaveformChunk):
             kind = rhythm_kind(event.quantity.reference_id)
@@ -246,7 +346,20 @@ class Pipeline:
         if raised or event.lane is Lane.ALARMS:
             self._urgent = True
 
-    def _due_keys(self) -> list[tuple[Lane, str]]:
+    def _plausible(self, obs: Observation) -> bool:
+        """An impossible value is a technical alarm, not data: it is neither stored nor evaluated by the rules."""
+        keep, alarms = plausibility.check(obs, self._alarms)
+        for alarm in alarms:
+            self._raise(alarm)
+        if not keep:
+            self._metrics.implausible_values += 1
+            self._release([obs])
+            for waiter in list(self._durable.get(obs.id, ())):
+                if not waiter.done():
+                    waiter.set_result(None)  # dealt with: the sender's retry would carry the same value
+        return keep
+
+    def _due_keys(self) -> list[Key]:
         """Batches to commit now: all but young waveform batches, which wait to fill a record."""
         now = time.monotonic()
         due = []
@@ -269,6 +382,7 @@ class Pipeline:
     def _announce(self, alarm: Alarm) -> None:
         """Any alarm (a device's or the gateway's own): listeners now, the ALARMS lane at the next flush (now)."""
         self._count_received(alarm)
+        self._hold(alarm)
         for listener in self.alarm_listeners:
             listener(alarm)
         self._pending.setdefault((Lane.ALARMS, alarm.device_id), []).append(alarm)
@@ -276,13 +390,13 @@ class Pipeline:
         self._pending_count += 1
         self._urgent = True
 
-    def _records(self, keys: list[tuple[Lane, str]]) -> tuple[list[NewRecord], list[tuple[str, int]]]:
+    def _records(self, batches: dict[Key, list[Event]]) -> tuple[list[NewRecord], list[tuple[str, int]]]:
         records: list[NewRecord] = []
         counted: list[tuple[str, int]] = []
-        for key in keys:
+        for key, events in batches.items():
             lane, device = key
             patient = self._patients.get(device)
-            for chunk in _split(self._pending[key], self._max_batch_items, lane, self._waveform_record_s):
+            for chunk in _split(events, self._max_batch_items, lane, self._waveform_record_s):
                 for part, payload in self._encode_within_limit(device, patient, lane, chunk):
                     records.append(NewRecord(lane, device, payload, len(part)))
                     counted.append((device, len(part)))
@@ -300,40 +414,64 @@ class Pipeline:
             device, patient, lane, events[middle:]
         )
 
-    async def flush(self) -> bool:
-        """Commit every due batch in one transaction; False (batches kept for a retry) if the buffer failed."""
+    def _start_commit(self) -> None:
+        """Take every due batch out of pending and commit them in one transaction, beside the loop."""
         keys = self._due_keys()
         if not keys:
-            return True
-        records, counted = self._records(keys)
-        try:
-            result = await self._buffer.append(records)
-        except StorageError as err:
-            # Keep the batches; intake pauses while pending is over its cap, so emitters wait (backpressure).
-            log.error("buffer commit failed; will retry", rows=len(records), **err.log_fields())
-            return False
-        # Images evicted in this very commit (the quota made room) are not durable: their senders must keep them.
-        images_evicted = Lane.IMAGES in result.eviction.by_lane
+            return
+        self._inflight = {key: self._pending.pop(key) for key in keys}
+        self._inflight_since = {key: self._pending_since.pop(key) for key in keys}
         for key in keys:
-            if self._durable:
-                for event in self._pending[key]:
-                    for waiter in list(self._durable.get(event.id, ())):
-                        if waiter.done():
-                            continue
-                        if images_evicted and event.lane is Lane.IMAGES:
-                            waiter.set_exception(StorageError("evicted by the buffer quota in the same commit"))
-                        else:
-                            waiter.set_result(None)
-            self._pending_count -= len(self._pending.pop(key))
-            self._pending_since.pop(key, None)
             self._pending_signal_s.pop(key, None)
         self._urgent = False
-        self._metrics.rows_written += len(records)
-        for device, items in counted:
+        records, counted = self._records(self._inflight)
+        self._counted = counted
+        task = asyncio.get_running_loop().create_task(self._buffer.append(records), name="pipeline-commit")
+        task.add_done_callback(lambda _: self._wake.set())
+        self._commit = task
+        self._rows = len(records)
+
+    def _finish_commit(self) -> None:
+        task, self._commit = self._commit, None
+        batches, self._inflight = self._inflight, {}
+        since, self._inflight_since = self._inflight_since, {}
+        assert task is not None  # noqa: S101 - only called for a finished commit
+        try:
+            result = task.result()
+        except Exception as exc:  # noqa: BLE001 - whatever failed the commit, the batches are kept and retried
+            err = exc if isinstance(exc, StorageError) else StorageError("commit failed", error=type(exc).__name__)
+            # Keep the batches, ahead of what arrived since, and retry after the backoff.
+            for key, events in batches.items():
+                self._pending[key] = events + self._pending.get(key, [])
+                self._pending_since[key] = min(since[key], self._pending_since.get(key, since[key]))
+                self._recount_signal(key)
+                if key[0] is Lane.ALARMS:
+                    self._urgent = True
+            self._metrics.storage_failures += 1
+            alarm = self.health.failed(err, self._pending_count)
+            if alarm is not None:
+                self._announce(alarm)
+            return
+        # Images evicted in this very commit (the quota made room) are not durable: their senders must keep them.
+        images_evicted = Lane.IMAGES in result.eviction.by_lane
+        for key, events in batches.items():
+            if self._durable:
+                if images_evicted and key[0] is Lane.IMAGES:
+                    not_durable(events, self._durable, "evicted by the buffer quota in the same commit")
+                for event in events:
+                    for waiter in list(self._durable.get(event.id, ())):
+                        if not waiter.done():
+                            waiter.set_result(None)
+            self._pending_count -= len(events)
+            self._release(events)
+        self._metrics.rows_written += self._rows
+        for device, items in self._counted:
             self._metrics.device(device).accepted += items
         self._track_eviction(result.eviction)
+        cleared = self.health.succeeded()
+        if cleared is not None:
+            self._announce(cleared)
         self.stored.set()
-        return True
 
     def _track_eviction(self, eviction: Eviction) -> None:
         """Count evictions, and report an eviction episode as a technical alarm (raised, then cleared)."""

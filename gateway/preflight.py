@@ -30,6 +30,21 @@ def check_tls(config: Config) -> ssl.SSLContext | None:
     )
 
 
+def local_alarm_tls(config: Config) -> ssl.SSLContext | None:
+    """The local alarm channel's TLS context (mutual, like the uplink's), or None for a loopback broker."""
+    local = config.alarms.local
+    if local is None or local.tls is None:
+        return None
+    tls = local.tls
+    return client_context(
+        config.secret_path(tls.ca_file),
+        config.secret_path(tls.cert_file),
+        config.secret_path(tls.key_file),
+        section="alarms.local.tls",
+    )
+
+
 def preflight(config: Config) -> tuple[Keyring, ssl.SSLContext | None]:
     """Everything `run` needs from secrets, loaded once; ConfigError names the key at fault."""
+    local_alarm_tls(config)  # fail at start, not at the first alarm
     return check_keyring(config), check_tls(config)

@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.errors import ConfigError, GatewayError
 from gateway.logs import get_logger
@@ -114,13 +115,15 @@ class Supervisor:
             task.restarts += 1
             self._metrics.restarts[task.name] += 1
             delay = self.backoff(task.failures_in_row, error)
-            fields = error.log_fields() if isinstance(error, GatewayError) else {"error": task.last_error or "returned"}
-            if task.failures_in_row == 1:
-                log.warning("task failed; restarting", task=task.name, delay_s=round(delay, 2), **fields)
+            where: dict[str, Any] = {"task": task.name, "delay_s": round(delay, 2)}
+            if isinstance(error, GatewayError):
+                fields = error.log_fields(**where)
             else:
-                log.debug(
-                    "task failed again", task=task.name, attempt=task.failures_in_row, delay_s=round(delay, 2), **fields
-                )
+                fields = {**where, "error": task.last_error or "returned"}
+            if task.failures_in_row == 1:
+                log.warning("task failed; restarting", **fields)
+            else:
+                log.debug("task failed again", attempt=task.failures_in_row, **fields)
             await asyncio.sleep(delay)
 
 

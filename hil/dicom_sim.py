@@ -16,6 +16,8 @@ from io import BytesIO
 from pathlib import Path
 
 from pydicom import Dataset, dcmread
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MultiFrameGrayscaleByteSecondaryCaptureImageStorage, generate_uid
 from pynetdicom import AE
 
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)
@@ -87,3 +89,58 @@ def _close_failed(assoc: object) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.close()
+
+
+def write_large_object(
+    path: Path,
+    megabytes: int,
+    *,
+    valid: bool = True,
+    patient_name: str = "Large^Object",
+    fill: bytes = b"\x80",
+) -> Path:
+    """A multi-frame Secondary Capture of `megabytes` 1024x1024 8-bit frames, written to `path` without ever
+    holding the pixel data (a cine loop as an ultrasound cart sends it).  `valid=False` declares one frame more
+    than it carries, so a receiver must answer 0xA900 (pixel data length)."""
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = MultiFrameGrayscaleByteSecondaryCaptureImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = MultiFrameGrayscaleByteSecondaryCaptureImageStorage
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.PatientName, ds.PatientID = "US", patient_name, "LARGE-0001"
+    ds.Rows = ds.Columns = 1024
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.NumberOfFrames = megabytes + (0 if valid else 1)
+    ds.save_as(path, enforce_file_format=True)
+    frame = (fill * (1024 * 1024 // len(fill) + 1))[: 1024 * 1024]
+    with path.open("ab") as out:
+        out.write(b"\xe0\x7f\x10\x00OB\x00\x00" + (megabytes * len(frame)).to_bytes(4, "little"))
+        for _ in range(megabytes):
+            out.write(frame)
+    return path
+
+
+def send_file(
+    host: str, port: int, path: Path, *, calling_ae: str = "POC_US_CART", called_ae: str = "IOMT_GW"
+) -> int | None:
+    """C-STORE one Part 10 file streamed from disk (pynetdicom's chunked send): the sender never holds it whole."""
+    from pynetdicom import _config  # noqa: PLC0415
+
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    header = dcmread(path, stop_before_pixels=True)
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(str(header.SOPClassUID), str(header.file_meta.TransferSyntaxUID))
+    ae.maximum_pdu_size = 256 * 1024
+    assoc = ae.associate(host, port, ae_title=called_ae)
+    if not assoc.is_established:
+        _close_failed(assoc)
+        return None
+    try:
+        status = assoc.send_c_store(path)
+        return int(status.Status) if "Status" in status else None
+    finally:
+        assoc.release()

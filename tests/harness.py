@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from cloud_sync.receiver import ReferenceReceiver
 from drivers.registry import Backends
@@ -41,6 +42,17 @@ class Running:
         await self.task
         accepted = {d.id: self.gateway.metrics.device(d.id).accepted for d in self.gateway.config.devices}
         await self.receiver.wait_for(accepted, timeout_s=drain_s)
+
+
+@contextlib.asynccontextmanager
+async def in_background(work: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.Task[None]]:
+    """Run `work` as a task for the block's duration; cancelled and awaited on the way out."""
+    task = asyncio.create_task(work)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
@@ -82,3 +94,21 @@ async def running_gateway(
         receiver_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await receiver_task
+
+
+def bench_figures(name: str, *args: str, timeout_s: float = 300) -> dict[str, Any]:
+    """`iomt-gateway bench NAME --json ARGS` in a fresh interpreter, as a technician runs it: its figures."""
+    import json  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "bench", name, "--json", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout_s,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures: dict[str, Any] = json.loads(result.stdout)
+    return figures

@@ -322,17 +322,30 @@ def test_bench_buffer_reports_its_contract_keys() -> None:
 async def test_free_disk_below_floor_stops_growth_like_a_full_budget(tmp_path: Path) -> None:
     key = tmp_path / "k"
     generate_key_file(key)
-    # A floor no disk can meet: every commit must free at least what it adds, from the lowest lanes.
-    buffer = await Buffer.open(tmp_path / "floor.db", load_keyring(key), min_free_disk_bytes=1 << 62)
+    db = tmp_path / "floor.db"
+    # A floor no disk can meet: what the file cannot absorb in its free pages is freed from the lowest lanes.
+    buffer = await Buffer.open(db, load_keyring(key), min_free_disk_bytes=1 << 62)
     try:
         numeric = await buffer.append([NewRecord(Lane.NUMERICS, "ox", b"n" * 1000, 1)])
         assert numeric.eviction.by_lane == {Lane.NUMERICS: 1}  # nothing older to make room: the row itself goes
-        alarm = await buffer.append([NewRecord(Lane.ALARMS, "ox", b"a" * 1000, 1)])
-        assert alarm.eviction.over_quota and alarm.eviction.rows == 0  # nothing evictable: the alarm stays
+        alarms = [await buffer.append([NewRecord(Lane.ALARMS, "ox", b"a" * 3000, 1)]) for _ in range(20)]
+        assert all(a.eviction.rows == 0 for a in alarms)  # never evicted; over quota when the file had to grow
+        assert any(a.eviction.over_quota for a in alarms)
         both = await buffer.append(
-            [NewRecord(Lane.WAVEFORMS, "ecg", b"w" * 1000, 1), NewRecord(Lane.NUMERICS, "ox", b"n" * 1000, 1)]
+            [NewRecord(Lane.WAVEFORMS, "ecg", b"w" * 3000, 1), NewRecord(Lane.NUMERICS, "ox", b"n" * 3000, 1)]
         )
-        assert both.eviction.by_lane == {Lane.WAVEFORMS: 1, Lane.NUMERICS: 1}  # lowest lane first
-        assert [r.lane for r in await buffer.read({}, 10)] == [Lane.ALARMS]
+        assert next(iter(both.eviction.by_lane)) is Lane.WAVEFORMS  # lowest lane first
+        assert {r.lane for r in await buffer.read({}, 100)} == {Lane.ALARMS}
+        await buffer.checkpoint()
+        size = db.stat().st_size
+        for _ in range(50):  # far more than the file holds: it does not grow, the waveforms make room
+            await buffer.append([NewRecord(Lane.WAVEFORMS, "ecg", b"w" * 3000, 1)])
+        await buffer.checkpoint()
+        assert db.stat().st_size <= size + 2 * 4096
+        # Rows the uplink delivered and deleted leave free pages: a commit that fits in them evicts nothing.
+        delivered = [r.seq for r in await buffer.read({}, 100) if r.lane is Lane.ALARMS]
+        await buffer.delete(delivered[:10])
+        fits = await buffer.append([NewRecord(Lane.WAVEFORMS, "ecg", b"w" * 3000, 1)])
+        assert fits.eviction.rows == 0
     finally:
         await buffer.close()

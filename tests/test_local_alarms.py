@@ -42,3 +42,64 @@ async def test_alarm_published_locally_while_the_cloud_is_down(tmp_path: Path, m
             assert str(alarm["v"]) == "1" and alarm["published_ns"] - alarm["t_gw"] < 5e9
             run.stop.set()
             await run.task
+
+
+async def test_local_alarm_channel_over_mutual_tls_with_credentials(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    import ssl  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    import pytest  # noqa: PLC0415
+
+    from gateway.errors import ConfigError  # noqa: PLC0415
+    from tests.conftest import start_mosquitto  # noqa: PLC0415
+    from tests.pki import make_pki, mosquitto_tls_conf  # noqa: PLC0415
+
+    pki = make_pki(tmp_path / "pki")
+    passwords = tmp_path / "passwd"
+    password = f"ward-{time.time_ns()}"  # a throw-away broker's throw-away password
+    await asyncio.to_thread(
+        subprocess.run, ["mosquitto_passwd", "-b", "-c", str(passwords), "gw-ward", password], check=True
+    )
+    (tmp_path / "ward").mkdir()
+    conf = mosquitto_tls_conf(pki).replace("use_identity_as_username true", "use_identity_as_username false")
+    ward = start_mosquitto(tmp_path / "ward", conf + f"allow_anonymous false\npassword_file {passwords}\n")
+    try:
+        secret = tmp_path / "ward-password"
+        secret.write_text(password + "\n")
+        tls = {"ca_file": str(pki.ca), "cert_file": str(pki.client_cert), "key_file": str(pki.client_key)}
+        data = config_dict(tmp_path / "state", free_port())
+        data["devices"] = [data["devices"][1]]
+        local = {
+            "host": "127.0.0.1",
+            "port": ward.port,
+            "tls": tls,
+            "username": "gw-ward",
+            "password_file": str(secret),
+        }
+        data["alarms"]["local"] = local
+        config = parse_config(data)
+        with pytest.raises(ConfigError, match=r"alarms.local.*tls"):  # plaintext off loopback is refused
+            parse_config({**data, "alarms": {"local": {"host": "10.20.0.5", "port": 1883}}})
+        world = SimBleWorld()
+        oximeter = world.add(SimPulseOximeter("ox-1"))
+        assert isinstance(oximeter, SimPulseOximeter)
+        oximeter.spo2 = Trajectory(84.0, 0.0)
+        nurse_tls = ssl.create_default_context(cafile=str(pki.ca))
+        nurse_tls.load_cert_chain(pki.client_cert, pki.client_key)
+        async with aiomqtt.Client(
+            "127.0.0.1",
+            ward.port,
+            identifier=f"nurse-{time.time_ns()}",
+            tls_context=nurse_tls,
+            username="gw-ward",
+            password=password,
+        ) as nurse:
+            await nurse.subscribe("iomt/local/test-gw/alarms/#", qos=1)
+            async with running_gateway(config, world=world, receiver_port=mosquitto.port, drain_s=0.2) as run:
+                async with asyncio.timeout(20):
+                    message = await anext(aiter(nurse.messages))
+                assert json.loads(bytes(message.payload))["condition"] == "MDC_PULS_OXIM_SAT_O2.low"  # type: ignore[arg-type]
+                run.stop.set()
+                await run.task
+    finally:
+        ward.stop()

@@ -6,7 +6,7 @@ import ast
 import re
 from pathlib import Path
 
-from gateway.nomenclature import BY_CODE, BY_REFERENCE, Kind, all_quantities, quantity
+from gateway.nomenclature import ALIASES, BY_CODE, BY_REFERENCE, Kind, all_quantities, quantity
 
 REPO = Path(__file__).resolve().parent.parent
 REF = re.compile(r"^MDC_[A-Z0-9_]+$")  # a reference id, not a string that merely starts with one
@@ -14,7 +14,8 @@ REF = re.compile(r"^MDC_[A-Z0-9_]+$")  # a reference id, not a string that merel
 
 def test_codes_and_reference_ids_are_unique() -> None:
     assert len(BY_CODE) == len(all_quantities())
-    assert len(BY_REFERENCE) == len(all_quantities())
+    assert len(BY_REFERENCE) == len(all_quantities()) + len(ALIASES)
+    assert all(BY_REFERENCE[alias] is quantity(ref) for alias, ref in ALIASES.items())
 
 
 def test_anchor_codes_match_ieee_11073_10101() -> None:
@@ -48,6 +49,41 @@ def test_every_quantity_referenced_in_code_is_in_the_table() -> None:
     used -= {"MDC_PART_OBJ", "MDC_PART_SCADA", "MDC_PART_PHD_DM"}
     assert used, "drivers reference quantities"
     assert used <= set(BY_REFERENCE), used - set(BY_REFERENCE)
+
+
+def test_bedside_monitor_terms_match_public_tables() -> None:
+    """The PCD-01 terms added for bedside monitors, each against the public table cited in nomenclature.py."""
+    published = {
+        # HL7 Denmark DK Core, value set IEEEBasicObservation
+        "MDC_AWAY_RESP_RATE": 151570,
+        "MDC_TTHOR_RESP_RATE": 151578,
+        "MDC_CO2_RESP_RATE": 151594,
+        "MDC_TEMP_CORE": 150368,
+        "MDC_TEMP_SKIN": 150388,
+        "MDC_TEMP_TYMP": 150392,
+        "MDC_TEMP_RECT": 188420,
+        "MDC_TEMP_ORAL": 188424,
+        "MDC_TEMP_EAR": 188428,
+        # MII ICU module (ISO 11073 value set, cardiac output profile)
+        "MDC_OUTPUT_CARD": 150276,
+        "MDC_PRESS_BLD_ART_PULM_SYS": 150045,
+        "MDC_PRESS_BLD_ART_PULM_DIA": 150046,
+        "MDC_PRESS_BLD_ART_PULM_MEAN": 150047,
+        # MII terminology server, urn:iso:std:iso:11073:10101 v2024-12-05
+        "MDC_CONC_AWAY_CO2_ET": 151708,
+        "MDC_AWAY_CO2_ET": 151708,
+        "MDC_CONC_AWAY_O2_INSP": 152196,
+        # DICOM PS3.16 CID 3688: 2:768 ST amplitude per lead + lead code (I 1, II 2, V1 3, III 61, aVF 64)
+        "MDC_ECG_AMPL_ST_I": 131841,
+        "MDC_ECG_AMPL_ST_II": 131842,
+        "MDC_ECG_AMPL_ST_V1": 131843,
+        "MDC_ECG_AMPL_ST_III": 131901,
+        "MDC_ECG_AMPL_ST_AVF": 131904,
+    }
+    for ref, code in published.items():
+        assert quantity(ref).code == code, ref
+    assert quantity("MDC_OUTPUT_CARD").ucum == "L/min" and quantity("MDC_ECG_AMPL_ST_II").ucum == "mV"
+    assert len(all_quantities()) >= 70  # was 48 (46 numerics and waveforms the drivers knew)
 
 
 def test_waveforms_and_numerics_are_distinguished() -> None:

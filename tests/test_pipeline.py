@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 import gateway.pipeline as pipeline_module
+from gateway import storage_health
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer, generate_key_file, load_keyring
-from gateway.buffer.store import NewRecord
+from gateway.buffer.store import AppendResult, NewRecord
 from gateway.config import AlarmsSection
 from gateway.errors import StorageError
 from gateway.metrics import Metrics
@@ -22,14 +23,19 @@ from gateway.pipeline import Pipeline
 
 
 class FaultyBuffer(Buffer):
-    """A real buffer whose commits can be made to fail, as a full or failing disk would."""
+    """A real buffer whose commits can be made to fail, or to take a while, as a failing or busy disk would.
+
+    (The real faults, a full file system and a lock held by another process, are in test_storage_faults.py.)
+    """
 
     failures_left = 0
+    commit_delay_s = 0.0
 
-    async def append(self, records: Sequence[NewRecord]) -> list[int]:
+    async def append(self, records: Sequence[NewRecord]) -> AppendResult:
         if self.failures_left:
             self.failures_left -= 1
             raise StorageError("disk I/O error (injected)")
+        await asyncio.sleep(self.commit_delay_s)
         return await super().append(records)
 
 
@@ -84,7 +90,7 @@ async def test_backpressure_bounds_the_queue(tmp_path: Path) -> None:
     buffer = await _open(tmp_path)
     metrics = Metrics()
     pipeline = _pipeline(buffer, metrics, queue_size=16, max_batch_items=2)
-    buffer.failures_left = 10**9  # nothing can be committed: the queue must stop growing
+    buffer.commit_delay_s = 1.0  # slow commits: the queue must stop growing meanwhile
     task = asyncio.create_task(pipeline.run())
 
     async def produce() -> None:
@@ -96,7 +102,7 @@ async def test_backpressure_bounds_the_queue(tmp_path: Path) -> None:
     assert not producer.done()
     assert pipeline.backlog <= 16 + 2 * 8
     assert metrics.device("ox-1").received == pipeline.backlog  # counted only once queued
-    buffer.failures_left = 0
+    buffer.commit_delay_s = 0.0
     await producer
     pipeline.close()
     await task
@@ -114,14 +120,20 @@ async def test_failed_commit_is_retried_and_nothing_is_lost(tmp_path: Path) -> N
         await pipeline.emit(_obs(i))
     pipeline.close()
     await task
-    assert len(await _items(buffer)) == 20
+    items = await _items(buffer)
+    assert sum(1 for item in items if "condition" not in item) == 20
+    assert [(i["condition"], i["state"]) for i in items if "condition" in i] == [
+        ("buffer_unavailable", "active"),
+        ("buffer_unavailable", "cleared"),
+    ]
     assert metrics.device("ox-1").accepted == 20
+    assert metrics.storage_failures == 3
     await buffer.close()
 
 
 async def test_buffer_refusing_at_shutdown_fails_loudly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pipeline_module, "CLOSE_DEADLINE_S", 0.3)
-    monkeypatch.setattr(pipeline_module, "RETRY_DELAY_S", 0.05)
+    monkeypatch.setattr(storage_health, "RETRY_MAX_S", 0.05)
     buffer = await _open(tmp_path)
     metrics = Metrics()
     pipeline = _pipeline(buffer, metrics)
@@ -132,7 +144,7 @@ async def test_buffer_refusing_at_shutdown_fails_loudly(tmp_path: Path, monkeypa
     pipeline.close()
     with pytest.raises(StorageError) as err:
         await task
-    assert err.value.fields["items"] == 10
+    assert err.value.fields["items"] == 11  # the ten values and the buffer_unavailable alarm
     assert metrics.device("ox-1").accepted == 0
     await buffer.close()
 
@@ -176,4 +188,37 @@ async def test_every_stored_batch_fits_one_uplink_message(tmp_path: Path) -> Non
     rows = await buffer.read({}, 10_000)
     assert all(len(r.payload) <= 20_000 for r in rows)
     assert sum(r.items for r in rows) == 3000
+    await buffer.close()
+
+
+async def test_while_the_buffer_refuses_alarms_keep_flowing_and_memory_stays_bounded(tmp_path: Path) -> None:
+    buffer = await _open(tmp_path)
+    buffer.failures_left = 10**9
+    metrics = Metrics()
+    alarms = AlarmEngine(
+        AlarmsSection.model_validate({"limits": [{"quantity": "MDC_PULS_OXIM_SAT_O2", "low": 90, "priority": "high"}]})
+    )
+    bound = 200 * storage_health.EVENT_OVERHEAD_BYTES
+    pipeline = Pipeline(
+        buffer, alarms, metrics, gateway_id="gw", patients={}, flush_interval_s=0.02, memory_bound_bytes=bound
+    )
+    heard: list[str] = []
+    pipeline.alarm_listeners.append(lambda alarm: heard.append(f"{alarm.condition}:{alarm.state}"))
+    task = asyncio.create_task(pipeline.run())
+    await pipeline.emit(_obs(0))
+    await asyncio.sleep(0.1)  # its commit fails: the episode starts
+    for i in range(1, 2000):  # ten times what the bound holds; never waits for the failing buffer
+        await pipeline.emit(_obs(i))
+    await pipeline.emit(Observation(new_id(), "ox-1", quantity("MDC_PULS_OXIM_SAT_O2"), 80.0, None, now_ns()))
+    await asyncio.sleep(0.1)
+    assert heard == ["buffer_unavailable:active", "MDC_PULS_OXIM_SAT_O2.low:active"]
+    assert pipeline.held_bytes <= bound
+    assert metrics.shed_items["numerics"] > 0 and not metrics.shed_items["alarms"]
+    buffer.failures_left = 0
+    pipeline.close()
+    await task
+    assert heard[-1] == "buffer_unavailable:cleared"
+    stored = await _items(buffer)
+    assert sum(1 for item in stored if "condition" in item) == 3  # every alarm, none shed
+    assert metrics.device("ox-1").accepted + metrics.shed_items["numerics"] == 2002  # 2001 values, 1 alarm
     await buffer.close()

@@ -517,15 +517,33 @@ def test_ae_when_there_is_no_obx() -> None:
     assert err_codes(ack) == [("OBX", "100")]
 
 
-def test_ae_for_an_unknown_mdc_code_but_the_known_ones_still_map() -> None:
+def test_an_unmapped_code_costs_only_itself_the_mapped_ones_are_kept_and_acknowledged() -> None:
+    # Was: one unmapped OBX made the whole message AE and nothing was stored (issue 16).
     raw = CONTINUA_BP.replace(b"150022^MDC_PRESS_BLD_NONINV_DIA", b"999999^MDC_NOT_A_TERM")
-    message, ack = hl7.parse_and_ack(raw, now=NOW)
-    assert message is not None and msa(ack) == ("AE", "MSGID1234")
-    assert err_codes(ack) == [("OBX^5^3", "103")]
-    assert [e.quantity.reference_id for e in hl7.observations(message, "bp")] == [
+    result = hl7.assess(raw, now=NOW)
+    assert msa(result.ack) == ("AA", "MSGID1234") and result.keep
+    assert result.unmapped == ("999999^MDC_NOT_A_TERM",)
+    assert result.message is not None
+    assert [e.quantity.reference_id for e in hl7.observations(result.message, "bp")] == [
         "MDC_PRESS_BLD_NONINV_SYS",
         "MDC_PRESS_BLD_NONINV_MEAN",
     ]
+    # Configured to say so: AE naming the unmapped OBX, and the mapped ones are still kept.
+    named = hl7.assess(raw, unmapped="error", now=NOW)
+    assert msa(named.ack) == ("AE", "MSGID1234") and named.keep
+    assert err_codes(named.ack) == [("OBX^5^3", "103")]
+    # Any other content problem still keeps nothing (the sender's corrected retry must not be a duplicate).
+    both = raw.replace(b"|120|", b"|12x|")
+    refused = hl7.assess(both, now=NOW)
+    assert msa(refused.ack)[0] == "AE" and not refused.keep
+
+
+def test_a_sending_facility_outside_the_allow_list_is_rejected() -> None:
+    allowed = hl7.assess(GE_VITALS, allowed_facilities=("GE Healthcare",), now=NOW)
+    assert allowed.code is hl7.AckCode.ACCEPT
+    stranger = hl7.assess(GE_VITALS, allowed_facilities=("WARD7",), now=NOW)
+    assert stranger.code is hl7.AckCode.REJECT and not stranger.keep
+    assert err_codes(stranger.ack) == [("MSH^1^4", "103")]
 
 
 def test_ae_when_a_numeric_value_is_not_a_number() -> None:

@@ -35,7 +35,7 @@ import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final, Protocol
 
 from pydicom import uid as dicom_uid
 from pydicom.datadict import dictionary_VR
@@ -59,6 +59,9 @@ __all__ = [
     "Accepted",
     "validate",
     "validate_dataset",
+    "validate_source",
+    "ByteSource",
+    "LARGE_HEADER_BYTES",
     "read_dataset",
     "quiet_pydicom",
 ]
@@ -173,6 +176,9 @@ class Accepted:
     transfer_syntax_uid: str
     is_waveform: bool
     dataset: Dataset = field(repr=False, compare=False)
+    # A large object's data set is parsed without its Pixel Data (left in the source): where that element starts
+    # and ends in the source.
+    pixel_data_span: tuple[int, int] | None = None
 
     @property
     def sop_class_name(self) -> str:
@@ -221,6 +227,40 @@ _U32: Final = {True: struct.Struct("<I"), False: struct.Struct(">I")}
 _ITEM_HEAD: Final = {True: struct.Struct("<HHI"), False: struct.Struct(">HHI")}
 
 
+class ByteSource(Protocol):
+    """Random access to an object's bytes without holding them all: `len(src)` and `src[start:stop]`."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: slice) -> bytes: ...
+
+
+Buf = bytes | ByteSource
+
+
+def _read(fmt: struct.Struct, buf: Buf, pos: int) -> tuple[Any, ...]:
+    """`fmt.unpack_from(buf, pos)` for bytes, and for a byte source (a spooled or on-disk object) alike."""
+    if isinstance(buf, bytes):
+        return fmt.unpack_from(buf, pos)
+    return fmt.unpack(buf[pos : pos + fmt.size])
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """Part of a byte source, itself a byte source (the value of one element)."""
+
+    src: Buf
+    start: int
+    stop: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, index: slice) -> bytes:
+        start, stop, _ = index.indices(len(self))
+        return self.src[self.start + start : self.start + stop]
+
+
 class _Truncated(Exception):
     """The bytes end inside an element (internal: becomes a DicomRejected)."""
 
@@ -229,7 +269,7 @@ class _Malformed(Exception):
     """The bytes cannot be an element here (internal: becomes a DicomRejected)."""
 
 
-def _short(buf: bytes, end: int) -> Exception:
+def _short(buf: Buf, end: int) -> Exception:
     """Running out of bytes at the end of the buffer is truncation; inside a bounded container it is malformation."""
     return _Truncated() if end == len(buf) else _Malformed()
 
@@ -241,15 +281,15 @@ def _implicit_sequence(tag: int) -> bool:
         return False
 
 
-def _walk_element(buf: bytes, pos: int, end: int, implicit: bool, little: bool, depth: int) -> int:
+def _walk_element(buf: Buf, pos: int, end: int, implicit: bool, little: bool, depth: int) -> int:
     """Walk one element (not an item or delimiter) starting at `pos`; return where it ends."""
     if end - pos < 8:
         raise _short(buf, end)
-    group, element = _TAG[little].unpack_from(buf, pos)
+    group, element = _read(_TAG[little], buf, pos)
     tag = group << 16 | element
     vr: bytes | None
     if implicit:
-        length: int = _U32[little].unpack_from(buf, pos + 4)[0]
+        length: int = _read(_U32[little], buf, pos + 4)[0]
         vr = None
         pos += 8
     else:
@@ -257,10 +297,10 @@ def _walk_element(buf: bytes, pos: int, end: int, implicit: bool, little: bool, 
         if vr in _LONG_VRS:
             if end - pos < 12:
                 raise _short(buf, end)
-            length = _U32[little].unpack_from(buf, pos + 8)[0]
+            length = _read(_U32[little], buf, pos + 8)[0]
             pos += 12
         elif vr in _SHORT_VRS:
-            length = _U16[little].unpack_from(buf, pos + 6)[0]
+            length = _read(_U16[little], buf, pos + 6)[0]
             pos += 8
         else:
             raise _Malformed
@@ -278,7 +318,7 @@ def _walk_element(buf: bytes, pos: int, end: int, implicit: bool, little: bool, 
     return pos + length
 
 
-def _walk_dataset(buf: bytes, pos: int, end: int, implicit: bool, little: bool, depth: int, *, delimited: bool) -> int:
+def _walk_dataset(buf: Buf, pos: int, end: int, implicit: bool, little: bool, depth: int, *, delimited: bool) -> int:
     """Walk a data set's elements; a delimited one (an undefined-length item) ends after its Item Delimitation."""
     if depth > _MAX_DEPTH:
         raise _Malformed
@@ -289,18 +329,18 @@ def _walk_dataset(buf: bytes, pos: int, end: int, implicit: bool, little: bool, 
             return pos
         if end - pos < 8:
             raise _short(buf, end)
-        group, element = _TAG[little].unpack_from(buf, pos)
+        group, element = _read(_TAG[little], buf, pos)
         if group == 0xFFFE:  # items and delimiters belong in sequences, not among a data set's elements
             if not delimited or (group << 16 | element) != _ITEM_DELIMITER:
                 raise _Malformed
-            if _U32[little].unpack_from(buf, pos + 4)[0] != 0:
+            if _read(_U32[little], buf, pos + 4)[0] != 0:
                 raise _Malformed
             return pos + 8
         pos = _walk_element(buf, pos, end, implicit, little, depth)
 
 
 def _walk_items(
-    buf: bytes, pos: int, end: int, implicit: bool, little: bool, depth: int, *, datasets: bool, delimited: bool
+    buf: Buf, pos: int, end: int, implicit: bool, little: bool, depth: int, *, datasets: bool, delimited: bool
 ) -> int:
     """Walk a sequence's items (data sets) or encapsulated pixel data's fragments; return where the list ends."""
     if depth > _MAX_DEPTH:
@@ -311,7 +351,7 @@ def _walk_items(
             return pos
         if end - pos < 8:
             raise _short(buf, end)
-        group, element, length = head.unpack_from(buf, pos)
+        group, element, length = _read(head, buf, pos)
         pos += 8
         tag = group << 16 | element
         if delimited and tag == _SEQUENCE_DELIMITER:
@@ -335,11 +375,11 @@ def _walk_items(
 # ----------------------------------------------------------------------------------------------- parsing
 
 
-def _walk_file_meta(data: bytes, start: int, part10: bool) -> int:
+def _walk_file_meta(data: Buf, start: int, part10: bool) -> int:
     """Walk the group 0002 elements (always explicit VR little endian) from `start`; return where they end."""
     pos = start
     try:
-        while len(data) - pos >= 8 and _TAG[True].unpack_from(data, pos)[0] == 0x0002:
+        while len(data) - pos >= 8 and _read(_TAG[True], data, pos)[0] == 0x0002:
             pos = _walk_element(data, pos, len(data), False, True, 0)
     except _Truncated:
         raise _cannot_understand(Reason.TRUNCATED if part10 else Reason.NOT_DICOM, part="file-meta") from None
@@ -407,16 +447,18 @@ def _load_all(ds: Dataset) -> None:
                 _load_all(item)
 
 
-def read_dataset(raw: bytes | bytearray | memoryview, *, max_bytes: int = MAX_OBJECT_BYTES) -> Dataset:
-    """Parse a Part 10 file (or a bare data set) after checking its structure; `ds.file_meta` is always set.
+@dataclass(frozen=True, slots=True)
+class _Encoding:
+    meta: FileMetaDataset
+    implicit: bool
+    little: bool
+    transfer_syntax: str
+    meta_end: int  # where the data set starts
+    known: bool  # Part 10 or file meta present: a failure is "malformed", not "not DICOM"
 
-    A bare data set (what C-STORE carries, or a file without preamble) is accepted when it parses in the encoding
-    its first element shows; its `file_meta` then holds only that Transfer Syntax UID.  Raises `DicomRejected`
-    with 0xC000 (or 0xA700 when too large) and nothing else.
-    """
-    data = bytes(raw)
-    if len(data) > max_bytes:
-        raise DicomRejected(Reason.TOO_LARGE, STATUS_OUT_OF_RESOURCES, length=len(data), limit=max_bytes)
+
+def _encoding(data: Buf) -> _Encoding:
+    """The file meta group and the data set's encoding (from the meta, or guessed for a bare data set)."""
     part10 = len(data) >= 132 and data[128:132] == b"DICM"
     start = 132 if part10 else 0
     meta_end = _walk_file_meta(data, start, part10)
@@ -433,29 +475,50 @@ def read_dataset(raw: bytes | bytearray | memoryview, *, max_bytes: int = MAX_OB
     elif part10:
         raise _cannot_understand(Reason.FILE_META_INVALID, attribute="FileMetaInformationGroup")
     else:
-        implicit, little, ts = _guess_bare_encoding(data)
+        implicit, little, ts = _guess_bare_encoding(data[0:8])
         meta = FileMetaDataset()
         meta.TransferSyntaxUID = dicom_uid.UID(ts)
-    body = data[meta_end:]
-    if not body:
-        raise _cannot_understand(Reason.TRUNCATED, part="data-set")
-    if ts == dicom_uid.DeflatedExplicitVRLittleEndian:
-        body = _inflate(body, max_bytes)
-    known = part10 or meta_end > start
+    return _Encoding(meta, implicit, little, ts, meta_end, part10 or meta_end > start)
+
+
+def _walk_body(data: Buf, enc: _Encoding, start: int) -> None:
     try:
-        _walk_dataset(body, 0, len(body), implicit, little, 0, delimited=False)
+        _walk_dataset(data, start, len(data), enc.implicit, enc.little, 0, delimited=False)
     except _Truncated:
-        raise _cannot_understand(Reason.TRUNCATED if known else Reason.NOT_DICOM, part="data-set") from None
+        raise _cannot_understand(Reason.TRUNCATED if enc.known else Reason.NOT_DICOM, part="data-set") from None
     except _Malformed:
-        raise _cannot_understand(Reason.MALFORMED if known else Reason.NOT_DICOM, part="data-set") from None
+        raise _cannot_understand(Reason.MALFORMED if enc.known else Reason.NOT_DICOM, part="data-set") from None
+
+
+def _parse_values(body: bytes, enc: _Encoding) -> Dataset:
     with quiet_pydicom():
         try:
-            ds = _parse_dataset(io.BytesIO(body), implicit, little)
+            ds = _parse_dataset(io.BytesIO(body), enc.implicit, enc.little)
             _load_all(ds)
         except Exception:  # noqa: BLE001 - pydicom raises many types; the walk passed, so the values are bad
             raise _cannot_understand(Reason.MALFORMED, part="values") from None
-    ds.file_meta = meta
+    ds.file_meta = enc.meta
     return ds
+
+
+def read_dataset(raw: bytes | bytearray | memoryview, *, max_bytes: int = MAX_OBJECT_BYTES) -> Dataset:
+    """Parse a Part 10 file (or a bare data set) after checking its structure; `ds.file_meta` is always set.
+
+    A bare data set (what C-STORE carries, or a file without preamble) is accepted when it parses in the encoding
+    its first element shows; its `file_meta` then holds only that Transfer Syntax UID.  Raises `DicomRejected`
+    with 0xC000 (or 0xA700 when too large) and nothing else.
+    """
+    data = bytes(raw)
+    if len(data) > max_bytes:
+        raise DicomRejected(Reason.TOO_LARGE, STATUS_OUT_OF_RESOURCES, length=len(data), limit=max_bytes)
+    enc = _encoding(data)
+    body = data[enc.meta_end :]
+    if not body:
+        raise _cannot_understand(Reason.TRUNCATED, part="data-set")
+    if enc.transfer_syntax == dicom_uid.DeflatedExplicitVRLittleEndian:
+        body = _inflate(body, max_bytes)
+    _walk_body(body, enc, 0)
+    return _parse_values(body, enc)
 
 
 # ---------------------------------------------------------------------------------------------- checking
@@ -486,38 +549,53 @@ def _uint(ds: Dataset, keyword: str) -> int | None:
     return None
 
 
-def _check_native_pixels(ds: Dataset, rows: int, columns: int, samples: int, bits: int, frames: int) -> None:
-    element = ds["PixelData"]
-    if element.is_undefined_length:
+@dataclass(frozen=True, slots=True)
+class _Pixels:
+    """The Pixel Data element: whether its length is undefined (encapsulated) and its value, read on demand."""
+
+    undefined: bool
+    value: Buf
+
+    @classmethod
+    def of(cls, ds: Dataset) -> _Pixels | None:
+        if "PixelData" not in ds or not ds["PixelData"].value:
+            return None
+        element = ds["PixelData"]
+        return cls(bool(element.is_undefined_length), bytes(element.value))
+
+
+def _check_native_pixels(
+    ds: Dataset, pixels: _Pixels, rows: int, columns: int, samples: int, bits: int, frames: int
+) -> None:
+    if pixels.undefined:
         raise _mismatch(Reason.PIXEL_DATA_ENCAPSULATION, detail="native pixel data must have a defined length")
     values_per_pixel = samples
     if samples == 3 and _text(ds, "PhotometricInterpretation") == "YBR_FULL_422":
         values_per_pixel = 2  # PS3.3 C.7.6.3.1.2: two chroma values shared by each horizontal pair of pixels
     expected = (rows * columns * values_per_pixel * bits * frames + 7) // 8
-    length = len(element.value)
+    length = len(pixels.value)
     if length != expected and not (expected % 2 and length == expected + 1):
         raise _mismatch(Reason.PIXEL_DATA_LENGTH, length=length, expected=expected)
 
 
-def _check_encapsulated_pixels(ds: Dataset, frames: int) -> None:
+def _check_encapsulated_pixels(ds: Dataset, pixels: _Pixels, frames: int) -> None:
     """PS3.5 A.4: a Basic Offset Table item, then one or more fragments; no frame shares a fragment."""
-    element = ds["PixelData"]
-    if not element.is_undefined_length:
+    if not pixels.undefined:
         raise _mismatch(Reason.PIXEL_DATA_ENCAPSULATION, detail="encapsulated pixel data must have undefined length")
-    data = bytes(element.value)
+    data = pixels.value
     head = _ITEM_HEAD[True]
     if len(data) < 8:
         raise _mismatch(Reason.PIXEL_DATA_ENCAPSULATION, detail="no basic offset table")
-    group, elem, table_length = head.unpack_from(data, 0)
+    group, elem, table_length = _read(head, data, 0)
     if (group << 16 | elem) != _ITEM or table_length % 4 or table_length > len(data) - 8:
         raise _mismatch(Reason.PIXEL_DATA_ENCAPSULATION, detail="invalid basic offset table")
-    offsets = struct.unpack_from(f"<{table_length // 4}I", data, 8)
+    offsets = _read(struct.Struct(f"<{table_length // 4}I"), data, 8)
     first = pos = 8 + table_length
     starts: list[int] = []
     while pos < len(data):
         if len(data) - pos < 8:
             raise _mismatch(Reason.PIXEL_DATA_ENCAPSULATION, detail="fragment header cut")
-        group, elem, length = head.unpack_from(data, pos)
+        group, elem, length = _read(head, data, pos)
         if (group << 16 | elem) != _ITEM or length == _UNDEFINED or length > len(data) - pos - 8:
             raise _mismatch(Reason.PIXEL_DATA_ENCAPSULATION, detail="invalid fragment")
         starts.append(pos - first)
@@ -535,14 +613,14 @@ def _check_encapsulated_pixels(ds: Dataset, frames: int) -> None:
             raise _mismatch(Reason.PIXEL_DATA_ENCAPSULATION, detail="basic offset table does not match fragments")
 
 
-def _check_image(ds: Dataset, transfer_syntax: str) -> None:
+def _check_image(ds: Dataset, transfer_syntax: str, pixels: _Pixels | None) -> None:
     values: dict[str, int] = {}
     for keyword in _IMAGE_REQUIRED:
         value = _uint(ds, keyword)
         if value is None:
             raise _mismatch(Reason.MISSING_ATTRIBUTE, attribute=keyword)
         values[keyword] = value
-    if "PixelData" not in ds or not ds["PixelData"].value:
+    if pixels is None or not len(pixels.value):
         raise _mismatch(Reason.MISSING_ATTRIBUTE, attribute="PixelData")
     rows, columns = values["Rows"], values["Columns"]
     bits, samples = values["BitsAllocated"], values["SamplesPerPixel"]
@@ -555,9 +633,9 @@ def _check_image(ds: Dataset, transfer_syntax: str) -> None:
             raise _mismatch(Reason.IMAGE_PIXEL_INVALID, attribute="NumberOfFrames")
         frames = frames_value
     if transfer_syntax in NATIVE_TRANSFER_SYNTAXES:
-        _check_native_pixels(ds, rows, columns, samples, bits, frames)
+        _check_native_pixels(ds, pixels, rows, columns, samples, bits, frames)
     else:
-        _check_encapsulated_pixels(ds, frames)
+        _check_encapsulated_pixels(ds, pixels, frames)
 
 
 def _check_waveform(ds: Dataset) -> None:
@@ -590,7 +668,8 @@ def _check_waveform(ds: Dataset) -> None:
             raise _mismatch(Reason.WAVEFORM_INVALID, item=index, length=len(data), expected=expected)
 
 
-def _check(ds: Dataset) -> Accepted:
+def _check(ds: Dataset, pixels: _Pixels | None = None, pixel_span: tuple[int, int] | None = None) -> Accepted:
+    """Check a parsed data set; `pixels` given when the Pixel Data was left in the source (a large object)."""
     meta = getattr(ds, "file_meta", None)
     if not isinstance(meta, Dataset):
         raise _cannot_understand(Reason.FILE_META_INVALID, attribute="TransferSyntaxUID")
@@ -620,7 +699,7 @@ def _check(ds: Dataset) -> Accepted:
     if is_waveform:
         _check_waveform(ds)
     else:
-        _check_image(ds, transfer_syntax)
+        _check_image(ds, transfer_syntax, pixels if pixel_span is not None else _Pixels.of(ds))
     return Accepted(
         sop_class_uid=sop_class,
         sop_instance_uid=required["SOPInstanceUID"],
@@ -630,6 +709,7 @@ def _check(ds: Dataset) -> Accepted:
         transfer_syntax_uid=transfer_syntax,
         is_waveform=is_waveform,
         dataset=ds,
+        pixel_data_span=pixel_span,
     )
 
 
@@ -647,3 +727,58 @@ def validate_dataset(ds: Dataset) -> Accepted:
 def validate(raw: bytes | bytearray | memoryview, *, max_bytes: int = MAX_OBJECT_BYTES) -> Accepted:
     """Accept a received DICOM object or raise `DicomRejected` with the C-STORE status to answer."""
     return validate_dataset(read_dataset(raw, max_bytes=max_bytes))
+
+
+LARGE_HEADER_BYTES: Final = 8 * 1024 * 1024  # a large object's elements before its Pixel Data, parsed in memory
+
+
+def validate_source(src: ByteSource, *, max_bytes: int = MAX_OBJECT_BYTES) -> Accepted:
+    """`validate` for an object too large to hold: the structure is walked through `src` piece by piece, the
+    elements before Pixel Data are parsed (at most `LARGE_HEADER_BYTES`), and Pixel Data is checked from its
+    element header and, when encapsulated, its item headers; its value is never loaded.
+
+    A Deflated object cannot be checked without inflating it whole: refused as too large for the edge (0xA700).
+    """
+    size = len(src)
+    if size > max_bytes:
+        raise DicomRejected(Reason.TOO_LARGE, STATUS_OUT_OF_RESOURCES, length=size, limit=max_bytes)
+    enc = _encoding(src)
+    if size == enc.meta_end:
+        raise _cannot_understand(Reason.TRUNCATED, part="data-set")
+    if enc.transfer_syntax == dicom_uid.DeflatedExplicitVRLittleEndian:
+        raise DicomRejected(Reason.TOO_LARGE, STATUS_OUT_OF_RESOURCES, part="deflate", limit=LARGE_HEADER_BYTES)
+    _walk_body(src, enc, enc.meta_end)
+    pixel_at = _top_level(src, enc, _PIXEL_DATA)
+    header_end = size if pixel_at is None else pixel_at
+    if header_end - enc.meta_end > LARGE_HEADER_BYTES:
+        raise DicomRejected(Reason.TOO_LARGE, STATUS_OUT_OF_RESOURCES, part="header", limit=LARGE_HEADER_BYTES)
+    ds = _parse_values(src[enc.meta_end : header_end], enc)
+    pixels, pixel_end = (None, header_end) if pixel_at is None else _pixel_element(src, pixel_at, enc)
+    with quiet_pydicom():
+        try:
+            return _check(ds, pixels, (header_end, pixel_end))
+        except DicomRejected:
+            raise
+        except Exception:  # noqa: BLE001 - a value pydicom cannot convert: the sender's object is unreadable
+            raise _cannot_understand(Reason.MALFORMED, part="values") from None
+
+
+def _top_level(src: Buf, enc: _Encoding, wanted: int) -> int | None:
+    """Where the top-level element `wanted` starts (the walk already proved the structure sound)."""
+    pos, end = enc.meta_end, len(src)
+    while pos < end:
+        group, element = _read(_TAG[enc.little], src, pos)
+        if (group << 16 | element) == wanted:
+            return pos
+        pos = _walk_element(src, pos, end, enc.implicit, enc.little, 0)
+    return None
+
+
+def _pixel_element(src: Buf, pos: int, enc: _Encoding) -> tuple[_Pixels, int]:
+    end = _walk_element(src, pos, len(src), enc.implicit, enc.little, 0)
+    long_header = not enc.implicit and src[pos + 4 : pos + 6] in _LONG_VRS
+    at = pos + (8 if enc.implicit else 8 if not long_header else 12)
+    length_field = _read(_U32[enc.little], src, at - 4)[0] if enc.implicit or long_header else 0
+    undefined = length_field == _UNDEFINED
+    stop = end - 8 if undefined else end  # the value, without the Sequence Delimitation Item
+    return _Pixels(undefined, _Window(src, at, stop)), end

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ from pymodbus.pdu import ModbusPDU
 from drivers.base import CommandRefused, DriverStats, EventSink, OutcomeUnknown, link_status
 from drivers.modbus.plan import Read, plan_reads
 from drivers.modbus.profile import ModbusProfile, Point
-from drivers.modbus.registers import decoder, encode_value, engineering_value
+from drivers.modbus.registers import decoder, encode_value, engineering_value, raw_value
 from gateway.errors import ConfigError, TransportError
 from gateway.logs import get_logger
 from gateway.model import CONDITIONS_KEY, ConnectionState, Event, Observation, new_id, now_ns
@@ -129,6 +130,18 @@ def _reraise_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
+def _fault_aware(point: Point) -> Callable[[Sequence[int], int], float]:
+    """The point's decoder, returning NaN when the raw value is one of the point's sensor-fault codes."""
+    faults, width, decode = frozenset(point.fault_values), point.width, decoder(point)
+
+    def decode_or_fault(words: Sequence[int], at: int) -> float:
+        if raw_value(point, words[at : at + width]) in faults:
+            return math.nan
+        return decode(words, at)
+
+    return decode_or_fault
+
+
 def make_client(address: str, timeout_s: float) -> AsyncModbusTcpClient | RtuBusHandle:
     """A pymodbus client for `tcp://host:port`, or a handle on the shared bus of `rtu:///dev/ttyX?baudrate=...`."""
     url = urlsplit(address)
@@ -181,22 +194,29 @@ class ModbusDeviceDriver:
         self.poll_stats = PollStats()
         self.poll_started: collections.deque[float] = collections.deque(maxlen=1000)  # loop time of each poll
         self.reads: list[Read] = plan_reads(profile, tuple(p for p in profile.points if p.quantity or p.status))
-        # Per read, per reported point: (register index in the response, decoder, quantity, status flag).
+        # Per read, per reported point: (register index in the response, decoder, quantity, status flag).  A point
+        # with sensor-fault codes reports its fault as the status flag sensor_fault.<name> when it reads one.
         self._layouts = [
             [
-                (p.address - read.start, decoder(p), quantity(p.quantity) if p.quantity else None, p.status)
+                (
+                    p.address - read.start,
+                    _fault_aware(p) if p.fault_values else decoder(p),
+                    quantity(p.quantity) if p.quantity else None,
+                    p.status or (f"sensor_fault.{p.name}" if p.fault_values else None),
+                )
                 for p in read.points
                 if p.quantity or p.status
             ]
             for read in self.reads
         ]
-        self._read_flags = [{p.status for p in read.points if p.status} for read in self.reads]
+        self._read_flags = [{status for _, _, _, status in layout if status} for layout in self._layouts]
         self._client_factory = client_factory
         self._client: Any = None
         self._lock = asyncio.Lock()  # one request at a time on the connection (polls and writes)
         self._flags: tuple[str, ...] | None = None
         # A device's own status flags carry the profile's priority; Modbus exception responses are low.
         self._priority = {p.status: p.priority for p in profile.points if p.status is not None}
+        self._priority |= {f"sensor_fault.{p.name}": "medium" for p in profile.points if p.fault_values}
 
     @property
     def connected(self) -> bool:
@@ -280,11 +300,14 @@ class ModbusDeviceDriver:
                 continue
             for at, decode, q, status in self._layouts[read_index]:
                 value = decode(words, at)
-                if status is not None:
+                if status is not None and q is None:
                     if value:
                         flags.append(status)
                     continue
                 if q is None:
+                    continue
+                if status is not None and math.isnan(value):  # a sensor-fault code: a condition, not a value
+                    flags.append(status)
                     continue
                 index += 1
                 events.append(Observation(f"{base}{index:04x}", self.device_id, q, value, None, poll_time))

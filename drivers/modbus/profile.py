@@ -44,6 +44,9 @@ class Point(_Model):
     quantity: str | None = None  # MDC reference id: the value is an Observation
     status: str | None = None  # or a status flag: while non-zero the device reports this condition (an alarm)
     priority: Literal["high", "medium", "low"] = "medium"  # of the technical alarm a status flag raises
+    # Raw register values that mean "no measurement" (sensor fault, open circuit), e.g. 32767 (0x7FFF) and -32768
+    # for an int16 temperature: while read, the value is not data but the condition sensor_fault.<name>.
+    fault_values: Annotated[list[int], Field(max_length=16)] = []
     writable: bool = False  # a setpoint the verified command path may write
     min: float | None = None  # write limits (engineering units), required for a writable point
     max: float | None = None
@@ -68,6 +71,8 @@ class Point(_Model):
                 quantity(self.quantity)
             except KeyError:
                 raise ValueError(f"unknown MDC quantity {self.quantity}") from None
+        if self.fault_values and self.quantity is None:
+            raise ValueError("fault_values belong to a point with a quantity")
         if self.bit and self.type != "bool":
             raise ValueError("coils and discrete inputs are of type bool")
         if self.scale == 0:

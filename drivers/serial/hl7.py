@@ -10,10 +10,13 @@ only `HL7ParseError` (an `InvalidFrame`), whose fields never carry message conte
 * AR (reject): the bytes are not an HL7 message, or not one the gateway accepts: not ORU^R01, a version outside
   ``accept_versions``, no MSH-10 control id;
 * AE (error): the message is accepted but some content is wrong: no OBX at all, or an OBX with a numeric value
-  (OBX-2 NM, OBX-5 present) whose code the gateway does not know, whose value is not an HL7 number, whose unit is
-  unknown or not convertible, or whose time stamp is malformed.  The other OBX are still good, and
-  `observations` maps them;
+  (OBX-2 NM, OBX-5 present) whose value is not an HL7 number, whose unit is unknown or not convertible, or whose
+  time stamp is malformed.  The other OBX are still good, and `observations` maps them;
 * AA otherwise.  MSA-2 echoes MSH-10; AE and AR carry one ERR per problem (HL7 table 0357 codes, location).
+
+A numeric OBX whose code the gateway does not map (say end-tidal CO2 on a monitor whose other values it knows)
+is not an error of the message: `assess` answers AA and keeps the mapped observations, listing the unmapped
+codes so the receiver counts them (`unmapped="error"` answers AE naming them instead, still keeping the rest).
 
 Which OBX become `Observation`s: OBX-2 NM with a value, a result status other than X/D/W/I/N, and an MDC code in
 `gateway.nomenclature`; the OBX-3 numeric code is authoritative (monitors use several reference ids for one code).
@@ -70,6 +73,8 @@ __all__ = [
     "application_issues",
     "build_ack",
     "parse_and_ack",
+    "Assessment",
+    "assess",
     "observations",
     "OruObservation",
     "build_oru",
@@ -591,6 +596,7 @@ _ISSUE_TEXT: Final = {
     "wrong_message_type": "message type not supported (ORU^R01 expected)",
     "unsupported_version": "HL7 version not supported",
     "missing_control_id": "message control id (MSH-10) missing",
+    "unknown_sender": "sending facility not accepted by this receiver",
     "no_obx": "no OBX segment",
     "unknown_code": "observation identifier not known to the receiver",
     "not_a_number": "numeric value is not an HL7 number",
@@ -614,10 +620,18 @@ _MAPPED_STATUSES: Final = frozenset({"", "F", "R", "C", "P"})  # not X (no resul
 _NM: Final = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)")
 
 
-def acceptance_issues(message: Message, accept_versions: Collection[str] = ACCEPT_VERSIONS) -> list[Issue]:
-    """Problems that make the gateway reject (AR) the message: type, version, control id."""
+def acceptance_issues(
+    message: Message, accept_versions: Collection[str] = ACCEPT_VERSIONS, allowed_facilities: Collection[str] = ()
+) -> list[Issue]:
+    """Problems that make the gateway reject (AR) the message: type, version, control id, sending facility.
+
+    `allowed_facilities` (empty: any) names the MSH-4 sending facilities accepted, by namespace id or universal id.
+    """
     msh = message.msh
     issues: list[Issue] = []
+    facility = msh.sending_facility
+    if allowed_facilities and not {facility.namespace_id, facility.universal_id} & set(allowed_facilities):
+        issues.append(Issue("unknown_sender", 103, "MSH", 1, 4))
     if msh.message_type.code != "ORU" or msh.message_type.structure not in ("", "ORU_R01"):
         issues.append(Issue("wrong_message_type", 200, "MSH", 1, 9))
     elif msh.message_type.trigger != "R01":
@@ -644,6 +658,10 @@ _MDC_UNITS: Final = {
     "^MDC_DIM_MILLI_SEC^MDC": "ms",
     "^MDC_DIM_MILLI_G_PER_DL^MDC": "mg/dL",
     "^MDC_DIM_DIMLESS^MDC": "1",
+    "^MDC_DIM_MILLI_VOLT^MDC": "mV",
+    "^MDC_DIM_MICRO_VOLT^MDC": "uV",
+    "^MDC_DIM_X_L_PER_MIN^MDC": "L/min",
+    "^MDC_DIM_L_PER_MIN^MDC": "L/min",
 }
 _MDC_UNIT_BY_CODE: Final = {int(k.split("^")[0]): v for k, v in _MDC_UNITS.items() if k.split("^")[0]}
 _MDC_UNIT_BY_REF: Final = {k.split("^")[1]: v for k, v in _MDC_UNITS.items()}
@@ -664,12 +682,17 @@ _UCUM_ALIASES: Final = {
     "ms": "ms",
     "mg/dL": "mg/dL",
     "1": "1",
+    "mV": "mV",
+    "uV": "uV",
+    "L/min": "L/min",
+    "l/min": "L/min",
 }
 _PA_PER_MMHG: Final = 133.322387415  # the conventional millimetre of mercury
 _CONVERTED_DECIMALS: Final = 3  # a conversion rounds off binary noise, far below any device's resolution
 _CONVERSIONS: Final[dict[tuple[str, str], Callable[[float], float]]] = {
     ("kPa", "mm[Hg]"): lambda v: v * 1000 / _PA_PER_MMHG,
     ("[degF]", "Cel"): lambda v: (v - 32) * 5 / 9,
+    ("uV", "mV"): lambda v: v / 1000,
 }
 
 
@@ -845,25 +868,71 @@ def build_ack(
     return ("\r".join(segments) + "\r").encode("utf-8")
 
 
-def parse_and_ack(
-    raw: bytes, *, accept_versions: Collection[str] = ACCEPT_VERSIONS, now: datetime | None = None
-) -> tuple[Message | None, bytes]:
-    """Parse a message and build its ACK: (message, ACK) for AA and AE, (None, ACK with AR) otherwise.  Never raises."""
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """What the receiver makes of one message: the ACK to send, and whether its observations are kept."""
+
+    message: Message | None
+    ack: bytes
+    code: AckCode
+    keep: bool  # store `observations(message)`: AA, or AE only for unmapped codes
+    unmapped: tuple[str, ...] = ()  # OBX-3 of numeric OBX whose code is not mapped ("code^reference id")
+
+
+def _unmapped_code(message: Message, issue: Issue) -> str:
+    identifier = message.obx[issue.sequence - 1].identifier
+    return f"{identifier.identifier}^{identifier.text}" if identifier is not None else "^"
+
+
+def assess(
+    raw: bytes,
+    *,
+    accept_versions: Collection[str] = ACCEPT_VERSIONS,
+    unmapped: str = "accept",
+    allowed_facilities: Collection[str] = (),
+    now: datetime | None = None,
+) -> Assessment:
+    """Parse a message, decide its ACK and what of it is kept.  Never raises.
+
+    Unmapped codes are not errors of the message (`unmapped="accept"`: AA), or AE naming them
+    (`unmapped="error"`); either way the mapped observations are kept.  Any other content problem is AE and
+    nothing is kept (the sender's corrected retry must not be a duplicate); a rejected message is AR.
+    """
     try:
         message = parse(raw)
     except HL7ParseError as err:
         issue = Issue(err.reason, err.error_code)
-        return None, build_ack(err.header, AckCode.REJECT, issues=[issue], now=now)
+        return Assessment(None, build_ack(err.header, AckCode.REJECT, issues=[issue], now=now), AckCode.REJECT, False)
     try:
-        rejects = acceptance_issues(message, accept_versions)
+        rejects = acceptance_issues(message, accept_versions, allowed_facilities)
         if rejects:
-            return None, build_ack(message, AckCode.REJECT, issues=rejects, now=now)
+            ack = build_ack(message, AckCode.REJECT, issues=rejects, now=now)
+            return Assessment(None, ack, AckCode.REJECT, False)
         errors = application_issues(message)
+        unknown = [issue for issue in errors if issue.reason == "unknown_code"]
+        codes = tuple(_unmapped_code(message, issue) for issue in unknown)
     except Exception:  # noqa: BLE001 - a receiver bug must still answer (AR, 207) rather than drop the link
-        return None, build_ack(message, AckCode.REJECT, issues=[Issue("internal_error", 207)], now=now)
-    if errors:
-        return message, build_ack(message, AckCode.ERROR, issues=errors, now=now)
-    return message, build_ack(message, AckCode.ACCEPT, now=now)
+        ack = build_ack(message, AckCode.REJECT, issues=[Issue("internal_error", 207)], now=now)
+        return Assessment(None, ack, AckCode.REJECT, False)
+    if len(unknown) < len(errors):
+        return Assessment(
+            message, build_ack(message, AckCode.ERROR, issues=errors, now=now), AckCode.ERROR, False, codes
+        )
+    if unknown and unmapped == "error":
+        ack = build_ack(message, AckCode.ERROR, issues=unknown, now=now)
+        return Assessment(message, ack, AckCode.ERROR, True, codes)
+    return Assessment(message, build_ack(message, AckCode.ACCEPT, now=now), AckCode.ACCEPT, True, codes)
+
+
+def parse_and_ack(
+    raw: bytes, *, accept_versions: Collection[str] = ACCEPT_VERSIONS, now: datetime | None = None
+) -> tuple[Message | None, bytes]:
+    """Parse a message and build its ACK: (message, ACK) for AA and AE, (None, ACK with AR) otherwise.  Never raises.
+
+    Unmapped codes are accepted (AA); see `assess` for the choice and for what is kept.
+    """
+    result = assess(raw, accept_versions=accept_versions, now=now)
+    return result.message, result.ack
 
 
 @dataclass(frozen=True, slots=True)
@@ -887,7 +956,7 @@ _PER_MIN_BREATHS: Final = "264928^MDC_DIM_RESP_PER_MIN^MDC"
 _PER_MIN_BEATS: Final = "264864^MDC_DIM_BEAT_PER_MIN^MDC"
 _MDS_MONITOR: Final = "69965^MDC_DEV_MON_PHYSIO_MULTI_PARAM_MDS^MDC"
 _PCD01_PROFILE: Final = "IHE_PCD_001^IHE PCD^1.3.6.1.4.1.19376.1.6.1.1.1^ISO"
-_RESPIRATION: Final = frozenset({"MDC_RESP_RATE"})
+_RESPIRATION: Final = frozenset({"MDC_RESP_RATE", "MDC_AWAY_RESP_RATE", "MDC_TTHOR_RESP_RATE", "MDC_CO2_RESP_RATE"})
 
 
 def _nm(value: float) -> str:

@@ -22,6 +22,7 @@ def _registry() -> dict[str, Benchmark]:
     from gateway.benchmarks.modbus import bench_modbus  # noqa: PLC0415
     from gateway.benchmarks.pipeline import bench_pipeline  # noqa: PLC0415
     from gateway.benchmarks.qrs import bench_qrs  # noqa: PLC0415
+    from gateway.benchmarks.soak import bench_soak  # noqa: PLC0415
     from gateway.benchmarks.sync import bench_sync  # noqa: PLC0415
 
     return {
@@ -32,6 +33,7 @@ def _registry() -> dict[str, Benchmark]:
         "pipeline": bench_pipeline,
         "modbus": bench_modbus,
         "hl7": bench_hl7,
+        "soak": bench_soak,
     }
 
 

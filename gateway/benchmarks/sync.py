@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import shutil
 import subprocess
 import tempfile
@@ -109,9 +110,10 @@ def _mosquitto_binary() -> str | None:
 class LoopbackBroker:
     """Mosquitto on a loopback port when installed (as a user would run it), else the embedded amqtt."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, persistence: bool = False) -> None:
         self.port = free_loopback_port()
         self.folder = folder
+        self.persistence = persistence  # sessions and queued messages survive a stop/start (an outage)
         self.name = "mosquitto"
         self._process: subprocess.Popen[bytes] | None = None
         self._embedded: EmbeddedBroker | None = None
@@ -124,9 +126,12 @@ class LoopbackBroker:
             await self._embedded.start()
             return
         conf = self.folder / "mosquitto.conf"
+        persist = (
+            f"persistence true\npersistence_location {self.folder}/\n" if self.persistence else "persistence false\n"
+        )
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "max_queued_messages 1000000\nmax_inflight_messages 100\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persist}"
+            f"max_queued_messages 1000000\nmax_inflight_messages 100\nuser {getpass.getuser()}\n"
         )
         # A fixed argument list (the broker binary and our own config file): no shell, no user input.
         self._process = subprocess.Popen(  # noqa: S603, ASYNC220 - a child that lives for the whole bench
@@ -134,10 +139,16 @@ class LoopbackBroker:
         )
         await wait_for_port(self.port, "mosquitto", tries=100)
 
+    @property
+    def restartable(self) -> bool:
+        """Whether stop() then start() is an outage that keeps sessions (Mosquitto with persistence)."""
+        return self._embedded is None and self.persistence
+
     async def stop(self) -> None:
         if self._process is not None:
             self._process.terminate()
-            self._process.wait(10)
+            await asyncio.to_thread(self._process.wait, 10)
+            self._process = None
         if self._embedded is not None:
             await self._embedded.stop()
 

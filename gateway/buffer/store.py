@@ -22,10 +22,12 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.buffer.keys import Keyring
-from gateway.errors import BufferKeyError, IntegrityError, StorageError
+from gateway.errors import BufferKeyError, IntegrityError, StorageError, StorageUnavailable
+from gateway.logs import get_logger
 from gateway.model import Lane
 
 T = TypeVar("T")
+log = get_logger(__name__)
 
 _KEY_CHECK_PLAINTEXT = b"iomt-gateway buffer key check v1"
 NONCE_BYTES = 12
@@ -45,6 +47,29 @@ def _schema_scripts() -> list[tuple[int, str]]:
 
 
 SCHEMA_VERSION = max(version for version, _ in _schema_scripts())
+
+
+# SQLite result codes (primary, before the extended suffix) that say "not now", not "broken": a full disk, a lock
+# held by another process, an I/O error, a file that cannot be opened or written at the moment.
+_TRANSIENT = frozenset(
+    {"SQLITE_FULL", "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_READONLY"}
+)
+
+
+def storage_error(message: str, err: sqlite3.Error | OSError, **fields: Any) -> StorageError:
+    """Translate a sqlite3 or OS error: StorageUnavailable when it is transient, StorageError otherwise."""
+    if isinstance(err, OSError):
+        return StorageUnavailable(message, error=errno_name(err), **fields)
+    name = getattr(err, "sqlite_errorname", None) or type(err).__name__
+    primary = "_".join(name.split("_")[:2])  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
+    kind = StorageUnavailable if primary in _TRANSIENT else StorageError
+    return kind(message, error=name, **fields)
+
+
+def errno_name(err: OSError) -> str:
+    import errno  # noqa: PLC0415 - only on this error path
+
+    return errno.errorcode.get(err.errno or 0, type(err).__name__)
 
 
 def associated_data(lane: int, device: str, seq: int, key_id: str) -> bytes:
@@ -121,20 +146,32 @@ class _Store:
         self.min_free_disk_bytes = min_free_disk_bytes
         self.keyring = keyring
         self._aead = {key_id: AESGCM(key) for key_id, key in keyring.keys.items()}
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.quarantined = 0
+        self.total_bytes = 0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise storage_error("cannot create the buffer's folder", err, path=str(path.parent)) from None
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as err:
+            raise storage_error("cannot open buffer database", err, path=str(path)) from None
+        try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self.db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
             self._check_keys()
             row = self.db.execute("SELECT COALESCE(MAX(seq), 0), COALESCE(SUM(size), 0) FROM records").fetchone()
-        except sqlite3.DatabaseError as err:
-            raise StorageError("cannot open buffer database", path=str(path), error=type(err).__name__) from None
+            self.page_size = int(self.db.execute("PRAGMA page_size").fetchone()[0])
+        except sqlite3.Error as err:
+            self.db.close()
+            raise storage_error("cannot open buffer database", err, path=str(path)) from None
+        except BaseException:
+            self.db.close()
+            raise
         self._next_seq: int = row[0] + 1
-        self.total_bytes: int = row[1]
-        self.quarantined = 0
+        self.total_bytes = int(row[1])
 
     def _migrate(self) -> None:
         current = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -163,10 +200,18 @@ class _Store:
         }
         in_use = {row[0] for row in self.db.execute("SELECT DISTINCT key_id FROM records")}
         missing = in_use - set(self._aead)
-        if missing:
+        # A key this database sealed with (it has a key check) but the key file lost: the rows are intact and
+        # a restored key file reads them, so refuse to start rather than set a whole backlog aside.
+        lost = missing & set(stored)
+        if lost:
             raise BufferKeyError(
-                "rows in the buffer were sealed with a key the key file does not hold", key_id=sorted(missing)[0]
+                "rows in the buffer were sealed with a key the key file does not hold", key_id=sorted(lost)[0]
             )
+        # A key id this database never had: the row was edited (no key is needed to do that).  Quarantine it.
+        for key_id in sorted(missing - lost):
+            seqs = [r[0] for r in self.db.execute("SELECT seq FROM records WHERE key_id = ?", (key_id,))]
+            for seq in seqs:
+                self._quarantine(seq, "unknown_key")
         for key_id, (nonce, sealed) in stored.items():
             aead = self._aead.get(key_id)
             if aead is None:
@@ -202,18 +247,22 @@ class _Store:
             added += size
         try:
             self.db.execute("BEGIN IMMEDIATE")
+            need = self._quota_need(added)
+            eviction = Eviction()
+            self._evict(need, eviction)  # first: the new rows then reuse the pages this frees (no growth)
             self.db.executemany(
                 "INSERT INTO records (seq, lane, device, key_id, nonce, sealed, items, created_ns, size) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            eviction = self._enforce_quota(added)
+            self._evict(need, eviction)  # then the new rows themselves, if nothing older could make room
+            eviction.over_quota = eviction.bytes < need
             self.db.execute("COMMIT")
         except sqlite3.Error as err:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             self._next_seq = seqs[0] if seqs else self._next_seq
-            raise StorageError("buffer write failed", rows=len(rows), error=type(err).__name__) from None
+            raise storage_error("buffer write failed", err, rows=len(rows)) from None
         self.total_bytes += added - eviction.bytes
         return AppendResult(seqs, eviction)
 
@@ -224,19 +273,24 @@ class _Store:
             return 1 << 62
         return stat.f_bavail * stat.f_frsize
 
-    def _enforce_quota(self, added: int) -> Eviction:
-        """Inside the insert's transaction: evict oldest rows of the lowest lanes until within quota.
-
-        Alarms and command results are never evicted; if they alone exceed the quota, they are kept and the
-        eviction reports `over_quota`.  Low free disk counts like a full quota: the new rows' size is
-        freed inside the file (its pages are reused), so the file stops growing.
+    def _quota_need(self, added: int) -> int:
+        """Bytes a commit adding `added` must evict: over the quota, or, with free disk below its floor, what the
+        file's free pages cannot absorb.  Free pages come from rows the uplink delivered and deleted, so a disk
+        filled by another writer for a while costs nothing while the uplink keeps delivering; when they run out,
+        the oldest rows of the lowest lanes make room and the file stops growing.
         """
         need = self.total_bytes + added - self.max_bytes
         if self._free_disk_bytes() < self.min_free_disk_bytes:
-            need = max(need, added)
-        eviction = Eviction()
-        if need <= 0:
-            return eviction
+            room_inside = self.db.execute("PRAGMA freelist_count").fetchone()[0] * self.page_size
+            need = max(need, added - room_inside)
+        return need
+
+    def _evict(self, need: int, eviction: Eviction) -> None:
+        """Inside the commit's transaction: delete the oldest rows of the lowest lanes until `need` bytes are freed.
+
+        Alarms and command results are never evicted; if they alone exceed the quota, they are kept and the
+        eviction reports `over_quota`.
+        """
         for lane in EVICTION_ORDER:
             while eviction.bytes < need:
                 victims = self.db.execute(
@@ -253,8 +307,6 @@ class _Store:
                 self.db.executemany("DELETE FROM records WHERE seq = ?", chosen)
             if eviction.bytes >= need:
                 break
-        eviction.over_quota = eviction.bytes < need
-        return eviction
 
     def read(self, after: dict[Lane, int], limit: int) -> list[StoredRecord]:
         """Up to `limit` rows, highest-priority lane first, oldest first, after each lane's cursor.
@@ -333,7 +385,8 @@ class _Store:
             self.db.execute("COMMIT")
             self.total_bytes -= freed
         except sqlite3.Error:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
         self.quarantined += 1
 
@@ -352,8 +405,9 @@ class _Store:
                 self.db.execute(f"DELETE FROM records WHERE seq IN ({marks})", part)  # noqa: S608
             self.db.execute("COMMIT")
         except sqlite3.Error as err:
-            self.db.execute("ROLLBACK")
-            raise StorageError("buffer delete failed", rows=len(seqs), error=type(err).__name__) from None
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise storage_error("buffer delete failed", err, rows=len(seqs)) from None
         self.total_bytes -= freed
 
     def stats(self) -> list[LaneStats]:
@@ -369,6 +423,9 @@ class _Store:
             rows, items, size, oldest = found.get(int(lane), (0, 0, 0, None))
             out.append(LaneStats(lane, rows, items or 0, size or 0, None if oldest is None else (now - oldest) / 1e9))
         return out
+
+    def checkpoint(self) -> None:
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         self.db.close()
@@ -391,12 +448,19 @@ def _split_sql(script: str) -> list[str]:
 
 
 class Buffer:
-    """Async facade over the store; every call runs on the buffer's single database thread."""
+    """Async facade over the store; every call runs on the buffer's single database thread.
 
-    def __init__(self, store: _Store, executor: ThreadPoolExecutor) -> None:
+    A buffer opened with `degraded_start=True` whose database cannot be opened for a transient reason (a full
+    disk, another process holding the lock, an I/O error) still returns: every call first retries the open and
+    raises StorageUnavailable while it fails, so the gateway runs degraded instead of crash-looping under
+    systemd.  A wrong key or a database from a newer gateway is still an error at once (a broken install).
+    """
+
+    def __init__(self, store: _Store | None, executor: ThreadPoolExecutor, opener: Any = None) -> None:
         self._store = store
         self._executor = executor
-        self.path = store.path
+        self._opener = opener
+        self.path: Path = store.path if store is not None else opener.args[0]
 
     @classmethod
     async def open(
@@ -407,54 +471,83 @@ class Buffer:
         *,
         max_bytes: int = 1 << 62,
         min_free_disk_bytes: int = 0,
+        degraded_start: bool = False,
     ) -> Buffer:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="buffer-db")
+        opener = partial(_Store, path, keyring, synchronous, max_bytes, min_free_disk_bytes)
         try:
-            store = await asyncio.get_running_loop().run_in_executor(
-                executor, partial(_Store, path, keyring, synchronous, max_bytes, min_free_disk_bytes)
-            )
+            store = await asyncio.get_running_loop().run_in_executor(executor, opener)
+        except StorageUnavailable:
+            if not degraded_start:
+                executor.shutdown(wait=True)
+                raise
+            return cls(None, executor, opener)
         except BaseException:
             executor.shutdown(wait=True)
             raise
-        return cls(store, executor)
+        if store.quarantined:
+            log.warning("buffer rows naming an unknown key quarantined", rows=store.quarantined, reason="unknown_key")
+        return cls(store, executor, opener)
 
-    async def _call(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
+    @property
+    def is_open(self) -> bool:
+        return self._store is not None
+
+    def _ready(self) -> _Store:
+        """On the database thread: the store, opening it first if a degraded start left it closed."""
+        if self._store is None:
+            self._store = self._opener()
+            log.info("buffer database opened after a degraded start", rows=self._store.quarantined)
+        return self._store
+
+    async def _run(self, method: str, *args: Any) -> Any:
+        def call() -> Any:
+            store = self._ready()
+            try:
+                return getattr(store, method)(*args)
+            except sqlite3.Error as err:  # reads and quarantine moves: translated like writes
+                raise storage_error("buffer operation failed", err, operation=method) from None
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def append(self, records: Sequence[NewRecord]) -> AppendResult:
         """Seal and commit the records in one transaction; durable (per the synchronous mode) on return."""
-        result: AppendResult = await self._call(self._store.append, records)
+        result: AppendResult = await self._run("append", records)
         return result
 
     @property
     def total_bytes(self) -> int:
-        return self._store.total_bytes
+        return self._store.total_bytes if self._store is not None else 0
 
     async def read(self, after: dict[Lane, int], limit: int) -> list[StoredRecord]:
         """See `_Store.read`: rows that fail authentication are quarantined, counted and skipped."""
-        result: list[StoredRecord] = await self._call(self._store.read, dict(after), limit)
+        result: list[StoredRecord] = await self._run("read", dict(after), limit)
         return result
 
     async def read_message(self, after: dict[Lane, int], max_bytes: int, max_rows: int = 512) -> list[StoredRecord]:
         """See `_Store.read_message`: the rows of one uplink message, all of one lane."""
-        result: list[StoredRecord] = await self._call(self._store.read_message, dict(after), max_bytes, max_rows)
+        result: list[StoredRecord] = await self._run("read_message", dict(after), max_bytes, max_rows)
         return result
 
     @property
     def quarantined(self) -> int:
-        return self._store.quarantined
+        return self._store.quarantined if self._store is not None else 0
 
     async def delete(self, seqs: Sequence[int]) -> None:
-        await self._call(self._store.delete, list(seqs))
+        await self._run("delete", list(seqs))
 
     async def checkpoint(self) -> None:
         """Fold the WAL into the database file and truncate it (for measurements and backups)."""
-        await self._call(self._store.db.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
+        await self._run("checkpoint")
 
     async def stats(self) -> list[LaneStats]:
-        result: list[LaneStats] = await self._call(self._store.stats)
+        result: list[LaneStats] = await self._run("stats")
         return result
 
     async def close(self) -> None:
-        await self._call(self._store.close)
+        def close() -> None:
+            if self._store is not None:
+                self._store.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, close)
         self._executor.shutdown(wait=True)
