@@ -54,7 +54,8 @@ class AlarmEngine:
             self._rules.setdefault(quantity(rule.quantity).code, []).append(rule)
         self._limits: dict[tuple[str, int, int], _LimitState] = {}
         self._technical: set[tuple[str, str]] = set()
-        self._conditions: dict[str, dict[str, AlarmPriority]] = {}  # device-reported conditions, per device
+        # Device-reported conditions, per device and source (each source reports its own complete list).
+        self._conditions: dict[tuple[str, str], dict[str, tuple[AlarmPriority, AlarmKind]]] = {}
         self.active: dict[tuple[str, str], Alarm] = {}
 
     def evaluate(self, event: Event) -> list[Alarm]:
@@ -147,27 +148,42 @@ class AlarmEngine:
     def _device_conditions(self, status: DeviceStatus) -> list[Alarm]:
         """Conditions the device itself reports (a pump's occlusion, a fridge's open door) as technical alarms.
 
-        A status marked `conditions = complete` lists every condition present now: new ones go active, ones
-        no longer listed clear.  The priority comes from the driver (`priority.NAME`), medium when unsaid.
+        A status marked `conditions = complete` lists every condition present now (of its `conditions_source`,
+        when a device has several, e.g. a CGM's measurement status and its clock): new ones go active, ones
+        no longer listed clear.  The priority comes from the driver (`priority.NAME`), medium when unsaid; a
+        condition about the patient (`kind.NAME = physiological`, e.g. glucose below the sensor's range) is a
+        physiological alarm named as it is, any other a technical alarm `device.NAME`.
         """
         device, t_gw = status.device_id, status.gateway_time_ns
-        now: dict[str, AlarmPriority] = {}
+        now: dict[str, tuple[AlarmPriority, AlarmKind]] = {}
         for condition in status.errors:
             try:
-                now[condition] = AlarmPriority(status.detail.get(f"priority.{condition}", "medium"))
+                priority = AlarmPriority(status.detail.get(f"priority.{condition}", "medium"))
             except ValueError:
-                now[condition] = AlarmPriority.MEDIUM
-        before = self._conditions.get(device, {})
-        self._conditions[device] = now
+                priority = AlarmPriority.MEDIUM
+            physiological = status.detail.get(f"kind.{condition}") == AlarmKind.PHYSIOLOGICAL
+            now[condition] = (priority, AlarmKind.PHYSIOLOGICAL if physiological else AlarmKind.TECHNICAL)
+        key = (device, status.detail.get("conditions_source", ""))
+        before = self._conditions.get(key, {})
+        self._conditions[key] = now
         out: list[Alarm] = []
-        for condition in sorted(now.keys() - before.keys()):
-            out += self._tech(device, f"device.{condition}", True, now[condition], t_gw)
-        for condition in sorted(before.keys() - now.keys()):
-            out += self._tech(device, f"device.{condition}", False, before[condition], t_gw)
+        for condition, present, (priority, kind) in [(c, True, now[c]) for c in sorted(now.keys() - before.keys())] + [
+            (c, False, before[c]) for c in sorted(before.keys() - now.keys())
+        ]:
+            name = condition if kind is AlarmKind.PHYSIOLOGICAL else f"device.{condition}"
+            out += self._tech(device, name, present, priority, t_gw, kind)
         return out
 
-    def _tech(self, device_id: str, condition: str, present: bool, priority: AlarmPriority, t_gw: int) -> list[Alarm]:
-        """A technical alarm goes active when its condition appears and clears when it goes away."""
+    def _tech(
+        self,
+        device_id: str,
+        condition: str,
+        present: bool,
+        priority: AlarmPriority,
+        t_gw: int,
+        kind: AlarmKind = AlarmKind.TECHNICAL,
+    ) -> list[Alarm]:
+        """A technical alarm (or a device-reported condition) goes active when it appears, clears when it goes."""
         key = (device_id, condition)
         if present == (key in self._technical):
             return []
@@ -176,7 +192,7 @@ class AlarmEngine:
         else:
             self._technical.discard(key)
         state = AlarmState.ACTIVE if present else AlarmState.CLEARED
-        return [self._make(device_id, condition, AlarmKind.TECHNICAL, priority, state, t_gw, None, None)]
+        return [self._make(device_id, condition, kind, priority, state, t_gw, None, None)]
 
     def _glucose_trend(self, obs: Observation) -> list[Alarm]:
         """Rate of change between consecutive CGM readings (device time), and the sensor's remaining life."""

@@ -20,6 +20,8 @@ from drivers.registry import Backends, build_driver
 from edge_ml.runtime import Model, ModelError, bundled, load_model
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer
+from gateway.clock import TrustedClock
+from gateway.commands.ceilings import SafetyCeilings
 from gateway.commands.service import CommandService
 from gateway.commands.store import CommandStore
 from gateway.config import Config
@@ -78,10 +80,25 @@ class Gateway:
     """One running gateway.  `run(stop)` returns after a clean shutdown once `stop` is set."""
 
     def __init__(
-        self, config: Config, backends: Backends | None = None, notifier: SystemdNotifier | None = None
+        self,
+        config: Config,
+        backends: Backends | None = None,
+        notifier: SystemdNotifier | None = None,
+        *,
+        clock: TrustedClock | None = None,
+        ceilings: SafetyCeilings | None = None,
     ) -> None:
         self.config = config
         self.backends = backends if backends is not None else default_backends(config)
+        # One trusted clock for every safety decision that rests on time (commands, device clocks).
+        self.clock = (
+            clock
+            if clock is not None
+            else TrustedClock(max_error_s=config.clock.max_error_s, skew_s=config.commands.clock_skew_s)
+        )
+        if self.backends.trusted_time is None:
+            self.backends.trusted_time = self.clock.trusted_wall_ns
+        self.ceilings = ceilings if ceilings is not None else SafetyCeilings()
         self.metrics = Metrics()
         self.alarms = AlarmEngine(config.alarms, {d.id: d.patient for d in config.devices})
         self.notifier = notifier or SystemdNotifier()
@@ -142,6 +159,9 @@ class Gateway:
                     targets,
                     parts.pipeline,
                     gateway_id=self.config.gateway.id,
+                    clock=self.clock,
+                    ceilings=self.ceilings,
+                    device_classes={d.id: d.profile for d in self.config.devices},
                 )
                 rejections = self.metrics.command_rejections
                 parts.commands.on_rejection = lambda reason: rejections.update([reason])

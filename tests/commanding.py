@@ -28,6 +28,15 @@ class Issuer:
     keys: dict[str, Ed25519PrivateKey] = field(
         default_factory=lambda: {name: Ed25519PrivateKey.generate() for name in ("ops-1", "ops-2", "old", "rogue")}
     )
+    head: tuple[int, str] | None = None  # the newest audit head seen in a command result (what the cloud acks)
+
+    def saw(self, result: dict[str, Any]) -> None:
+        """Take note of a command result's audit head, as the cloud does."""
+        detail = result.get("detail") or {}
+        if "audit_seq" in detail:
+            seq = int(detail["audit_seq"])
+            if self.head is None or seq > self.head[0]:
+                self.head = (seq, str(detail["audit_hash"]))
 
     def issuers_config(self) -> list[dict[str, Any]]:
         """ops-1 and ops-2 trusted, old revoked; rogue is not configured at all."""
@@ -49,7 +58,9 @@ class Issuer:
         command_id: str | None = None,
         forge_with: str | None = None,
         gateway: str = "test-gw",
+        audit_head: tuple[int, str] | None = None,
     ) -> dict[str, Any]:
+        """A signed envelope; `audit_head` (default: the last one `saw`) names what the issuer acknowledged."""
         now = time.time_ns() + round(issued_offset_s * 1e9)
         body = {
             "v": 1,
@@ -61,6 +72,9 @@ class Issuer:
             "issued_at": now,
             "expires_at": now + round(valid_s * 1e9),
         }
+        head = audit_head or self.head
+        if head is not None:
+            body["audit_head"] = {"seq": head[0], "hash": head[1]}
         keys = [(name, self.keys[forge_with or name]) for name in signers]
         return sign(body, keys)
 

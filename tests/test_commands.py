@@ -187,7 +187,7 @@ async def test_rejection_matrix_and_valid_commands_exactly_once(tmp_path: Path, 
     store = CommandStore(tmp_path / "state" / "commands.sqlite3", load_keyring(tmp_path / "state" / "buffer.key"))
     try:
         assert store.verify_audit() == []
-        states = [r.body["state"] for r in store.audit_records()]
+        states = [r.body.get("state") for r in store.audit_records()]
         assert states.count("confirmed") == 9 and "rejected" in states
     finally:
         store.close()

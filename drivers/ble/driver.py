@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from drivers.base import CommandRefused, DriverStats, EventSink, OutcomeUnknown
 from drivers.ble import device_info, gatt, ids
@@ -19,7 +19,7 @@ from drivers.ble.profiles import PROFILES, ProfileState
 from drivers.ble.sfloat import decode_sfloat, encode_sfloat
 from gateway.errors import InvalidFrame, TransportError
 from gateway.logs import get_logger
-from gateway.model import ConnectionState, DeviceStatus, Event, new_id, now_ns
+from gateway.model import CONDITIONS_KEY, ConnectionState, DeviceStatus, Event, new_id, now_ns
 from gateway.supervisor import report_healthy
 
 log = get_logger(__name__)
@@ -43,12 +43,15 @@ class BleDeviceDriver:
         link_factory: GattLinkFactory,
         *,
         silent_link_timeout_s: float = 10.0,
+        trusted_time: Callable[[], int | None] | None = None,
     ) -> None:
         self.device_id = device_id
         self.address = address
         self.profile = PROFILES[profile]
         self._link_factory = link_factory
         self._silent_timeout = silent_link_timeout_s
+        # Where a device's clock is set from: None (untrusted now) means the clock is left alone.
+        self._trusted_time = trusted_time if trusted_time is not None else now_ns
         self.stats = DriverStats()
         self._link: GattLink | None = None
         self._command_lock = asyncio.Lock()
@@ -112,7 +115,7 @@ class BleDeviceDriver:
         if state.cgm_session_start_ns is not None:
             detail["sensor_session_start_ns"] = str(state.cgm_session_start_ns)
         await sink.emit(self._status(ConnectionState.CONNECTED, battery, detail, rssi=link.rssi_dbm))
-        await self._set_clock(link)
+        await self._set_clock(link, sink)
 
         def on_notify(uuid: str, data: bytes) -> None:
             try:
@@ -197,16 +200,26 @@ class BleDeviceDriver:
                     log.warning("device information unreadable", device_id=self.device_id, **err.log_fields())
         return identity
 
-    async def _set_clock(self, link: GattLink) -> None:
-        """Set the device's clock through the Current Time Service, where it accepts writes."""
-        if link.has_characteristic(device_info.CURRENT_TIME):
+    async def _set_clock(self, link: GattLink, sink: EventSink) -> None:
+        """Set the device's clock through the Current Time Service, where it accepts writes, and only from
+        trusted time: a gateway that booted without NTP would otherwise write its own wrong clock into a pump.
+        When time cannot be trusted the device keeps its clock and a technical alarm says so."""
+        if not link.has_characteristic(device_info.CURRENT_TIME):
+            return
+        trusted = self._trusted_time()
+        conditions: tuple[str, ...] = ()
+        if trusted is None:
+            log.warning("device clock not set: the gateway's time is not trusted", device_id=self.device_id)
+            conditions = ("clock_not_set",)
+        else:
             try:
-                await link.write(device_info.CURRENT_TIME, device_info.encode_current_time_from_ns(now_ns()))
+                await link.write(device_info.CURRENT_TIME, device_info.encode_current_time_from_ns(trusted))
+                log.info("device clock set", device_id=self.device_id)
             except TransportError as err:
                 # Writing Current Time is optional in CTS: a device that refuses keeps its clock and its link.
                 log.warning("device clock not set", device_id=self.device_id, **err.log_fields())
-                return
-            log.info("device clock set", device_id=self.device_id)
+        detail = {CONDITIONS_KEY: "complete", "conditions_source": "clock", "priority.clock_not_set": "low"}
+        await sink.emit(self._status(ConnectionState.CONNECTED, detail=detail, errors=conditions))
 
     # -- stored records (RACP) -------------------------------------------------------------------------------
     def _on_racp(self, _uuid: str, data: bytes) -> None:
@@ -416,9 +429,17 @@ class BleDeviceDriver:
         detail: dict[str, str] | None = None,
         *,
         rssi: int | None = None,
+        errors: tuple[str, ...] = (),
     ) -> DeviceStatus:
         return DeviceStatus(
-            new_id(), self.device_id, connection, now_ns(), battery_pct=battery, rssi_dbm=rssi, detail=detail or {}
+            new_id(),
+            self.device_id,
+            connection,
+            now_ns(),
+            battery_pct=battery,
+            rssi_dbm=rssi,
+            errors=errors,
+            detail=detail or {},
         )
 
 
