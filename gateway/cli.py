@@ -30,7 +30,23 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the gateway daemon")
-    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="TOML configuration file")
+    run.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG_PATH,
+        help="TOML configuration file; remote configuration rewrites it, so it must be writable by the gateway",
+    )
+    run.add_argument(
+        "--initial-config",
+        type=Path,
+        help="copied to --config on first start when --config does not exist yet (the installed configuration)",
+    )
+    run.add_argument(
+        "--safety-file",
+        type=Path,
+        default=Path("/etc/iomt-gateway/safety.toml"),
+        help="root-owned local safety ceilings that no configuration can loosen (built-in ceilings if absent)",
+    )
 
     demo = sub.add_parser("demo", help="gateway + simulated devices + embedded broker + reference receiver")
     demo.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: Ctrl-C)")
@@ -132,21 +148,30 @@ def _config_failure(err: GatewayError) -> int:
     return EXIT_CONFIG
 
 
-def cmd_run(config_path: Path) -> int:
+def cmd_run(config_path: Path, initial_config: Path | None = None, safety_file: Path | None = None) -> int:
+    from gateway.commands.ceilings import DEFAULT_SAFETY_FILE, load_ceilings  # noqa: PLC0415
+    from gateway.runner import GatewayRunner, recover_pending, seed_config  # noqa: PLC0415 - daemon imports
+
     try:
+        # Before the configuration is read: a configuration never confirmed healthy does not survive a restart.
+        seed_config(config_path, initial_config)
+        rolled_back = recover_pending(config_path)
         config = load_config(config_path)
         preflight(config)
+        ceilings = load_ceilings(safety_file or DEFAULT_SAFETY_FILE)
     except ConfigError as err:
         return _config_failure(err)
+    except OSError as err:
+        print(f"iomt-gateway: cannot prepare {config_path}: {err.strerror}", file=sys.stderr)
+        return EXIT_CONFIG
     configure_logging(config.logging.level, config.logging.format)
-    from gateway.runner import GatewayRunner  # noqa: PLC0415 - keep `config validate` free of daemon imports
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await GatewayRunner(config_path, config).run(stop)
+        await GatewayRunner(config_path, config, ceilings=ceilings, rolled_back_at_start=rolled_back).run(stop)
 
     code = EXIT_OK
     try:
@@ -575,7 +600,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
-        return cmd_run(args.config)
+        return cmd_run(args.config, args.initial_config, args.safety_file)
     if args.command == "demo":
         from gateway.demo import cmd_demo  # noqa: PLC0415 - pulls in the embedded broker
 

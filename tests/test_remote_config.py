@@ -125,3 +125,121 @@ async def test_bad_remote_configs_leave_or_restore_the_running_config(tmp_path: 
         receiver_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await receiver_task
+
+
+SAFETY = """
+[gateway]
+min_config_signatures = 2
+
+[device_class.insulin_pump]
+max_bolus_mu = 10000
+max_basal_mu_per_h = 3000
+min_bolus_interval_s = 900
+max_daily_mu = 60000
+min_signatures = 1
+"""
+
+
+async def test_configs_beyond_the_local_ceilings_are_refused_and_a_failed_write_keeps_the_gateway(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    from gateway.commands.ceilings import load_ceilings  # noqa: PLC0415
+    from gateway.runner import previous_path  # noqa: PLC0415
+
+    safety = tmp_path / "safety.toml"
+    safety.write_text(SAFETY)
+    safety.chmod(0o644)
+    ceilings = load_ceilings(safety)
+    issuer = Issuer()
+    document = config_dict(tmp_path / "state", mosquitto.port)
+    document["devices"] = [
+        {"id": "pump-1", "transport": "ble", "profile": "insulin_pump", "address": "sim:pump-1"},
+    ]
+    pump_policy = {
+        "device": "pump-1",
+        "allowed": ["bolus"],
+        "max_bolus_mu": 5000,
+        "min_bolus_interval_s": 900,
+        "max_daily_mu": 50_000,
+    }
+    document["commands"] = {"enabled": True, "issuers": issuer.issuers_config(), "devices": [pump_policy]}
+    config_path = tmp_path / "gateway.toml"
+    config_path.write_text(_toml(document))
+    original = config_path.read_bytes()
+    runner = GatewayRunner(config_path, parse_config(document), health_timeout_s=5.0, ceilings=ceilings)
+    receiver = ReferenceReceiver("127.0.0.1", mosquitto.port, client_id=f"cfg-{time.time_ns()}")
+    receiver.keep_items = True
+    receiver_task = asyncio.create_task(receiver.run())
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+
+    async def outcome(config_id: str) -> dict[str, Any]:
+        async with asyncio.timeout(15):
+            while True:
+                done = [
+                    i
+                    for i in receiver.items.values()
+                    if i.get("command_id") == config_id and i["outcome"] in ("rejected", "confirmed", "failed")
+                ]
+                if done:
+                    return done[0]
+                await asyncio.sleep(0.05)
+
+    def variant(**policy: Any) -> dict[str, Any]:
+        changed = copy.deepcopy(document)
+        changed["commands"]["devices"][0].update(policy)
+        return changed
+
+    try:
+        await asyncio.wait_for(receiver.subscribed.wait(), 10)
+        fewer_signatures = copy.deepcopy(document)
+        fewer_signatures["commands"]["config_signatures"] = 1
+        no_devices = copy.deepcopy(document)
+        no_devices["devices"] = []
+        no_devices["commands"]["devices"] = []
+        cases = {
+            "cfg-100iu": (variant(max_bolus_mu=100_000), "max_bolus_mu raises the local ceiling of 10000"),
+            "cfg-nospacing": (variant(min_bolus_interval_s=0), "min_bolus_interval_s lowers the local minimum"),
+            "cfg-daily": (variant(max_daily_mu=100_000), "max_daily_mu raises the local ceiling"),
+            "cfg-onesig": (fewer_signatures, "config_signatures below the local minimum of 2"),
+            "cfg-nodevices": (no_devices, "it would remove every device"),
+        }
+        for config_id, (config, reason) in cases.items():
+            await publish_to(mosquitto.port, "config", _signed(issuer, config, config_id))
+            result = await outcome(config_id)
+            assert result["outcome"] == "rejected", result
+            assert result["reason"].startswith("unsafe-config") and reason in result["reason"], result["reason"]
+        assert config_path.read_bytes() == original and runner.restarts == 0
+
+        # A stricter policy is fine; but where the file cannot be written, the running gateway stays.
+        previous_path(config_path).mkdir()  # the write of the previous copy fails (a directory is in the way)
+        await publish_to(mosquitto.port, "config", _signed(issuer, variant(max_bolus_mu=2000), "cfg-unwritable"))
+        result = await outcome("cfg-unwritable")
+        assert result["outcome"] == "failed" and result["reason"].startswith("not applied: cannot write"), result
+        assert config_path.read_bytes() == original and runner.restarts == 0
+        assert runner.gateway is not None and runner.gateway.parts is not None
+        assert runner.gateway.parts.uplink.state is SyncState.ONLINE
+    finally:
+        stop.set()
+        await task
+        receiver_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiver_task
+
+
+def test_a_safety_file_others_can_write_is_refused(tmp_path: Path) -> None:
+    import pytest  # noqa: PLC0415
+
+    from gateway.commands.ceilings import load_ceilings  # noqa: PLC0415
+    from gateway.errors import ConfigError  # noqa: PLC0415
+
+    safety = tmp_path / "safety.toml"
+    safety.write_text(SAFETY)
+    safety.chmod(0o666)
+    with pytest.raises(ConfigError, match="writable by nobody else"):
+        load_ceilings(safety)
+    safety.chmod(0o644)
+    safety.write_text("[device_class.insulin_pump]\nmax_bolus_mu = -1\n")
+    with pytest.raises(ConfigError, match="max_bolus_mu"):
+        load_ceilings(safety)
+    assert load_ceilings(tmp_path / "absent.toml").source == "built-in"
