@@ -7,6 +7,7 @@ come from device status: link lost and low battery.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from edge_ml.ecg import EcgAssessment
@@ -71,6 +72,8 @@ class AlarmEngine:
             if patient is not None:
                 self._last_pulse_ns[patient] = obs.gateway_time_ns
         out: list[Alarm] = []
+        if not math.isfinite(obs.value):
+            return out  # a coded special value (a CGM's LO/HI): its device condition raises the alarm
         if obs.quantity.reference_id == "MDC_CONC_GLU_ISF":
             out += self._glucose_trend(obs)
         rules = self._rules.get(obs.quantity.code)

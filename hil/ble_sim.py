@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from datetime import UTC, datetime
@@ -188,6 +189,9 @@ class SimCgm(SimPeripheral):
 
     Its clock can run faster than real time (`time_scale`) for demos and tests.  It measures whether or not a
     gateway is connected, and keeps every record, so a gateway that was away fetches what it missed via RACP.
+    Faults: `reading` replaces the measured glucose (float("-inf") is the sensor's LO, "+inf" its HI), and
+    `sensor_status` sets the Sensor Status Annunciation bits of the next records (malfunction, session
+    stopped when the sensor expires, ...).
     """
 
     profile = "cgm"
@@ -209,6 +213,8 @@ class SimCgm(SimPeripheral):
         self.session_start_ns = (time.time_ns() // 60_000_000_000) * 60_000_000_000
         self.glucose = Trajectory(118.0, 1.5, lows, seed, lo=40, hi=400)
         self.records: list[gatt.CgmMeasurement] = []
+        self.reading: float | None = None
+        self.sensor_status: int | None = None
         self.racp_requests: list[gatt.RacpRequest] = []
         self.readable[gatt.CGM_SESSION_START_TIME] = lambda: gatt.encode_cgm_session_start_time(
             self.session_start_ns, e2e_crc=e2e_crc
@@ -226,9 +232,10 @@ class SimCgm(SimPeripheral):
         while True:
             offset = len(self.records) * self.interval_min
             previous = self.records[-1].glucose_mg_dl if self.records else None
-            value = round(self.glucose.at(self.elapsed_s))
-            trend = None if previous is None else round((value - previous) / self.interval_min, 1)
-            record = gatt.CgmMeasurement(float(value), offset, None, trend, None)
+            value = float(round(self.glucose.at(self.elapsed_s))) if self.reading is None else self.reading
+            finite = previous is not None and math.isfinite(previous) and math.isfinite(value)
+            trend = round((value - previous) / self.interval_min, 1) if finite and previous is not None else None
+            record = gatt.CgmMeasurement(value, offset, self.sensor_status, trend, None)
             self.records.append(record)
             send(gatt.encode_cgm_measurement(record, e2e_crc=self.e2e_crc))
             await asyncio.sleep(period)
@@ -288,7 +295,8 @@ class SimCgm(SimPeripheral):
 
 
 class SimInsulinPump(SimPeripheral):
-    """An Insulin Delivery Service pump with E2E protection on every IDS characteristic.
+    """An Insulin Delivery Service pump with E2E protection on every IDS characteristic (`e2e=False`: a pump
+    whose IDD Features say it has none, so no IDS frame carries the E2E trailer).
 
     Status every two seconds; Status Changed and Annunciation Status indicated when they change
     (`annunciate(type)` raises the pump's own alarm, `confirm_annunciation()` is the user pressing OK); the
@@ -302,8 +310,9 @@ class SimInsulinPump(SimPeripheral):
     profile = "insulin_pump"
     requires_encryption = True  # IDS: LE security mode 1 level 2 or higher, with bonding
 
-    def __init__(self, name: str, reservoir_iu: float = 180.0, basal_iu_h: float = 0.8) -> None:
+    def __init__(self, name: str, reservoir_iu: float = 180.0, basal_iu_h: float = 0.8, *, e2e: bool = True) -> None:
         super().__init__(name)
+        self.e2e = e2e  # IDD Features' E2E-Protection Supported: without it no IDS frame carries the E2E trailer
         self.reservoir_iu = reservoir_iu
         self.basal_iu_h = basal_iu_h
         self.notifiers[gatt.IDD_STATUS] = self._status
@@ -311,7 +320,7 @@ class SimInsulinPump(SimPeripheral):
         self.indicatable.add(ids.IDD_COMMAND_CONTROL_POINT)
         self.indicatable |= {gatt.IDD_STATUS_CHANGED, gatt.IDD_ANNUNCIATION_STATUS, ids.IDD_STATUS_READER_CONTROL_POINT}
         features = ids.IddFeatures(
-            e2e_protection=True,
+            e2e_protection=e2e,
             insulin_concentration_iu_per_ml=100.0,
             basal_rate=True,
             tbr_absolute=True,
@@ -320,9 +329,11 @@ class SimInsulinPump(SimPeripheral):
         )
         encoded_features = ids.encode_idd_features(features)
         self.readable[gatt.IDD_FEATURES] = lambda: encoded_features
-        self.readable[gatt.IDD_STATUS_CHANGED] = lambda: ids.encode_status_changed(self.status_changed, counter=0)
+        self.readable[gatt.IDD_STATUS_CHANGED] = lambda: ids.encode_status_changed(
+            self.status_changed, counter=0 if e2e else None
+        )
         self.readable[gatt.IDD_ANNUNCIATION_STATUS] = lambda: ids.encode_annunciation_status(
-            self.annunciation, counter=0
+            self.annunciation, counter=0 if e2e else None
         )
         self.status_changed = ids.StatusChangedFlag(0)
         self.annunciation: ids.Annunciation | None = None
@@ -343,8 +354,11 @@ class SimInsulinPump(SimPeripheral):
         self._counter, self._tracker = ids.E2ECounter(), ids.E2ECounterTracker()
         self._out_counters = {}
 
-    def _e2e(self, uuid: str) -> int:
-        """The next E2E-Counter of a characteristic the pump sends on (one counter each, per connection)."""
+    def _e2e(self, uuid: str) -> int | None:
+        """The next E2E-Counter of a characteristic the pump sends on (one counter each, per connection); None
+        for a pump without E2E protection."""
+        if not self.e2e:
+            return None
         return self._out_counters.setdefault(uuid, ids.E2ECounter()).next()
 
     def _changed(self, flags: ids.StatusChangedFlag) -> None:
@@ -372,7 +386,7 @@ class SimInsulinPump(SimPeripheral):
     def _status_reader(self, data: bytes) -> None:
         answer: ids.StatusReaderResponse
         try:
-            request, _counter = ids.decode_status_reader_request(data, e2e=True)
+            request, _counter = ids.decode_status_reader_request(data, e2e=self.e2e)
         except InvalidFrame as err:
             fields = err.log_fields()
             answer = ids.StatusReaderResponseCode(
@@ -405,7 +419,7 @@ class SimInsulinPump(SimPeripheral):
         if uuid != ids.IDD_COMMAND_CONTROL_POINT:
             return
         try:
-            command, counter = ids.decode_command(data, e2e=True)
+            command, counter = ids.decode_command(data, e2e=self.e2e)
             if counter is not None:
                 self._tracker.check(counter)
         except InvalidFrame:
@@ -440,7 +454,7 @@ class SimInsulinPump(SimPeripheral):
             self._answer(answer)
 
     def _answer(self, response: ids.IddResponse) -> None:
-        frame = ids.encode_response(response, counter=self._counter.next())
+        frame = ids.encode_response(response, counter=self._counter.next() if self.e2e else None)
         asyncio.get_running_loop().call_soon(self.indicate, ids.IDD_COMMAND_CONTROL_POINT, frame)
 
     async def _status(self, send: Callable[[bytes], None]) -> None:
@@ -454,7 +468,7 @@ class SimInsulinPump(SimPeripheral):
                 True,
                 self._e2e(gatt.IDD_STATUS),
             )
-            return gatt.encode_idd_status(status, e2e=True)
+            return gatt.encode_idd_status(status, e2e=self.e2e)
 
         await self._every(2.0, make, send)
 

@@ -162,3 +162,22 @@ def test_kernel_time_state_is_read_and_the_floor_follows_the_monotonic_clock() -
     same_boot = TimePoint(0, 5, "a"), TimePoint(10**12, 7, "a")
     assert elapsed_ns(*same_boot) == 2  # within a boot: monotonic, whatever the wall clock did
     assert elapsed_ns(TimePoint(3, 5, "a"), TimePoint(10, 1, "b")) == 7  # across boots: wall clock
+
+
+async def test_a_pump_without_e2e_receives_plainly_framed_commands(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """IDD Features say no E2E: commands go without E2E-Counter and E2E-CRC, and the pump's answers are read so."""
+    from drivers.ble import ids  # noqa: PLC0415
+
+    issuer = Issuer()
+    config = _config(tmp_path, mosquitto.port, issuer)
+    world = SimBleWorld()
+    pump = SimInsulinPump("pump-1", e2e=False)
+    world.add(pump)
+    async with running_gateway(config, world=world) as run:
+        await _connected(run)
+        result = await _send(run, mosquitto.port, issuer, issuer.envelope("pump-1", "bolus", {"amount_mu": 1500}))
+        assert (result["outcome"], result["detail"]["bolus_id"]) == ("confirmed", "1"), result
+        assert pump.deliveries == [(1, 1.5)]
+        written = [data for uuid, data in pump.writes if uuid == ids.IDD_COMMAND_CONTROL_POINT]
+        assert ids.decode_command(written[0], e2e=False)[1] is None  # the frame is exactly the plain command
+        await run.finish()

@@ -365,13 +365,17 @@ class BleDeviceDriver:
         return message
 
     async def execute(self, command_type: str, parameters: dict[str, int | str], timeout_s: float) -> dict[str, str]:
-        """Write one IDS command (with E2E counter and CRC) and wait for the pump's answer to *that* command."""
+        """Write one IDS command and wait for the pump's answer to *that* command.
+
+        Framed as the pump's IDD Features say: with E2E-Counter and E2E-CRC when it supports E2E protection,
+        without them when it does not (a pump without E2E would read the trailer as operand bytes)."""
         message = self._checked_message(command_type, parameters)
         async with self._command_lock:
             link = self._link
             if link is None or link.disconnected.is_set():
                 raise CommandRefused("device not connected; nothing was sent")
-            frame = ids.encode_command(message, counter=self._counter.next())
+            e2e = self._state.idd_e2e
+            frame = ids.encode_command(message, counter=self._counter.next() if e2e else None)
             self._response = asyncio.get_running_loop().create_future()
             try:
                 await link.write(ids.IDD_COMMAND_CONTROL_POINT, frame, response=True)
@@ -386,7 +390,7 @@ class BleDeviceDriver:
             finally:
                 self._response = None
             try:
-                response, counter = ids.decode_response(raw, e2e=True)
+                response, counter = ids.decode_response(raw, e2e=e2e)
                 if counter is not None:
                     self._tracker.check(counter)
             except InvalidFrame:
