@@ -93,6 +93,9 @@ async def test_sigkill_at_each_step_of_a_remote_config_apply_ends_on_a_vetted_co
         )  # fmt: skip
     try:
         await _online(mosquitto.port, started_after=killed_at)
+        # Let the downlink subscription finish: a SIGTERM while paho is subscribing can hang the uplink's
+        # shutdown (paho's on_subscribe KeyError; an uplink issue left for its owner, not this test's subject).
+        await asyncio.sleep(1.0)
         running = parse_config(tomllib.loads(config_path.read_text()))
         vetted = new if step == "confirmed" else document
         assert running == parse_config(vetted), f"killed at {step}: not on a vetted configuration"
