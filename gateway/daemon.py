@@ -251,9 +251,15 @@ class Gateway:
 
     async def _serve_commands(self, service: CommandService, queue: asyncio.Queue[tuple[str, bytes]]) -> None:
         """One command at a time, in arrival order: checks such as spacing and daily totals see every
-        earlier command's outcome.  A verified configuration goes to the runner, which applies it."""
+        earlier command's outcome.  A verified configuration goes to the runner, which applies it.  Between
+        commands, outcome-unknown commands are settled from their devices' histories when the service asks."""
         while True:
-            kind, payload = await queue.get()
+            if service.settle_wanted.is_set():
+                await service.settle_unknown_outcomes()
+            item = await _next_or_woken(queue, service.settle_wanted)
+            if item is None:
+                continue
+            kind, payload = item
             if kind == "command":
                 await service.handle(payload)
                 continue
@@ -309,3 +315,18 @@ class Gateway:
                 f"sync {parts.uplink.state}; {len(self.config.devices)} devices; "
                 f"backlog {parts.pipeline.backlog}; rows out {self.metrics.rows_deleted}"
             )
+
+
+async def _next_or_woken(queue: asyncio.Queue[tuple[str, bytes]], wake: asyncio.Event) -> tuple[str, bytes] | None:
+    """The next queued item, or None as soon as `wake` is set first (an item then stays queued)."""
+    if not queue.empty():
+        return queue.get_nowait()
+    getter = asyncio.ensure_future(queue.get())
+    woken = asyncio.ensure_future(wake.wait())
+    try:
+        await asyncio.wait({getter, woken}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        woken.cancel()
+        if not getter.done():
+            getter.cancel()  # asyncio.Queue hands an item it was about to give to the next getter instead
+    return getter.result() if getter.done() and not getter.cancelled() else None

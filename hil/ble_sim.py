@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from drivers.ble import device_info, gatt, ids
+from drivers.ble import device_info, gatt, idd_history, ids
 from drivers.ble.link import NotifyCallback
 from drivers.ble.profiles import PMD_START_ECG, POLAR_EPOCH_OFFSET_NS
 from gateway.config import DeviceSection
@@ -53,6 +53,7 @@ class SimPeripheral:
         self.writes: list[tuple[str, bytes]] = []
         self.writable: set[str] = set()  # characteristics written to (besides the control points below)
         self.indicatable: set[str] = set()  # characteristics that indicate on demand (control points)
+        self.notifiable: set[str] = set()  # characteristics that notify on demand (e.g. records in a report)
         self.links: set[PeripheralLink] = set()
         self.connections = 0
         self.notifications_sent = 0
@@ -72,10 +73,11 @@ class SimPeripheral:
         return time.monotonic() - self._t0
 
     def characteristics(self) -> set[str]:
-        return set(self.readable) | set(self.notifiers) | self.indicatable
+        return set(self.readable) | set(self.notifiers) | self.indicatable | self.notifiable
 
     def indicate(self, uuid: str, data: bytes) -> None:
-        """Send an indication on `uuid` to every connected subscriber (e.g. a control point's answer)."""
+        """Send an indication (or, on a notifying characteristic, a notification) on `uuid` to every connected
+        subscriber (e.g. a control point's answer, a record of a report)."""
         for link in list(self.links):
             link.deliver(uuid, data)
 
@@ -304,13 +306,26 @@ class SimInsulinPump(SimPeripheral):
     takes Set Bolus, Cancel Bolus and TBR commands.
     Commands arrive with E2E-Counter and E2E-CRC and are answered with indications that carry them too.
     `command_fault` injects the failures a real link has: "drop-after-write" (the pump delivers, then the
-    link drops before it answers) and "no-answer" (it delivers and never answers).
+    link drops before it answers), "no-answer" (it delivers and never answers) and "drop-before-acting" (the
+    write arrives but the pump never acts on it, and the link drops).
+    The pump keeps a history (`history`, IDD History Data): a Reference Time event at power-on and whenever its
+    clock is set, Bolus Programmed and Bolus Delivered (parts 1 and 2) for every bolus; the IDD Record Access
+    Control Point reports it (records as History Data notifications, then the RACP indication).
     """
 
     profile = "insulin_pump"
     requires_encryption = True  # IDS: LE security mode 1 level 2 or higher, with bonding
 
-    def __init__(self, name: str, reservoir_iu: float = 180.0, basal_iu_h: float = 0.8, *, e2e: bool = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        reservoir_iu: float = 180.0,
+        basal_iu_h: float = 0.8,
+        *,
+        e2e: bool = True,
+        history: bool = True,
+        first_sequence_number: int = 7000,
+    ) -> None:
         super().__init__(name)
         self.e2e = e2e  # IDD Features' E2E-Protection Supported: without it no IDS frame carries the E2E trailer
         self.reservoir_iu = reservoir_iu
@@ -319,6 +334,9 @@ class SimInsulinPump(SimPeripheral):
         self.notifiers[gatt.BATTERY_LEVEL] = self._battery
         self.indicatable.add(ids.IDD_COMMAND_CONTROL_POINT)
         self.indicatable |= {gatt.IDD_STATUS_CHANGED, gatt.IDD_ANNUNCIATION_STATUS, ids.IDD_STATUS_READER_CONTROL_POINT}
+        if history:  # `history=False`: a pump that does not expose its history (settled only by hand)
+            self.indicatable.add(idd_history.IDD_RECORD_ACCESS_CONTROL_POINT)
+            self.notifiable.add(idd_history.IDD_HISTORY_DATA)
         features = ids.IddFeatures(
             e2e_protection=e2e,
             insulin_concentration_iu_per_ml=100.0,
@@ -349,6 +367,11 @@ class SimInsulinPump(SimPeripheral):
         self._next_bolus_id = 1
         self._counter = ids.E2ECounter()
         self._tracker = ids.E2ECounterTracker()
+        self.history: list[idd_history.HistoryRecord] = []
+        self.history_requests: list[idd_history.RacpRequest] = []
+        self._next_sequence = first_sequence_number
+        self._reference_at = time.monotonic()
+        self._record_reference_time(idd_history.RecordingReason.UNDETERMINED)  # power-on
 
     def on_connect(self) -> None:
         self._counter, self._tracker = ids.E2ECounter(), ids.E2ECounterTracker()
@@ -413,10 +436,19 @@ class SimInsulinPump(SimPeripheral):
 
     def on_write(self, uuid: str, data: bytes) -> None:
         super().on_write(uuid, data)
+        if uuid == device_info.CURRENT_TIME:
+            self._record_reference_time(idd_history.RecordingReason.SET_DATE_TIME)
+            return
         if uuid == ids.IDD_STATUS_READER_CONTROL_POINT:
             self._status_reader(data)
             return
+        if uuid == idd_history.IDD_RECORD_ACCESS_CONTROL_POINT:
+            self._history_access(data)
+            return
         if uuid != ids.IDD_COMMAND_CONTROL_POINT:
+            return
+        if self.command_fault == "drop-before-acting":
+            asyncio.get_running_loop().call_soon(self.drop_links)
             return
         try:
             command, counter = ids.decode_command(data, e2e=self.e2e)
@@ -434,12 +466,15 @@ class SimInsulinPump(SimPeripheral):
         if isinstance(command, ids.SetBolus):
             bolus_id = self._next_bolus_id
             self._next_bolus_id += 1
+            self._record_bolus(bolus_id, command)
             self.deliveries.append((bolus_id, command.fast_amount_iu))
             self.reservoir_iu -= command.fast_amount_iu
             answer = ids.SetBolusResponse(bolus_id)
             asyncio.get_running_loop().call_soon(
                 self._changed,
-                ids.StatusChangedFlag.ACTIVE_BOLUS_STATUS_CHANGED | ids.StatusChangedFlag.RESERVOIR_STATUS_CHANGED,
+                ids.StatusChangedFlag.ACTIVE_BOLUS_STATUS_CHANGED
+                | ids.StatusChangedFlag.RESERVOIR_STATUS_CHANGED
+                | ids.StatusChangedFlag.HISTORY_EVENT_RECORDED,
             )
         elif isinstance(command, ids.CancelBolus):
             answer = ids.CancelBolusResponse(command.bolus_id)
@@ -452,6 +487,99 @@ class SimInsulinPump(SimPeripheral):
             asyncio.get_running_loop().call_soon(self.drop_links)
         elif self.command_fault != "no-answer":
             self._answer(answer)
+
+    # -- history (IDD History Data, reported through the IDD Record Access Control Point) ----------------------
+    def _record(self, event_type: idd_history.HistoryEventType, data: idd_history.HistoryEventData) -> None:
+        offset = min(0xFFFF, int(time.monotonic() - self._reference_at))
+        self.history.append(idd_history.HistoryRecord(event_type, self._next_sequence, offset, data))
+        self._next_sequence += 1
+
+    def _record_reference_time(self, reason: idd_history.RecordingReason) -> None:
+        self._reference_at = time.monotonic()
+        now = datetime.now(UTC).timestamp() + (self.clock_offset_s or 0.0)
+        stamp = datetime.fromtimestamp(int(now), UTC)
+        date_time = (stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute, stamp.second)
+        self._record(idd_history.HistoryEventType.REFERENCE_TIME, idd_history.ReferenceTime(reason, date_time, 0, 0))
+
+    def _record_bolus(self, bolus_id: int, command: ids.SetBolus) -> None:
+        """Bolus Programmed when accepted, then (this pump delivers at once) Bolus Delivered, both parts each."""
+        event = idd_history.HistoryEventType
+        amounts = idd_history.BolusAmounts(
+            bolus_id, command.bolus_type, command.fast_amount_iu, command.extended_amount_iu, command.duration_min
+        )
+        programmed = idd_history.BolusProgrammedDetails(
+            command.delay_min,
+            command.template_number,
+            command.activation_type,
+            command.reason_correction,
+            command.reason_meal,
+        )
+        delivered = idd_history.BolusDeliveredDetails(
+            0, command.activation_type, idd_history.BolusEndReason.PROGRAMMED_DURATION_OVER
+        )
+        self._record(event.BOLUS_PROGRAMMED_PART_1_OF_2, amounts)
+        self._record(event.BOLUS_PROGRAMMED_PART_2_OF_2, programmed)
+        self._record(event.BOLUS_DELIVERED_PART_1_OF_2, amounts)
+        self._record(event.BOLUS_DELIVERED_PART_2_OF_2, delivered)
+
+    def _history_access(self, data: bytes) -> None:
+        codes = idd_history.RacpResponseCodeValue
+        try:
+            request, _counter = idd_history.decode_racp_request(data, e2e=self.e2e)
+        except InvalidFrame as err:
+            fields = err.log_fields()
+            refused = idd_history.RacpResponseCode(
+                int(fields.get("request_opcode", 0)), int(fields.get("response_code", codes.INVALID_OPERAND))
+            )
+            self._history_reply([], refused)
+            return
+        self.history_requests.append(request)
+        opcode = idd_history.RacpOpcode
+        selected = self._select_history(request)
+        answer: idd_history.RacpResponse
+        if request.opcode == opcode.REPORT_STORED_RECORDS:
+            answer = idd_history.RacpResponseCode(request.opcode, codes.SUCCESS if selected else codes.NO_RECORDS_FOUND)
+        elif request.opcode == opcode.REPORT_NUMBER_OF_STORED_RECORDS:
+            answer = idd_history.RacpRecordCount(len(selected))
+        elif request.opcode == opcode.ABORT_OPERATION:
+            answer = idd_history.RacpResponseCode(request.opcode, codes.SUCCESS)
+        else:  # a pump's therapy history is not the client's to delete
+            answer = idd_history.RacpResponseCode(request.opcode, codes.OP_CODE_NOT_SUPPORTED)
+        self._history_reply(selected if request.opcode == opcode.REPORT_STORED_RECORDS else [], answer)
+
+    def _select_history(self, request: idd_history.RacpRequest) -> list[idd_history.HistoryRecord]:
+        operator, filters = idd_history.RacpOperator, idd_history.RacpFilterType
+        records = self.history
+        if request.filter_type == filters.SEQUENCE_NUMBER_REFERENCE_TIME_EVENTS:
+            records = [r for r in records if r.event_type == idd_history.HistoryEventType.REFERENCE_TIME]
+        elif request.filter_type == filters.SEQUENCE_NUMBER_NON_REFERENCE_TIME_EVENTS:
+            records = [r for r in records if r.event_type != idd_history.HistoryEventType.REFERENCE_TIME]
+        values = request.sequence_numbers
+        if request.operator == operator.ALL_RECORDS:
+            return list(records)
+        if request.operator == operator.FIRST_RECORD:
+            return records[:1]
+        if request.operator == operator.LAST_RECORD:
+            return records[-1:]
+        if request.operator == operator.GREATER_THAN_OR_EQUAL:
+            return [r for r in records if r.sequence_number >= values[0]]
+        if request.operator == operator.LESS_THAN_OR_EQUAL:
+            return [r for r in records if r.sequence_number <= values[0]]
+        if request.operator == operator.WITHIN_RANGE:
+            return [r for r in records if values[0] <= r.sequence_number <= values[1]]
+        return []
+
+    def _history_reply(self, records: list[idd_history.HistoryRecord], answer: idd_history.RacpResponse) -> None:
+        """The records as History Data notifications, then the RACP indication that closes the procedure."""
+        data, control_point = idd_history.IDD_HISTORY_DATA, idd_history.IDD_RECORD_ACCESS_CONTROL_POINT
+        frames = [(data, idd_history.encode_history_record(r, counter=self._e2e("hd"))) for r in records]
+        frames.append((control_point, idd_history.encode_racp_response(answer, counter=self._e2e("hr"))))
+
+        def send() -> None:
+            for uuid, frame in frames:
+                self.indicate(uuid, frame)
+
+        asyncio.get_running_loop().call_soon(send)
 
     def _answer(self, response: ids.IddResponse) -> None:
         frame = ids.encode_response(response, counter=self._counter.next() if self.e2e else None)
@@ -520,7 +648,8 @@ class SimGattLink:
 
     def has_characteristic(self, uuid: str, *, notify: bool = False) -> bool:
         if notify:
-            return uuid in self.peripheral.notifiers or uuid in self.peripheral.indicatable
+            p = self.peripheral
+            return uuid in p.notifiers or uuid in p.indicatable or uuid in p.notifiable
         return uuid in self.peripheral.characteristics()
 
     async def start_notify(self, uuid: str, callback: NotifyCallback) -> None:

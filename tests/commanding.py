@@ -1,4 +1,5 @@
-"""An issuer for tests: Ed25519 keys, signed envelopes, and publishing them on the downlink."""
+"""An issuer for tests: Ed25519 keys, signed envelopes, publishing them on the downlink and waiting for the
+result, and the configuration of a gateway with one insulin pump under signed commands."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import itertools
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -14,6 +16,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.commands.envelope import sign
+from gateway.config import Config, parse_config
+from tests.conftest import config_dict
+from tests.harness import Running
 
 _ids = itertools.count(1)
 
@@ -90,3 +95,47 @@ async def publish_to(port: int, kind: str, payload: bytes, gateway: str = "test-
     topic = "commands" if kind == "commands" else "config"
     async with aiomqtt.Client("127.0.0.1", port, identifier=f"issuer-{time.time_ns()}") as client:
         await client.publish(f"iomt/v1/{gateway}/down/{topic}", payload, qos=1)
+
+
+FINAL = frozenset({"rejected", "confirmed", "failed", "expired", "outcome-unknown"})
+
+
+async def send(run: Running, port: int, issuer: Issuer, envelope: dict[str, Any]) -> dict[str, Any]:
+    """Publish; wait for the final result; the issuer takes note of the audit head, as the cloud does."""
+    await publish(port, envelope)
+
+    def done() -> list[dict[str, Any]]:
+        return [
+            i
+            for i in run.receiver.items.values()
+            if envelope["command_id"] in (i.get("command_id"), (i.get("detail") or {}).get("claimed_command_id"))
+            and i.get("outcome") in FINAL
+        ]
+
+    await run.wait_until(lambda: bool(done()), timeout_s=15)
+    result = done()[0]
+    issuer.saw(result)
+    return result
+
+
+def pump_config(
+    tmp_path: Path,
+    port: int,
+    issuer: Issuer,
+    *,
+    address: str = "sim:pump-1",
+    max_validity_s: float = 600,
+    **policy: Any,
+) -> Config:
+    """A gateway with one insulin pump, `pump-1`, under signed commands; `policy` is the pump's device policy
+    (allowed types and limits, on top of 100 commands an hour and a 5,000 mU bolus)."""
+    data = config_dict(tmp_path / "state", port)
+    data["devices"] = [{"id": "pump-1", "transport": "ble", "profile": "insulin_pump", "address": address}]
+    data["commands"] = {
+        "enabled": True,
+        "max_validity_s": max_validity_s,
+        "response_timeout_s": 2,
+        "issuers": issuer.issuers_config(),
+        "devices": [{"device": "pump-1", "max_commands_per_hour": 100, "max_bolus_mu": 5000, **policy}],
+    }
+    return parse_config(data)

@@ -38,6 +38,14 @@ class Running:
                 raise AssertionError("condition not reached in time")
             await asyncio.sleep(0.05)
 
+    async def wait_connected(self, device: str, timeout_s: float = 20.0) -> None:
+        """Until the command target `device` is connected (its link up and subscribed)."""
+        parts = self.gateway.parts
+        if parts is None or parts.commands is None:
+            raise AssertionError("the gateway runs without commands")
+        target = parts.commands._targets[device]  # the service's own view of the device
+        await self.wait_until(lambda: target.connected, timeout_s)
+
     async def finish(self, drain_s: float = 20.0) -> None:
         """Stop the gateway and wait until the receiver holds everything the buffer accepted."""
         self.stop.set()

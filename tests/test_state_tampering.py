@@ -15,54 +15,19 @@ from typing import Any
 
 import pytest
 
-from gateway.config import Config, parse_config
+from gateway.config import Config
 from hil.ble_sim import SimBleWorld, SimInsulinPump
-from tests.commanding import Issuer, publish
-from tests.conftest import Mosquitto, config_dict
-from tests.harness import Running, running_gateway
+from tests.commanding import Issuer, pump_config
+from tests.commanding import send as _send
+from tests.conftest import Mosquitto
+from tests.harness import running_gateway
 from tests.test_config import _toml
 
 DUAL = ("ops-1", "ops-2")
 
 
 def _config(tmp_path: Path, port: int, issuer: Issuer) -> Config:
-    data = config_dict(tmp_path / "state", port)
-    data["devices"] = [{"id": "pump-1", "transport": "ble", "profile": "insulin_pump", "address": "sim:pump-1"}]
-    data["commands"] = {
-        "enabled": True,
-        "max_validity_s": 600,
-        "response_timeout_s": 2,
-        "issuers": issuer.issuers_config(),
-        "devices": [
-            {
-                "device": "pump-1",
-                "allowed": ["bolus", "cancel_bolus", "reconcile"],
-                "max_commands_per_hour": 100,
-                "max_bolus_mu": 5000,
-                "max_daily_mu": 25_000,
-            }
-        ],
-    }
-    return parse_config(data)
-
-
-async def _send(run: Running, port: int, issuer: Issuer, envelope: dict[str, Any]) -> dict[str, Any]:
-    """Publish; wait for the final result; the issuer takes note of the audit head, as the cloud does."""
-    await publish(port, envelope)
-    final = {"rejected", "confirmed", "failed", "expired", "outcome-unknown"}
-
-    def done() -> list[dict[str, Any]]:
-        return [
-            i
-            for i in run.receiver.items.values()
-            if envelope["command_id"] in (i.get("command_id"), (i.get("detail") or {}).get("claimed_command_id"))
-            and i.get("outcome") in final
-        ]
-
-    await run.wait_until(lambda: bool(done()), timeout_s=15)
-    result = done()[0]
-    issuer.saw(result)
-    return result
+    return pump_config(tmp_path, port, issuer, allowed=["bolus", "cancel_bolus", "reconcile"], max_daily_mu=25_000)
 
 
 def _audit_verify(tmp_path: Path, config: Config, head: tuple[int, str] | None) -> subprocess.CompletedProcess[str]:
@@ -120,11 +85,11 @@ async def test_a_rolled_back_or_edited_store_refuses_doses_until_a_signed_resync
     port = mosquitto.port
     db = tmp_path / "state" / "commands.sqlite3"
     snapshot = tmp_path / "older-copy.sqlite3"
-    pump = SimInsulinPump("pump-1")
+    pump = SimInsulinPump("pump-1", history=False)  # its unknown outcome stays for the operator to reconcile
     world = SimBleWorld()
     world.add(pump)
     async with running_gateway(config, world=world) as run:
-        await run.wait_until(lambda: run.gateway.parts.commands._targets["pump-1"].connected)  # type: ignore[union-attr]
+        await run.wait_connected("pump-1")
         first = await _send(run, port, issuer, issuer.envelope("pump-1", "bolus", {"amount_mu": 5000}))
         assert first["outcome"] == "confirmed"
         _snapshot(db, snapshot)
@@ -146,7 +111,7 @@ async def test_a_rolled_back_or_edited_store_refuses_doses_until_a_signed_resync
     assert any(named in p for p in problems), problems
 
     async with running_gateway(config, world=world) as run:
-        await run.wait_until(lambda: run.gateway.parts.commands._targets["pump-1"].connected)  # type: ignore[union-attr]
+        await run.wait_connected("pump-1")
         delivered = list(pump.deliveries)
         # The cloud's next bolus (naming the last head it saw) is refused for the state's reason; a replay of
         # the second bolus after it is refused too.  Nothing reaches the pump.
@@ -198,7 +163,7 @@ async def test_a_signed_command_issued_before_the_resync_is_refused(tmp_path: Pa
     port = mosquitto.port
     db = tmp_path / "state" / "commands.sqlite3"
     async with running_gateway(config) as run:
-        await run.wait_until(lambda: run.gateway.parts.commands._targets["pump-1"].connected)  # type: ignore[union-attr]
+        await run.wait_connected("pump-1")
         assert (await _send(run, port, issuer, issuer.envelope("pump-1", "bolus", {"amount_mu": 500})))[
             "outcome"
         ] == "confirmed"
@@ -206,7 +171,7 @@ async def test_a_signed_command_issued_before_the_resync_is_refused(tmp_path: Pa
     held_back = issuer.envelope("pump-1", "bolus", {"amount_mu": 500})  # signed now, kept by an attacker
     _tamper("drop-replay-memory", db, db)
     async with running_gateway(config) as run:
-        await run.wait_until(lambda: run.gateway.parts.commands._targets["pump-1"].connected)  # type: ignore[union-attr]
+        await run.wait_connected("pump-1")
         refused = await _send(run, port, issuer, issuer.envelope("pump-1", "bolus", {"amount_mu": 500}))
         resync = {
             "audit_seq": int(refused["detail"]["audit_seq"]),

@@ -8,37 +8,20 @@ from pathlib import Path
 from typing import Any
 
 from gateway.clock import KernelTimeState, TimePoint, TrustedClock, elapsed_ns, read_kernel_time_state
-from gateway.config import Config, parse_config
+from gateway.config import Config
 from hil.ble_sim import SimBleWorld, SimInsulinPump
 from hil.sim_clock import SimulatedClock
-from tests.commanding import Issuer
-from tests.conftest import Mosquitto, config_dict
+from tests.commanding import Issuer, pump_config
+from tests.commanding import send as _send
+from tests.conftest import Mosquitto
 from tests.harness import Running, running_gateway
-from tests.test_state_tampering import _send
 
 HOUR_S = 3600.0
 
 
 def _config(tmp_path: Path, port: int, issuer: Issuer) -> Config:
-    data = config_dict(tmp_path / "state", port)
-    data["devices"] = [{"id": "pump-1", "transport": "ble", "profile": "insulin_pump", "address": "sim:pump-1"}]
-    data["commands"] = {
-        "enabled": True,
-        "max_validity_s": 900,
-        "response_timeout_s": 2,
-        "issuers": issuer.issuers_config(),
-        "devices": [
-            {
-                "device": "pump-1",
-                "allowed": ["bolus", "cancel_bolus"],
-                "max_commands_per_hour": 100,
-                "max_bolus_mu": 5000,
-                "min_bolus_interval_s": 600,
-                "max_daily_mu": 50_000,
-            }
-        ],
-    }
-    return parse_config(data)
+    policy = {"allowed": ["bolus", "cancel_bolus"], "min_bolus_interval_s": 600, "max_daily_mu": 50_000}
+    return pump_config(tmp_path, port, issuer, max_validity_s=900, **policy)
 
 
 def _world() -> tuple[SimBleWorld, SimInsulinPump]:
@@ -49,7 +32,7 @@ def _world() -> tuple[SimBleWorld, SimInsulinPump]:
 
 
 async def _connected(run: Running) -> None:
-    await run.wait_until(lambda: run.gateway.parts.commands._targets["pump-1"].connected)  # type: ignore[union-attr]
+    await run.wait_connected("pump-1")
 
 
 def _clock_alarms(run: Running) -> list[dict[str, Any]]:

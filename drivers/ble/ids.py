@@ -50,6 +50,11 @@ __all__ = [
     "IDD_COMMAND_DATA",
     "IDD_RECORD_ACCESS_CONTROL_POINT",
     "IDD_HISTORY_DATA",
+    # shared with drivers.ble.idd_history
+    "seal_e2e",
+    "open_e2e",
+    "exact_dose_sfloat",
+    "read_dose",
     # enums
     "CommandOpCode",
     "ResponseCodeValue",
@@ -409,6 +414,13 @@ def _body_length(body: bytes, expected: int, name: str, e2e: bool) -> None:
             length=len(body) + trailer,
             expected=expected + trailer,
         )
+
+
+# The sibling IDS codec (idd_history: IDD RACP and History Data) frames and reads with these same helpers.
+seal_e2e = _seal
+open_e2e = _open
+exact_dose_sfloat = _dose_sfloat
+read_dose = _read_dose
 
 
 def _frame(opcode: int, operand: bytes, counter: int | None) -> bytes:

@@ -74,6 +74,9 @@ class Profile:
     bonding: bool = False  # the service needs an encrypted, bonded link (IDS: security mode 1 level 2+)
     record_access: bool = False  # stored records fetched through RACP after every (re)connection
     records: frozenset[str] = frozenset()  # characteristics carrying stored records (re-fetched when corrupt)
+    # The device keeps a history of what it delivered (IDD History Data through the IDD RACP): an outcome-unknown
+    # command is settled from it.
+    delivery_history: bool = False
 
 
 def _obs(state: ProfileState, ref: str, value: float, device_time_ns: int | None, *key: object) -> Observation:
@@ -391,6 +394,7 @@ PROFILES: dict[str, Profile] = {
             gatt.BATTERY_LEVEL: on_battery,
         },
         bonding=True,
+        delivery_history=True,
     ),
     "blood_pressure": Profile(
         "blood_pressure",

@@ -21,9 +21,12 @@ rejections are reported under `unverified-<hash of the message>`, with the id it
 
 State machine: received -> verified -> sent -> confirmed | failed | expired | outcome-unknown (or received ->
 rejected).  outcome-unknown (the link dropped after sending, no answer, the gateway stopped or crashed while
-a command was out) blocks further commands of that type to that device until a signed `reconcile` command
-settles it.  Every transition is appended to the hash-chained audit log together with the state change (one
-transaction) and uplinked as a command result.
+a command was out) blocks further commands of that type to that device until it is settled: automatically from
+the device's own history when it keeps one (a bolus to an insulin pump: where the pump's history stood is read
+just before sending and kept with the command; once the pump is reachable again, its records from there on show
+the bolus delivered, or, complete and without it, not delivered), or by a signed `reconcile` command (the manual
+path, always available).  Every transition is appended to the hash-chained audit log together with the state
+change (one transaction) and uplinked as a command result; every settling step is audited too.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from drivers.base import CommandRefused, CommandTarget, EventSink, OutcomeUnknown
+from drivers.base import CommandRefused, CommandTarget, DeliveryHistory, EventSink, OutcomeUnknown, Settlement
 from gateway.clock import TimePoint, TrustedClock, elapsed_ns
 from gateway.commands.ceilings import DOSE_CHANGING, SafetyCeilings
 from gateway.commands.envelope import (
@@ -51,7 +54,7 @@ from gateway.commands.envelope import (
     parse_envelope,
     strict_json,
 )
-from gateway.commands.store import Baseline, CommandStore, StoredCommand
+from gateway.commands.store import SETTLE, Baseline, CommandStore, StoredCommand
 from gateway.config import CommandsSection, Config, DevicePolicy
 from gateway.errors import ConfigError
 from gateway.logs import get_logger
@@ -67,6 +70,8 @@ COUNTS_AS_DELIVERED = {"sent", "confirmed", "outcome-unknown", "reconciled-faile
 MAX_BOLUS_ID = 0xFFFF
 _HEX_HASH = re.compile(r"^[0-9a-f]{64}$")
 RESYNC_PARAMETERS = {"audit_seq", "audit_hash", "delivered_mu_24h", "last_bolus_age_s"}
+HISTORY_TIMEOUT_S = 30.0  # a pump reports weeks of history in well under this
+SETTLED_TYPES = frozenset({"bolus"})  # command types a device's history can settle
 
 
 class Rejected(Exception):
@@ -104,6 +109,12 @@ class CommandService:
         classes = device_classes or {}
         self._policies = {p.device: self._ceilings.clamp(p, classes.get(p.device)) for p in config.devices}
         self.on_rejection: Callable[[str], None] | None = None  # metrics hook: counts rejections by reason
+        # Devices with an outcome-unknown command their history may settle; set wakes the command loop for it.
+        self.settle_wanted = asyncio.Event()
+        self._settle_due: set[str] = set()
+        for target in targets.values():
+            if isinstance(target, DeliveryHistory):
+                target.watch_connections(self._device_ready)
         if store.state.signed is not None:
             self._clock.note_signed_time(*store.state.signed)
         problems = store.state_problems()
@@ -115,6 +126,8 @@ class CommandService:
             )
             store.distrust(reason, self._clock.now())
         self._recover()
+        for command in store.in_states("outcome-unknown"):
+            self._want_settled(command[1])
 
     def _recover(self) -> None:
         """Commands a stop or crash left half-way: `sent` may have reached the device (outcome unknown, and it
@@ -376,20 +389,29 @@ class CommandService:
     async def _execute(self, envelope: Envelope, policy: DevicePolicy, target: CommandTarget) -> CommandOutcome:
         del policy
         command_id, device, type_ = envelope.command_id, envelope.device, envelope.type
+        # Where the device's own history stands, read before sending: if the answer is lost, the records from
+        # there on settle the command.  Unknown (None) only means a lost answer must be reconciled by hand.
+        since = None
+        if type_ in SETTLED_TYPES and isinstance(target, DeliveryHistory):
+            since = await target.history_position(self._config.response_timeout_s)
         if self._clock.now().wall_ns > envelope.expires_at_ns:
             return self._transition(command_id, device, type_, CommandOutcome.EXPIRED, "expired before sending")
-        self._transition(command_id, device, type_, CommandOutcome.SENT)
+        self._transition(
+            command_id, device, type_, CommandOutcome.SENT, audit=None if since is None else {"history_from": since}
+        )
         try:
             details = await target.execute(type_, envelope.parameters, self._config.response_timeout_s)
         except CommandRefused as err:
             return self._transition(command_id, device, type_, CommandOutcome.FAILED, err.message)
         except OutcomeUnknown as err:
             log.error(
-                "command outcome unknown; further commands of this type are blocked until reconciled",
+                "command outcome unknown; further commands of this type are blocked until settled",
                 command_id=command_id,
                 device_id=device,
             )
-            return self._transition(command_id, device, type_, CommandOutcome.OUTCOME_UNKNOWN, err.message)
+            outcome = self._transition(command_id, device, type_, CommandOutcome.OUTCOME_UNKNOWN, err.message)
+            self._want_settled(device)
+            return outcome
         except asyncio.CancelledError:
             # Stopped while the command was out: it may have reached the device.
             self._transition(
@@ -397,6 +419,75 @@ class CommandService:
             )
             raise
         return self._transition(command_id, device, type_, CommandOutcome.CONFIRMED, details=details)
+
+    # -- settling from the device's own history -----------------------------------------------------------------
+    def _device_ready(self, device: str) -> None:
+        """A device's link is ready (called by its driver): what it may settle is tried now."""
+        if device in self._settle_due:
+            self.settle_wanted.set()
+
+    def _want_settled(self, device: str) -> None:
+        self._settle_due.add(device)
+        self.settle_wanted.set()
+
+    async def settle_unknown_outcomes(self) -> None:
+        """Settle, from the devices' own histories, every outcome-unknown command that can be: those to a device
+        that keeps a history, is connected now, and whose history position was read before sending.  Run by the
+        command loop between commands (never during one).  Never raises."""
+        self.settle_wanted.clear()
+        for device in sorted(self._settle_due):
+            target = self._targets.get(device)
+            if not isinstance(target, DeliveryHistory) or not target.connected:
+                continue  # tried again when its link is ready (its driver calls _device_ready)
+            for command in self._settleable(device):
+                try:
+                    await self._settle(command, target)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.error("settling from the device's history failed", command_id=command.command_id, exc_info=True)
+            if not self._settleable(device):
+                self._settle_due.discard(device)  # an undecided one is tried again at the next connection
+
+    def _settleable(self, device: str) -> list[StoredCommand]:
+        return [
+            c
+            for c in self._store.commands_of(device)
+            if c.state == "outcome-unknown" and c.type in SETTLED_TYPES and c.history_from is not None
+        ]
+
+    async def _settle(self, command: StoredCommand, target: DeliveryHistory) -> None:
+        """Read the device's history from where it stood when the command was sent, audit each step, and settle
+        the command when the history is certain: delivered (confirmed, with the device's own record) or, complete
+        and without it, not delivered (failed, yet still counted for every limit: state reconciled-failed)."""
+        since = command.history_from
+        if since is None:
+            return
+        cid, device, type_ = command.command_id, command.device, command.type
+        step = {"event": SETTLE, "command_id": cid, "device": device}
+        self._store.append_audit({**step, "step": "read-history", "history_from": since}, at=self._clock.now())
+        settlement: Settlement = await target.settle_from_history(type_, command.parameters, since, HISTORY_TIMEOUT_S)
+        self._store.append_audit(
+            {
+                **step,
+                "step": "finding",
+                "outcome": settlement.outcome,
+                "reason": settlement.reason,
+                "evidence": settlement.evidence,
+            },
+            at=self._clock.now(),
+        )
+        log.info("device history read for an unknown outcome", command_id=cid, outcome=settlement.outcome)
+        reason = f"settled from the device's history: {settlement.reason}"
+        details = {"settled_from": "device-history", **settlement.evidence}
+        if settlement.outcome == "delivered":
+            self._transition(cid, device, type_, CommandOutcome.CONFIRMED, reason, details=details)
+        elif settlement.outcome == "not-delivered":
+            # Certain from a complete history, yet it rests on the pump recording every bolus it accepts: the
+            # dose stays counted for every limit, as after an operator's "failed".
+            self._transition(
+                cid, device, type_, CommandOutcome.FAILED, reason, details=details, state_override="reconciled-failed"
+            )
 
     def _reconcile(self, envelope: Envelope) -> CommandOutcome:
         original_id = str(envelope.parameters["command_id"])
@@ -521,8 +612,9 @@ class CommandService:
         details: dict[str, str] | None = None,
         detail: dict[str, str] | None = None,
         state_override: str | None = None,
+        audit: dict[str, Any] | None = None,
     ) -> CommandOutcome:
-        """Audit, persist (one transaction) and uplink one state change."""
+        """Audit, persist (one transaction) and uplink one state change (`audit`: more fields for the record)."""
         at = self._clock.now()
         body = {
             "command_id": command_id,
@@ -531,6 +623,7 @@ class CommandService:
             "state": outcome.value,
             "reason": reason,
             "parameters": parameters,
+            **(audit or {}),
         }
         tracked = outcome not in (CommandOutcome.RECEIVED, CommandOutcome.REJECTED) and device != "gateway"
         state = (command_id, device, type_, state_override or outcome.value) if tracked else None

@@ -23,11 +23,14 @@ trusted as it stood when this version first opened it).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import sqlite3
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +64,7 @@ SEEN = "seen"  # a command id entered the replay memory
 ADOPTED = "adopted"  # a version-0 row taken into the chain at migration
 UNTRUSTED = "state-untrusted"  # the stored state was found rolled back or edited
 RESYNC = "resync"  # a signed resync restored dose-changing commands for one device
+SETTLE = "settle"  # a step of settling an outcome-unknown command from the device's own history
 
 
 def chain_hash(prev: bytes, seq: int, body: bytes) -> bytes:
@@ -83,6 +87,7 @@ class StoredCommand:
     created_ns: int
     parameters: dict[str, Any]
     created: TimePoint
+    history_from: int | None = None  # where the device's history stood when it was sent (to settle it from)
 
 
 @dataclass(frozen=True)
@@ -158,8 +163,11 @@ class ChainState:
                     command_id, device, type_, state, at.wall_ns, dict(parameters), at
                 )
             elif known is not None:
-                self.commands[command_id] = StoredCommand(
-                    command_id, known.device, known.type, state, known.created_ns, known.parameters, known.created
+                history_from = body.get("history_from")
+                self.commands[command_id] = dataclasses.replace(
+                    known,
+                    state=state,
+                    history_from=history_from if isinstance(history_from, int) else known.history_from,
                 )
 
     def unresolved(self, device: str, type_: str) -> list[str]:
@@ -218,6 +226,28 @@ class CommandStore:
         except InvalidTag:
             raise StorageError("command store record failed authentication", key_id=key_id) from None
 
+    # -- transactions ----------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction: BEGIN IMMEDIATE, then COMMIT, or ROLLBACK on any exception (commit included)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def _commit_record(self, body: dict[str, Any], rows: Callable[[], None] | None = None) -> AuditRecord:
+        """Append `body` to the chain together with the table rows it records (`rows`), in one transaction, then
+        fold it into the state: the chain and the index never disagree."""
+        with self._transaction():
+            if rows is not None:
+                rows()
+            record = self._append(body)
+        self.state.apply(record.seq, record.hash, record.body)
+        return record
+
     # -- migration -------------------------------------------------------------------------------------------
     def _adopt_version_0(self) -> None:
         """Take a version-0 file's rows into the chain, so that from now on the chain alone is the state."""
@@ -225,8 +255,7 @@ class CommandStore:
         rows = self.db.execute(
             "SELECT command_id, device, type, state, created_ns, key_id, nonce, sealed FROM commands ORDER BY rowid"
         ).fetchall()
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             for command_id, expires in seen:
                 self._append({"event": ADOPTED, "command_id": command_id, "expires_ns": expires})
             for cid, device, type_, state, created, key_id, nonce, sealed in rows:
@@ -243,10 +272,6 @@ class CommandStore:
                     }
                 )
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     # -- replay memory ---------------------------------------------------------------------------------------
     def remember(
@@ -269,15 +294,11 @@ class CommandStore:
             body["signed_ns"] = signed_ns
         if acked is not None:
             body["acked"] = [acked[0], acked[1]]
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+
+        def row() -> None:
             self.db.execute("INSERT OR REPLACE INTO seen VALUES (?, ?, ?)", (command_id, at.wall_ns, expires_ns))
-            record = self._append(body)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.state.apply(record.seq, record.hash, record.body)
+
+        self._commit_record(body, row)
         return True
 
     # -- command states --------------------------------------------------------------------------------------
@@ -330,18 +351,10 @@ class CommandStore:
             body["tracked"] = list(state)
             if parameters is not None:
                 body["parameters"] = parameters
+        if state is None:
+            return self._commit_record(body)
         now = int(body.get("t_gw") or 0)
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            if state is not None:
-                self._write_state(*state, parameters, now)
-            record = self._append(body)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.state.apply(record.seq, record.hash, record.body)
-        return record
+        return self._commit_record(body, lambda: self._write_state(*state, parameters, now))
 
     def _append(self, body: dict[str, Any]) -> AuditRecord:
         """Append inside the caller's transaction."""
@@ -473,16 +486,7 @@ class CommandStore:
     def distrust(self, reason: str, at: TimePoint) -> AuditRecord:
         """Record that the stored state cannot be trusted, and rebuild the tables from the chain (one
         transaction), so the same edit is not found again at the next start: it is now in the chain."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            self._rebuild_tables()
-            record = self._append({"event": UNTRUSTED, "reason": reason, **at.as_dict()})
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.state.apply(record.seq, record.hash, record.body)
-        return record
+        return self._commit_record({"event": UNTRUSTED, "reason": reason, **at.as_dict()}, self._rebuild_tables)
 
     def resync(self, device: str, baseline: Baseline, command_id: str) -> AuditRecord:
         body = {
