@@ -5,8 +5,7 @@ the simulated pump's GATT server, the gateway's command service, its audit chain
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from hil.ble_radio import VirtualRadio
 from hil.ble_sim import SimInsulinPump
 from tests.commanding import Issuer, pump_config, send
 from tests.conftest import Mosquitto
-from tests.harness import Running, running_gateway
+from tests.harness import running_gateway
 
 SINCE = 7002
 SETTLED = "settled from the device's history"
@@ -123,10 +122,20 @@ def test_anything_less_than_certain_decides_nothing(
 # ------------------------------------------------------------------------------------------- over the real stack
 
 
-@contextlib.asynccontextmanager
-async def _pump_on_the_radio(
-    tmp_path: Path, port: int, issuer: Issuer
-) -> AsyncIterator[tuple[Running, SimInsulinPump]]:
+@dataclass
+class _Settled:
+    """A 1.5 IU bolus whose answer was lost, settled from the pump's history once it was reachable again."""
+
+    pump: SimInsulinPump
+    result: dict[str, Any]  # the command result that settled it
+    following: dict[str, Any]  # the result of the next bolus (1 IU), sent once it was settled
+    audited: list[dict[str, Any]]  # the audit chain's records about the lost bolus
+
+
+async def _lose_an_answer(tmp_path: Path, port: int, fault: str) -> _Settled:
+    """Over the radio: `fault` drops the link before the pump's answer (the gateway reports outcome-unknown);
+    the fault clears, the driver reconnects, and the command is settled from the pump's history."""
+    issuer = Issuer()
     config = pump_config(
         tmp_path, port, issuer, address="virtual:pump-1", allowed=["bolus", "reconcile"], max_daily_mu=50_000
     )
@@ -135,30 +144,24 @@ async def _pump_on_the_radio(
     radio.add(pump)
     async with running_gateway(config, world=radio) as run:
         await run.wait_connected("pump-1", 30)
-        yield run, pump
+        pump.command_fault = fault
+        envelope = issuer.envelope("pump-1", "bolus", {"amount_mu": 1500})
+        command_id = envelope["command_id"]
+        assert (await send(run, port, issuer, envelope))["outcome"] == "outcome-unknown"
+        pump.command_fault = None
 
+        def settled() -> list[dict[str, Any]]:
+            return [
+                i
+                for i in run.receiver.items.values()
+                if i.get("command_id") == command_id and str(i.get("reason")).startswith(SETTLED)
+            ]
 
-async def _bolus_whose_answer_is_lost(
-    run: Running, port: int, issuer: Issuer, pump: SimInsulinPump, fault: str
-) -> tuple[str, dict[str, Any]]:
-    """A 1.5 IU bolus; `fault` drops the link before the pump's answer: the gateway reports outcome-unknown.
-    Returns the command id and the result that settles it (from the pump's history, once reconnected)."""
-    pump.command_fault = fault
-    envelope = issuer.envelope("pump-1", "bolus", {"amount_mu": 1500})
-    command_id = envelope["command_id"]
-    assert (await send(run, port, issuer, envelope))["outcome"] == "outcome-unknown"
-    pump.command_fault = None
-
-    def settled() -> list[dict[str, Any]]:
-        return [
-            i
-            for i in run.receiver.items.values()
-            if i.get("command_id") == command_id
-            and str(i.get("reason")).startswith("settled from the device's history")
-        ]
-
-    await run.wait_until(lambda: bool(settled()), 60)
-    return command_id, settled()[0]
+        await run.wait_until(lambda: bool(settled()), 60)
+        # Settled, it no longer blocks: the next bolus goes to the pump.
+        following = await send(run, port, issuer, issuer.envelope("pump-1", "bolus", {"amount_mu": 1000}))
+        await run.finish()
+    return _Settled(pump, settled()[0], following, _audited(tmp_path, command_id))
 
 
 def _audited(tmp_path: Path, command_id: str) -> list[dict[str, Any]]:
@@ -184,47 +187,38 @@ STEPS = ["received", "seen", "verified", "sent", "outcome-unknown", "read-histor
 async def test_a_bolus_whose_answer_is_lost_is_settled_delivered_from_the_pumps_history(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    issuer = Issuer()
-    async with _pump_on_the_radio(tmp_path, mosquitto.port, issuer) as (run, pump):
-        command_id, settled = await _bolus_whose_answer_is_lost(run, mosquitto.port, issuer, pump, "drop-after-write")
-        assert pump.deliveries == [(1, 1.5)], "the pump did deliver before the link dropped"
-        assert settled["outcome"] == "confirmed", settled
-        detail = settled["detail"]
-        assert (detail["settled_from"], detail["bolus_id"], detail["delivered_iu"]) == ("device-history", "1", "1.5")
-        # Where the history stood was read just before the write; the report asked for everything from there on.
-        since = int(detail["history_from"])
-        assert h.report_last_record() in pump.history_requests
-        assert pump.history_requests[-1] == h.report_records_since(since)
-        assert [r.sequence_number for r in pump.history if r.event_type == EVENT.BOLUS_PROGRAMMED_PART_1_OF_2] == [
-            int(detail["programmed_seq"])
-        ]
-        # Settled, it no longer blocks: the next bolus goes to the pump.
-        following = await send(run, mosquitto.port, issuer, issuer.envelope("pump-1", "bolus", {"amount_mu": 1000}))
-        assert (following["outcome"], following["detail"]["bolus_id"]) == ("confirmed", "2")
-        await run.finish()
-    bodies = _audited(tmp_path, command_id)
-    assert _steps(bodies) == [*STEPS, "confirmed"]
-    assert bodies[3]["history_from"] == since
-    finding = bodies[6]
+    case = await _lose_an_answer(tmp_path, mosquitto.port, "drop-after-write")
+    pump, settled = case.pump, case.result
+    assert pump.deliveries == [(1, 1.5), (2, 1.0)], "the pump did deliver before the link dropped"
+    assert settled["outcome"] == "confirmed", settled
+    detail = settled["detail"]
+    assert (detail["settled_from"], detail["bolus_id"], detail["delivered_iu"]) == ("device-history", "1", "1.5")
+    # Where the history stood was read just before the write; the report asked for everything from there on.
+    since = int(detail["history_from"])
+    assert h.report_last_record() in pump.history_requests
+    assert h.report_records_since(since) in pump.history_requests
+    programmed = [r.sequence_number for r in pump.history if r.event_type == EVENT.BOLUS_PROGRAMMED_PART_1_OF_2]
+    assert programmed[0] == int(detail["programmed_seq"])
+    assert (case.following["outcome"], case.following["detail"]["bolus_id"]) == ("confirmed", "2")
+    assert _steps(case.audited) == [*STEPS, "confirmed"]
+    assert case.audited[3]["history_from"] == since
+    finding = case.audited[6]
     assert (finding["outcome"], finding["evidence"]["bolus_id"]) == ("delivered", "1")
 
 
 async def test_a_bolus_the_pump_never_acted_on_is_settled_not_delivered_from_its_history(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    issuer = Issuer()
-    async with _pump_on_the_radio(tmp_path, mosquitto.port, issuer) as (run, pump):
-        command_id, settled = await _bolus_whose_answer_is_lost(run, mosquitto.port, issuer, pump, "drop-before-acting")
-        assert pump.deliveries == [] and pump.commands_received == []
-        assert settled["outcome"] == "failed", settled
-        assert "no such bolus in history records" in settled["reason"]
-        covered = (int(settled["detail"]["history_from"]), int(settled["detail"]["history_to"]))
-        assert covered[0] <= covered[1], "at least one record after the command: the history covers the time"
-        following = await send(run, mosquitto.port, issuer, issuer.envelope("pump-1", "bolus", {"amount_mu": 1000}))
-        assert (following["outcome"], following["detail"]["bolus_id"]) == ("confirmed", "1")
-        await run.finish()
-    bodies = _audited(tmp_path, command_id)
-    assert _steps(bodies) == [*STEPS, "failed"]
-    assert bodies[6]["outcome"] == "not-delivered"
+    case = await _lose_an_answer(tmp_path, mosquitto.port, "drop-before-acting")
+    settled = case.result
+    assert case.pump.deliveries == [(1, 1.0)], "only the following bolus: the lost one never reached delivery"
+    assert len(case.pump.commands_received) == 1
+    assert settled["outcome"] == "failed", settled
+    assert "no such bolus in history records" in settled["reason"]
+    covered = (int(settled["detail"]["history_from"]), int(settled["detail"]["history_to"]))
+    assert covered[0] <= covered[1], "at least one record after the command: the history covers the time"
+    assert (case.following["outcome"], case.following["detail"]["bolus_id"]) == ("confirmed", "1")
+    assert _steps(case.audited) == [*STEPS, "failed"]
+    assert case.audited[6]["outcome"] == "not-delivered"
     # Not delivered by the pump's complete history, yet still counted for every limit (as an operator's "failed").
-    assert bodies[7]["tracked"][3] == "reconciled-failed"
+    assert case.audited[7]["tracked"][3] == "reconciled-failed"
