@@ -64,6 +64,10 @@ __all__ = [
     "enum_or_int",
     "check_uint",
     "date_time_valid",
+    "FlaggedLayout",
+    "pack_flagged",
+    "flagged_size",
+    "unpack_flagged",
     # heart rate
     "HeartRateMeasurement",
     "decode_heart_rate_measurement",
@@ -258,6 +262,41 @@ def _sfloat_bytes(value: float) -> bytes:
 def _read_sfloat(data: bytes, offset: int) -> float:
     # Callers have checked the length already; this is only the conversion.
     return decode_sfloat(_U16.unpack_from(data, offset)[0])
+
+
+# Optional fields announced by flag bits: (flag bit, size in octets) per field, in wire order.
+FlaggedLayout: TypeAlias = tuple[tuple[int, int], ...]
+
+
+def pack_flagged(layout: FlaggedLayout, values: Sequence[int | None], names: Sequence[str]) -> tuple[int, bytes]:
+    """The flag bits and the bytes of the optional fields present (value not None), in the layout's order; each
+    value is range-checked for its size (ValueError)."""
+    flags, out = 0, b""
+    for (bit, size), value, name in zip(layout, values, names, strict=True):
+        if value is None:
+            continue
+        _check_uint(value, 8 * size, name)
+        flags |= bit
+        out += value.to_bytes(size, "little")
+    return flags, out
+
+
+def flagged_size(flags: int, layout: FlaggedLayout) -> int:
+    """How many octets the optional fields these flags announce take."""
+    return sum(size for bit, size in layout if flags & bit)
+
+
+def unpack_flagged(data: bytes, offset: int, flags: int, layout: FlaggedLayout) -> list[int | None]:
+    """The optional fields the flags announce, read in order from `offset`, None where absent (the caller has
+    checked the length against `flagged_size`)."""
+    values: list[int | None] = []
+    for bit, size in layout:
+        if flags & bit:
+            values.append(int.from_bytes(data[offset : offset + size], "little"))
+            offset += size
+        else:
+            values.append(None)
+    return values
 
 
 # The sibling codec modules (measurements, device_info) validate with these same checks: one definition each.

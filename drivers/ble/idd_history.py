@@ -47,19 +47,27 @@ from typing import Final, TypeAlias
 from drivers.ble.gatt import (
     Buffer,
     DateTimeTuple,
+    FlaggedLayout,
     check_uint,
     date_time_valid,
     enum_or_int,
+    flagged_size,
+    pack_flagged,
     reject_reserved_flags,
     require_length,
+    unpack_flagged,
 )
 from drivers.ble.ids import (
+    BOLUS_FLAGS_ALLOWED,
+    BOLUS_OPTIONS,
     IDD_HISTORY_DATA,
     IDD_RECORD_ACCESS_CONTROL_POINT,
     BolusActivationType,
     BolusType,
+    bolus_options,
     exact_dose_sfloat,
     open_e2e,
+    read_bolus_options,
     read_dose,
     seal_e2e,
 )
@@ -233,15 +241,10 @@ class HistoryRecord:
     data: HistoryEventData
 
 
-_PROGRAMMED_DELAY: Final = 0x01
-_PROGRAMMED_TEMPLATE: Final = 0x02
-_PROGRAMMED_ACTIVATION: Final = 0x04
-_PROGRAMMED_CORRECTION: Final = 0x08
-_PROGRAMMED_MEAL: Final = 0x10
-_PROGRAMMED_ALLOWED: Final = 0x1F
-_DELIVERED_ACTIVATION: Final = 0x01
-_DELIVERED_END_REASON: Final = 0x02
-_DELIVERED_ANNUNCIATION: Final = 0x04
+_REASON_CORRECTION: Final = 0x08  # Bolus Programmed Part 2 of 2: the Set Bolus flags (drivers.ble.ids.BOLUS_OPTIONS)
+_REASON_MEAL: Final = 0x10
+# Bolus Delivered Part 2 of 2: activation type, end reason, annunciation instance id present.
+_DELIVERED_OPTIONS: Final[FlaggedLayout] = ((0x01, 1), (0x02, 1), (0x04, 2))
 _DELIVERED_ALLOWED: Final = 0x07
 
 _AMOUNT_EVENTS: Final = frozenset(
@@ -282,38 +285,14 @@ def _encode_event_data(record: HistoryRecord) -> bytes:
             + _U16.pack(data.duration_min)
         )
     if isinstance(data, BolusProgrammedDetails):
-        flags = _PROGRAMMED_CORRECTION if data.reason_correction else 0
-        flags |= _PROGRAMMED_MEAL if data.reason_meal else 0
-        tail = b""
-        if data.delay_min is not None:
-            check_uint(data.delay_min, 16, "delay_min")
-            flags |= _PROGRAMMED_DELAY
-            tail += _U16.pack(data.delay_min)
-        if data.template_number is not None:
-            check_uint(data.template_number, 8, "template_number")
-            flags |= _PROGRAMMED_TEMPLATE
-            tail += _U8.pack(data.template_number)
-        if data.activation_type is not None:
-            check_uint(data.activation_type, 8, "activation_type")
-            flags |= _PROGRAMMED_ACTIVATION
-            tail += _U8.pack(data.activation_type)
+        flags, tail = bolus_options(
+            data.delay_min, data.template_number, data.activation_type, data.reason_correction, data.reason_meal
+        )
         return _U8.pack(flags) + tail
     if isinstance(data, BolusDeliveredDetails):
         check_uint(data.start_time_offset_s, 32, "start_time_offset_s")
-        flags = 0
-        tail = b""
-        if data.activation_type is not None:
-            check_uint(data.activation_type, 8, "activation_type")
-            flags |= _DELIVERED_ACTIVATION
-            tail += _U8.pack(data.activation_type)
-        if data.end_reason is not None:
-            check_uint(data.end_reason, 8, "end_reason")
-            flags |= _DELIVERED_END_REASON
-            tail += _U8.pack(data.end_reason)
-        if data.annunciation_instance_id is not None:
-            check_uint(data.annunciation_instance_id, 16, "annunciation_instance_id")
-            flags |= _DELIVERED_ANNUNCIATION
-            tail += _U16.pack(data.annunciation_instance_id)
+        values = (data.activation_type, data.end_reason, data.annunciation_instance_id)
+        flags, tail = pack_flagged(_DELIVERED_OPTIONS, values, ("activation_type", "end_reason", "annunciation_id"))
         return _U8.pack(flags) + _U32.pack(data.start_time_offset_s) + tail
     return bytes(data.data)
 
@@ -348,53 +327,36 @@ def _decode_bolus_amounts(data: bytes) -> BolusAmounts:
     )
 
 
-def _flags_and_length(data: bytes, allowed: int, fixed: int, sizes: tuple[tuple[int, int], ...]) -> int:
+def _flags_and_length(data: bytes, allowed: int, fixed: int, layout: FlaggedLayout) -> int:
     """The flags octet, after checking reserved bits and that the data is exactly as long as the flags say."""
     if not data:
         raise InvalidFrame(f"{_HISTORY} event data truncated", characteristic=_HISTORY, length=0, expected=1)
     flags = data[0]
     reject_reserved_flags(flags, allowed, _HISTORY)
-    require_length(data, fixed + sum(size for bit, size in sizes if flags & bit), _HISTORY)
+    require_length(data, fixed + flagged_size(flags, layout), _HISTORY)
     return flags
 
 
 def _decode_programmed_details(data: bytes) -> BolusProgrammedDetails:
-    sizes = ((_PROGRAMMED_DELAY, 2), (_PROGRAMMED_TEMPLATE, 1), (_PROGRAMMED_ACTIVATION, 1))
-    flags = _flags_and_length(data, _PROGRAMMED_ALLOWED, 1, sizes)
-    offset = 1
-    delay: int | None = None
-    if flags & _PROGRAMMED_DELAY:
-        (delay,) = _U16.unpack_from(data, offset)
-        offset += 2
-    template: int | None = None
-    if flags & _PROGRAMMED_TEMPLATE:
-        template = data[offset]
-        offset += 1
-    activation: int | None = None
-    if flags & _PROGRAMMED_ACTIVATION:
-        activation = enum_or_int(BolusActivationType, data[offset])
+    # The Set Bolus flags octet and its optional fields, as the pump took them from the command.
+    flags = _flags_and_length(data, BOLUS_FLAGS_ALLOWED, 1, BOLUS_OPTIONS)
+    delay, template, activation = read_bolus_options(data, 1, flags)
     return BolusProgrammedDetails(
-        delay, template, activation, bool(flags & _PROGRAMMED_CORRECTION), bool(flags & _PROGRAMMED_MEAL)
+        delay, template, activation, bool(flags & _REASON_CORRECTION), bool(flags & _REASON_MEAL)
     )
 
 
 def _decode_delivered_details(data: bytes) -> BolusDeliveredDetails:
-    sizes = ((_DELIVERED_ACTIVATION, 1), (_DELIVERED_END_REASON, 1), (_DELIVERED_ANNUNCIATION, 2))
-    flags = _flags_and_length(data, _DELIVERED_ALLOWED, 1 + _U32.size, sizes)
+    fixed = 1 + _U32.size
+    flags = _flags_and_length(data, _DELIVERED_ALLOWED, fixed, _DELIVERED_OPTIONS)
     (start,) = _U32.unpack_from(data, 1)
-    offset = 1 + _U32.size
-    activation: int | None = None
-    if flags & _DELIVERED_ACTIVATION:
-        activation = enum_or_int(BolusActivationType, data[offset])
-        offset += 1
-    end_reason: int | None = None
-    if flags & _DELIVERED_END_REASON:
-        end_reason = enum_or_int(BolusEndReason, data[offset])
-        offset += 1
-    annunciation: int | None = None
-    if flags & _DELIVERED_ANNUNCIATION:
-        (annunciation,) = _U16.unpack_from(data, offset)
-    return BolusDeliveredDetails(start, activation, end_reason, annunciation)
+    activation, end_reason, annunciation = unpack_flagged(data, fixed, flags, _DELIVERED_OPTIONS)
+    return BolusDeliveredDetails(
+        start,
+        None if activation is None else enum_or_int(BolusActivationType, activation),
+        None if end_reason is None else enum_or_int(BolusEndReason, end_reason),
+        annunciation,
+    )
 
 
 def decode_history_record(buf: Buffer, *, e2e: bool) -> tuple[HistoryRecord, int | None]:

@@ -94,27 +94,16 @@ def _boluses(by_seq: dict[int, HistoryRecord]) -> tuple[list[_Bolus], dict[int, 
     delivered = _parts(
         by_seq, HistoryEventType.BOLUS_DELIVERED_PART_1_OF_2, HistoryEventType.BOLUS_DELIVERED_PART_2_OF_2
     )
-    boluses = [
-        _Bolus(
-            bolus_id,
-            part.amounts,
-            part.details.activation_type if isinstance(part.details, BolusProgrammedDetails) else None,
-            part.sequence_number,
-            programmed=True,
+
+    def bolus(bolus_id: int, part: _Part, from_programmed: bool) -> _Bolus:
+        details = part.details  # the matching Part 2 (see _parts), which says how the bolus was activated
+        activation = (
+            details.activation_type if isinstance(details, BolusProgrammedDetails | BolusDeliveredDetails) else None
         )
-        for bolus_id, part in programmed.items()
-    ]
-    boluses += [
-        _Bolus(
-            bolus_id,
-            part.amounts,
-            part.details.activation_type if isinstance(part.details, BolusDeliveredDetails) else None,
-            part.sequence_number,
-            programmed=False,
-        )
-        for bolus_id, part in delivered.items()
-        if bolus_id not in programmed
-    ]
+        return _Bolus(bolus_id, part.amounts, activation, part.sequence_number, from_programmed)
+
+    boluses = [bolus(bolus_id, part, True) for bolus_id, part in programmed.items()]
+    boluses += [bolus(bolus_id, part, False) for bolus_id, part in delivered.items() if bolus_id not in programmed]
     return boluses, delivered
 
 
