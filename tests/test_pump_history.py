@@ -132,15 +132,16 @@ class _Settled:
     audited: list[dict[str, Any]]  # the audit chain's records about the lost bolus
 
 
-async def _lose_an_answer(tmp_path: Path, port: int, fault: str) -> _Settled:
+async def _lose_an_answer(tmp_path: Path, port: int, fault: str, *, e2e: bool = True) -> _Settled:
     """Over the radio: `fault` drops the link before the pump's answer (the gateway reports outcome-unknown);
-    the fault clears, the driver reconnects, and the command is settled from the pump's history."""
+    the fault clears, the driver reconnects, and the command is settled from the pump's history (framed with
+    E2E-Counter and E2E-CRC or not, as the pump's IDD Features say)."""
     issuer = Issuer()
     config = pump_config(
         tmp_path, port, issuer, address="virtual:pump-1", allowed=["bolus", "reconcile"], max_daily_mu=50_000
     )
     radio = VirtualRadio()
-    pump = SimInsulinPump("pump-1")
+    pump = SimInsulinPump("pump-1", e2e=e2e)
     radio.add(pump)
     async with running_gateway(config, world=radio) as run:
         await run.wait_connected("pump-1", 30)
@@ -184,10 +185,11 @@ def _steps(bodies: list[dict[str, Any]]) -> list[str]:
 STEPS = ["received", "seen", "verified", "sent", "outcome-unknown", "read-history", "finding"]
 
 
+@pytest.mark.parametrize("e2e", [True, False], ids=["e2e-pump", "plain-pump"])
 async def test_a_bolus_whose_answer_is_lost_is_settled_delivered_from_the_pumps_history(
-    tmp_path: Path, mosquitto: Mosquitto
+    tmp_path: Path, mosquitto: Mosquitto, e2e: bool
 ) -> None:
-    case = await _lose_an_answer(tmp_path, mosquitto.port, "drop-after-write")
+    case = await _lose_an_answer(tmp_path, mosquitto.port, "drop-after-write", e2e=e2e)
     pump, settled = case.pump, case.result
     assert pump.deliveries == [(1, 1.5), (2, 1.0)], "the pump did deliver before the link dropped"
     assert settled["outcome"] == "confirmed", settled
