@@ -48,11 +48,14 @@ from drivers.ble.gatt import (
     Buffer,
     DateTimeTuple,
     FlaggedLayout,
+    RacpGrammar,
     check_uint,
     date_time_valid,
     enum_or_int,
     flagged_size,
     pack_flagged,
+    parse_racp_request,
+    racp_request_bytes,
     reject_reserved_flags,
     require_length,
     unpack_flagged,
@@ -455,18 +458,10 @@ class RacpRecordCount:
 
 RacpResponse: TypeAlias = RacpResponseCode | RacpRecordCount
 
-_RECORD_OPCODES: Final = frozenset(
-    {RacpOpcode.REPORT_STORED_RECORDS, RacpOpcode.DELETE_STORED_RECORDS, RacpOpcode.REPORT_NUMBER_OF_STORED_RECORDS}
+# The generic RACP rules with these values, uint32 sequence numbers, and the filter type after every operator.
+_GRAMMAR: Final = RacpGrammar(
+    "IDD RACP", _RACP, RacpOpcode, RacpOperator, RacpFilterType, RacpResponseCodeValue, _U32, filter_always=True
 )
-_FILTER_TYPES: Final = frozenset(RacpFilterType)
-_OPERAND_COUNT: Final[dict[int, int]] = {
-    RacpOperator.ALL_RECORDS: 0,
-    RacpOperator.FIRST_RECORD: 0,
-    RacpOperator.LAST_RECORD: 0,
-    RacpOperator.LESS_THAN_OR_EQUAL: 1,
-    RacpOperator.GREATER_THAN_OR_EQUAL: 1,
-    RacpOperator.WITHIN_RANGE: 2,
-}
 
 
 def report_records_since(sequence_number: int) -> RacpRequest:
@@ -484,41 +479,10 @@ def report_last_record() -> RacpRequest:
     return RacpRequest(RacpOpcode.REPORT_STORED_RECORDS, RacpOperator.LAST_RECORD, RacpFilterType.SEQUENCE_NUMBER)
 
 
-def _request_problem(req: RacpRequest) -> tuple[RacpResponseCodeValue, str] | None:
-    """The response code a server owes this request and why, or None when it is well formed."""
-    if req.opcode == RacpOpcode.ABORT_OPERATION:
-        if req.operator != RacpOperator.NULL:
-            return RacpResponseCodeValue.INVALID_OPERATOR, "abort takes the null operator"
-        if req.filter_type is not None or req.sequence_numbers:
-            return RacpResponseCodeValue.INVALID_OPERAND, "abort takes no operand"
-        return None
-    if req.opcode not in _RECORD_OPCODES:
-        return RacpResponseCodeValue.OP_CODE_NOT_SUPPORTED, "op code is not a request"
-    if req.operator == RacpOperator.NULL:
-        return RacpResponseCodeValue.INVALID_OPERATOR, "record op codes need a non-null operator"
-    wanted = _OPERAND_COUNT.get(req.operator)
-    if wanted is None:
-        return RacpResponseCodeValue.OPERATOR_NOT_SUPPORTED, "unknown operator"
-    if req.filter_type is None:
-        return RacpResponseCodeValue.INVALID_OPERAND, "record op codes need a filter type"
-    if req.filter_type not in _FILTER_TYPES:
-        return RacpResponseCodeValue.OPERAND_NOT_SUPPORTED, "unsupported filter type"
-    if len(req.sequence_numbers) != wanted or not all(0 <= v <= MAX_SEQUENCE_NUMBER for v in req.sequence_numbers):
-        return RacpResponseCodeValue.INVALID_OPERAND, "operand must be the operator's uint32 sequence numbers"
-    if wanted == 2 and req.sequence_numbers[0] > req.sequence_numbers[1]:
-        return RacpResponseCodeValue.INVALID_OPERAND, "range minimum exceeds maximum"
-    return None
-
-
 def encode_racp_request(req: RacpRequest, *, counter: int | None) -> bytes:
     """Encode an IDD RACP request (client side); ValueError for a request a server would have to refuse."""
-    problem = _request_problem(req)
-    if problem is not None:
-        raise ValueError(f"invalid IDD RACP request: {problem[1]}")
-    out = _RACP_HEAD.pack(req.opcode, req.operator)
-    if req.filter_type is not None:
-        out += _U8.pack(req.filter_type) + b"".join(_U32.pack(v) for v in req.sequence_numbers)
-    return seal_e2e(out, counter)
+    body = racp_request_bytes(_GRAMMAR, req.opcode, req.operator, req.filter_type, req.sequence_numbers)
+    return seal_e2e(body, counter)
 
 
 def decode_racp_request(buf: Buffer, *, e2e: bool) -> tuple[RacpRequest, int | None]:
@@ -528,44 +492,8 @@ def decode_racp_request(buf: Buffer, *, e2e: bool) -> tuple[RacpRequest, int | N
     `response_code` to answer with.  A truncated frame or a failed E2E-CRC carries neither: nothing in it can be
     trusted, the op code included.
     """
-    body, counter = open_e2e(buf, e2e, _RACP, 1)
-    opcode = enum_or_int(RacpOpcode, body[0])
-    if len(body) < _RACP_HEAD.size:
-        raise InvalidFrame(
-            f"{_RACP} request has no operator",
-            characteristic=_RACP,
-            length=len(body),
-            expected=_RACP_HEAD.size,
-            request_opcode=opcode,
-            response_code=RacpResponseCodeValue.INVALID_OPERATOR,
-        )
-    operator = enum_or_int(RacpOperator, body[1])
-    filter_type: int | None = None
-    values: tuple[int, ...] = ()
-    if len(body) > _RACP_HEAD.size:
-        filter_type = enum_or_int(RacpFilterType, body[2])
-        operand = body[3:]
-        if len(operand) % _U32.size:
-            raise InvalidFrame(
-                f"{_RACP} operand is not a whole number of uint32",
-                characteristic=_RACP,
-                length=len(body),
-                request_opcode=opcode,
-                response_code=RacpResponseCodeValue.INVALID_OPERAND,
-            )
-        values = tuple(v for (v,) in _U32.iter_unpack(operand))
-    request = RacpRequest(opcode, operator, filter_type, values)
-    problem = _request_problem(request)
-    if problem is not None:
-        code, reason = problem
-        raise InvalidFrame(
-            f"{_RACP} request refused: {reason}",
-            characteristic=_RACP,
-            length=len(body),
-            request_opcode=opcode,
-            response_code=code,
-        )
-    return request, counter
+    body, counter = open_e2e(buf, e2e, _RACP, 0)
+    return RacpRequest(*parse_racp_request(_GRAMMAR, body)), counter
 
 
 def encode_racp_response(msg: RacpResponse, *, counter: int | None) -> bytes:
