@@ -1,15 +1,24 @@
-"""aiomqtt's client, plus the one thing store-and-forward needs that aiomqtt drops: the PUBACK reason code.
+"""aiomqtt's client, plus what store-and-forward needs that aiomqtt does not give: the PUBACK reason code, and
+calls that never lose a stop.
 
 Under MQTT 5 a broker can acknowledge a publish and still refuse it (reason code >= 0x80, e.g. 0x87 "not
 authorized" when an ACL denies the topic).  A row may only leave the buffer on a successful PUBACK, so the
 uplink needs the code.  Under MQTT 3.1.1 the broker has no way to say so (Mosquitto acks and discards a
 denied publish); that is why the gateway defaults to MQTT 5.
+
+aiomqtt bounds each call with asyncio.wait_for, which on Python 3.11 returns the result when the broker's answer
+and a cancellation land in the same turn of the event loop: the cancellation is lost (CPython gh-86296, fixed in
+3.12 where wait_for is built on asyncio.timeout).  A SIGTERM that met a SUBACK or a PUBACK so left one of the
+uplink's loops running (the downlink waiting for messages, the health loop sleeping), and the task group that
+stops them waited for it forever: the daemon hung on shutdown (paho then logs an on_subscribe KeyError for the
+SUBACK of a subscribe that was cancelled).  `call_keeping_stop` and `raise_if_stopping` give the stop back.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -17,6 +26,22 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 SUCCESS = 0
 NO_MATCHING_SUBSCRIBERS = 0x10  # a success: the broker took the message, nobody is subscribed yet
+
+T = TypeVar("T")
+
+
+def raise_if_stopping() -> None:
+    """Raise CancelledError if the running task was asked to stop yet is still running (a call lost the stop)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def call_keeping_stop(call: Awaitable[T]) -> T:
+    """Await an aiomqtt call; if a stop arrived together with its answer and the call dropped it, raise it."""
+    result = await call
+    raise_if_stopping()
+    return result
 
 
 class AckingClient(aiomqtt.Client):

@@ -24,7 +24,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud_sync.mqtt import AckingClient
+from cloud_sync.mqtt import AckingClient, call_keeping_stop, raise_if_stopping
 from cloud_sync.ratelimit import TokenBucket
 from cloud_sync.tls import peer_certificate, spki_sha256
 from cloud_sync.wire import encode_message, message_overhead
@@ -160,6 +160,7 @@ class Uplink:
             self.heartbeat = time.monotonic()
             self._set_state(SyncState.CONNECTING)
             will = aiomqtt.Will(topic, _state_payload("offline"), qos=1, retain=True)
+            failure: BaseException | None = None
             try:
                 async with mqtt_client(self._config, self._client_id, self._tls, will) as client:
                     self._check_pin(client)
@@ -170,7 +171,7 @@ class Uplink:
                     failures = 0
                     self.last_error = None
                     self._set_state(SyncState.ONLINE)
-                    await client.publish(topic, _state_payload("online"), qos=1, retain=True)
+                    await call_keeping_stop(client.publish(topic, _state_payload("online"), qos=1, retain=True))
                     try:
                         await self._drain(client)
                     except asyncio.CancelledError:
@@ -180,28 +181,32 @@ class Uplink:
                                 await client.publish(topic, _state_payload("offline"), qos=1, retain=True)
                         raise
             except* aiomqtt.MqttError as group:
-                failures += 1
-                self._inflight = set()
-                self.last_error = type(group.exceptions[0]).__name__
-                self._set_state(SyncState.OFFLINE)
-                delay = min(self._config.reconnect_max_s, self._config.reconnect_initial_s * 2 ** (failures - 1))
-                delay = random.uniform(delay / 2, delay)  # noqa: S311 - jitter
-                if isinstance(group.exceptions[0], PinMismatchError):
-                    delay = self._config.reconnect_max_s  # retrying fast cannot fix a wrong key
-                if failures == 1:
-                    log.warning(
-                        "broker connection failed; will retry",
-                        host=self._config.host,
-                        port=self._config.port,
-                        error=self.last_error,
-                        delay_s=round(delay, 2),
-                    )
-                else:
-                    log.debug("broker still unreachable", attempt=failures, delay_s=round(delay, 2))
-                self._wake_reconnect.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._wake_reconnect.wait()
+                failure = group.exceptions[0]
+            # A stop that met a broker error on its way out (the disconnect timing out, say) is still a stop:
+            # never a reason to reconnect.
+            raise_if_stopping()
+            failures += 1
+            self._inflight = set()
+            self.last_error = type(failure).__name__
+            self._set_state(SyncState.OFFLINE)
+            delay = min(self._config.reconnect_max_s, self._config.reconnect_initial_s * 2 ** (failures - 1))
+            delay = random.uniform(delay / 2, delay)  # noqa: S311 - jitter
+            if isinstance(failure, PinMismatchError):
+                delay = self._config.reconnect_max_s  # retrying fast cannot fix a wrong key
+            if failures == 1:
+                log.warning(
+                    "broker connection failed; will retry",
+                    host=self._config.host,
+                    port=self._config.port,
+                    error=self.last_error,
+                    delay_s=round(delay, 2),
+                )
+            else:
+                log.debug("broker still unreachable", attempt=failures, delay_s=round(delay, 2))
+            self._wake_reconnect.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake_reconnect.wait()
 
     def wake(self) -> None:
         """`sync now`: end a reconnect backoff at once, and look for new rows at once."""
@@ -267,7 +272,7 @@ class Uplink:
         topic = uplink_topic(self._config.topic_prefix, self._gateway_id, lane)
         message = encode_message(lane, [row.payload for row in rows])
         try:
-            reason = await client.publish_acked(topic, message, qos=1)
+            reason = await call_keeping_stop(client.publish_acked(topic, message, qos=1))
         except aiomqtt.MqttError:
             self._metrics.publish_errors += 1
             raise
@@ -301,8 +306,9 @@ class Uplink:
             "config": config_topic(self._config.topic_prefix, self._gateway_id),
         }
         for topic in topics.values():
-            await client.subscribe(topic, qos=1)
+            await call_keeping_stop(client.subscribe(topic, qos=1))
         async for message in client.messages:
+            raise_if_stopping()
             kind = next((k for k, t in topics.items() if message.topic.matches(t)), None)
             if kind is None:
                 continue
@@ -336,7 +342,7 @@ class Uplink:
                     "quarantined_rows": self._metrics.rows_quarantined,
                 },
             }
-            await client.publish(topic, json.dumps(health).encode(), qos=1, retain=True)
+            await call_keeping_stop(client.publish(topic, json.dumps(health).encode(), qos=1, retain=True))
             await asyncio.sleep(self._config.health_interval_s)
 
     def _note_quarantine(self) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from gateway.errors import DeviceError
 from gateway.model import ConnectionState, DeviceStatus, Event, new_id, now_ns
@@ -65,4 +66,40 @@ class CommandTarget(Protocol):
 
     async def execute(self, command_type: str, parameters: dict[str, int | str], timeout_s: float) -> dict[str, str]:
         """Run a command; details on confirmation.  Raises CommandRefused or OutcomeUnknown."""
+        ...
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What a device's own history says about a command whose outcome was unknown.
+
+    outcome: "delivered" (the device acted on it), "not-delivered" (its complete history since the command was
+    sent has no trace of it) or "undecided" (anything less certain).  `reason` is safe to log (record kinds,
+    counts and sequence numbers); `evidence` is the device's own record (ids, sequence numbers, amounts), for the
+    audit log and the command result, never for logs.
+    """
+
+    outcome: Literal["delivered", "not-delivered", "undecided"]
+    reason: str
+    evidence: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class DeliveryHistory(CommandTarget, Protocol):
+    """A command target whose device keeps its own record of what it delivered (an insulin pump's IDD History)."""
+
+    def watch_connections(self, listener: Callable[[str], None]) -> None:
+        """Call listener(device_id) each time the link to the device is ready (at every reconnection)."""
+        ...
+
+    async def history_position(self, timeout_s: float) -> int | None:
+        """The sequence number the device's next history record will carry at the earliest, read now; None when
+        the device keeps no such history or cannot say (the command can still be sent, only not settled later)."""
+        ...
+
+    async def settle_from_history(
+        self, command_type: str, parameters: dict[str, int | str], since: int, timeout_s: float
+    ) -> Settlement:
+        """What the device's history from sequence number `since` on says about this command, sent after `since`
+        was read.  Never raises for a device or link problem: that is an undecided settlement."""
         ...

@@ -31,6 +31,8 @@ class Backends:
 
     ble: GattLinkFactory | None = None
     modbus: ClientFactory = make_client
+    # The wall clock when it can be trusted, None when not: a device's clock is only ever set from it.
+    trusted_time: Callable[[], int | None] | None = None
 
 
 def build_driver(
@@ -76,7 +78,12 @@ def build_driver(
         if backends.ble is None:
             raise ConfigError(f"devices: {device.id} needs a BLE backend, and none is available")
         return BleDeviceDriver(
-            device.id, device.address, device.profile, backends.ble, silent_link_timeout_s=device.silent_link_timeout_s
+            device.id,
+            device.address,
+            device.profile,
+            backends.ble,
+            silent_link_timeout_s=device.silent_link_timeout_s,
+            trusted_time=backends.trusted_time,
         )
     raise ConfigError(f"devices: transport {device.transport!r} has no driver")  # pragma: no cover
 

@@ -7,6 +7,7 @@ come from device status: link lost and low battery.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from edge_ml.rhythm import ASYSTOLE, RhythmAssessment, RhythmSettings
@@ -60,7 +61,8 @@ class AlarmEngine:
             self._rules.setdefault(quantity(rule.quantity).code, []).append(rule)
         self._limits: dict[tuple[str, int, int], _LimitState] = {}
         self._technical: set[tuple[str, str]] = set()
-        self._conditions: dict[str, dict[str, AlarmPriority]] = {}  # device-reported conditions, per device
+        # Device-reported conditions, per device and source (each source reports its own complete list).
+        self._conditions: dict[tuple[str, str], dict[str, tuple[AlarmPriority, AlarmKind]]] = {}
         self.active: dict[tuple[str, str], Alarm] = {}
         self.liveness: LivenessMonitor | None = None  # set by the daemon: a device_silent rule per device
 
@@ -100,6 +102,8 @@ class AlarmEngine:
             if patient is not None:
                 self._last_pulse_ns.setdefault(patient, {})[obs.device_id] = obs.gateway_time_ns
         out: list[Alarm] = []
+        if not math.isfinite(obs.value):
+            return out  # a coded special value (a CGM's LO/HI): its device condition raises the alarm
         if obs.quantity.reference_id == "MDC_CONC_GLU_ISF":
             out += self._glucose_trend(obs)
         rules = self._rules.get(obs.quantity.code)
@@ -177,30 +181,44 @@ class AlarmEngine:
     def _device_conditions(self, status: DeviceStatus) -> list[Alarm]:
         """Conditions the device itself reports (a pump's occlusion, a fridge's open door) as technical alarms.
 
-        A status marked `conditions = complete` lists every condition present now: new ones go active, ones
-        no longer listed clear.  The priority comes from the driver (`priority.NAME`), medium when unsaid.
+        A status marked `conditions = complete` lists every condition present now (of its `conditions_source`,
+        when a device has several, e.g. a CGM's measurement status and its clock): new ones go active, ones
+        no longer listed clear.  The priority comes from the driver (`priority.NAME`), medium when unsaid; a
+        condition about the patient (`kind.NAME = physiological`, e.g. glucose below the sensor's range) is a
+        physiological alarm named as it is, any other a technical alarm `device.NAME`.
         """
         device, t_gw = status.device_id, status.gateway_time_ns
-        now: dict[str, AlarmPriority] = {}
+        now: dict[str, tuple[AlarmPriority, AlarmKind]] = {}
         for condition in status.errors:
             try:
-                now[condition] = AlarmPriority(status.detail.get(f"priority.{condition}", "medium"))
+                priority = AlarmPriority(status.detail.get(f"priority.{condition}", "medium"))
             except ValueError:
-                now[condition] = AlarmPriority.MEDIUM
-        before = self._conditions.get(device, {})
-        self._conditions[device] = now
+                priority = AlarmPriority.MEDIUM
+            physiological = status.detail.get(f"kind.{condition}") == AlarmKind.PHYSIOLOGICAL
+            now[condition] = (priority, AlarmKind.PHYSIOLOGICAL if physiological else AlarmKind.TECHNICAL)
+        key = (device, status.detail.get("conditions_source", ""))
+        before = self._conditions.get(key, {})
+        self._conditions[key] = now
         out: list[Alarm] = []
-        for condition in sorted(now.keys() - before.keys()):
-            out += self._tech(device, f"device.{condition}", True, now[condition], t_gw)
-        for condition in sorted(before.keys() - now.keys()):
-            out += self._tech(device, f"device.{condition}", False, before[condition], t_gw)
+        for condition, present, (priority, kind) in [(c, True, now[c]) for c in sorted(now.keys() - before.keys())] + [
+            (c, False, before[c]) for c in sorted(before.keys() - now.keys())
+        ]:
+            name = condition if kind is AlarmKind.PHYSIOLOGICAL else f"device.{condition}"
+            out += self._tech(device, name, present, priority, t_gw, kind)
         return out
 
     def _tech(
-        self, device_id: str, condition: str, present: bool, priority: AlarmPriority, t_gw: int, lead: str | None = None
+        self,
+        device_id: str,
+        condition: str,
+        present: bool,
+        priority: AlarmPriority,
+        t_gw: int,
+        kind: AlarmKind = AlarmKind.TECHNICAL,
+        lead: str | None = None,
     ) -> list[Alarm]:
-        """A technical alarm goes active when its condition appears and clears when it goes away (per lead for
-        the ECG's: the lead is in the alarm's detail and its key)."""
+        """A technical alarm (or a device-reported condition) goes active when it appears and clears when it goes
+        (per lead for the ECG's: the lead is in the alarm's detail and its key)."""
         key = (device_id, condition if lead is None else f"{condition}/{lead}")
         if present == (key in self._technical):
             return []
@@ -210,9 +228,7 @@ class AlarmEngine:
             self._technical.discard(key)
         state = AlarmState.ACTIVE if present else AlarmState.CLEARED
         detail = {"lead": lead} if lead is not None else None
-        return [
-            self._make(device_id, condition, AlarmKind.TECHNICAL, priority, state, t_gw, None, None, detail, key[1])
-        ]
+        return [self._make(device_id, condition, kind, priority, state, t_gw, None, None, detail, key[1])]
 
     def _glucose_trend(self, obs: Observation) -> list[Alarm]:
         """Rate of change between consecutive CGM readings (device time), and the sensor's remaining life."""
@@ -341,7 +357,7 @@ class AlarmEngine:
         leads.update(rhythm.leads)
         for lead in sorted(leads):
             off = lead in rhythm.lead_off
-            out += self._tech(device_id, "ecg_lead_off", off, AlarmPriority.MEDIUM, t_gw, lead)
+            out += self._tech(device_id, "ecg_lead_off", off, AlarmPriority.MEDIUM, t_gw, lead=lead)
             out += self._poor_signal(device_id, lead, lead in rhythm.poor_signal and not off, t_gw)
         return out
 
@@ -359,7 +375,7 @@ class AlarmEngine:
         elif not poor and on and t_gw - since >= cfg.poor_signal_clear_s * 1e9:
             on = False
         self._poor[key] = (since, on)
-        return self._tech(device_id, "ecg_poor_signal", on, AlarmPriority.LOW, t_gw, lead)
+        return self._tech(device_id, "ecg_poor_signal", on, AlarmPriority.LOW, t_gw, lead=lead)
 
     def _pulse_elsewhere(self, device_id: str, t_gw: int, within_s: float) -> bool:
         """A pulse seen within `within_s` by another device of this device's patient."""

@@ -30,7 +30,23 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the gateway daemon")
-    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="TOML configuration file")
+    run.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG_PATH,
+        help="TOML configuration file; remote configuration rewrites it, so it must be writable by the gateway",
+    )
+    run.add_argument(
+        "--initial-config",
+        type=Path,
+        help="copied to --config on first start when --config does not exist yet (the installed configuration)",
+    )
+    run.add_argument(
+        "--safety-file",
+        type=Path,
+        default=Path("/etc/iomt-gateway/safety.toml"),
+        help="root-owned local safety ceilings that no configuration can loosen (built-in ceilings if absent)",
+    )
 
     demo = sub.add_parser("demo", help="gateway + simulated devices + embedded broker + reference receiver")
     demo.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: Ctrl-C)")
@@ -102,9 +118,19 @@ def _parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="the tamper-evident command audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    verify = audit_sub.add_parser("verify", help="check the hash chain; exit 0 if intact, 1 with each problem")
+    verify = audit_sub.add_parser(
+        "verify",
+        help="check the hash chain, the state tables against it, and the head the cloud acknowledged; "
+        "exit 0 if intact, 1 naming each problem",
+    )
     verify.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
     verify.add_argument("--json", action="store_true")
+    verify.add_argument(
+        "--expect-head",
+        metavar="SEQ:HASH",
+        help="the audit head the cloud last acknowledged (from its copy of the command results): finds a store "
+        "restored from an older copy, replaced or deleted",
+    )
 
     bench = sub.add_parser("bench", help="measure this box's capacity (see docs/BENCHMARKS.md)")
     bench.add_argument("name", help="alarms, buffer, sync, qrs, pipeline, modbus, hl7 or soak")
@@ -126,21 +152,30 @@ def _config_failure(err: GatewayError) -> int:
     return EXIT_CONFIG
 
 
-def cmd_run(config_path: Path) -> int:
+def cmd_run(config_path: Path, initial_config: Path | None = None, safety_file: Path | None = None) -> int:
+    from gateway.commands.ceilings import DEFAULT_SAFETY_FILE, load_ceilings  # noqa: PLC0415
+    from gateway.runner import GatewayRunner, recover_pending, seed_config  # noqa: PLC0415 - daemon imports
+
     try:
+        # Before the configuration is read: a configuration never confirmed healthy does not survive a restart.
+        seed_config(config_path, initial_config)
+        rolled_back = recover_pending(config_path)
         config = load_config(config_path)
         preflight(config)
+        ceilings = load_ceilings(safety_file or DEFAULT_SAFETY_FILE)
     except ConfigError as err:
         return _config_failure(err)
+    except OSError as err:
+        print(f"iomt-gateway: cannot prepare {config_path}: {err.strerror}", file=sys.stderr)
+        return EXIT_CONFIG
     configure_logging(config.logging.level, config.logging.format)
-    from gateway.runner import GatewayRunner  # noqa: PLC0415 - keep `config validate` free of daemon imports
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await GatewayRunner(config_path, config).run(stop)
+        await GatewayRunner(config_path, config, ceilings=ceilings, rolled_back_at_start=rolled_back).run(stop)
 
     code = EXIT_OK
     try:
@@ -227,24 +262,56 @@ def cmd_buffer_stats(config_path: Path, db: Path | None, *, as_json: bool) -> in
     return EXIT_OK
 
 
-def cmd_audit_verify(config_path: Path, *, as_json: bool) -> int:
-    from gateway.commands.store import CommandStore  # noqa: PLC0415
+def cmd_audit_verify(config_path: Path, *, as_json: bool, expect_head: str | None = None) -> int:
+    from gateway.commands.store import AuditProblem, CommandStore  # noqa: PLC0415
 
     try:
         config = load_config(config_path)
         keyring, _ = preflight(config)
+        head = _parse_head(expect_head) if expect_head else None
     except ConfigError as err:
         return _config_failure(err)
     path = config.state_dir / "commands.sqlite3"
     if not path.exists():
+        if head is not None and head[0] > 0:
+            problems = [AuditProblem(None, f"store-missing: the cloud acknowledged record {head[0]}")]
+            _print_audit(0, problems, as_json=as_json)
+            return EXIT_FAILURE
         print(f"iomt-gateway: no command store at {path} (commands never enabled?)", file=sys.stderr)
         return EXIT_FAILURE
     store = CommandStore(path, keyring)
     try:
         problems = store.verify_audit()
+        problems += [AuditProblem(None, f"state: {p}") for p in store.state_problems() if p != "audit-chain-broken"]
+        state = store.state
+        if state.untrusted is not None:
+            pending = "" if state.resynced else " (no signed resync yet)"
+            problems.append(AuditProblem(None, f"state untrusted since the gateway found {state.untrusted}{pending}"))
+        if head is not None:
+            found = store.head_problem(*head)
+            if found is not None:
+                problems.append(
+                    AuditProblem(
+                        head[0],
+                        f"{found}: the store holds records up to {state.last_seq}, the cloud "
+                        f"acknowledged record {head[0]}",
+                    )
+                )
         records = len(store.db.execute("SELECT seq FROM audit").fetchall())
     finally:
         store.close()
+    _print_audit(records, problems, as_json=as_json)
+    return EXIT_OK if not problems else EXIT_FAILURE
+
+
+def _parse_head(text: str) -> tuple[int, str]:
+    seq, _, digest = text.partition(":")
+    if not seq.isdigit() or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ConfigError("--expect-head: expected SEQ:HASH (a record number and 64 hex digits)")
+    return int(seq), digest
+
+
+def _print_audit(records: int, problems: list[Any], *, as_json: bool) -> None:
     if as_json:
         print(
             json.dumps(
@@ -260,7 +327,6 @@ def cmd_audit_verify(config_path: Path, *, as_json: bool) -> int:
         for problem in problems:
             print(f"record {problem.seq if problem.seq is not None else '-'}: {problem.problem}")
         print(f"{records} audit records: " + ("chain intact" if not problems else f"{len(problems)} problem(s)"))
-    return EXIT_OK if not problems else EXIT_FAILURE
 
 
 def _admin_socket(args: argparse.Namespace) -> Path:
@@ -542,7 +608,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
-        return cmd_run(args.config)
+        return cmd_run(args.config, args.initial_config, args.safety_file)
     if args.command == "demo":
         from gateway.demo import cmd_demo  # noqa: PLC0415 - pulls in the embedded broker
 
@@ -558,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "replay":
         return cmd_replay(args.path, as_json=args.json)
     if args.command == "audit":
-        return cmd_audit_verify(args.config, as_json=args.json)
+        return cmd_audit_verify(args.config, as_json=args.json, expect_head=args.expect_head)
     if args.command == "devices" and args.action == "scan":
         return cmd_devices_scan(args.duration, virtual=args.virtual, health_only=not args.all, as_json=args.json)
     if args.command == "devices" and args.action == "add":

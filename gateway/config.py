@@ -482,6 +482,13 @@ class MetricsSection(_Section):
         return value
 
 
+class ClockSection(_Section):
+    """When the system clock counts as trusted (commands that change a dose, and setting a device's clock)."""
+
+    # The kernel's estimate of the clock's maximum error (adjtimex maxerror) must stay under this.
+    max_error_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+
+
 class Config(_Section):
     gateway: GatewaySection
     logging: LoggingSection = LoggingSection()
@@ -492,6 +499,7 @@ class Config(_Section):
     commands: CommandsSection = CommandsSection()
     admin: AdminSection = AdminSection()
     metrics: MetricsSection = MetricsSection()
+    clock: ClockSection = ClockSection()
     devices: Annotated[tuple[DeviceSection, ...], Field(strict=False)] = ()
 
     @model_validator(mode="after")

@@ -20,6 +20,8 @@ from drivers.registry import Backends, build_driver
 from edge_ml.runtime import Model, ModelError, bundled, load_model
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer
+from gateway.clock import TrustedClock
+from gateway.commands.ceilings import SafetyCeilings
 from gateway.commands.service import CommandService
 from gateway.commands.store import CommandStore
 from gateway.config import Config
@@ -81,10 +83,25 @@ class Gateway:
     """One running gateway.  `run(stop)` returns after a clean shutdown once `stop` is set."""
 
     def __init__(
-        self, config: Config, backends: Backends | None = None, notifier: SystemdNotifier | None = None
+        self,
+        config: Config,
+        backends: Backends | None = None,
+        notifier: SystemdNotifier | None = None,
+        *,
+        clock: TrustedClock | None = None,
+        ceilings: SafetyCeilings | None = None,
     ) -> None:
         self.config = config
         self.backends = backends if backends is not None else default_backends(config)
+        # One trusted clock for every safety decision that rests on time (commands, device clocks).
+        self.clock = (
+            clock
+            if clock is not None
+            else TrustedClock(max_error_s=config.clock.max_error_s, skew_s=config.commands.clock_skew_s)
+        )
+        if self.backends.trusted_time is None:
+            self.backends.trusted_time = self.clock.trusted_wall_ns
+        self.ceilings = ceilings if ceilings is not None else SafetyCeilings()
         self.metrics = Metrics()
         self.alarms = AlarmEngine(config.alarms, {d.id: d.patient for d in config.devices})
         self.notifier = notifier or SystemdNotifier()
@@ -154,6 +171,9 @@ class Gateway:
                     targets,
                     parts.pipeline,
                     gateway_id=self.config.gateway.id,
+                    clock=self.clock,
+                    ceilings=self.ceilings,
+                    device_classes={d.id: d.profile for d in self.config.devices},
                 )
                 rejections = self.metrics.command_rejections
                 parts.commands.on_rejection = lambda reason: rejections.update([reason])
@@ -257,9 +277,15 @@ class Gateway:
 
     async def _serve_commands(self, service: CommandService, queue: asyncio.Queue[tuple[str, bytes]]) -> None:
         """One command at a time, in arrival order: checks such as spacing and daily totals see every
-        earlier command's outcome.  A verified configuration goes to the runner, which applies it."""
+        earlier command's outcome.  A verified configuration goes to the runner, which applies it.  Between
+        commands, outcome-unknown commands are settled from their devices' histories when the service asks."""
         while True:
-            kind, payload = await queue.get()
+            if service.settle_wanted.is_set():
+                await service.settle_unknown_outcomes()
+            item = await _next_or_woken(queue, service.settle_wanted)
+            if item is None:
+                continue
+            kind, payload = item
             if kind == "command":
                 await service.handle(payload)
                 continue
@@ -319,3 +345,18 @@ class Gateway:
                 f"sync {parts.uplink.state}; {len(self.config.devices)} devices; "
                 f"backlog {parts.pipeline.backlog}; rows out {self.metrics.rows_deleted}"
             )
+
+
+async def _next_or_woken(queue: asyncio.Queue[tuple[str, bytes]], wake: asyncio.Event) -> tuple[str, bytes] | None:
+    """The next queued item, or None as soon as `wake` is set first (an item then stays queued)."""
+    if not queue.empty():
+        return queue.get_nowait()
+    getter = asyncio.ensure_future(queue.get())
+    woken = asyncio.ensure_future(wake.wait())
+    try:
+        await asyncio.wait({getter, woken}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        woken.cancel()
+        if not getter.done():
+            getter.cancel()  # asyncio.Queue hands an item it was about to give to the next getter instead
+    return getter.result() if getter.done() and not getter.cancelled() else None

@@ -77,8 +77,13 @@ PLAUSIBLE.update({q.reference_id: (-20.0, 20.0) for q in all_quantities() if q.u
 
 
 def plausible(obs: Observation) -> bool:
-    """Whether a value can be a measurement of its quantity at all (quantities without a range: finite)."""
-    if not math.isfinite(obs.value):
+    """Whether a value can be a measurement of its quantity at all (quantities without a range: finite).
+
+    +/-infinity is a device's own code for "beyond my range" (IEEE 11073 SFLOAT/FLOAT special values, a CGM's
+    LO and HI): kept, coded on the wire, and alarmed as the device's condition, never taken for a fault."""
+    if math.isinf(obs.value):
+        return True
+    if math.isnan(obs.value):
         return False
     low, high = PLAUSIBLE.get(obs.quantity.reference_id, (-math.inf, math.inf))
     return low <= obs.value <= high

@@ -62,6 +62,8 @@ SERVICE_OF: dict[str, str] = {
     ids.IDD_STATUS_READER_CONTROL_POINT: sig.INSULIN_DELIVERY_SERVICE,
     ids.IDD_COMMAND_CONTROL_POINT: sig.INSULIN_DELIVERY_SERVICE,
     ids.IDD_COMMAND_DATA: sig.INSULIN_DELIVERY_SERVICE,
+    ids.IDD_RECORD_ACCESS_CONTROL_POINT: sig.INSULIN_DELIVERY_SERVICE,
+    ids.IDD_HISTORY_DATA: sig.INSULIN_DELIVERY_SERVICE,
     sig.BATTERY_LEVEL: sig.BATTERY_SERVICE,
     sig.MANUFACTURER_NAME: sig.DEVICE_INFORMATION_SERVICE,
     sig.MODEL_NUMBER: sig.DEVICE_INFORMATION_SERVICE,
@@ -115,7 +117,7 @@ class PeripheralHost:
             if uuid in p.readable:
                 properties |= _P.READ
                 permissions |= gatt.Characteristic.READ_REQUIRES_ENCRYPTION if secure else gatt.Characteristic.READABLE
-            if uuid in p.notifiers:
+            if uuid in p.notifiers or uuid in p.notifiable:
                 properties |= _P.NOTIFY
             if uuid in p.indicatable:
                 properties |= _P.INDICATE
@@ -240,20 +242,28 @@ class PeripheralHost:
         return send
 
     async def _pump_outbox(self) -> None:
-        """Send in order; an indication waits for its confirmation before the next value goes out."""
+        """Send in order; an indication waits for its confirmation before the next value goes out.  A value in
+        flight when its connection drops is lost with it, as over the air: it never holds up the next connection
+        waiting for a confirmation that cannot come."""
         while True:
             uuid, data = await self._outbox.get()
             characteristic = self.characteristics.get(uuid)
             if characteristic is None or not self._subscribed(uuid):
                 continue
             self.sent.append((uuid, data))
-            try:
-                if characteristic.properties & _P.INDICATE:
-                    await self.device.indicate_subscribers(characteristic, data)
-                else:
-                    await self.device.notify_subscribers(characteristic, data)
-            except Exception:  # noqa: BLE001 - a link dropping mid-send loses that value, as over the air
-                log.debug("simulated peripheral send failed")
+            indicate = bool(characteristic.properties & _P.INDICATE)
+            send = self.device.indicate_subscriber if indicate else self.device.notify_subscriber
+            for connection in list(self.device.connections.values()):
+                sending = asyncio.ensure_future(
+                    connection.cancel_on_disconnection(send(connection, characteristic, data))
+                )
+                try:
+                    await asyncio.wait({sending})
+                except asyncio.CancelledError:
+                    sending.cancel()
+                    raise
+                if sending.cancelled() or sending.exception() is not None:
+                    log.debug("simulated peripheral send failed")
 
 
 class VirtualRadio:

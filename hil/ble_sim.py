@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from drivers.ble import device_info, gatt, ids
+from drivers.ble import device_info, gatt, idd_history, ids
 from drivers.ble.link import NotifyCallback
 from drivers.ble.profiles import PMD_START_ECG, POLAR_EPOCH_OFFSET_NS
 from gateway.config import DeviceSection
@@ -52,6 +53,7 @@ class SimPeripheral:
         self.writes: list[tuple[str, bytes]] = []
         self.writable: set[str] = set()  # characteristics written to (besides the control points below)
         self.indicatable: set[str] = set()  # characteristics that indicate on demand (control points)
+        self.notifiable: set[str] = set()  # characteristics that notify on demand (e.g. records in a report)
         self.links: set[PeripheralLink] = set()
         self.connections = 0
         self.notifications_sent = 0
@@ -71,10 +73,11 @@ class SimPeripheral:
         return time.monotonic() - self._t0
 
     def characteristics(self) -> set[str]:
-        return set(self.readable) | set(self.notifiers) | self.indicatable
+        return set(self.readable) | set(self.notifiers) | self.indicatable | self.notifiable
 
     def indicate(self, uuid: str, data: bytes) -> None:
-        """Send an indication on `uuid` to every connected subscriber (e.g. a control point's answer)."""
+        """Send an indication (or, on a notifying characteristic, a notification) on `uuid` to every connected
+        subscriber (e.g. a control point's answer, a record of a report)."""
         for link in list(self.links):
             link.deliver(uuid, data)
 
@@ -188,6 +191,9 @@ class SimCgm(SimPeripheral):
 
     Its clock can run faster than real time (`time_scale`) for demos and tests.  It measures whether or not a
     gateway is connected, and keeps every record, so a gateway that was away fetches what it missed via RACP.
+    Faults: `reading` replaces the measured glucose (float("-inf") is the sensor's LO, "+inf" its HI), and
+    `sensor_status` sets the Sensor Status Annunciation bits of the next records (malfunction, session
+    stopped when the sensor expires, ...).
     """
 
     profile = "cgm"
@@ -209,6 +215,8 @@ class SimCgm(SimPeripheral):
         self.session_start_ns = (time.time_ns() // 60_000_000_000) * 60_000_000_000
         self.glucose = Trajectory(118.0, 1.5, lows, seed, lo=40, hi=400)
         self.records: list[gatt.CgmMeasurement] = []
+        self.reading: float | None = None
+        self.sensor_status: int | None = None
         self.racp_requests: list[gatt.RacpRequest] = []
         self.readable[gatt.CGM_SESSION_START_TIME] = lambda: gatt.encode_cgm_session_start_time(
             self.session_start_ns, e2e_crc=e2e_crc
@@ -226,9 +234,10 @@ class SimCgm(SimPeripheral):
         while True:
             offset = len(self.records) * self.interval_min
             previous = self.records[-1].glucose_mg_dl if self.records else None
-            value = round(self.glucose.at(self.elapsed_s))
-            trend = None if previous is None else round((value - previous) / self.interval_min, 1)
-            record = gatt.CgmMeasurement(float(value), offset, None, trend, None)
+            value = float(round(self.glucose.at(self.elapsed_s))) if self.reading is None else self.reading
+            finite = previous is not None and math.isfinite(previous) and math.isfinite(value)
+            trend = round((value - previous) / self.interval_min, 1) if finite and previous is not None else None
+            record = gatt.CgmMeasurement(value, offset, self.sensor_status, trend, None)
             self.records.append(record)
             send(gatt.encode_cgm_measurement(record, e2e_crc=self.e2e_crc))
             await asyncio.sleep(period)
@@ -288,7 +297,8 @@ class SimCgm(SimPeripheral):
 
 
 class SimInsulinPump(SimPeripheral):
-    """An Insulin Delivery Service pump with E2E protection on every IDS characteristic.
+    """An Insulin Delivery Service pump with E2E protection on every IDS characteristic (`e2e=False`: a pump
+    whose IDD Features say it has none, so no IDS frame carries the E2E trailer).
 
     Status every two seconds; Status Changed and Annunciation Status indicated when they change
     (`annunciate(type)` raises the pump's own alarm, `confirm_annunciation()` is the user pressing OK); the
@@ -296,22 +306,39 @@ class SimInsulinPump(SimPeripheral):
     takes Set Bolus, Cancel Bolus and TBR commands.
     Commands arrive with E2E-Counter and E2E-CRC and are answered with indications that carry them too.
     `command_fault` injects the failures a real link has: "drop-after-write" (the pump delivers, then the
-    link drops before it answers) and "no-answer" (it delivers and never answers).
+    link drops before it answers), "no-answer" (it delivers and never answers) and "drop-before-acting" (the
+    write arrives but the pump never acts on it, and the link drops).
+    The pump keeps a history (`history`, IDD History Data): a Reference Time event at power-on and whenever its
+    clock is set, Bolus Programmed and Bolus Delivered (parts 1 and 2) for every bolus; the IDD Record Access
+    Control Point reports it (records as History Data notifications, then the RACP indication).
     """
 
     profile = "insulin_pump"
     requires_encryption = True  # IDS: LE security mode 1 level 2 or higher, with bonding
 
-    def __init__(self, name: str, reservoir_iu: float = 180.0, basal_iu_h: float = 0.8) -> None:
+    def __init__(
+        self,
+        name: str,
+        reservoir_iu: float = 180.0,
+        basal_iu_h: float = 0.8,
+        *,
+        e2e: bool = True,
+        history: bool = True,
+        first_sequence_number: int = 7000,
+    ) -> None:
         super().__init__(name)
+        self.e2e = e2e  # IDD Features' E2E-Protection Supported: without it no IDS frame carries the E2E trailer
         self.reservoir_iu = reservoir_iu
         self.basal_iu_h = basal_iu_h
         self.notifiers[gatt.IDD_STATUS] = self._status
         self.notifiers[gatt.BATTERY_LEVEL] = self._battery
         self.indicatable.add(ids.IDD_COMMAND_CONTROL_POINT)
         self.indicatable |= {gatt.IDD_STATUS_CHANGED, gatt.IDD_ANNUNCIATION_STATUS, ids.IDD_STATUS_READER_CONTROL_POINT}
+        if history:  # `history=False`: a pump that does not expose its history (settled only by hand)
+            self.indicatable.add(idd_history.IDD_RECORD_ACCESS_CONTROL_POINT)
+            self.notifiable.add(idd_history.IDD_HISTORY_DATA)
         features = ids.IddFeatures(
-            e2e_protection=True,
+            e2e_protection=e2e,
             insulin_concentration_iu_per_ml=100.0,
             basal_rate=True,
             tbr_absolute=True,
@@ -320,9 +347,11 @@ class SimInsulinPump(SimPeripheral):
         )
         encoded_features = ids.encode_idd_features(features)
         self.readable[gatt.IDD_FEATURES] = lambda: encoded_features
-        self.readable[gatt.IDD_STATUS_CHANGED] = lambda: ids.encode_status_changed(self.status_changed, counter=0)
+        self.readable[gatt.IDD_STATUS_CHANGED] = lambda: ids.encode_status_changed(
+            self.status_changed, counter=0 if e2e else None
+        )
         self.readable[gatt.IDD_ANNUNCIATION_STATUS] = lambda: ids.encode_annunciation_status(
-            self.annunciation, counter=0
+            self.annunciation, counter=0 if e2e else None
         )
         self.status_changed = ids.StatusChangedFlag(0)
         self.annunciation: ids.Annunciation | None = None
@@ -338,13 +367,21 @@ class SimInsulinPump(SimPeripheral):
         self._next_bolus_id = 1
         self._counter = ids.E2ECounter()
         self._tracker = ids.E2ECounterTracker()
+        self.history: list[idd_history.HistoryRecord] = []
+        self.history_requests: list[idd_history.RacpRequest] = []
+        self._next_sequence = first_sequence_number
+        self._reference_at = time.monotonic()
+        self._record_reference_time(idd_history.RecordingReason.UNDETERMINED)  # power-on
 
     def on_connect(self) -> None:
         self._counter, self._tracker = ids.E2ECounter(), ids.E2ECounterTracker()
         self._out_counters = {}
 
-    def _e2e(self, uuid: str) -> int:
-        """The next E2E-Counter of a characteristic the pump sends on (one counter each, per connection)."""
+    def _e2e(self, uuid: str) -> int | None:
+        """The next E2E-Counter of a characteristic the pump sends on (one counter each, per connection); None
+        for a pump without E2E protection."""
+        if not self.e2e:
+            return None
         return self._out_counters.setdefault(uuid, ids.E2ECounter()).next()
 
     def _changed(self, flags: ids.StatusChangedFlag) -> None:
@@ -372,7 +409,7 @@ class SimInsulinPump(SimPeripheral):
     def _status_reader(self, data: bytes) -> None:
         answer: ids.StatusReaderResponse
         try:
-            request, _counter = ids.decode_status_reader_request(data, e2e=True)
+            request, _counter = ids.decode_status_reader_request(data, e2e=self.e2e)
         except InvalidFrame as err:
             fields = err.log_fields()
             answer = ids.StatusReaderResponseCode(
@@ -399,13 +436,22 @@ class SimInsulinPump(SimPeripheral):
 
     def on_write(self, uuid: str, data: bytes) -> None:
         super().on_write(uuid, data)
+        if uuid == device_info.CURRENT_TIME:
+            self._record_reference_time(idd_history.RecordingReason.SET_DATE_TIME)
+            return
         if uuid == ids.IDD_STATUS_READER_CONTROL_POINT:
             self._status_reader(data)
             return
+        if uuid == idd_history.IDD_RECORD_ACCESS_CONTROL_POINT:
+            self._history_access(data)
+            return
         if uuid != ids.IDD_COMMAND_CONTROL_POINT:
             return
+        if self.command_fault == "drop-before-acting":
+            asyncio.get_running_loop().call_soon(self.drop_links)
+            return
         try:
-            command, counter = ids.decode_command(data, e2e=True)
+            command, counter = ids.decode_command(data, e2e=self.e2e)
             if counter is not None:
                 self._tracker.check(counter)
         except InvalidFrame:
@@ -420,12 +466,15 @@ class SimInsulinPump(SimPeripheral):
         if isinstance(command, ids.SetBolus):
             bolus_id = self._next_bolus_id
             self._next_bolus_id += 1
+            self._record_bolus(bolus_id, command)
             self.deliveries.append((bolus_id, command.fast_amount_iu))
             self.reservoir_iu -= command.fast_amount_iu
             answer = ids.SetBolusResponse(bolus_id)
             asyncio.get_running_loop().call_soon(
                 self._changed,
-                ids.StatusChangedFlag.ACTIVE_BOLUS_STATUS_CHANGED | ids.StatusChangedFlag.RESERVOIR_STATUS_CHANGED,
+                ids.StatusChangedFlag.ACTIVE_BOLUS_STATUS_CHANGED
+                | ids.StatusChangedFlag.RESERVOIR_STATUS_CHANGED
+                | ids.StatusChangedFlag.HISTORY_EVENT_RECORDED,
             )
         elif isinstance(command, ids.CancelBolus):
             answer = ids.CancelBolusResponse(command.bolus_id)
@@ -439,8 +488,101 @@ class SimInsulinPump(SimPeripheral):
         elif self.command_fault != "no-answer":
             self._answer(answer)
 
+    # -- history (IDD History Data, reported through the IDD Record Access Control Point) ----------------------
+    def _record(self, event_type: idd_history.HistoryEventType, data: idd_history.HistoryEventData) -> None:
+        offset = min(0xFFFF, int(time.monotonic() - self._reference_at))
+        self.history.append(idd_history.HistoryRecord(event_type, self._next_sequence, offset, data))
+        self._next_sequence += 1
+
+    def _record_reference_time(self, reason: idd_history.RecordingReason) -> None:
+        self._reference_at = time.monotonic()
+        now = datetime.now(UTC).timestamp() + (self.clock_offset_s or 0.0)
+        stamp = datetime.fromtimestamp(int(now), UTC)
+        date_time = (stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute, stamp.second)
+        self._record(idd_history.HistoryEventType.REFERENCE_TIME, idd_history.ReferenceTime(reason, date_time, 0, 0))
+
+    def _record_bolus(self, bolus_id: int, command: ids.SetBolus) -> None:
+        """Bolus Programmed when accepted, then (this pump delivers at once) Bolus Delivered, both parts each."""
+        event = idd_history.HistoryEventType
+        amounts = idd_history.BolusAmounts(
+            bolus_id, command.bolus_type, command.fast_amount_iu, command.extended_amount_iu, command.duration_min
+        )
+        programmed = idd_history.BolusProgrammedDetails(
+            command.delay_min,
+            command.template_number,
+            command.activation_type,
+            command.reason_correction,
+            command.reason_meal,
+        )
+        delivered = idd_history.BolusDeliveredDetails(
+            0, command.activation_type, idd_history.BolusEndReason.PROGRAMMED_DURATION_OVER
+        )
+        self._record(event.BOLUS_PROGRAMMED_PART_1_OF_2, amounts)
+        self._record(event.BOLUS_PROGRAMMED_PART_2_OF_2, programmed)
+        self._record(event.BOLUS_DELIVERED_PART_1_OF_2, amounts)
+        self._record(event.BOLUS_DELIVERED_PART_2_OF_2, delivered)
+
+    def _history_access(self, data: bytes) -> None:
+        codes = idd_history.RacpResponseCodeValue
+        try:
+            request, _counter = idd_history.decode_racp_request(data, e2e=self.e2e)
+        except InvalidFrame as err:
+            fields = err.log_fields()
+            refused = idd_history.RacpResponseCode(
+                int(fields.get("request_opcode", 0)), int(fields.get("response_code", codes.INVALID_OPERAND))
+            )
+            self._history_reply([], refused)
+            return
+        self.history_requests.append(request)
+        opcode = idd_history.RacpOpcode
+        selected = self._select_history(request)
+        answer: idd_history.RacpResponse
+        if request.opcode == opcode.REPORT_STORED_RECORDS:
+            answer = idd_history.RacpResponseCode(request.opcode, codes.SUCCESS if selected else codes.NO_RECORDS_FOUND)
+        elif request.opcode == opcode.REPORT_NUMBER_OF_STORED_RECORDS:
+            answer = idd_history.RacpRecordCount(len(selected))
+        elif request.opcode == opcode.ABORT_OPERATION:
+            answer = idd_history.RacpResponseCode(request.opcode, codes.SUCCESS)
+        else:  # a pump's therapy history is not the client's to delete
+            answer = idd_history.RacpResponseCode(request.opcode, codes.OP_CODE_NOT_SUPPORTED)
+        self._history_reply(selected if request.opcode == opcode.REPORT_STORED_RECORDS else [], answer)
+
+    def _select_history(self, request: idd_history.RacpRequest) -> list[idd_history.HistoryRecord]:
+        operator, filters = idd_history.RacpOperator, idd_history.RacpFilterType
+        records = self.history
+        if request.filter_type == filters.SEQUENCE_NUMBER_REFERENCE_TIME_EVENTS:
+            records = [r for r in records if r.event_type == idd_history.HistoryEventType.REFERENCE_TIME]
+        elif request.filter_type == filters.SEQUENCE_NUMBER_NON_REFERENCE_TIME_EVENTS:
+            records = [r for r in records if r.event_type != idd_history.HistoryEventType.REFERENCE_TIME]
+        values = request.sequence_numbers
+        if request.operator == operator.ALL_RECORDS:
+            return list(records)
+        if request.operator == operator.FIRST_RECORD:
+            return records[:1]
+        if request.operator == operator.LAST_RECORD:
+            return records[-1:]
+        if request.operator == operator.GREATER_THAN_OR_EQUAL:
+            return [r for r in records if r.sequence_number >= values[0]]
+        if request.operator == operator.LESS_THAN_OR_EQUAL:
+            return [r for r in records if r.sequence_number <= values[0]]
+        if request.operator == operator.WITHIN_RANGE:
+            return [r for r in records if values[0] <= r.sequence_number <= values[1]]
+        return []
+
+    def _history_reply(self, records: list[idd_history.HistoryRecord], answer: idd_history.RacpResponse) -> None:
+        """The records as History Data notifications, then the RACP indication that closes the procedure."""
+        data, control_point = idd_history.IDD_HISTORY_DATA, idd_history.IDD_RECORD_ACCESS_CONTROL_POINT
+        frames = [(data, idd_history.encode_history_record(r, counter=self._e2e("hd"))) for r in records]
+        frames.append((control_point, idd_history.encode_racp_response(answer, counter=self._e2e("hr"))))
+
+        def send() -> None:
+            for uuid, frame in frames:
+                self.indicate(uuid, frame)
+
+        asyncio.get_running_loop().call_soon(send)
+
     def _answer(self, response: ids.IddResponse) -> None:
-        frame = ids.encode_response(response, counter=self._counter.next())
+        frame = ids.encode_response(response, counter=self._counter.next() if self.e2e else None)
         asyncio.get_running_loop().call_soon(self.indicate, ids.IDD_COMMAND_CONTROL_POINT, frame)
 
     async def _status(self, send: Callable[[bytes], None]) -> None:
@@ -454,7 +596,7 @@ class SimInsulinPump(SimPeripheral):
                 True,
                 self._e2e(gatt.IDD_STATUS),
             )
-            return gatt.encode_idd_status(status, e2e=True)
+            return gatt.encode_idd_status(status, e2e=self.e2e)
 
         await self._every(2.0, make, send)
 
@@ -506,7 +648,8 @@ class SimGattLink:
 
     def has_characteristic(self, uuid: str, *, notify: bool = False) -> bool:
         if notify:
-            return uuid in self.peripheral.notifiers or uuid in self.peripheral.indicatable
+            p = self.peripheral
+            return uuid in p.notifiers or uuid in p.indicatable or uuid in p.notifiable
         return uuid in self.peripheral.characteristics()
 
     async def start_notify(self, uuid: str, callback: NotifyCallback) -> None:

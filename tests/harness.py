@@ -12,10 +12,13 @@ from typing import Any
 
 from cloud_sync.receiver import ReferenceReceiver
 from drivers.registry import Backends
+from gateway.clock import TrustedClock
+from gateway.commands.ceilings import SafetyCeilings
 from gateway.config import Config
 from gateway.daemon import Gateway
 from hil.ble_radio import VirtualRadio
 from hil.ble_sim import SimBleWorld
+from hil.sim_clock import SimulatedClock
 
 
 @dataclass
@@ -35,6 +38,14 @@ class Running:
             if time.monotonic() > deadline:
                 raise AssertionError("condition not reached in time")
             await asyncio.sleep(0.05)
+
+    async def wait_connected(self, device: str, timeout_s: float = 20.0) -> None:
+        """Until the command target `device` is connected (its link up and subscribed)."""
+        parts = self.gateway.parts
+        if parts is None or parts.commands is None:
+            raise AssertionError("the gateway runs without commands")
+        target = parts.commands._targets[device]  # the service's own view of the device
+        await self.wait_until(lambda: target.connected, timeout_s)
 
     async def finish(self, drain_s: float = 20.0) -> None:
         """Stop the gateway and wait until the receiver holds everything the buffer accepted."""
@@ -64,7 +75,11 @@ async def running_gateway(
     drain_s: float = 20.0,
     receiver_tls: ssl.SSLContext | None = None,
     receiver_port: int | None = None,
+    clock: SimulatedClock | None = None,
+    ceilings: SafetyCeilings | None = None,
 ) -> AsyncIterator[Running]:
+    """A gateway with its receiver.  Its clock is the machine's, with the kernel's NTP state simulated as
+    synchronised unless `clock` says otherwise (a test machine's own NTP state must not decide a test)."""
     receiver = ReferenceReceiver(
         config.mqtt.host,
         receiver_port or config.mqtt.port,
@@ -77,7 +92,10 @@ async def running_gateway(
         await asyncio.wait_for(receiver.subscribed.wait(), 10)
         if world is None:
             world = SimBleWorld.for_devices(config.devices)
-        gateway = Gateway(config, Backends(ble=world.link))
+        trusted = TrustedClock(
+            clock or SimulatedClock(), max_error_s=config.clock.max_error_s, skew_s=config.commands.clock_skew_s
+        )
+        gateway = Gateway(config, Backends(ble=world.link), clock=trusted, ceilings=ceilings)
         stop = asyncio.Event()
         task = asyncio.create_task(gateway.run(stop, drain_uplink_s=drain_s), name="gateway")
         await asyncio.wait_for(gateway.started.wait(), 10)

@@ -69,3 +69,19 @@ def test_unit_has_the_required_settings() -> None:
         "StateDirectory=iomt-gateway",
     ):
         assert setting in text, setting
+
+
+def test_the_configuration_the_gateway_rewrites_is_where_the_sandbox_lets_it_write() -> None:
+    """Remote configuration rewrites --config: under ProtectSystem=strict only the state directory (and
+    ReadWritePaths) is writable, and the safety ceilings must not be."""
+    text = UNIT.read_text()
+    start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    config = re.search(r"--config (\S+)", start)
+    safety = re.search(r"--safety-file (\S+)", start)
+    assert config and safety, start
+    state_dir = "/var/lib/" + re.search(r"^StateDirectory=(\S+)$", text, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    writable = [state_dir] + [
+        p for line in text.splitlines() if line.startswith("ReadWritePaths=") for p in line.split("=", 1)[1].split()
+    ]
+    assert any(config.group(1).startswith(w + "/") for w in writable), (config.group(1), writable)
+    assert not any(safety.group(1).startswith(w + "/") for w in writable)

@@ -1,18 +1,27 @@
-"""The uplink against a real Mosquitto: a refused publish keeps its row; a clean stop says offline."""
+"""The uplink against a real Mosquitto: a refused publish keeps its row; a clean stop says offline; a stop at
+any moment, even one that lands with the broker's answer to a subscribe, ends the gateway."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiomqtt
 
+from cloud_sync.mqtt import call_keeping_stop
+from cloud_sync.uplink import SyncState
+from drivers.registry import Backends
+from gateway.config import parse_config
+from gateway.daemon import Gateway
 from gateway.model import Lane
 from hil.ble_sim import SimBleWorld, SimPulseOximeter
 from hil.physiology import Trajectory
-from tests.conftest import Mosquitto, make_config, start_mosquitto
+from tests.commanding import Issuer
+from tests.conftest import Mosquitto, config_dict, make_config, start_mosquitto
 from tests.harness import running_gateway
 
 
@@ -55,3 +64,50 @@ async def test_clean_stop_publishes_offline_state(tmp_path: Path, mosquitto: Mos
             message = await anext(aiter(client.messages))
     assert message.retain
     assert json.loads(bytes(message.payload))["state"] == "offline"  # type: ignore[arg-type]
+
+
+async def test_a_stop_that_lands_with_the_brokers_answer_is_not_lost() -> None:
+    """aiomqtt waits for each answer with asyncio.wait_for; on Python 3.11 a cancellation that arrives in the same
+    turn of the loop as the answer is dropped, and the caller carries on.  call_keeping_stop raises it."""
+    loop = asyncio.get_running_loop()
+
+    async def stop_as_the_answer_lands(call: Callable[[asyncio.Future[str]], Awaitable[str]]) -> object:
+        answer: asyncio.Future[str] = loop.create_future()
+        task = asyncio.create_task(call(answer))
+        await asyncio.sleep(0)  # the call now waits for the broker
+        task.cancel()  # the stop...
+        answer.set_result("SUBACK")  # ...and the broker's answer, in the same turn
+        try:
+            return await task
+        except asyncio.CancelledError as stopped:
+            return stopped
+
+    plain = await stop_as_the_answer_lands(lambda answer: asyncio.wait_for(answer, timeout=10))
+    kept = await stop_as_the_answer_lands(lambda answer: call_keeping_stop(asyncio.wait_for(answer, timeout=10)))
+    if sys.version_info < (3, 12):
+        assert plain == "SUBACK", "Python 3.11 drops the stop: why the uplink needs call_keeping_stop"
+    assert isinstance(kept, asyncio.CancelledError)
+
+
+async def test_a_stop_at_any_moment_of_the_start_ends_the_gateway(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """The gateway with commands (so the uplink subscribes to its downlink topics) is stopped at successive
+    instants after it comes online, through its subscribes and first publishes: every stop ends it.  Before the
+    fix some of these stops met a SUBACK or PUBACK, the stop was lost and the shutdown waited forever."""
+    issuer = Issuer()
+    for attempt in range(40):
+        document = config_dict(tmp_path / f"state-{attempt}", mosquitto.port)
+        document["devices"] = [document["devices"][1]]
+        document["commands"] = {"enabled": True, "issuers": issuer.issuers_config()}
+        config = parse_config(document)
+        gateway = Gateway(config, Backends(ble=SimBleWorld.for_devices(config.devices).link))
+        stop = asyncio.Event()
+        task = asyncio.create_task(gateway.run(stop), name=f"gateway-{attempt}")
+        async with asyncio.timeout(30):
+            while not (gateway.parts and gateway.parts.uplink.state is SyncState.ONLINE):
+                await asyncio.sleep(0)
+        await asyncio.sleep(attempt * 0.0005)
+        stop.set()
+        # Only a detector for a hang (the stop takes milliseconds); the assertion is that it ends at all.
+        done, _ = await asyncio.wait({task}, timeout=60)
+        assert done, f"the gateway stopped {attempt * 0.5} ms after coming online never ended"
+        await task

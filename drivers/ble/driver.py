@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from drivers.base import CommandRefused, DriverStats, EventSink, OutcomeUnknown
-from drivers.ble import device_info, gatt, ids
+from drivers.base import CommandRefused, DriverStats, EventSink, OutcomeUnknown, Settlement
+from drivers.ble import device_info, gatt, idd_history, ids
 from drivers.ble.link import GattLink, GattLinkFactory
 from drivers.ble.profiles import PROFILES, ProfileState
+from drivers.ble.pump_history import HistoryRead, settle_bolus
 from drivers.ble.sfloat import decode_sfloat, encode_sfloat
 from gateway.errors import InvalidFrame, TransportError
 from gateway.logs import get_logger
-from gateway.model import ConnectionState, DeviceStatus, Event, new_id, now_ns
+from gateway.model import CONDITIONS_KEY, ConnectionState, DeviceStatus, Event, new_id, now_ns
 from gateway.supervisor import report_healthy
 
 log = get_logger(__name__)
@@ -28,6 +29,7 @@ CONNECT_TIMEOUT_S = 10.0
 RACP_TIMEOUT_S = 30.0  # a CGM sends two weeks of 5-minute records in well under this
 REFETCH_ATTEMPTS = 3
 NOTIFY_QUEUE_SIZE = 1024
+MAX_HISTORY_RECORDS = 4096  # one history report; more is a report that decides nothing (never a growing list)
 
 Notification = tuple[str, bytes]
 
@@ -43,12 +45,15 @@ class BleDeviceDriver:
         link_factory: GattLinkFactory,
         *,
         silent_link_timeout_s: float = 10.0,
+        trusted_time: Callable[[], int | None] | None = None,
     ) -> None:
         self.device_id = device_id
         self.address = address
         self.profile = PROFILES[profile]
         self._link_factory = link_factory
         self._silent_timeout = silent_link_timeout_s
+        # Where a device's clock is set from: None (untrusted now) means the clock is left alone.
+        self._trusted_time = trusted_time if trusted_time is not None else now_ns
         self.stats = DriverStats()
         self._link: GattLink | None = None
         self._command_lock = asyncio.Lock()
@@ -68,6 +73,15 @@ class BleDeviceDriver:
         self._refetch_since: int | None = None
         self._last_refetch: int | None = None
         self.records_requested = 0  # RACP procedures started (for tests and the admin API)
+        # The pump's own history (IDD RACP + IDD History Data), read to settle an outcome-unknown command.
+        self._history_ready = False  # this connection offers it
+        self._history_lock = asyncio.Lock()
+        self._history_counter = ids.E2ECounter()
+        self._history_tracker = ids.E2ECounterTracker()
+        self._history_answer: asyncio.Future[bytes] | None = None
+        self._history_records: list[idd_history.HistoryRecord] | None = None  # the running report's records
+        self._history_problems = 0
+        self._connection_listeners: list[Callable[[str], None]] = []
 
     @property
     def connected(self) -> bool:
@@ -112,7 +126,7 @@ class BleDeviceDriver:
         if state.cgm_session_start_ns is not None:
             detail["sensor_session_start_ns"] = str(state.cgm_session_start_ns)
         await sink.emit(self._status(ConnectionState.CONNECTED, battery, detail, rssi=link.rssi_dbm))
-        await self._set_clock(link)
+        await self._set_clock(link, sink)
 
         def on_notify(uuid: str, data: bytes) -> None:
             try:
@@ -141,12 +155,23 @@ class BleDeviceDriver:
         racp = self.profile.record_access and link.has_characteristic(gatt.RECORD_ACCESS_CONTROL_POINT, notify=True)
         if racp:
             await link.start_notify(gatt.RECORD_ACCESS_CONTROL_POINT, self._on_racp)
+        self._history_ready = (
+            self.profile.delivery_history
+            and link.has_characteristic(idd_history.IDD_RECORD_ACCESS_CONTROL_POINT, notify=True)
+            and link.has_characteristic(idd_history.IDD_HISTORY_DATA, notify=True)
+        )
+        if self._history_ready:
+            await link.start_notify(idd_history.IDD_HISTORY_DATA, self._on_history_record)
+            await link.start_notify(idd_history.IDD_RECORD_ACCESS_CONTROL_POINT, self._on_history_racp)
+            self._history_counter = ids.E2ECounter()
         for uuid, data in self.profile.start_writes:
             if link.has_characteristic(uuid):
                 await link.write(uuid, data, response=True)
         log.info("device connected", device_id=self.device_id, profile=self.profile.name, rssi_dbm=link.rssi_dbm)
         report_healthy()
         self._link = link
+        for listener in self._connection_listeners:
+            listener(self.device_id)
 
         lost = asyncio.ensure_future(link.disconnected.wait())
         getter: asyncio.Future[Notification] | None = None
@@ -184,6 +209,8 @@ class BleDeviceDriver:
                     getter.cancel()
             if self._response is not None and not self._response.done():
                 self._response.set_exception(OutcomeUnknown("link lost while waiting for the device's answer"))
+            if self._history_answer is not None and not self._history_answer.done():
+                self._history_answer.set_exception(TransportError("link lost", device_id=self.device_id))
 
     # -- connection set-up ---------------------------------------------------------------------------------------
     async def _identity(self, link: GattLink) -> dict[str, str]:
@@ -197,16 +224,26 @@ class BleDeviceDriver:
                     log.warning("device information unreadable", device_id=self.device_id, **err.log_fields())
         return identity
 
-    async def _set_clock(self, link: GattLink) -> None:
-        """Set the device's clock through the Current Time Service, where it accepts writes."""
-        if link.has_characteristic(device_info.CURRENT_TIME):
+    async def _set_clock(self, link: GattLink, sink: EventSink) -> None:
+        """Set the device's clock through the Current Time Service, where it accepts writes, and only from
+        trusted time: a gateway that booted without NTP would otherwise write its own wrong clock into a pump.
+        When time cannot be trusted the device keeps its clock and a technical alarm says so."""
+        if not link.has_characteristic(device_info.CURRENT_TIME):
+            return
+        trusted = self._trusted_time()
+        conditions: tuple[str, ...] = ()
+        if trusted is None:
+            log.warning("device clock not set: the gateway's time is not trusted", device_id=self.device_id)
+            conditions = ("clock_not_set",)
+        else:
             try:
-                await link.write(device_info.CURRENT_TIME, device_info.encode_current_time_from_ns(now_ns()))
+                await link.write(device_info.CURRENT_TIME, device_info.encode_current_time_from_ns(trusted))
+                log.info("device clock set", device_id=self.device_id)
             except TransportError as err:
                 # Writing Current Time is optional in CTS: a device that refuses keeps its clock and its link.
                 log.warning("device clock not set", device_id=self.device_id, **err.log_fields())
-                return
-            log.info("device clock set", device_id=self.device_id)
+        detail = {CONDITIONS_KEY: "complete", "conditions_source": "clock", "priority.clock_not_set": "low"}
+        await sink.emit(self._status(ConnectionState.CONNECTED, detail=detail, errors=conditions))
 
     # -- stored records (RACP) -------------------------------------------------------------------------------
     def _on_racp(self, _uuid: str, data: bytes) -> None:
@@ -334,6 +371,87 @@ class BleDeviceDriver:
             if detail:
                 await sink.emit(self._status(ConnectionState.CONNECTED, detail=detail))
 
+    # -- the pump's own history (IDD RACP + IDD History Data): settling an unknown outcome ----------------------
+    def watch_connections(self, listener: Callable[[str], None]) -> None:
+        """Call listener(device_id) each time the link is ready (the command service settles then)."""
+        self._connection_listeners.append(listener)
+
+    def _on_history_racp(self, _uuid: str, data: bytes) -> None:
+        if self._history_answer is not None and not self._history_answer.done():
+            self._history_answer.set_result(bytes(data))
+
+    def _on_history_record(self, _uuid: str, data: bytes) -> None:
+        records = self._history_records
+        if records is None:
+            return  # not asked for: a pump sends history only in a report
+        try:
+            record, counter = idd_history.decode_history_record(data, e2e=self._state.idd_e2e)
+            if counter is not None:
+                self._history_tracker.check(counter)  # a lost or repeated record would make the report wrong
+        except InvalidFrame as err:
+            self._history_problems += 1
+            self.stats.invalid_frames += 1
+            log.warning("pump history record unusable", device_id=self.device_id, **err.log_fields())
+            return
+        if len(records) >= MAX_HISTORY_RECORDS:
+            self._history_problems += 1
+            return
+        records.append(record)
+
+    async def _read_history(self, request: idd_history.RacpRequest, timeout_s: float) -> HistoryRead | None:
+        """One IDD RACP report: the records that came as History Data, and whether the pump said Success.
+        None when the pump has no history here or the procedure failed (logged)."""
+        link = self._link
+        if link is None or not self._history_ready:
+            return None
+        e2e = self._state.idd_e2e
+        async with self._history_lock:
+            self._history_records, self._history_problems = [], 0
+            self._history_tracker.reset()
+            self._history_answer = asyncio.get_running_loop().create_future()
+            try:
+                frame = idd_history.encode_racp_request(request, counter=self._history_counter.next() if e2e else None)
+                await link.write(idd_history.IDD_RECORD_ACCESS_CONTROL_POINT, frame, response=True)
+                async with asyncio.timeout(timeout_s):
+                    raw = await self._history_answer
+                answer, _counter = idd_history.decode_racp_response(raw, e2e=e2e)
+            except (TransportError, InvalidFrame, TimeoutError) as err:
+                log.warning("pump history not read", device_id=self.device_id, error=type(err).__name__)
+                return None
+            finally:
+                records, problems = self._history_records or [], self._history_problems
+                self._history_records, self._history_answer = None, None
+        completed = (
+            isinstance(answer, idd_history.RacpResponseCode)
+            and answer.request_opcode == request.opcode
+            and answer.value == idd_history.RacpResponseCodeValue.SUCCESS
+        )
+        return HistoryRead(tuple(records), completed, problems)
+
+    async def history_position(self, timeout_s: float) -> int | None:
+        """The sequence number after the pump's newest history record (None: no history here, or unknown)."""
+        read = await self._read_history(idd_history.report_last_record(), timeout_s)
+        if read is None or not read.completed or read.problems or len(read.records) != 1:
+            if read is not None:
+                log.warning("pump history position unknown", device_id=self.device_id, count=len(read.records))
+            return None
+        return read.records[0].sequence_number + 1
+
+    async def settle_from_history(
+        self, command_type: str, parameters: dict[str, int | str], since: int, timeout_s: float
+    ) -> Settlement:
+        """What the pump's history from `since` on says about a bolus sent after `since` was read."""
+        if command_type != "bolus":
+            return Settlement("undecided", f"a {command_type} is not settled from the history")
+        try:
+            amount_iu = _exact_iu(int(parameters["amount_mu"]))
+        except (KeyError, ValueError, CommandRefused):
+            return Settlement("undecided", "the command's dose is not one the pump could have recorded")
+        read = await self._read_history(idd_history.report_records_since(since), timeout_s)
+        if read is None:
+            return Settlement("undecided", "the pump's history could not be read now")
+        return settle_bolus(read, since, amount_iu)
+
     # -- commands (insulin pump, IDS Command Control Point) ---------------------------------------------------
     def _on_control_point(self, _uuid: str, data: bytes) -> None:
         if self._response is not None and not self._response.done():
@@ -352,13 +470,17 @@ class BleDeviceDriver:
         return message
 
     async def execute(self, command_type: str, parameters: dict[str, int | str], timeout_s: float) -> dict[str, str]:
-        """Write one IDS command (with E2E counter and CRC) and wait for the pump's answer to *that* command."""
+        """Write one IDS command and wait for the pump's answer to *that* command.
+
+        Framed as the pump's IDD Features say: with E2E-Counter and E2E-CRC when it supports E2E protection,
+        without them when it does not (a pump without E2E would read the trailer as operand bytes)."""
         message = self._checked_message(command_type, parameters)
         async with self._command_lock:
             link = self._link
             if link is None or link.disconnected.is_set():
                 raise CommandRefused("device not connected; nothing was sent")
-            frame = ids.encode_command(message, counter=self._counter.next())
+            e2e = self._state.idd_e2e
+            frame = ids.encode_command(message, counter=self._counter.next() if e2e else None)
             self._response = asyncio.get_running_loop().create_future()
             try:
                 await link.write(ids.IDD_COMMAND_CONTROL_POINT, frame, response=True)
@@ -373,7 +495,7 @@ class BleDeviceDriver:
             finally:
                 self._response = None
             try:
-                response, counter = ids.decode_response(raw, e2e=True)
+                response, counter = ids.decode_response(raw, e2e=e2e)
                 if counter is not None:
                     self._tracker.check(counter)
             except InvalidFrame:
@@ -416,9 +538,17 @@ class BleDeviceDriver:
         detail: dict[str, str] | None = None,
         *,
         rssi: int | None = None,
+        errors: tuple[str, ...] = (),
     ) -> DeviceStatus:
         return DeviceStatus(
-            new_id(), self.device_id, connection, now_ns(), battery_pct=battery, rssi_dbm=rssi, detail=detail or {}
+            new_id(),
+            self.device_id,
+            connection,
+            now_ns(),
+            battery_pct=battery,
+            rssi_dbm=rssi,
+            errors=errors,
+            detail=detail or {},
         )
 
 

@@ -64,6 +64,10 @@ __all__ = [
     "enum_or_int",
     "check_uint",
     "date_time_valid",
+    "FlaggedLayout",
+    "pack_flagged",
+    "flagged_size",
+    "unpack_flagged",
     # heart rate
     "HeartRateMeasurement",
     "decode_heart_rate_measurement",
@@ -94,6 +98,9 @@ __all__ = [
     "encode_racp_response",
     "decode_racp_response",
     "racp_report_records_since",
+    "RacpGrammar",
+    "racp_request_bytes",
+    "parse_racp_request",
     "racp_report_all",
     "racp_report_number_all",
     "racp_abort",
@@ -258,6 +265,41 @@ def _sfloat_bytes(value: float) -> bytes:
 def _read_sfloat(data: bytes, offset: int) -> float:
     # Callers have checked the length already; this is only the conversion.
     return decode_sfloat(_U16.unpack_from(data, offset)[0])
+
+
+# Optional fields announced by flag bits: (flag bit, size in octets) per field, in wire order.
+FlaggedLayout: TypeAlias = tuple[tuple[int, int], ...]
+
+
+def pack_flagged(layout: FlaggedLayout, values: Sequence[int | None], names: Sequence[str]) -> tuple[int, bytes]:
+    """The flag bits and the bytes of the optional fields present (value not None), in the layout's order; each
+    value is range-checked for its size (ValueError)."""
+    flags, out = 0, b""
+    for (bit, size), value, name in zip(layout, values, names, strict=True):
+        if value is None:
+            continue
+        _check_uint(value, 8 * size, name)
+        flags |= bit
+        out += value.to_bytes(size, "little")
+    return flags, out
+
+
+def flagged_size(flags: int, layout: FlaggedLayout) -> int:
+    """How many octets the optional fields these flags announce take."""
+    return sum(size for bit, size in layout if flags & bit)
+
+
+def unpack_flagged(data: bytes, offset: int, flags: int, layout: FlaggedLayout) -> list[int | None]:
+    """The optional fields the flags announce, read in order from `offset`, None where absent (the caller has
+    checked the length against `flagged_size`)."""
+    values: list[int | None] = []
+    for bit, size in layout:
+        if flags & bit:
+            values.append(int.from_bytes(data[offset : offset + size], "little"))
+            offset += size
+        else:
+            values.append(None)
+    return values
 
 
 # The sibling codec modules (measurements, device_info) validate with these same checks: one definition each.
@@ -801,16 +843,141 @@ class RacpResponseCode(enum.IntEnum):
     OPERAND_NOT_SUPPORTED = 0x09
 
 
+@dataclass(frozen=True)
+class RacpGrammar:
+    """What the Record Access Control Points of the profiles differ in; the rules of a request are the same.
+
+    The generic RACP (Glucose, CGM: here) and the IDD RACP of an insulin pump (drivers.ble.idd_history) name their
+    op codes, operators and response codes alike but give them other values, and differ in the operand's width;
+    the IDD RACP also sends the filter type after "all", "first" and "last".  Refusals use the generic RACP's
+    values in both (see drivers.ble.idd_history on why that is assumed).
+    """
+
+    label: str  # in error messages, e.g. "RACP"
+    characteristic: str  # the InvalidFrame field
+    opcodes: type[enum.IntEnum]
+    operators: type[enum.IntEnum]
+    filter_types: type[enum.IntEnum]
+    codes: type[enum.IntEnum]  # the response code values, for refusals
+    value: struct.Struct  # one operand value
+    filter_always: bool = False  # the filter type also follows operators that take no value
+
+
 _RACP_RECORD_OPCODES: Final = frozenset(
-    {
-        RacpOpcode.REPORT_STORED_RECORDS,
-        RacpOpcode.DELETE_STORED_RECORDS,
-        RacpOpcode.REPORT_NUMBER_OF_STORED_RECORDS,
-    }
+    {"REPORT_STORED_RECORDS", "DELETE_STORED_RECORDS", "REPORT_NUMBER_OF_STORED_RECORDS"}
 )
-_RACP_OPERATORS: Final = frozenset(RacpOperator)
-_RACP_NO_OPERAND: Final = frozenset({RacpOperator.ALL_RECORDS, RacpOperator.FIRST_RECORD, RacpOperator.LAST_RECORD})
-_RACP_ONE_VALUE: Final = frozenset({RacpOperator.LESS_THAN_OR_EQUAL, RacpOperator.GREATER_THAN_OR_EQUAL})
+# How many values each record operator takes.
+_RACP_OPERAND_COUNTS: Final = {
+    "ALL_RECORDS": 0,
+    "FIRST_RECORD": 0,
+    "LAST_RECORD": 0,
+    "LESS_THAN_OR_EQUAL": 1,
+    "GREATER_THAN_OR_EQUAL": 1,
+    "WITHIN_RANGE": 2,
+}
+
+
+def _member_name(enum_cls: type[enum.IntEnum], value: int) -> str | None:
+    try:
+        return enum_cls(value).name
+    except ValueError:
+        return None
+
+
+def _racp_request_problem(
+    g: RacpGrammar, opcode: int, operator: int, filter_type: int | None, values: tuple[int, ...]
+) -> tuple[int, str] | None:
+    """The response code a server owes this request and why, or None when the request is well formed."""
+    refusal = RacpResponseCode  # the refusal values are the generic RACP's in every grammar
+    problem: tuple[int, str] | None = None
+    op, oper = _member_name(g.opcodes, opcode), _member_name(g.operators, operator)
+    wanted = _RACP_OPERAND_COUNTS.get(oper or "")
+    if op == "ABORT_OPERATION":
+        if oper != "NULL":
+            problem = refusal.INVALID_OPERATOR, "abort takes the null operator"
+        elif filter_type is not None or values:
+            problem = refusal.INVALID_OPERAND, "abort takes no operand"
+    elif op not in _RACP_RECORD_OPCODES:
+        problem = refusal.OP_CODE_NOT_SUPPORTED, "op code is not a request"
+    elif oper == "NULL":
+        problem = refusal.INVALID_OPERATOR, "record op codes need a non-null operator"
+    elif wanted is None:
+        problem = refusal.OPERATOR_NOT_SUPPORTED, "unknown operator"
+    elif wanted == 0 and not g.filter_always:
+        if filter_type is not None or values:
+            problem = refusal.INVALID_OPERAND, "operator takes no operand"
+    elif filter_type is None:
+        problem = refusal.INVALID_OPERAND, "operator needs a filter type"
+    elif _member_name(g.filter_types, filter_type) is None:
+        problem = refusal.OPERAND_NOT_SUPPORTED, "unsupported filter type"
+    elif len(values) != wanted or not all(0 <= v < 1 << 8 * g.value.size for v in values):
+        problem = refusal.INVALID_OPERAND, f"operand must be {wanted} value(s) of {g.value.size} octets"
+    elif wanted == 2 and values[0] > values[1]:
+        problem = refusal.INVALID_OPERAND, "range minimum exceeds maximum"
+    if problem is None:
+        return None
+    return _enum_or_int(g.codes, problem[0]), problem[1]
+
+
+def racp_request_bytes(
+    g: RacpGrammar, opcode: int, operator: int, filter_type: int | None, values: tuple[int, ...]
+) -> bytes:
+    """A request's bytes under grammar `g`; ValueError for a request a server would have to refuse."""
+    problem = _racp_request_problem(g, opcode, operator, filter_type, values)
+    if problem is not None:
+        raise ValueError(f"invalid {g.label} request: {problem[1]}")
+    out = _RACP_HEAD.pack(opcode, operator)
+    if filter_type is not None:
+        out += _U8.pack(filter_type) + b"".join(g.value.pack(v) for v in values)
+    return out
+
+
+def parse_racp_request(g: RacpGrammar, data: bytes) -> tuple[int, int, int | None, tuple[int, ...]]:
+    """(op code, operator, filter type, values) of a request under grammar `g` (server side).
+
+    A malformed request raises InvalidFrame whose fields carry `request_opcode` and the `response_code` the
+    server should answer with, when those can be determined.
+    """
+    name = g.characteristic
+    if not data:
+        raise InvalidFrame(f"{name} frame truncated", characteristic=name, length=0, expected=2)
+    opcode = _enum_or_int(g.opcodes, data[0])
+    if len(data) < 2:
+        raise InvalidFrame(
+            f"{name} has no operator",
+            characteristic=name,
+            length=len(data),
+            expected=2,
+            request_opcode=opcode,
+            response_code=_enum_or_int(g.codes, RacpResponseCode.INVALID_OPERATOR),
+        )
+    operator = _enum_or_int(g.operators, data[1])
+    filter_type: int | None = None
+    values: tuple[int, ...] = ()
+    if len(data) > 2:
+        filter_type = _enum_or_int(g.filter_types, data[2])
+        operand = data[3:]
+        if _member_name(g.filter_types, filter_type) is not None:
+            if len(operand) % g.value.size:
+                raise InvalidFrame(
+                    f"{name} operand is not a whole number of values",
+                    characteristic=name,
+                    length=len(data),
+                    request_opcode=opcode,
+                    response_code=_enum_or_int(g.codes, RacpResponseCode.INVALID_OPERAND),
+                )
+            values = tuple(v for (v,) in g.value.iter_unpack(operand))
+    problem = _racp_request_problem(g, opcode, operator, filter_type, values)
+    if problem is not None:
+        code, reason = problem
+        raise InvalidFrame(
+            f"{name} refused: {reason}",
+            characteristic=name,
+            length=len(data),
+            request_opcode=opcode,
+            response_code=code,
+        )
+    return opcode, operator, filter_type, values
 
 
 @dataclass(frozen=True, slots=True)
@@ -834,95 +1001,17 @@ class RacpResponse:
     number_of_records: int | None = None
 
 
-def _racp_request_problem(req: RacpRequest) -> tuple[RacpResponseCode, str] | None:
-    """The response code a server owes this request and why, or None when the request is well formed."""
-    if req.opcode == RacpOpcode.ABORT_OPERATION:
-        if req.operator != RacpOperator.NULL:
-            return RacpResponseCode.INVALID_OPERATOR, "abort takes the null operator"
-        if req.filter_type is not None or req.operand:
-            return RacpResponseCode.INVALID_OPERAND, "abort takes no operand"
-        return None
-    if req.opcode not in _RACP_RECORD_OPCODES:
-        return RacpResponseCode.OP_CODE_NOT_SUPPORTED, "op code is not a request"
-    if req.operator == RacpOperator.NULL:
-        return RacpResponseCode.INVALID_OPERATOR, "record op codes need a non-null operator"
-    if req.operator not in _RACP_OPERATORS:
-        return RacpResponseCode.OPERATOR_NOT_SUPPORTED, "unknown operator"
-    if req.operator in _RACP_NO_OPERAND:
-        if req.filter_type is not None or req.operand:
-            return RacpResponseCode.INVALID_OPERAND, "operator takes no operand"
-        return None
-    if req.filter_type is None:
-        return RacpResponseCode.INVALID_OPERAND, "operator needs a filter type and operand"
-    if req.filter_type != RacpFilterType.TIME_OFFSET:
-        return RacpResponseCode.OPERAND_NOT_SUPPORTED, "unsupported filter type"
-    wanted = 1 if req.operator in _RACP_ONE_VALUE else 2
-    if len(req.operand) != wanted or not all(0 <= v <= 0xFFFF for v in req.operand):
-        return RacpResponseCode.INVALID_OPERAND, "operand must be uint16 values, one or a (min, max) pair"
-    if wanted == 2 and req.operand[0] > req.operand[1]:
-        return RacpResponseCode.INVALID_OPERAND, "range minimum exceeds maximum"
-    return None
+_RACP: Final = RacpGrammar("RACP", "racp_request", RacpOpcode, RacpOperator, RacpFilterType, RacpResponseCode, _U16)
 
 
 def encode_racp_request(req: RacpRequest) -> bytes:
     """Encode a RACP request; raises ValueError for a request a server would have to refuse."""
-    problem = _racp_request_problem(req)
-    if problem is not None:
-        raise ValueError(f"invalid RACP request: {problem[1]}")
-    out = _RACP_HEAD.pack(req.opcode, req.operator)
-    if req.filter_type is not None:
-        out += _U8.pack(req.filter_type) + b"".join(_U16.pack(v) for v in req.operand)
-    return out
+    return racp_request_bytes(_RACP, req.opcode, req.operator, req.filter_type, req.operand)
 
 
 def decode_racp_request(buf: Buffer) -> RacpRequest:
-    """Decode a RACP request (server side).
-
-    A malformed request raises InvalidFrame whose fields carry `request_opcode` and the `response_code` the
-    server should answer with, when those can be determined.
-    """
-    name = "racp_request"
-    data = bytes(buf)
-    if not data:
-        raise InvalidFrame("racp_request frame truncated", characteristic=name, length=0, expected=2)
-    opcode = _enum_or_int(RacpOpcode, data[0])
-    if len(data) < 2:
-        raise InvalidFrame(
-            "racp_request has no operator",
-            characteristic=name,
-            length=len(data),
-            expected=2,
-            request_opcode=opcode,
-            response_code=RacpResponseCode.INVALID_OPERATOR,
-        )
-    operator = _enum_or_int(RacpOperator, data[1])
-    filter_type: int | None = None
-    operand: tuple[int, ...] = ()
-    if len(data) > 2:
-        filter_type = _enum_or_int(RacpFilterType, data[2])
-        values = data[3:]
-        if filter_type == RacpFilterType.TIME_OFFSET:
-            if len(values) % 2:
-                raise InvalidFrame(
-                    "racp_request operand is not a whole number of uint16",
-                    characteristic=name,
-                    length=len(data),
-                    request_opcode=opcode,
-                    response_code=RacpResponseCode.INVALID_OPERAND,
-                )
-            operand = tuple(v for (v,) in _U16.iter_unpack(values))
-    req = RacpRequest(opcode, operator, filter_type, operand)
-    problem = _racp_request_problem(req)
-    if problem is not None:
-        code, reason = problem
-        raise InvalidFrame(
-            f"racp_request refused: {reason}",
-            characteristic=name,
-            length=len(data),
-            request_opcode=opcode,
-            response_code=code,
-        )
-    return req
+    """Decode a RACP request (server side); a malformed one raises InvalidFrame naming its response code."""
+    return RacpRequest(*parse_racp_request(_RACP, bytes(buf)))
 
 
 def encode_racp_response(resp: RacpResponse) -> bytes:

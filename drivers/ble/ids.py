@@ -39,7 +39,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final, Literal, NoReturn, TypeAlias, TypeVar
 
-from drivers.ble.gatt import Buffer, crc16_mcrf4xx, uuid16
+from drivers.ble.gatt import Buffer, FlaggedLayout, crc16_mcrf4xx, flagged_size, pack_flagged, unpack_flagged, uuid16
 from drivers.ble.sfloat import decode_float, decode_sfloat, encode_float, encode_sfloat, read_float, read_sfloat
 from gateway.errors import InvalidFrame
 
@@ -50,6 +50,15 @@ __all__ = [
     "IDD_COMMAND_DATA",
     "IDD_RECORD_ACCESS_CONTROL_POINT",
     "IDD_HISTORY_DATA",
+    # shared with drivers.ble.idd_history
+    "BOLUS_OPTIONS",
+    "BOLUS_FLAGS_ALLOWED",
+    "bolus_options",
+    "read_bolus_options",
+    "seal_e2e",
+    "open_e2e",
+    "exact_dose_sfloat",
+    "read_dose",
     # enums
     "CommandOpCode",
     "ResponseCodeValue",
@@ -197,17 +206,15 @@ class TbrDeliveryContext(enum.IntEnum):
 
 # ------------------------------------------------------------------------------------------------ messages
 
-# Set Bolus flags
-_BOLUS_DELAY: Final = 0x01
-_BOLUS_TEMPLATE: Final = 0x02
-_BOLUS_ACTIVATION: Final = 0x04
+# Set Bolus flags: delay, template and activation type present (the optional fields, in that order), and the
+# reason bits.  Bolus Programmed Part 2 of 2 in the pump's history opens with the same octet.
 _BOLUS_REASON_CORRECTION: Final = 0x08
 _BOLUS_REASON_MEAL: Final = 0x10
-_BOLUS_ALLOWED: Final = 0x1F
+BOLUS_OPTIONS: Final[FlaggedLayout] = ((0x01, 2), (0x02, 1), (0x04, 1))
+BOLUS_FLAGS_ALLOWED: Final = 0x1F
 
-# Set TBR Adjustment flags
-_TBR_TEMPLATE: Final = 0x01
-_TBR_CONTEXT: Final = 0x02
+# Set TBR Adjustment flags: template and delivery context present (in that order), and Change TBR.
+_TBR_OPTIONS: Final[FlaggedLayout] = ((0x01, 1), (0x02, 1))
 _TBR_CHANGE: Final = 0x04
 _TBR_ALLOWED: Final = 0x07
 
@@ -411,6 +418,13 @@ def _body_length(body: bytes, expected: int, name: str, e2e: bool) -> None:
         )
 
 
+# The sibling IDS codec (idd_history: IDD RACP and History Data) frames and reads with these same helpers.
+seal_e2e = _seal
+open_e2e = _open
+exact_dose_sfloat = _dose_sfloat
+read_dose = _read_dose
+
+
 def _frame(opcode: int, operand: bytes, counter: int | None) -> bytes:
     return _seal(_OPCODE.pack(opcode) + operand, counter)
 
@@ -425,27 +439,31 @@ def _unframe(buf: Buffer, e2e: bool, name: str = _NAME) -> tuple[int, bytes, int
 # ------------------------------------------------------------------------------------------------ commands
 
 
+def bolus_options(
+    delay_min: int | None,
+    template_number: int | None,
+    activation_type: int | None,
+    reason_correction: bool,
+    reason_meal: bool,
+) -> tuple[int, bytes]:
+    """The Set Bolus flags octet and the optional fields it announces (the same layout opens Bolus Programmed
+    Part 2 of 2 in the pump's history); ValueError for a field out of range."""
+    names = ("delay_min", "template_number", "activation_type")
+    flags, tail = pack_flagged(BOLUS_OPTIONS, (delay_min, template_number, activation_type), names)
+    flags |= (_BOLUS_REASON_CORRECTION if reason_correction else 0) | (_BOLUS_REASON_MEAL if reason_meal else 0)
+    return flags, tail
+
+
+def read_bolus_options(data: bytes, offset: int, flags: int) -> tuple[int | None, int | None, int | None]:
+    """(delay, template number, activation type) as the flags announce them, from `offset` (length checked)."""
+    delay, template, activation = unpack_flagged(data, offset, flags, BOLUS_OPTIONS)
+    return delay, template, None if activation is None else _enum_or_int(BolusActivationType, activation)
+
+
 def _encode_set_bolus(m: SetBolus) -> bytes:
     _check_uint(m.bolus_type, 8, "bolus_type")
     _check_uint(m.duration_min, 16, "duration_min")
-    flags = 0
-    tail = b""
-    if m.delay_min is not None:
-        _check_uint(m.delay_min, 16, "delay_min")
-        flags |= _BOLUS_DELAY
-        tail += _U16.pack(m.delay_min)
-    if m.template_number is not None:
-        _check_uint(m.template_number, 8, "template_number")
-        flags |= _BOLUS_TEMPLATE
-        tail += _U8.pack(m.template_number)
-    if m.activation_type is not None:
-        _check_uint(m.activation_type, 8, "activation_type")
-        flags |= _BOLUS_ACTIVATION
-        tail += _U8.pack(m.activation_type)
-    if m.reason_correction:
-        flags |= _BOLUS_REASON_CORRECTION
-    if m.reason_meal:
-        flags |= _BOLUS_REASON_MEAL
+    flags, tail = bolus_options(m.delay_min, m.template_number, m.activation_type, m.reason_correction, m.reason_meal)
     return (
         _U8.pack(flags)
         + _U8.pack(m.bolus_type)
@@ -460,29 +478,12 @@ def _decode_set_bolus(operand: bytes) -> SetBolus:
     opcode = CommandOpCode.SET_BOLUS
     _min_length(operand, _SET_BOLUS_FIXED.size, opcode)
     flags = operand[0]
-    _reserved_flags(flags, _BOLUS_ALLOWED, opcode)
-    expected = (
-        _SET_BOLUS_FIXED.size
-        + (2 if flags & _BOLUS_DELAY else 0)
-        + (1 if flags & _BOLUS_TEMPLATE else 0)
-        + (1 if flags & _BOLUS_ACTIVATION else 0)
-    )
-    _exact_length(operand, expected, opcode)
+    _reserved_flags(flags, BOLUS_FLAGS_ALLOWED, opcode)
+    _exact_length(operand, _SET_BOLUS_FIXED.size + flagged_size(flags, BOLUS_OPTIONS), opcode)
     _, bolus_type, _, _, duration = _SET_BOLUS_FIXED.unpack_from(operand, 0)
     fast = _read_dose(operand, 2, "fast_amount")
     extended = _read_dose(operand, 4, "extended_amount")
-    offset = _SET_BOLUS_FIXED.size
-    delay: int | None = None
-    if flags & _BOLUS_DELAY:
-        (delay,) = _U16.unpack_from(operand, offset)
-        offset += 2
-    template: int | None = None
-    if flags & _BOLUS_TEMPLATE:
-        template = operand[offset]
-        offset += 1
-    activation: int | None = None
-    if flags & _BOLUS_ACTIVATION:
-        activation = _enum_or_int(BolusActivationType, operand[offset])
+    delay, template, activation = read_bolus_options(operand, _SET_BOLUS_FIXED.size, flags)
     return SetBolus(
         _enum_or_int(BolusType, bolus_type),
         fast,
@@ -499,16 +500,10 @@ def _decode_set_bolus(operand: bytes) -> SetBolus:
 def _encode_set_tbr(m: SetTbrAdjustment) -> bytes:
     _check_uint(m.tbr_type, 8, "tbr_type")
     _check_uint(m.duration_min, 16, "duration_min")
-    flags = _TBR_CHANGE if m.change_tbr else 0
-    tail = b""
-    if m.template_number is not None:
-        _check_uint(m.template_number, 8, "template_number")
-        flags |= _TBR_TEMPLATE
-        tail += _U8.pack(m.template_number)
-    if m.delivery_context is not None:
-        _check_uint(m.delivery_context, 8, "delivery_context")
-        flags |= _TBR_CONTEXT
-        tail += _U8.pack(m.delivery_context)
+    flags, tail = pack_flagged(
+        _TBR_OPTIONS, (m.template_number, m.delivery_context), ("template_number", "delivery_context")
+    )
+    flags |= _TBR_CHANGE if m.change_tbr else 0
     return (
         _U8.pack(flags)
         + _U8.pack(m.tbr_type)
@@ -523,24 +518,16 @@ def _decode_set_tbr(operand: bytes) -> SetTbrAdjustment:
     _min_length(operand, _SET_TBR_FIXED.size, opcode)
     flags = operand[0]
     _reserved_flags(flags, _TBR_ALLOWED, opcode)
-    expected = _SET_TBR_FIXED.size + (1 if flags & _TBR_TEMPLATE else 0) + (1 if flags & _TBR_CONTEXT else 0)
-    _exact_length(operand, expected, opcode)
+    _exact_length(operand, _SET_TBR_FIXED.size + flagged_size(flags, _TBR_OPTIONS), opcode)
     _, tbr_type, _, duration = _SET_TBR_FIXED.unpack_from(operand, 0)
     adjustment = _read_dose(operand, 2, "tbr_adjustment")
-    offset = _SET_TBR_FIXED.size
-    template: int | None = None
-    if flags & _TBR_TEMPLATE:
-        template = operand[offset]
-        offset += 1
-    context: int | None = None
-    if flags & _TBR_CONTEXT:
-        context = _enum_or_int(TbrDeliveryContext, operand[offset])
+    template, context = unpack_flagged(operand, _SET_TBR_FIXED.size, flags, _TBR_OPTIONS)
     return SetTbrAdjustment(
         _enum_or_int(TbrType, tbr_type),
         adjustment,
         duration,
         template,
-        context,
+        None if context is None else _enum_or_int(TbrDeliveryContext, context),
         bool(flags & _TBR_CHANGE),
     )
 

@@ -74,6 +74,9 @@ class Profile:
     bonding: bool = False  # the service needs an encrypted, bonded link (IDS: security mode 1 level 2+)
     record_access: bool = False  # stored records fetched through RACP after every (re)connection
     records: frozenset[str] = frozenset()  # characteristics carrying stored records (re-fetched when corrupt)
+    # The device keeps a history of what it delivered (IDD History Data through the IDD RACP): an outcome-unknown
+    # command is settled from it.
+    delivery_history: bool = False
 
 
 def _obs(state: ProfileState, ref: str, value: float, device_time_ns: int | None, *key: object) -> Observation:
@@ -121,6 +124,75 @@ def on_pmd_ecg(state: ProfileState, data: bytes) -> Sequence[Event]:
     ]
 
 
+# Status bits that are alarm conditions, by meaning: (bit, condition, priority, kind).  A condition about the
+# patient is physiological; one about the device or the measurement is technical.
+Condition = tuple[int, str, str, str]
+TECH, PHYS = "technical", "physiological"
+
+# PLX Measurement Status (16 bits) and Device and Sensor Status (24 bits), Pulse Oximeter Service 1.0.
+PLX_MEASUREMENT_CONDITIONS: tuple[Condition, ...] = (
+    (13, "plx_measurement_unavailable", "medium", TECH),
+    (14, "plx_questionable_measurement", "low", TECH),
+    (15, "plx_invalid_measurement", "medium", TECH),
+)
+PLX_SENSOR_CONDITIONS: tuple[Condition, ...] = (
+    (1, "plx_equipment_malfunction", "medium", TECH),
+    (2, "plx_signal_processing_irregularity", "low", TECH),
+    (3, "plx_inadequate_signal", "low", TECH),
+    (4, "plx_poor_signal", "low", TECH),
+    (5, "plx_low_perfusion", "low", TECH),
+    (6, "plx_erratic_signal", "low", TECH),
+    (7, "plx_nonpulsatile_signal", "medium", TECH),
+    (8, "plx_questionable_pulse", "low", TECH),
+    (10, "plx_sensor_interference", "low", TECH),
+    (11, "plx_sensor_unconnected_to_user", "medium", TECH),
+    (12, "plx_unknown_sensor", "medium", TECH),
+    (13, "plx_sensor_displaced", "medium", TECH),
+    (14, "plx_sensor_malfunction", "medium", TECH),
+    (15, "plx_sensor_disconnected", "medium", TECH),
+)
+# CGM Sensor Status Annunciation (CGM Service 1.0.1): status octet, cal/temp octet, warning octet.
+CGM_CONDITIONS: tuple[Condition, ...] = (
+    (0, "cgm_session_stopped", "medium", TECH),
+    (1, "cgm_battery_low", "low", TECH),
+    (2, "cgm_sensor_type_incorrect", "medium", TECH),
+    (3, "cgm_sensor_malfunction", "medium", TECH),
+    (4, "cgm_device_specific_alert", "low", TECH),
+    (5, "cgm_general_device_fault", "medium", TECH),
+    (8, "cgm_time_synchronization_required", "low", TECH),
+    (9, "cgm_calibration_not_allowed", "low", TECH),
+    (10, "cgm_calibration_recommended", "low", TECH),
+    (11, "cgm_calibration_required", "medium", TECH),
+    (12, "cgm_sensor_temperature_too_high", "low", TECH),
+    (13, "cgm_sensor_temperature_too_low", "low", TECH),
+    (14, "cgm_calibration_pending", "low", TECH),
+    (16, "glucose_below_patient_low", "medium", PHYS),
+    (17, "glucose_above_patient_high", "low", PHYS),
+    (18, "glucose_below_hypo_level", "high", PHYS),
+    (19, "glucose_above_hyper_level", "medium", PHYS),
+    (20, "glucose_rate_of_decrease_exceeded", "medium", PHYS),
+    (21, "glucose_rate_of_increase_exceeded", "medium", PHYS),
+    (22, "glucose_below_device_range", "high", PHYS),
+    (23, "glucose_above_device_range", "medium", PHYS),
+)
+
+
+def _conditions_status(state: ProfileState, source: str, present: list[tuple[str, str, str]]) -> DeviceStatus:
+    """Every condition one status source reports now (each an alarm while listed, cleared when gone)."""
+    detail = {CONDITIONS_KEY: "complete", "conditions_source": source}
+    for name, priority, kind in present:
+        detail[f"priority.{name}"] = priority
+        detail[f"kind.{name}"] = kind
+    names = tuple(dict.fromkeys(name for name, _, _ in present))
+    return DeviceStatus(new_id(), state.device_id, ConnectionState.CONNECTED, now_ns(), errors=names, detail=detail)
+
+
+def _flagged(bits: int | None, table: tuple[Condition, ...]) -> list[tuple[str, str, str]]:
+    if bits is None:
+        return []
+    return [(name, priority, kind) for bit, name, priority, kind in table if bits >> bit & 1]
+
+
 def on_plx_continuous(state: ProfileState, data: bytes) -> Sequence[Event]:
     m = gatt.decode_plx_continuous(data)
     events: list[Event] = [
@@ -129,14 +201,29 @@ def on_plx_continuous(state: ProfileState, data: bytes) -> Sequence[Event]:
     ]
     if m.pulse_amplitude_index_pct is not None:
         events.append(_obs(state, "MDC_PULS_OXIM_PERF_REL", m.pulse_amplitude_index_pct, None))
-    return _finite(events)
+    invalid = m.measurement_status is not None and m.measurement_status >> 13 & 0b101  # unavailable or invalid
+    events = [] if invalid else _finite(events)  # a value the oximeter calls invalid is not a value
+    if m.measurement_status is not None or m.device_sensor_status is not None:
+        present = _flagged(m.measurement_status, PLX_MEASUREMENT_CONDITIONS)
+        present += _flagged(m.device_sensor_status, PLX_SENSOR_CONDITIONS)
+        events.append(_conditions_status(state, "plx_status", present))
+    return events
 
 
 def on_cgm(state: ProfileState, data: bytes) -> Sequence[Event]:
+    """CGM records as glucose (LO and HI kept as -inf and +inf: coded, never dropped) and, for the newest
+    record, its sensor status and LO/HI as alarm conditions."""
     events: list[Event] = []
     for m in gatt.decode_cgm_measurements(data, e2e_crc=state.cgm_e2e_crc):
         if not state.first_sight_of_cgm_record(m.time_offset_min):
             continue
+        if m.time_offset_min == state.cgm_last_offset_min:  # records fetched late do not speak for now
+            present = _flagged(m.sensor_status, CGM_CONDITIONS)
+            if m.glucose_mg_dl == -math.inf:
+                present.append(("glucose_below_device_range", "high", PHYS))
+            elif m.glucose_mg_dl == math.inf:
+                present.append(("glucose_above_device_range", "medium", PHYS))
+            events.append(_conditions_status(state, "cgm_status", present))
         start = state.cgm_session_start_ns
         device_time = None if start is None else start + m.time_offset_min * 60_000_000_000
         if start is None:
@@ -152,7 +239,7 @@ def on_cgm(state: ProfileState, data: bytes) -> Sequence[Event]:
             events.append(_obs(state, "MDC_CONC_GLU_ISF", m.glucose_mg_dl, device_time, "glucose", *key))
             if m.trend_mg_dl_min is not None:
                 events.append(_obs(state, "MDC_CONC_GLU_TREND", m.trend_mg_dl_min, device_time, "trend", *key))
-    return _finite(events)
+    return events  # special values stay: the wire codes them ("special": "-inf" is the sensor's LO)
 
 
 def on_idd_status(state: ProfileState, data: bytes) -> Sequence[Event]:
@@ -307,6 +394,7 @@ PROFILES: dict[str, Profile] = {
             gatt.BATTERY_LEVEL: on_battery,
         },
         bonding=True,
+        delivery_history=True,
     ),
     "blood_pressure": Profile(
         "blood_pressure",

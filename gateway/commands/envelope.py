@@ -4,7 +4,11 @@ Envelope (JSON, on the downlink):
 
     {"v": 1, "gateway": "...", "command_id": "...", "device": "...", "type": "bolus",
      "parameters": {"amount_mu": 2500},
-     "issued_at": <ns>, "expires_at": <ns>, "signatures": [{"key_id": "...", "ed25519": "<base64>"}]}
+     "issued_at": <ns>, "expires_at": <ns>, "audit_head": {"seq": 41, "hash": "<hex>"},
+     "signatures": [{"key_id": "...", "ed25519": "<base64>"}]}
+
+`audit_head` (optional, signed like the rest) is the newest audit head the issuer saw in this gateway's command
+results: a gateway whose store does not hold it was rolled back, and refuses doses until a signed resync.
 
 The signature covers `canonical_bytes`: a domain-separation prefix, then the envelope without `signatures`
 as JSON with sorted keys, no whitespace, ASCII (other characters escaped).  Envelopes are parsed strictly:
@@ -57,6 +61,7 @@ class Envelope:
     expires_at_ns: int
     signatures: tuple[Signature, ...]
     body: dict[str, Any]
+    audit_head: tuple[int, str] | None = None
 
     def canonical(self, domain: bytes = DOMAIN) -> bytes:
         return canonical_bytes(self.body, domain)
@@ -124,8 +129,9 @@ def parse_envelope(raw: bytes, *, gateway_id: str | None = None) -> Envelope:
     if not isinstance(body, dict):
         raise MalformedEnvelope("not a JSON object")
     expected = {"v", "gateway", "command_id", "device", "type", "parameters", "issued_at", "expires_at", "signatures"}
-    if set(body) != expected:
-        raise MalformedEnvelope("fields must be exactly: " + ", ".join(sorted(expected)))
+    if set(body) - {"audit_head"} != expected:
+        raise MalformedEnvelope("fields must be exactly: " + ", ".join(sorted(expected)) + " (and audit_head)")
+    audit_head = _audit_head(body.get("audit_head"))
     if type(body["v"]) is not int or body["v"] != 1:
         raise MalformedEnvelope("unsupported version")
     for name in ("gateway", "command_id", "device"):
@@ -167,8 +173,27 @@ def parse_envelope(raw: bytes, *, gateway_id: str | None = None) -> Envelope:
             raise MalformedEnvelope("an Ed25519 signature is 64 bytes, base64-encoded")
         parsed.append(Signature(entry["key_id"], signature))
     return Envelope(
-        body["command_id"], body["device"], body["type"], dict(parameters), issued, expires, tuple(parsed), body
+        body["command_id"],
+        body["device"],
+        body["type"],
+        dict(parameters),
+        issued,
+        expires,
+        tuple(parsed),
+        body,
+        audit_head,
     )
+
+
+def _audit_head(value: Any) -> tuple[int, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"seq", "hash"}:
+        raise MalformedEnvelope("audit_head has exactly seq and hash")
+    digest = value["hash"]
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise MalformedEnvelope("audit_head hash must be 64 lower-case hex digits")
+    return _int(value["seq"], "audit_head seq"), digest
 
 
 def sign(body: dict[str, Any], keys: list[tuple[str, Ed25519PrivateKey]], domain: bytes = DOMAIN) -> dict[str, Any]:

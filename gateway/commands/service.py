@@ -6,8 +6,14 @@ nothing): well-formed (`malformed`, `wrong-gateway`); signed by trusted keys (`u
 window (`expired`, `not-yet-valid`, `validity-too-long`); never seen before, across restarts (`replayed`);
 target known and connected (`unknown-device`, `device-not-connected`); type allowed for the device, default
 deny (`type-not-allowed`); not blocked by an unresolved earlier command (`blocked-outcome-unknown`);
-parameters inside the device's safety policy (`policy:...`); accepted by the driver's own checks
-(`failed`, nothing sent).
+parameters inside the device's safety policy, clamped to the local ceilings (`policy:...`); accepted by the
+driver's own checks (`failed`, nothing sent).
+
+Dose-changing commands (bolus, temporary basal) also need trusted time and trusted state: a synchronised
+clock not behind any issuer-signed time (`clock-unsynchronised`, `clock-error-too-large`,
+`clock-behind-signed-time`), and a command store that was neither edited nor rolled back
+(`state-untrusted:<what>`) unless a signed `resync` has since restored that device (`issued-before-resync`
+for commands signed before it).  Spacing, rate and daily limits run on the monotonic clock within a boot.
 
 Until a signature has been verified nothing in a message can be trusted, its command id included: such
 rejections are reported under `unverified-<hash of the message>`, with the id it claimed in
@@ -15,9 +21,12 @@ rejections are reported under `unverified-<hash of the message>`, with the id it
 
 State machine: received -> verified -> sent -> confirmed | failed | expired | outcome-unknown (or received ->
 rejected).  outcome-unknown (the link dropped after sending, no answer, the gateway stopped or crashed while
-a command was out) blocks further commands of that type to that device until a signed `reconcile` command
-settles it.  Every transition is appended to the hash-chained audit log together with the state change (one
-transaction) and uplinked as a command result.
+a command was out) blocks further commands of that type to that device until it is settled: automatically from
+the device's own history when it keeps one (a bolus to an insulin pump: where the pump's history stood is read
+just before sending and kept with the command; once the pump is reachable again, its records from there on show
+the bolus delivered, or, complete and without it, not delivered), or by a signed `reconcile` command (the manual
+path, always available).  Every transition is appended to the hash-chained audit log together with the state
+change (one transaction) and uplinked as a command result; every settling step is audited too.
 """
 
 from __future__ import annotations
@@ -26,14 +35,16 @@ import asyncio
 import base64
 import hashlib
 import json
-import time
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from drivers.base import CommandRefused, CommandTarget, EventSink, OutcomeUnknown
+from drivers.base import CommandRefused, CommandTarget, DeliveryHistory, EventSink, OutcomeUnknown, Settlement
+from gateway.clock import TimePoint, TrustedClock, elapsed_ns
+from gateway.commands.ceilings import DOSE_CHANGING, SafetyCeilings
 from gateway.commands.envelope import (
     CONFIG_DOMAIN,
     Envelope,
@@ -43,11 +54,11 @@ from gateway.commands.envelope import (
     parse_envelope,
     strict_json,
 )
-from gateway.commands.store import CommandStore
+from gateway.commands.store import SETTLE, Baseline, CommandStore, StoredCommand
 from gateway.config import CommandsSection, Config, DevicePolicy
 from gateway.errors import ConfigError
 from gateway.logs import get_logger
-from gateway.model import CommandOutcome, CommandResult, new_id, now_ns
+from gateway.model import CommandOutcome, CommandResult, new_id
 
 log = get_logger(__name__)
 
@@ -57,6 +68,10 @@ DAY_NS = 24 * HOUR_NS
 # after an unknown outcome does not make the insulin un-delivered.
 COUNTS_AS_DELIVERED = {"sent", "confirmed", "outcome-unknown", "reconciled-failed"}
 MAX_BOLUS_ID = 0xFFFF
+_HEX_HASH = re.compile(r"^[0-9a-f]{64}$")
+RESYNC_PARAMETERS = {"audit_seq", "audit_hash", "delivered_mu_24h", "last_bolus_age_s"}
+HISTORY_TIMEOUT_S = 30.0  # a pump reports weeks of history in well under this
+SETTLED_TYPES = frozenset({"bolus"})  # command types a device's history can settle
 
 
 class Rejected(Exception):
@@ -76,9 +91,14 @@ class CommandService:
         sink: EventSink,
         *,
         gateway_id: str,
+        clock: TrustedClock | None = None,
+        ceilings: SafetyCeilings | None = None,
+        device_classes: Mapping[str, str] | None = None,
     ) -> None:
         self._config = config
         self._store = store
+        self._clock = clock if clock is not None else TrustedClock(skew_s=config.clock_skew_s)
+        self._ceilings = ceilings if ceilings is not None else SafetyCeilings()
         self._targets = targets
         self._sink = sink
         self._gateway_id = gateway_id
@@ -86,9 +106,28 @@ class CommandService:
             k.key_id: (Ed25519PublicKey.from_public_bytes(base64.b64decode(k.public_key)), k.revoked)
             for k in config.issuers
         }
-        self._policies = {p.device: p for p in config.devices}
+        classes = device_classes or {}
+        self._policies = {p.device: self._ceilings.clamp(p, classes.get(p.device)) for p in config.devices}
         self.on_rejection: Callable[[str], None] | None = None  # metrics hook: counts rejections by reason
+        # Devices with an outcome-unknown command their history may settle; set wakes the command loop for it.
+        self.settle_wanted = asyncio.Event()
+        self._settle_due: set[str] = set()
+        for target in targets.values():
+            if isinstance(target, DeliveryHistory):
+                target.watch_connections(self._device_ready)
+        if store.state.signed is not None:
+            self._clock.note_signed_time(*store.state.signed)
+        problems = store.state_problems()
+        if problems:
+            reason = problems[0].split(" ", maxsplit=1)[0]
+            log.error(
+                "command store edited outside the gateway; dose-changing commands refused until a signed resync",
+                reason=reason,
+            )
+            store.distrust(reason, self._clock.now())
         self._recover()
+        for command in store.in_states("outcome-unknown"):
+            self._want_settled(command[1])
 
     def _recover(self) -> None:
         """Commands a stop or crash left half-way: `sent` may have reached the device (outcome unknown, and it
@@ -134,7 +173,7 @@ class CommandService:
         try:
             policy = self._verify(envelope)
             target = self._targets[envelope.device]
-            if envelope.type != "reconcile":
+            if envelope.type not in ("reconcile", "resync"):  # settle the gateway's books, nothing is sent
                 target.validate(envelope.type, envelope.parameters)
         except Rejected as rejection:
             return self._reject(envelope, rejection.reason)
@@ -145,6 +184,8 @@ class CommandService:
         )
         if envelope.type == "reconcile":
             return self._reconcile(envelope)
+        if envelope.type == "resync":
+            return self._resync(envelope)
         return await self._execute(envelope, policy, target)
 
     def _reject_unverified(self, raw: bytes, reason: str, field: str = "command_id") -> CommandOutcome:
@@ -159,28 +200,86 @@ class CommandService:
 
     # -- checks ----------------------------------------------------------------------------------------------
     def _verify(self, envelope: Envelope) -> DevicePolicy:
-        now = time.time_ns()
-        skew = round(self._config.clock_skew_s * 1e9)
-        if now > envelope.expires_at_ns:
-            raise Rejected("expired")
-        if envelope.issued_at_ns > now + skew:
-            raise Rejected("not-yet-valid")
-        if envelope.expires_at_ns - envelope.issued_at_ns > self._config.max_validity_s * 1e9:
-            raise Rejected("validity-too-long")
-        if not self._store.remember(envelope.command_id, envelope.expires_at_ns):
+        now = self._clock.now()
+        dose = envelope.type in DOSE_CHANGING
+        if dose:
+            distrust = self._clock.distrust(now)
+            if distrust is not None:
+                raise Rejected(distrust)
+        self._check_window(envelope, now)
+        acked = self._check_head(envelope, now)
+        if not self._store.remember(
+            envelope.command_id, envelope.expires_at_ns, now, signed_ns=envelope.issued_at_ns, acked=acked
+        ):
             raise Rejected("replayed")
+        self._clock.note_signed_time(envelope.issued_at_ns, now)
         policy = self._policies.get(envelope.device)
         target = self._targets.get(envelope.device)
         if policy is None or target is None:
             raise Rejected("unknown-device")
-        if not target.connected and envelope.type != "reconcile":
+        state = self._store.state
+        baseline = state.resynced.get(envelope.device)
+        if dose and state.untrusted is not None and baseline is None:
+            raise Rejected(f"state-untrusted:{state.untrusted}")
+        if dose and baseline is not None and envelope.issued_at_ns < baseline.not_before_ns:
+            raise Rejected("issued-before-resync")
+        special = envelope.type in ("reconcile", "resync")
+        if not target.connected and not special:
             raise Rejected("device-not-connected")
-        if envelope.type not in policy.allowed:
+        if envelope.type not in policy.allowed and envelope.type != "resync":
             raise Rejected("type-not-allowed")
-        if envelope.type != "reconcile" and self._store.unresolved(envelope.device, envelope.type):
+        if not special and self._store.unresolved(envelope.device, envelope.type):
             raise Rejected("blocked-outcome-unknown")
-        self._check_policy(envelope, policy, now)
+        if envelope.type == "resync":
+            self._check_resync(envelope)
+        else:
+            self._check_policy(envelope, policy, now)
         return policy
+
+    def _check_window(self, envelope: Envelope, now: TimePoint) -> None:
+        skew = round(self._config.clock_skew_s * 1e9)
+        if now.wall_ns > envelope.expires_at_ns:
+            raise Rejected("expired")
+        if envelope.issued_at_ns > now.wall_ns + skew:
+            raise Rejected("not-yet-valid")
+        if envelope.expires_at_ns - envelope.issued_at_ns > self._config.max_validity_s * 1e9:
+            raise Rejected("validity-too-long")
+
+    def _check_head(self, envelope: Envelope, now: TimePoint) -> tuple[int, str] | None:
+        """The audit head the issuer last saw must be in this store; if not, the store was rolled back,
+        replaced or deleted, and stops being trusted for doses (the command itself may still be harmless)."""
+        head = envelope.audit_head
+        state = self._store.state
+        if head is None or (state.untrusted is not None and not state.resynced):
+            return None  # already found: the first finding stands until a resync
+        if any(envelope.issued_at_ns < b.not_before_ns for b in state.resynced.values()):
+            return None  # signed before a resync: it names a history the resync replaced
+        problem = self._store.head_problem(*head)
+        if problem is not None:
+            log.error(
+                "command store is behind the head the cloud acknowledged; dose-changing commands refused until"
+                " a signed resync",
+                reason=problem,
+                command_id=envelope.command_id,
+            )
+            self._store.distrust(problem, now)
+            return None
+        return head
+
+    def _check_resync(self, envelope: Envelope) -> None:
+        """A resync names the audit head it acknowledges (this store's, as reported in a result) and says what
+        the issuer knows was delivered to the device in the last 24 h."""
+        p = envelope.parameters
+        if set(p) != RESYNC_PARAMETERS:
+            raise Rejected("policy:bad-parameters")
+        seq, digest = p["audit_seq"], p["audit_hash"]
+        delivered, age = p["delivered_mu_24h"], p["last_bolus_age_s"]
+        if not (isinstance(seq, int) and isinstance(digest, str) and _HEX_HASH.fullmatch(digest)):
+            raise Rejected("policy:bad-parameters")
+        if not (isinstance(delivered, int) and isinstance(age, int) and delivered >= 0 and age >= 0):
+            raise Rejected("policy:bad-parameters")
+        if seq <= 0 or self._store.head_problem(seq, digest) is not None:
+            raise Rejected("resync-head-mismatch")
 
     def _signers(self, envelope: Envelope, message: bytes) -> set[str]:
         signers = set()
@@ -202,6 +301,12 @@ class CommandService:
         signers = self._signers(envelope, envelope.canonical())
         policy = self._policies.get(envelope.device)
         type_ = envelope.type
+        if type_ == "resync":
+            # Restoring doses after tampering takes what a remote configuration takes.
+            needed = max(self._config.config_signatures, self._ceilings.min_config_signatures)
+            if len(signers) < needed:
+                raise Rejected("insufficient-signatures")
+            return
         if type_ == "reconcile":
             # Settling a command takes what issuing it took.
             original = self._store.get(str(envelope.parameters.get("command_id", "")))
@@ -210,14 +315,24 @@ class CommandService:
         if len(signers) < needed:
             raise Rejected("insufficient-signatures")
 
-    def _check_policy(self, envelope: Envelope, policy: DevicePolicy, now: int) -> None:
+    def _history(self, device: str, now: TimePoint, exclude: str) -> list[tuple[int, StoredCommand]]:
+        """(age in ns, command) of this device's commands of the last 24 h that count as delivered; ages on
+        the monotonic clock within a boot, so a wall-clock jump cannot age a dose out early."""
+        out = []
+        for command in self._store.commands_of(device):
+            if command.state not in COUNTS_AS_DELIVERED or command.command_id == exclude:
+                continue
+            age = elapsed_ns(command.created, now)
+            if age < DAY_NS:
+                out.append((age, command))
+        return out
+
+    def _check_policy(self, envelope: Envelope, policy: DevicePolicy, now: TimePoint) -> None:
         p = envelope.parameters
-        history = [
-            c
-            for c in self._store.commands_since(envelope.device, now - DAY_NS)
-            if c.state in COUNTS_AS_DELIVERED and c.command_id != envelope.command_id
-        ]
-        last_hour = [c for c in history if c.created_ns >= now - HOUR_NS]
+        history = self._history(envelope.device, now, envelope.command_id)
+        baseline: Baseline | None = self._store.state.resynced.get(envelope.device)
+        since_resync = None if baseline is None else elapsed_ns(baseline.at, now)
+        last_hour = [c for age, c in history if age < HOUR_NS]
         if envelope.type != "reconcile" and len(last_hour) >= policy.max_commands_per_hour:
             raise Rejected("policy:rate-limit")
         amount = 0
@@ -227,8 +342,10 @@ class CommandService:
                 raise Rejected("policy:dose-resolution")
             if policy.max_bolus_mu is None or amount > policy.max_bolus_mu:
                 raise Rejected("policy:max-bolus")
-            last_bolus = max((c.created_ns for c in history if c.type == "bolus"), default=None)
-            if last_bolus is not None and now - last_bolus < policy.min_bolus_interval_s * 1e9:
+            ages = [age for age, c in history if c.type == "bolus"]
+            if baseline is not None and since_resync is not None:
+                ages.append(since_resync + baseline.last_bolus_age_ns)
+            if ages and min(ages) < policy.min_bolus_interval_s * 1e9:
                 raise Rejected("policy:bolus-spacing")
         elif envelope.type == "temp_basal":
             names = {"rate_mu_per_h", "duration_min"}
@@ -262,7 +379,9 @@ class CommandService:
         else:
             raise Rejected("type-not-allowed")  # default deny: a type the policy does not know how to bound
         if amount and policy.max_daily_mu is not None:
-            delivered = sum(_insulin_mu(c.type, c.parameters) for c in history)
+            delivered = sum(_insulin_mu(c.type, c.parameters) for _, c in history)
+            if baseline is not None and since_resync is not None and since_resync < DAY_NS:
+                delivered += baseline.delivered_mu_24h  # counted on top: double counting errs on the safe side
             if delivered + amount > policy.max_daily_mu:
                 raise Rejected("policy:daily-total")
 
@@ -270,20 +389,29 @@ class CommandService:
     async def _execute(self, envelope: Envelope, policy: DevicePolicy, target: CommandTarget) -> CommandOutcome:
         del policy
         command_id, device, type_ = envelope.command_id, envelope.device, envelope.type
-        if time.time_ns() > envelope.expires_at_ns:
+        # Where the device's own history stands, read before sending: if the answer is lost, the records from
+        # there on settle the command.  Unknown (None) only means a lost answer must be reconciled by hand.
+        since = None
+        if type_ in SETTLED_TYPES and isinstance(target, DeliveryHistory):
+            since = await target.history_position(self._config.response_timeout_s)
+        if self._clock.now().wall_ns > envelope.expires_at_ns:
             return self._transition(command_id, device, type_, CommandOutcome.EXPIRED, "expired before sending")
-        self._transition(command_id, device, type_, CommandOutcome.SENT)
+        self._transition(
+            command_id, device, type_, CommandOutcome.SENT, audit=None if since is None else {"history_from": since}
+        )
         try:
             details = await target.execute(type_, envelope.parameters, self._config.response_timeout_s)
         except CommandRefused as err:
             return self._transition(command_id, device, type_, CommandOutcome.FAILED, err.message)
         except OutcomeUnknown as err:
             log.error(
-                "command outcome unknown; further commands of this type are blocked until reconciled",
+                "command outcome unknown; further commands of this type are blocked until settled",
                 command_id=command_id,
                 device_id=device,
             )
-            return self._transition(command_id, device, type_, CommandOutcome.OUTCOME_UNKNOWN, err.message)
+            outcome = self._transition(command_id, device, type_, CommandOutcome.OUTCOME_UNKNOWN, err.message)
+            self._want_settled(device)
+            return outcome
         except asyncio.CancelledError:
             # Stopped while the command was out: it may have reached the device.
             self._transition(
@@ -291,6 +419,75 @@ class CommandService:
             )
             raise
         return self._transition(command_id, device, type_, CommandOutcome.CONFIRMED, details=details)
+
+    # -- settling from the device's own history -----------------------------------------------------------------
+    def _device_ready(self, device: str) -> None:
+        """A device's link is ready (called by its driver): what it may settle is tried now."""
+        if device in self._settle_due:
+            self.settle_wanted.set()
+
+    def _want_settled(self, device: str) -> None:
+        self._settle_due.add(device)
+        self.settle_wanted.set()
+
+    async def settle_unknown_outcomes(self) -> None:
+        """Settle, from the devices' own histories, every outcome-unknown command that can be: those to a device
+        that keeps a history, is connected now, and whose history position was read before sending.  Run by the
+        command loop between commands (never during one).  Never raises."""
+        self.settle_wanted.clear()
+        for device in sorted(self._settle_due):
+            target = self._targets.get(device)
+            if not isinstance(target, DeliveryHistory) or not target.connected:
+                continue  # tried again when its link is ready (its driver calls _device_ready)
+            for command in self._settleable(device):
+                try:
+                    await self._settle(command, target)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.error("settling from the device's history failed", command_id=command.command_id, exc_info=True)
+            if not self._settleable(device):
+                self._settle_due.discard(device)  # an undecided one is tried again at the next connection
+
+    def _settleable(self, device: str) -> list[StoredCommand]:
+        return [
+            c
+            for c in self._store.commands_of(device)
+            if c.state == "outcome-unknown" and c.type in SETTLED_TYPES and c.history_from is not None
+        ]
+
+    async def _settle(self, command: StoredCommand, target: DeliveryHistory) -> None:
+        """Read the device's history from where it stood when the command was sent, audit each step, and settle
+        the command when the history is certain: delivered (confirmed, with the device's own record) or, complete
+        and without it, not delivered (failed, yet still counted for every limit: state reconciled-failed)."""
+        since = command.history_from
+        if since is None:
+            return
+        cid, device, type_ = command.command_id, command.device, command.type
+        step = {"event": SETTLE, "command_id": cid, "device": device}
+        self._store.append_audit({**step, "step": "read-history", "history_from": since}, at=self._clock.now())
+        settlement: Settlement = await target.settle_from_history(type_, command.parameters, since, HISTORY_TIMEOUT_S)
+        self._store.append_audit(
+            {
+                **step,
+                "step": "finding",
+                "outcome": settlement.outcome,
+                "reason": settlement.reason,
+                "evidence": settlement.evidence,
+            },
+            at=self._clock.now(),
+        )
+        log.info("device history read for an unknown outcome", command_id=cid, outcome=settlement.outcome)
+        reason = f"settled from the device's history: {settlement.reason}"
+        details = {"settled_from": "device-history", **settlement.evidence}
+        if settlement.outcome == "delivered":
+            self._transition(cid, device, type_, CommandOutcome.CONFIRMED, reason, details=details)
+        elif settlement.outcome == "not-delivered":
+            # Certain from a complete history, yet it rests on the pump recording every bolus it accepts: the
+            # dose stays counted for every limit, as after an operator's "failed".
+            self._transition(
+                cid, device, type_, CommandOutcome.FAILED, reason, details=details, state_override="reconciled-failed"
+            )
 
     def _reconcile(self, envelope: Envelope) -> CommandOutcome:
         original_id = str(envelope.parameters["command_id"])
@@ -306,6 +503,16 @@ class CommandService:
                 f"reconciled by {envelope.command_id}",
                 state_override=None if confirmed else "reconciled-failed",
             )
+        return self._transition(envelope.command_id, envelope.device, envelope.type, CommandOutcome.CONFIRMED)
+
+    def _resync(self, envelope: Envelope) -> CommandOutcome:
+        now = self._clock.now()
+        p = envelope.parameters
+        baseline = Baseline(now, int(p["delivered_mu_24h"]), int(p["last_bolus_age_s"]) * 10**9, envelope.issued_at_ns)
+        self._store.resync(envelope.device, baseline, envelope.command_id)
+        log.warning(
+            "command state resynchronised by signed command", command_id=envelope.command_id, device_id=envelope.device
+        )
         return self._transition(envelope.command_id, envelope.device, envelope.type, CommandOutcome.CONFIRMED)
 
     # -- remote configuration --------------------------------------------------------------------------------
@@ -362,19 +569,18 @@ class CommandService:
             raise Rejected("wrong-gateway") from None
         except MalformedEnvelope:
             raise Rejected("malformed") from None
-        if len(self._signers(envelope, canonical_bytes(body, CONFIG_DOMAIN))) < self._config.config_signatures:
+        needed = max(self._config.config_signatures, self._ceilings.min_config_signatures)
+        if len(self._signers(envelope, canonical_bytes(body, CONFIG_DOMAIN))) < needed:
             raise Rejected("insufficient-signatures")
         config_id = envelope.command_id
         self._transition(config_id, "gateway", "config", CommandOutcome.RECEIVED)
-        now = time.time_ns()
-        if now > envelope.expires_at_ns:
-            raise Rejected("expired")
-        if envelope.issued_at_ns > now + round(self._config.clock_skew_s * 1e9):
-            raise Rejected("not-yet-valid")
-        if envelope.expires_at_ns - envelope.issued_at_ns > self._config.max_validity_s * 1e9:
-            raise Rejected("validity-too-long")
-        if not self._store.remember("config:" + config_id, envelope.expires_at_ns):
+        now = self._clock.now()
+        self._check_window(envelope, now)
+        if not self._store.remember(
+            "config:" + config_id, envelope.expires_at_ns, now, signed_ns=envelope.issued_at_ns
+        ):
             raise Rejected("replayed")
+        self._clock.note_signed_time(envelope.issued_at_ns, now)
         try:
             config = parse_config(body["config"])
             preflight(config)
@@ -384,6 +590,9 @@ class CommandService:
             raise Rejected("invalid-config: gateway.id and gateway.state_dir cannot change remotely")
         if not config.commands.enabled or not any(not k.revoked for k in config.commands.issuers):
             raise Rejected("invalid-config: it would cut off remote management (commands disabled or no issuer)")
+        violations = self._ceilings.violations(config)
+        if violations:
+            raise Rejected("unsafe-config: " + "; ".join(violations))
         return config_id, config
 
     def report_configuration(self, config_id: str, outcome: CommandOutcome, reason: str | None) -> None:
@@ -403,8 +612,10 @@ class CommandService:
         details: dict[str, str] | None = None,
         detail: dict[str, str] | None = None,
         state_override: str | None = None,
+        audit: dict[str, Any] | None = None,
     ) -> CommandOutcome:
-        """Audit, persist (one transaction) and uplink one state change."""
+        """Audit, persist (one transaction) and uplink one state change (`audit`: more fields for the record)."""
+        at = self._clock.now()
         body = {
             "command_id": command_id,
             "device": device,
@@ -412,23 +623,25 @@ class CommandService:
             "state": outcome.value,
             "reason": reason,
             "parameters": parameters,
-            "t_gw": now_ns(),
+            **(audit or {}),
         }
         tracked = outcome not in (CommandOutcome.RECEIVED, CommandOutcome.REJECTED) and device != "gateway"
         state = (command_id, device, type_, state_override or outcome.value) if tracked else None
         record = self._store.append_audit(
-            body, state=state, parameters=parameters if outcome is CommandOutcome.VERIFIED else None
+            body, state=state, parameters=parameters if outcome is CommandOutcome.VERIFIED else None, at=at
         )
         if outcome is CommandOutcome.REJECTED and self.on_rejection is not None:
             self.on_rejection((reason or "unknown").split(":")[0])
         result_detail = {
+            # The audit head travels with every result; the issuer names the last one it saw in its next
+            # command, which is how a store rolled back to an older copy is found.
             "audit_seq": str(record.seq),
             "audit_hash": record.hash.hex(),
             **(details or {}),
             **(detail or {}),
         }
         self._sink.emit_nowait(
-            CommandResult(new_id(), command_id, device or "gateway", outcome, now_ns(), reason, result_detail)
+            CommandResult(new_id(), command_id, device or "gateway", outcome, at.wall_ns, reason, result_detail)
         )
         return outcome
 
