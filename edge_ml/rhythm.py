@@ -6,13 +6,14 @@ The rules follow IEC 60601-2-27 and the PhysioNet/CinC Challenge 2015 definition
 `RhythmSettings`, configurable per patient):
 
 - `asystole`: no QRS for 4 s in the leads whose beats can be trusted, and no perfusing pulse in that time.
-- `extreme_bradycardia`: heart rate under 40 /min over 5 consecutive beats, in the best channel, unless a
-  perfusing pulse wave beats clearly faster.
-- `extreme_tachycardia`: heart rate over 140 /min over 17 consecutive beats, in the best lead, unless a
-  perfusing pulse wave says the lead is counting twice (its rate is under three quarters of the lead's).
-- `ventricular_tachycardia`: 5 consecutive beats judged ventricular (the beat classifier, across the leads
-  that saw each beat) at over 100 /min.  A pulse wave that stays unchanged through the run demands stronger
-  evidence.
+- `extreme_bradycardia`: heart rate under 40 /min over 5 consecutive credible beats of the most coherent lead,
+  unless a perfusing pulse wave beats clearly faster.
+- `extreme_tachycardia`: heart rate over 140 /min from the median interval of 17 consecutive credible beats of
+  a trusted lead, unless a perfusing pulse wave says the lead is counting twice (its rate is under three
+  quarters of the lead's).
+- `ventricular_tachycardia`: 5 consecutive beats judged ventricular (the beat classifier, weighed across the
+  leads that saw each beat) at over 100 /min, regular enough and wide enough.  A pulse wave that stays
+  unchanged through the run demands stronger evidence.
 - `ventricular_fibrillation`: a fibrillatory, flutter or oscillatory ECG (no energy above 15 Hz where QRS
   complexes put theirs, a dominant frequency of 2-9 Hz, low kurtosis) in every usable lead for 4 s, with no
   perfusing pulse.
@@ -53,7 +54,7 @@ CREDIBLE_AMPLITUDE = 0.8  # ... and so is one unlike it but nearly its size (a p
 NOISE_AMPLITUDE = 3.0  # a "beat" over three times the dominant one is movement, not a QRS
 CLUSTER_S = 0.1  # beats of different leads within this are one beat
 VT_IRREGULARITY = 0.35  # coefficient of variation of the run's intervals
-VT_LEAD_COHERENCE = 0.5
+VT_LEAD_COHERENCE = 0.5  # leads less coherent than this weigh a fifth in the VT evidence
 BRADY_MARGIN_BPM = 5.0  # a channel this much over the limit vetoes a slow one
 VT_MIN_WIDTH_MS = 90.0  # median QRS width of the run's beats
 NOISE_WIDTH_MS = 240.0  # a "QRS" this wide is noise (the measure's window is 300 ms)
@@ -406,7 +407,8 @@ class RhythmAnalyzer:
         )
 
     def _ventricular_run(self, coherence: dict[str, float], perfusing: list[_Pulse]) -> str | None:
-        """The last vt_beats fused beats: fast, regular enough, and ventricular in every lead that saw them."""
+        """The last vt_beats fused beats, if they are fast, regular and wide enough and judged ventricular on the
+        weighed evidence of the leads that saw them: the leads that saw them, else None."""
         s = self.settings
         clusters = list(self._clusters)[-s.vt_beats :]
         if len(clusters) < s.vt_beats:
