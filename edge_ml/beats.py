@@ -13,6 +13,7 @@ dominant one, or one that looks nothing like it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -24,74 +25,55 @@ FEATURES = 68  # shape minus template (64) + width, correlation, log amplitude r
 MODEL_NAME = "ecg_beat_classifier"
 
 
+@dataclass(frozen=True, slots=True)
+class BeatInput:
+    """What a classifier judges a beat by: its shape, its lead's dominant beat (None before there is one), and
+    four measures against that beat."""
+
+    shape: npt.NDArray[np.float32]
+    template: npt.NDArray[np.float64] | None
+    width_ms: float
+    correlation: float
+    amplitude_ratio: float
+    rr_ratio: float
+
+
 class BeatClassifier(Protocol):
-    """The probability that a beat is ventricular, from its shape and its lead's dominant beat."""
+    """The probability that a beat is ventricular."""
 
-    def probability(
-        self,
-        shape: npt.NDArray[np.float32],
-        template: npt.NDArray[np.float64] | None,
-        width_ms: float,
-        correlation: float,
-        amplitude_ratio: float,
-        rr_ratio: float,
-    ) -> float: ...
+    def probability(self, beat: BeatInput) -> float: ...
 
 
-def beat_features(
-    shape: npt.NDArray[np.float32],
-    template: npt.NDArray[np.float64],
-    width_ms: float,
-    correlation: float,
-    amplitude_ratio: float,
-    rr_ratio: float,
-) -> npt.NDArray[np.float32]:
-    """The model's input vector (training builds it with this very function)."""
-    scalars = (
-        min(width_ms, 300.0) / 100.0,
-        correlation,
-        math.log(max(amplitude_ratio, 1e-3)),
-        min(rr_ratio, 3.0),
-    )
+def beat_features(beat: BeatInput) -> npt.NDArray[np.float32]:
+    """The model's input vector (training builds it with this very function); before the lead has a dominant
+    beat, the shape is its own template."""
+    template = beat.template if beat.template is not None else beat.shape.astype(np.float64)
     out = np.empty(FEATURES, dtype=np.float32)
-    out[:64] = shape - template  # only how the beat differs from the patient's own: absolute shapes vary by lead
-    out[64:] = scalars
+    out[:64] = beat.shape - template  # only how the beat differs from the patient's own: absolute shapes vary by lead
+    out[64:] = (
+        min(beat.width_ms, 300.0) / 100.0,
+        beat.correlation,
+        math.log(max(beat.amplitude_ratio, 1e-3)),
+        min(beat.rr_ratio, 3.0),
+    )
     return out
 
 
 class ModelBeatClassifier:
-    """The LiteRT beat classifier; before the lead has a dominant beat, the shape is its own template."""
+    """The LiteRT beat classifier."""
 
     def __init__(self, model: Model) -> None:
         self.model = model
 
-    def probability(
-        self,
-        shape: npt.NDArray[np.float32],
-        template: npt.NDArray[np.float64] | None,
-        width_ms: float,
-        correlation: float,
-        amplitude_ratio: float,
-        rr_ratio: float,
-    ) -> float:
-        reference = template if template is not None else shape.astype(np.float64)
-        x = beat_features(shape, reference, width_ms, correlation, amplitude_ratio, rr_ratio)
-        return float(self.model.run(x).ravel()[0])
+    def probability(self, beat: BeatInput) -> float:
+        return float(self.model.run(beat_features(beat)).ravel()[0])
 
 
 class RuleBeatClassifier:
     """The fallback without a model: wide and unlike the dominant beat, or nothing like it at all."""
 
-    def probability(
-        self,
-        shape: npt.NDArray[np.float32],
-        template: npt.NDArray[np.float64] | None,
-        width_ms: float,
-        correlation: float,
-        amplitude_ratio: float,
-        rr_ratio: float,
-    ) -> float:
-        if template is None:
+    def probability(self, beat: BeatInput) -> float:
+        if beat.template is None:
             return 0.0
-        unlike = correlation < 0.8 and (width_ms >= 110.0 or not 0.7 <= amplitude_ratio <= 1.4)
-        return 1.0 if unlike or correlation < 0.5 else 0.0
+        unlike = beat.correlation < 0.8 and (beat.width_ms >= 110.0 or not 0.7 <= beat.amplitude_ratio <= 1.4)
+        return 1.0 if unlike or beat.correlation < 0.5 else 0.0

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from edge_ml.beats import BeatInput
 from edge_ml.filters import ecg_filter
 from edge_ml.qrs import QrsDetector
 
@@ -224,12 +225,12 @@ class LeadAnalyzer:
         else:
             correlation = float(np.dot(unit, dominant.unit))
             amplitude = qrs_ptp / dominant.ptp if dominant.ptp > 0 else 1.0
+        ventricular = 0.0
         if self._classifier is not None:
+            template = dominant.shape if dominant is not None else None
             ventricular = self._classifier.probability(
-                shape, dominant.shape if dominant is not None else None, width_ms, correlation, amplitude, rr_ratio
+                BeatInput(shape, template, width_ms, correlation, amplitude, rr_ratio)
             )
-        else:
-            ventricular = 0.0
         beat = Beat(r_peak, confidence, width_ms, correlation, amplitude, rr_ratio, ventricular)
         self._learn_template(shape, unit, qrs_ptp)
         return beat

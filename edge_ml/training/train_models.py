@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge_ml.beats import FEATURES, MODEL_NAME, beat_features
+from edge_ml.beats import FEATURES, MODEL_NAME, BeatInput, beat_features
 from edge_ml.ecg import LeadAnalyzer
 from edge_ml.wfdb import read_annotations, read_record
 
@@ -49,19 +49,8 @@ class _Recorder:
     def __init__(self) -> None:
         self.rows: list[npt.NDArray[np.float32] | None] = []
 
-    def probability(
-        self,
-        shape: npt.NDArray[np.float32],
-        template: npt.NDArray[np.float64] | None,
-        width_ms: float,
-        correlation: float,
-        amplitude_ratio: float,
-        rr_ratio: float,
-    ) -> float:
-        row = None
-        if template is not None:
-            row = beat_features(shape, template, width_ms, correlation, amplitude_ratio, rr_ratio)
-        self.rows.append(row)
+    def probability(self, beat: BeatInput) -> float:
+        self.rows.append(beat_features(beat) if beat.template is not None else None)
         return 0.0
 
 
