@@ -20,9 +20,9 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud_sync.wire import Batch, InvalidPayload, decode_message
-from gateway.logs import get_logger
-from gateway.model import Lane
+from gateway.core.logs import get_logger
+from gateway.core.model import Lane
+from gateway.core.wire import Batch, InvalidPayload, decode_message
 
 log = get_logger(__name__)
 

@@ -24,15 +24,15 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from cloud_sync.config import MqttSection
 from cloud_sync.mqtt import AckingClient, call_keeping_stop, raise_if_stopping
 from cloud_sync.ratelimit import TokenBucket
 from cloud_sync.tls import peer_certificate, spki_sha256
-from cloud_sync.wire import encode_message, message_overhead
-from gateway.buffer import Buffer, StoredRecord
-from gateway.config import MqttSection
-from gateway.logs import get_logger
-from gateway.metrics import Metrics
-from gateway.model import Lane
+from gateway.core.backlog import Backlog, StoredRecord
+from gateway.core.logs import get_logger
+from gateway.core.model import Lane
+from gateway.core.stats import Metrics
+from gateway.core.wire import encode_message, message_overhead
 
 log = get_logger(__name__)
 
@@ -115,7 +115,7 @@ class Uplink:
     def __init__(
         self,
         config: MqttSection,
-        buffer: Buffer,
+        buffer: Backlog,
         stored: asyncio.Event,
         metrics: Metrics,
         *,

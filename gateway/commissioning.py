@@ -24,7 +24,7 @@ from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 
 from drivers.ble import gatt
 from gateway.config import parse_config
-from gateway.errors import ConfigError
+from gateway.core.errors import ConfigError
 
 # The advertised service that names a profile (first match wins: a pump that also has a Battery Service is a pump).
 PROFILE_BY_SERVICE: dict[str, str] = {

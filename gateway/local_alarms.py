@@ -16,8 +16,8 @@ import time
 import aiomqtt
 
 from gateway.config import LocalAlarmChannel
-from gateway.logs import get_logger
-from gateway.model import Alarm
+from gateway.core.logs import get_logger
+from gateway.core.model import Alarm
 
 log = get_logger(__name__)
 

@@ -23,9 +23,9 @@ from edge_ml.wfdb import Record, read_record
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer, generate_key_file, load_keyring
 from gateway.config import AlarmsSection
-from gateway.metrics import Metrics
-from gateway.model import Alarm, WaveformChunk, new_id
-from gateway.nomenclature import quantity
+from gateway.core.model import Alarm, WaveformChunk, new_id
+from gateway.core.nomenclature import quantity
+from gateway.core.stats import Metrics
 from gateway.pipeline import Pipeline
 
 DEVICE = "replay-monitor"

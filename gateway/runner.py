@@ -34,10 +34,10 @@ from cloud_sync.uplink import SyncState
 from drivers.registry import Backends
 from gateway.clock import TrustedClock
 from gateway.commands.ceilings import SafetyCeilings
-from gateway.config import Config, DicomDeviceSection, SerialDeviceSection
+from gateway.config import Config
+from gateway.core.logs import get_logger
+from gateway.core.model import CommandOutcome, ConnectionState
 from gateway.daemon import Gateway
-from gateway.logs import get_logger
-from gateway.model import CommandOutcome, ConnectionState
 
 log = get_logger(__name__)
 
@@ -251,12 +251,7 @@ class GatewayRunner:
         not counted."""
         deadline = time.monotonic() + self._health_timeout
         in_window = False
-        devices = [
-            d.id
-            for d in gateway.config.devices
-            if not isinstance(d, DicomDeviceSection)
-            and not (isinstance(d, SerialDeviceSection) and d.address.startswith("listen://"))
-        ]
+        devices = [d.id for d in gateway.config.devices if not d.waits_for_sender()]
         while time.monotonic() < deadline:
             if task.done():
                 return False

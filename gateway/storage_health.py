@@ -19,9 +19,9 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from gateway.errors import StorageError
-from gateway.logs import get_logger
-from gateway.model import (
+from gateway.core.errors import StorageError
+from gateway.core.logs import get_logger
+from gateway.core.model import (
     Alarm,
     AlarmKind,
     AlarmPriority,

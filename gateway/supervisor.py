@@ -8,33 +8,17 @@ cannot help.  Cancelling one attempt (`kill`) restarts that task; cancelling the
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import ConfigError, GatewayError
-from gateway.logs import get_logger
-from gateway.metrics import Metrics
+from gateway.core.errors import ConfigError, GatewayError
+from gateway.core.logs import get_logger
+from gateway.core.stats import Metrics
 
 log = get_logger(__name__)
-
-_current: contextvars.ContextVar[SupervisedTask | None] = contextvars.ContextVar("supervised_task", default=None)
-
-
-def report_healthy() -> None:
-    """Called by a supervised task once it is doing its job (e.g. a driver connected and streaming).
-
-    Resets the task's backoff and logs the recovery once.  Outside a supervisor it does nothing, so drivers
-    can call it unconditionally.  Health is a positive signal, never elapsed time: a device that is out of
-    range fails its connect every time, and its backoff must keep growing.
-    """
-    task = _current.get()
-    if task is not None and task.failures_in_row:
-        log.info("task recovered", task=task.name, restarts=task.restarts)
-        task.failures_in_row = 0
 
 
 @dataclass
@@ -60,6 +44,22 @@ class Supervisor:
         self._max = max_s
         self.tasks: dict[str, SupervisedTask] = {}
         self._wrappers: dict[str, asyncio.Task[None]] = {}
+
+    def health_reporter(self, name: str) -> Callable[[], None]:
+        """The callback a supervised task is given to say it is doing its job (e.g. a driver connected and
+        streaming): it resets the task's backoff and logs the recovery once.
+
+        Health is a positive signal, never elapsed time: a device that is out of range fails its connect every
+        time, and its backoff must keep growing.
+        """
+
+        def healthy() -> None:
+            task = self.tasks.get(name)
+            if task is not None and task.failures_in_row:
+                log.info("task recovered", task=task.name, restarts=task.restarts)
+                task.failures_in_row = 0
+
+        return healthy
 
     def start(self, name: str, factory: Callable[[], Awaitable[None]]) -> SupervisedTask:
         supervised = SupervisedTask(name, factory)
@@ -91,11 +91,7 @@ class Supervisor:
         if me is None:  # pragma: no cover - always called from a task
             raise RuntimeError("supervisor must run in a task")
         while True:
-            context = contextvars.copy_context()
-            context.run(_current.set, task)
-            attempt: asyncio.Task[None] = asyncio.get_running_loop().create_task(
-                _await(task.factory), name=task.name, context=context
-            )
+            attempt: asyncio.Task[None] = asyncio.get_running_loop().create_task(_await(task.factory), name=task.name)
             task.attempt = attempt
             task.running_since = time.monotonic()
             error: BaseException | None = None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 from bumble import gatt
@@ -31,9 +31,10 @@ from bumble.transport.common import AsyncPipeSink
 from drivers.ble import device_info, ids
 from drivers.ble import gatt as sig
 from drivers.ble.bleak_link import BleakGattLink
-from gateway.config import DeviceSection
-from gateway.errors import TransportError
-from gateway.logs import get_logger
+from drivers.ble.transport import ScannerBackend
+from drivers.transport import DeviceSection
+from gateway.core.errors import TransportError
+from gateway.core.logs import get_logger
 from hil.ble_sim import SimPeripheral, default_peripheral, default_peripherals
 from hil.bleak_bumble import BumbleBleakClient, BumbleBleakScanner
 
@@ -367,3 +368,19 @@ def demo_radio() -> VirtualRadio:
     for name, profile in DEMO_DEVICES:
         radio.add(default_peripheral(name, profile))
     return radio
+
+
+class VirtualBackend:
+    """`virtual:NAME` addresses: simulated peripherals on a virtual radio, reached through bleak over bumble.
+    Registered as the `virtual` BLE backend (pyproject.toml's `iomt_gateway.ble_backends` entry points)."""
+
+    def link_factory(self, devices: Sequence[DeviceSection]) -> Callable[[str], BleakGattLink]:
+        return VirtualRadio.for_devices(devices).link
+
+    @contextlib.asynccontextmanager
+    async def scanner(self) -> AsyncIterator[ScannerBackend]:
+        async with demo_radio() as radio:
+            yield ScannerBackend(BumbleBleakScanner, {"bumble_device": radio.adapter})
+
+
+BACKEND = VirtualBackend()

@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -22,8 +22,9 @@ import numpy as np
 from drivers.ble import device_info, gatt, idd_history, ids
 from drivers.ble.link import NotifyCallback
 from drivers.ble.profiles import PMD_START_ECG, POLAR_EPOCH_OFFSET_NS
-from gateway.config import DeviceSection
-from gateway.errors import InvalidFrame, TransportError
+from drivers.ble.transport import ScannerBackend
+from drivers.transport import DeviceSection
+from gateway.core.errors import ConfigError, InvalidFrame, TransportError
 from hil.physiology import Episode, SyntheticEcg, Trajectory
 
 Notifier = Callable[[Callable[[bytes], None]], Coroutine[Any, Any, None]]
@@ -731,3 +732,17 @@ def default_peripheral(name: str, profile: str) -> SimPeripheral:
     if profile == "insulin_pump":
         return SimInsulinPump(name)
     raise ValueError(profile)
+
+
+class SimBackend:
+    """`sim:NAME` addresses: simulated peripherals linked in-process, with no radio.  Registered as the `sim` BLE
+    backend (pyproject.toml's `iomt_gateway.ble_backends` entry points)."""
+
+    def link_factory(self, devices: Sequence[DeviceSection]) -> Callable[[str], SimGattLink]:
+        return SimBleWorld.for_devices(devices).link
+
+    def scanner(self) -> contextlib.AbstractAsyncContextManager[ScannerBackend]:
+        raise ConfigError("sim: peripherals are linked in-process and cannot be heard; scan the virtual radio")
+
+
+BACKEND = SimBackend()

@@ -14,9 +14,9 @@ from pathlib import Path
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer, load_keyring
 from gateway.config import AlarmsSection
-from gateway.metrics import Metrics
-from gateway.model import Observation, stable_id
-from gateway.nomenclature import quantity
+from gateway.core.model import Observation, stable_id
+from gateway.core.nomenclature import quantity
+from gateway.core.stats import Metrics
 from gateway.pipeline import Pipeline
 
 DEVICE = "crash-device"

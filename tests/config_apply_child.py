@@ -15,7 +15,7 @@ from pathlib import Path
 from cloud_sync.uplink import SyncState
 from gateway.commands.ceilings import SafetyCeilings
 from gateway.config import load_config
-from gateway.logs import configure_logging
+from gateway.core.logs import configure_logging
 from gateway.runner import GatewayRunner, recover_pending
 
 

@@ -22,7 +22,7 @@ import structlog
 
 from gateway.buffer import generate_key_file
 from gateway.config import Config, parse_config
-from gateway.logs import configure_logging
+from gateway.core.logs import configure_logging
 
 REPO = Path(__file__).resolve().parent.parent
 

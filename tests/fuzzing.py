@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from gateway.errors import InvalidFrame
+from gateway.core.errors import InvalidFrame
 
 FAST = settings(max_examples=200, deadline=None, database=None)
 

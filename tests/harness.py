@@ -95,7 +95,7 @@ async def running_gateway(
         trusted = TrustedClock(
             clock or SimulatedClock(), max_error_s=config.clock.max_error_s, skew_s=config.commands.clock_skew_s
         )
-        gateway = Gateway(config, Backends(ble=world.link), clock=trusted, ceilings=ceilings)
+        gateway = Gateway(config, Backends({"ble": world.link}), clock=trusted, ceilings=ceilings)
         stop = asyncio.Event()
         task = asyncio.create_task(gateway.run(stop, drain_uplink_s=drain_s), name="gateway")
         await asyncio.wait_for(gateway.started.wait(), 10)

@@ -16,8 +16,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from cloud_sync.uplink import _state_payload
-from cloud_sync.wire import WAVEFORM_MAGIC, encode_batch, encode_message
-from gateway.model import (
+from gateway.core.model import (
     Alarm,
     AlarmKind,
     AlarmPriority,
@@ -32,7 +31,8 @@ from gateway.model import (
     new_id,
     now_ns,
 )
-from gateway.nomenclature import quantity
+from gateway.core.nomenclature import quantity
+from gateway.core.wire import WAVEFORM_MAGIC, encode_batch, encode_message
 from tests.conftest import Mosquitto, make_config
 from tests.harness import running_gateway
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edge_ml.wfdb import physionet_dir
-from gateway.benchmarks.alarms import active_spans, score
+from hil.bench.alarms import active_spans, score
 from hil.physiology import SyntheticEcg, SyntheticPulse
 
 DEV = physionet_dir().parent / "cinc2015-dev"

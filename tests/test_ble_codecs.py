@@ -43,7 +43,7 @@ from drivers.ble.sfloat import (
     read_float,
     read_sfloat,
 )
-from gateway.errors import InvalidFrame
+from gateway.core.errors import InvalidFrame
 from tests.fuzzing import FAST, Mutation, check_mutations, decodes_or_invalid, mutations
 
 U16 = struct.Struct("<H")

@@ -17,7 +17,7 @@ from bleak import BleakClient, BleakScanner
 
 from drivers.ble import gatt, ids
 from gateway.config import Config, parse_config
-from gateway.nomenclature import quantity
+from gateway.core.nomenclature import quantity
 from hil.ble_radio import VirtualRadio
 from hil.ble_sim import SimCgm, SimEcgPatch, SimInsulinPump, SimPulseOximeter
 from hil.bleak_bumble import BumbleBleakClient, BumbleBleakScanner

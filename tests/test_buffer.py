@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from gateway.buffer import Buffer, generate_key_file, load_keyring
-from gateway.buffer.store import SCHEMA_VERSION, NewRecord, _Store
-from gateway.errors import BufferKeyError, IntegrityError
-from gateway.model import Lane
+from gateway.buffer.store import SCHEMA_VERSION, _Store
+from gateway.core.backlog import NewRecord
+from gateway.core.errors import BufferKeyError, IntegrityError
+from gateway.core.model import Lane
 
 
 @pytest.fixture

@@ -20,11 +20,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer, generate_key_file, load_keyring, prune_key_file, rotate_key_file
 from gateway.buffer.inspect import key_ids_in_use, summarize
-from gateway.buffer.store import NewRecord, _schema_scripts, _split_sql, associated_data
+from gateway.buffer.store import _schema_scripts, _split_sql, associated_data
 from gateway.config import AlarmsSection
-from gateway.errors import BufferKeyError
-from gateway.metrics import Metrics
-from gateway.model import (
+from gateway.core.backlog import NewRecord
+from gateway.core.errors import BufferKeyError
+from gateway.core.model import (
     Alarm,
     AlarmKind,
     AlarmPriority,
@@ -35,7 +35,8 @@ from gateway.model import (
     new_id,
     now_ns,
 )
-from gateway.nomenclature import quantity
+from gateway.core.nomenclature import quantity
+from gateway.core.stats import Metrics
 from gateway.pipeline import Pipeline
 from hil.crash_ingest import value_id
 

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.commissioning import add_device, scan
 from gateway.config import load_config
-from gateway.errors import ConfigError
+from gateway.core.errors import ConfigError
 from hil.ble_radio import DEMO_DEVICES, demo_radio
 from hil.bleak_bumble import BumbleBleakScanner
 from tests.conftest import config_dict

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from gateway.config import DEFAULT_CONFIG_PATH, load_config, parse_config
-from gateway.demo import DEMO_CONFIG
-from gateway.errors import ConfigError
+from gateway.core.errors import ConfigError
+from hil.demo import DEMO_CONFIG
 from tests.conftest import config_dict
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from cloud_sync.receiver import ReferenceReceiver
 from gateway.buffer import Buffer, load_keyring
-from gateway.model import Lane
+from gateway.core.model import Lane
 from gateway.sdnotify import SystemdNotifier
 from tests.conftest import Mosquitto, config_dict
 from tests.test_config import _toml

@@ -12,13 +12,10 @@ import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from gateway.config import (
-    Config,
-    DicomDeviceSection,
-    ModbusDeviceSection,
-    SerialDeviceSection,
-    parse_config,
-)
+from drivers.dicom.transport import DicomDeviceSection
+from drivers.modbus.transport import ModbusDeviceSection
+from drivers.serial.transport import SerialDeviceSection
+from gateway.config import Config, parse_config
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "iomt-gateway.service"
@@ -121,7 +118,7 @@ def test_the_shipped_scp_example_restricts_calling_aes() -> None:
 def test_a_storage_scp_open_to_any_calling_ae_must_be_deliberate(tmp_path: Path) -> None:
     import pytest  # noqa: PLC0415
 
-    from gateway.errors import ConfigError  # noqa: PLC0415
+    from gateway.core.errors import ConfigError  # noqa: PLC0415
     from tests.conftest import config_dict  # noqa: PLC0415
 
     data = config_dict(tmp_path / "state", 1883)

@@ -11,7 +11,7 @@ from typing import Any
 from drivers.ble import gatt
 from drivers.ble.profiles import ProfileState, on_cgm, on_plx_continuous
 from gateway.config import parse_config
-from gateway.model import DeviceStatus, Observation
+from gateway.core.model import DeviceStatus, Observation
 from hil.ble_radio import VirtualRadio
 from hil.ble_sim import SimCgm
 from tests.conftest import Mosquitto, config_dict

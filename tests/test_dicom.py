@@ -15,9 +15,9 @@ import pydicom
 from pydicom.data import get_testdata_file
 
 from gateway.config import Config, parse_config
+from gateway.core.model import Lane
 from gateway.daemon import Gateway
-from gateway.demo import free_loopback_port
-from gateway.model import Lane
+from hil.demo import free_loopback_port
 from hil.dicom_sim import echo, send_async
 from tests.conftest import Mosquitto, config_dict, start_mosquitto
 from tests.harness import Running, running_gateway
@@ -203,7 +203,7 @@ async def test_upload_resumes_after_an_outage_without_resending_acknowledged_chu
     )
     try:
         async with running_gateway(config, receiver_port=broker.port) as run:
-            metrics = run.gateway.metrics
+            metrics = run.gateway.core.stats
             statuses = await send_async("127.0.0.1", port, [_file(n) for n in GOOD])
             assert statuses == [0x0000] * len(GOOD)
             await run.wait_until(lambda: metrics.publishes >= 5, 30)

@@ -43,9 +43,9 @@ from drivers.dicom.validate import (
     validate,
     validate_dataset,
 )
-from gateway.errors import InvalidFrame
-from gateway.model import Lane
-from gateway.nomenclature import Kind, quantity
+from gateway.core.errors import InvalidFrame
+from gateway.core.model import Lane
+from gateway.core.nomenclature import Kind, quantity
 from tests.fuzzing import FAST, Mutation, mutate, mutations
 
 BUNDLED = Path(pydicom.__file__).parent / "data" / "test_files"

@@ -19,7 +19,7 @@ from drivers.dicom import intake
 from drivers.dicom.spool import SEGMENT, Spool, SpoolError
 from drivers.dicom.validate import DicomRejected, validate, validate_source
 from gateway.config import parse_config
-from gateway.demo import free_loopback_port
+from hil.demo import free_loopback_port
 from hil.dicom_sim import send_file, write_large_object
 from tests.conftest import Mosquitto, config_dict
 from tests.harness import Running, running_gateway

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from gateway.nomenclature import quantity
+from gateway.core.nomenclature import quantity
 from tests.conftest import Mosquitto, make_config
 from tests.harness import running_gateway
 
@@ -53,6 +53,6 @@ async def test_buffer_is_empty_after_drain_and_rows_deleted_only_after_puback(
     async with running_gateway(config) as run:
         await run.wait_until(lambda: run.gateway.metrics.publishes > 5)
         await run.finish()
-        metrics = run.gateway.metrics
+        metrics = run.gateway.core.stats
         assert metrics.rows_deleted == metrics.rows_written
         assert 0 < metrics.publishes <= metrics.rows_written  # a message carries one or more rows

@@ -16,8 +16,8 @@ from typing import Any
 
 from drivers.serial.framing import MllpFramer, mllp_wrap
 from gateway.config import parse_config
-from gateway.demo import free_loopback_port
-from gateway.model import Alarm
+from gateway.core.model import Alarm
+from hil.demo import free_loopback_port
 from hil.serial_sim import Hl7Monitor
 from tests.conftest import Mosquitto, config_dict
 from tests.harness import Running, in_background, running_gateway

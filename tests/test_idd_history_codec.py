@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from drivers.ble import idd_history as h
 from drivers.ble.ids import BolusActivationType, BolusType
-from gateway.errors import InvalidFrame
+from gateway.core.errors import InvalidFrame
 from tests.fuzzing import FAST, check_mutations, decodes_or_invalid, mutations
 from tests.test_ids_codec import crc16_bitwise, doses
 

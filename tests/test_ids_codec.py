@@ -37,7 +37,7 @@ from drivers.ble.ids import (
     encode_command,
     encode_response,
 )
-from gateway.errors import InvalidFrame
+from gateway.core.errors import InvalidFrame
 
 FAST = settings(max_examples=200, deadline=None, database=None)
 

@@ -46,7 +46,7 @@ from drivers.ble.ids import (
     encode_status_reader_request,
     encode_status_reader_response,
 )
-from gateway.errors import InvalidFrame
+from gateway.core.errors import InvalidFrame
 from tests.fuzzing import FAST, Mutation, check_mutations, decodes_or_invalid, mutations
 
 Decoder = Callable[[bytes], Any]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from gateway.alarms import AlarmEngine
 from gateway.config import AlarmsSection, LimitRule
-from gateway.model import AlarmState, ConnectionState, DeviceStatus, Observation, new_id
-from gateway.nomenclature import quantity
+from gateway.core.model import AlarmState, ConnectionState, DeviceStatus, Observation, new_id
+from gateway.core.nomenclature import quantity
 
 T0 = 1_800_000_000 * 10**9
 

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from gateway.alarms import AlarmEngine
 from gateway.config import AlarmsSection, parse_config
-from gateway.liveness import DAY_S, LivenessMonitor, liveness_rules
-from gateway.model import Alarm, AlarmPriority, AlarmState, ConnectionState, DeviceStatus, Observation, new_id
-from gateway.nomenclature import quantity
+from gateway.core.model import Alarm, AlarmPriority, AlarmState, ConnectionState, DeviceStatus, Observation, new_id
+from gateway.core.nomenclature import quantity
+from gateway.liveness import LivenessMonitor, liveness_rules
 from tests.conftest import Mosquitto, config_dict
 from tests.harness import running_gateway
+
+DAY_S = 24 * 3600.0
 
 S = 10**9
 

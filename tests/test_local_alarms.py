@@ -50,7 +50,7 @@ async def test_local_alarm_channel_over_mutual_tls_with_credentials(tmp_path: Pa
 
     import pytest  # noqa: PLC0415
 
-    from gateway.errors import ConfigError  # noqa: PLC0415
+    from gateway.core.errors import ConfigError  # noqa: PLC0415
     from tests.conftest import start_mosquitto  # noqa: PLC0415
     from tests.pki import make_pki, mosquitto_tls_conf  # noqa: PLC0415
 

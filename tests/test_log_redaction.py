@@ -9,8 +9,8 @@ import logging
 import re
 from pathlib import Path
 
-from gateway.errors import TransportError
-from gateway.logs import REDACTED, get_logger
+from gateway.core.errors import TransportError
+from gateway.core.logs import REDACTED, get_logger
 from hil.ble_sim import SimBleWorld, SimCgm, SimEcgPatch, SimInsulinPump, SimPulseOximeter
 from hil.physiology import Trajectory
 from tests.conftest import Mosquitto, make_config

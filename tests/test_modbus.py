@@ -19,8 +19,8 @@ from drivers.modbus.plan import plan_reads
 from drivers.modbus.profile import ModbusProfile, Point, load_profile, parse_profile
 from drivers.modbus.registers import decoder, encode_value, engineering_value, raw_value
 from gateway.config import parse_config
-from gateway.errors import ConfigError
-from gateway.model import DeviceStatus, Event, Observation
+from gateway.core.errors import ConfigError
+from gateway.core.model import DeviceStatus, Event, Observation
 from hil.modbus_sim import MedicationFridge, ModbusSimServer
 from tests.commanding import Issuer, publish
 from tests.conftest import Mosquitto, config_dict

@@ -6,7 +6,7 @@ import ast
 import re
 from pathlib import Path
 
-from gateway.nomenclature import ALIASES, BY_CODE, BY_REFERENCE, Kind, all_quantities, quantity
+from gateway.core.nomenclature import ALIASES, BY_CODE, BY_REFERENCE, Kind, all_quantities, quantity
 
 REPO = Path(__file__).resolve().parent.parent
 REF = re.compile(r"^MDC_[A-Z0-9_]+$")  # a reference id, not a string that merely starts with one

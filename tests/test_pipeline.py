@@ -13,12 +13,13 @@ import gateway.pipeline as pipeline_module
 from gateway import storage_health
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer, generate_key_file, load_keyring
-from gateway.buffer.store import AppendResult, NewRecord
+from gateway.buffer.store import AppendResult
 from gateway.config import AlarmsSection
-from gateway.errors import StorageError
-from gateway.metrics import Metrics
-from gateway.model import ConnectionState, DeviceStatus, Event, Lane, Observation, new_id, now_ns
-from gateway.nomenclature import quantity
+from gateway.core.backlog import NewRecord
+from gateway.core.errors import StorageError
+from gateway.core.model import ConnectionState, DeviceStatus, Event, Lane, Observation, new_id, now_ns
+from gateway.core.nomenclature import quantity
+from gateway.core.stats import Metrics
 from gateway.pipeline import Pipeline
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer, generate_key_file, load_keyring
 from gateway.config import AlarmsSection, parse_config
-from gateway.metrics import Metrics
-from gateway.model import Alarm, Observation, new_id, now_ns
-from gateway.nomenclature import quantity
+from gateway.core.model import Alarm, Observation, new_id, now_ns
+from gateway.core.nomenclature import quantity
+from gateway.core.stats import Metrics
 from gateway.pipeline import Pipeline
 from hil.modbus_sim import MedicationFridge, ModbusSimServer
 from tests.conftest import Mosquitto, config_dict

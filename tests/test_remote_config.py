@@ -234,7 +234,7 @@ def test_a_safety_file_others_can_write_is_refused(tmp_path: Path) -> None:
     import pytest  # noqa: PLC0415
 
     from gateway.commands.ceilings import load_ceilings  # noqa: PLC0415
-    from gateway.errors import ConfigError  # noqa: PLC0415
+    from gateway.core.errors import ConfigError  # noqa: PLC0415
 
     safety = tmp_path / "safety.toml"
     safety.write_text(SAFETY)

@@ -19,8 +19,8 @@ from edge_ml.rhythm import ChannelKind, RhythmAnalyzer, RhythmSettings
 from edge_ml.runtime import bundled, load_model
 from gateway.alarms import AlarmEngine
 from gateway.config import AlarmsSection, RhythmLimits
-from gateway.model import Alarm, AlarmState, Observation, new_id
-from gateway.nomenclature import quantity
+from gateway.core.model import Alarm, AlarmState, Observation, new_id
+from gateway.core.nomenclature import quantity
 from hil.physiology import SyntheticEcg, SyntheticPulse
 
 FS = 250.0

@@ -17,8 +17,8 @@ import numpy as np
 from drivers.serial import hl7
 from drivers.serial.framing import MllpFramer, mllp_wrap
 from gateway.config import Config, parse_config
-from gateway.demo import free_loopback_port
-from gateway.nomenclature import quantity
+from gateway.core.nomenclature import quantity
+from hil.demo import free_loopback_port
 from hil.serial_sim import Faults, Hl7Monitor, NoninOximeter, PtyPort
 from tests.conftest import Mosquitto, config_dict
 from tests.harness import Running, running_gateway

@@ -40,7 +40,7 @@ from drivers.serial.nonin import (
     encode_packet,
     perfusion,
 )
-from gateway.model import CONDITIONS_KEY, DeviceStatus, Observation, WaveformChunk
+from gateway.core.model import CONDITIONS_KEY, DeviceStatus, Observation, WaveformChunk
 from tests.fuzzing import FAST, Mutation, mutate, mutations
 
 Problem = tuple[str, int, int]

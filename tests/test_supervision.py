@@ -9,9 +9,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import ConfigError, TransportError
-from gateway.metrics import Metrics
-from gateway.model import Lane
+from gateway.core.errors import ConfigError, TransportError
+from gateway.core.model import Lane
+from gateway.core.stats import Metrics
 from gateway.supervisor import Supervisor
 from tests.conftest import Mosquitto, make_config
 from tests.harness import running_gateway

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from cloud_sync.uplink import SyncState
-from cloud_sync.wire import encode_batch
 from gateway.buffer import Buffer, load_keyring
-from gateway.buffer.store import NewRecord
 from gateway.config import parse_config
-from gateway.model import Lane, Observation, new_id, now_ns
-from gateway.nomenclature import quantity
+from gateway.core.backlog import NewRecord
+from gateway.core.model import Lane, Observation, new_id, now_ns
+from gateway.core.nomenclature import quantity
+from gateway.core.wire import encode_batch
 from hil.ble_sim import SimBleWorld, SimPulseOximeter
 from hil.physiology import Trajectory
 from tests.conftest import config_dict, start_mosquitto
@@ -40,7 +40,7 @@ async def test_no_loss_no_duplicate_through_outages_and_network_cuts(tmp_path: P
     try:
         async with running_gateway(config, receiver_port=broker.port) as run:
             uplink = run.gateway.parts.uplink  # type: ignore[union-attr]
-            metrics = run.gateway.metrics
+            metrics = run.gateway.core.stats
             await run.wait_until(lambda: all(run.receiver.stats.unique[d.id] > 2 for d in config.devices))
 
             # 1. The broker goes away for 30 s while the devices keep streaming.

@@ -16,8 +16,8 @@ from cloud_sync.mqtt import call_keeping_stop
 from cloud_sync.uplink import SyncState
 from drivers.registry import Backends
 from gateway.config import parse_config
+from gateway.core.model import Lane
 from gateway.daemon import Gateway
-from gateway.model import Lane
 from hil.ble_sim import SimBleWorld, SimPulseOximeter
 from hil.physiology import Trajectory
 from tests.commanding import Issuer
@@ -41,7 +41,7 @@ async def test_publish_refused_by_broker_acl_keeps_the_row(tmp_path: Path) -> No
         assert isinstance(oximeter, SimPulseOximeter)
         oximeter.spo2 = Trajectory(85.0, 0.0)  # below the 90 % limit: a high-priority alarm after 1 s
         async with running_gateway(config, world=world, drain_s=0.5) as run:
-            metrics = run.gateway.metrics
+            metrics = run.gateway.core.stats
             await run.wait_until(lambda: metrics.publish_refused > 0 and run.receiver.stats.unique["ox-1"] > 3)
             stats = {s.lane: s.rows for s in await run.gateway.parts.buffer.stats()}  # type: ignore[union-attr]
             assert stats[Lane.ALARMS] >= 1, "the refused alarm is still in the buffer"
@@ -99,7 +99,7 @@ async def test_a_stop_at_any_moment_of_the_start_ends_the_gateway(tmp_path: Path
         document["devices"] = [document["devices"][1]]
         document["commands"] = {"enabled": True, "issuers": issuer.issuers_config()}
         config = parse_config(document)
-        gateway = Gateway(config, Backends(ble=SimBleWorld.for_devices(config.devices).link))
+        gateway = Gateway(config, Backends({"ble": SimBleWorld.for_devices(config.devices).link}))
         stop = asyncio.Event()
         task = asyncio.create_task(gateway.run(stop), name=f"gateway-{attempt}")
         async with asyncio.timeout(30):

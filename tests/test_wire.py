@@ -10,15 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_sync.wire import (
-    InvalidPayload,
-    decode_batch,
-    decode_message,
-    encode_batch,
-    encode_message,
-    message_overhead,
-)
-from gateway.model import (
+from gateway.core.model import (
     Alarm,
     AlarmKind,
     AlarmPriority,
@@ -31,7 +23,15 @@ from gateway.model import (
     new_id,
     now_ns,
 )
-from gateway.nomenclature import quantity
+from gateway.core.nomenclature import quantity
+from gateway.core.wire import (
+    InvalidPayload,
+    decode_batch,
+    decode_message,
+    encode_batch,
+    encode_message,
+    message_overhead,
+)
 from hil.physiology import SyntheticEcg
 
 

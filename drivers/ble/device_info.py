@@ -30,7 +30,7 @@ from drivers.ble.gatt import (
     require_length,
     uuid16,
 )
-from gateway.errors import InvalidFrame
+from gateway.core.errors import InvalidFrame
 
 __all__ = [
     # UUIDs

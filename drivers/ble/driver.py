@@ -12,16 +12,16 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 
-from drivers.base import CommandRefused, DriverStats, EventSink, OutcomeUnknown, Settlement
+from drivers.base import CommandRefused, EventSink, OutcomeUnknown, Settlement, no_op
 from drivers.ble import device_info, gatt, idd_history, ids
 from drivers.ble.link import GattLink, GattLinkFactory
 from drivers.ble.profiles import PROFILES, ProfileState
 from drivers.ble.pump_history import HistoryRead, settle_bolus
 from drivers.ble.sfloat import decode_sfloat, encode_sfloat
-from gateway.errors import InvalidFrame, TransportError
-from gateway.logs import get_logger
-from gateway.model import CONDITIONS_KEY, ConnectionState, DeviceStatus, Event, new_id, now_ns
-from gateway.supervisor import report_healthy
+from gateway.core.errors import InvalidFrame, TransportError
+from gateway.core.logs import get_logger
+from gateway.core.model import CONDITIONS_KEY, ConnectionState, DeviceStatus, Event, new_id, now_ns
+from gateway.core.stats import DriverStats
 
 log = get_logger(__name__)
 
@@ -55,6 +55,7 @@ class BleDeviceDriver:
         # Where a device's clock is set from: None (untrusted now) means the clock is left alone.
         self._trusted_time = trusted_time if trusted_time is not None else now_ns
         self.stats = DriverStats()
+        self.on_healthy: Callable[[], None] = no_op  # set by whoever supervises this driver
         self._link: GattLink | None = None
         self._command_lock = asyncio.Lock()
         self._response: asyncio.Future[bytes] | None = None
@@ -168,7 +169,7 @@ class BleDeviceDriver:
             if link.has_characteristic(uuid):
                 await link.write(uuid, data, response=True)
         log.info("device connected", device_id=self.device_id, profile=self.profile.name, rssi_dbm=link.rssi_dbm)
-        report_healthy()
+        self.on_healthy()
         self._link = link
         for listener in self._connection_listeners:
             listener(self.device_id)

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers.ble.sfloat import decode_sfloat, encode_sfloat
-from gateway.errors import InvalidFrame
+from gateway.core.errors import InvalidFrame
 
 __all__ = [
     # UUIDs

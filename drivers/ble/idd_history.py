@@ -74,7 +74,7 @@ from drivers.ble.ids import (
     read_dose,
     seal_e2e,
 )
-from gateway.errors import InvalidFrame
+from gateway.core.errors import InvalidFrame
 
 __all__ = [
     "IDD_HISTORY_DATA",

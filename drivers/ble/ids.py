@@ -41,7 +41,7 @@ from typing import Final, Literal, NoReturn, TypeAlias, TypeVar
 
 from drivers.ble.gatt import Buffer, FlaggedLayout, crc16_mcrf4xx, flagged_size, pack_flagged, unpack_flagged, uuid16
 from drivers.ble.sfloat import decode_float, decode_sfloat, encode_float, encode_sfloat, read_float, read_sfloat
-from gateway.errors import InvalidFrame
+from gateway.core.errors import InvalidFrame
 
 __all__ = [
     # UUIDs

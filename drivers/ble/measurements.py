@@ -28,7 +28,7 @@ from drivers.ble.gatt import (
     uuid16,
 )
 from drivers.ble.sfloat import decode_float, decode_sfloat, encode_float, encode_sfloat
-from gateway.errors import InvalidFrame
+from gateway.core.errors import InvalidFrame
 
 __all__ = [
     # UUIDs

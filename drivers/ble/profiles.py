@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from drivers.ble import gatt, ids, measurements
-from gateway.model import (
+from gateway.core.model import (
     CONDITIONS_KEY,
     ConnectionState,
     DeviceStatus,
@@ -24,7 +24,7 @@ from gateway.model import (
     now_ns,
     stable_id,
 )
-from gateway.nomenclature import quantity
+from gateway.core.nomenclature import quantity
 
 CGM_SEEN_MAX = 8192  # four weeks of 5-minute CGM records
 POLAR_EPOCH_OFFSET_NS = 946_684_800 * 1_000_000_000  # 2000-01-01T00:00:00Z in Unix ns

@@ -19,7 +19,7 @@ is not an error of the message: `assess` answers AA and keeps the mapped observa
 codes so the receiver counts them (`unmapped="error"` answers AE naming them instead, still keeping the rest).
 
 Which OBX become `Observation`s: OBX-2 NM with a value, a result status other than X/D/W/I/N, and an MDC code in
-`gateway.nomenclature`; the OBX-3 numeric code is authoritative (monitors use several reference ids for one code).
+`gateway.core.nomenclature`; the OBX-3 numeric code is authoritative (monitors use several reference ids for one code).
 Device-hierarchy OBX (MDS/VMD/channel headers, no value) and other value types are context, not observations.
 Units come from OBX-6 as an MDC dimension or a UCUM code and are converted to the quantity's UCUM unit where they
 differ (kPa to mm[Hg], degF to Cel).  The observation time is OBX-14, else the parent OBR-7; it places the value on
@@ -41,9 +41,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Final
 
-from gateway.errors import InvalidFrame
-from gateway.model import Observation, new_id, now_ns, stable_id
-from gateway.nomenclature import BY_CODE, BY_REFERENCE, Kind, Quantity, quantity
+from gateway.core.errors import InvalidFrame
+from gateway.core.model import Observation, new_id, now_ns, stable_id
+from gateway.core.nomenclature import BY_CODE, BY_REFERENCE, Kind, Quantity, quantity
 
 __all__ = [
     "Encoding",
@@ -981,7 +981,8 @@ def build_oru(
     """A PCD-01 ORU^R01 (segments CR-terminated, no MLLP framing) from a monitor-like device, for simulators.
 
     MSH, an optional PID, one OBR, an MDS header OBX (as monitors send), then one NM OBX per reading with MDC
-    codes from `gateway.nomenclature`.  ValueError for an unknown reference id, a naive datetime, a non-finite value.
+    codes from `gateway.core.nomenclature`.  ValueError for an unknown reference id, a naive datetime, a
+    non-finite value.
     """
     enc = DEFAULT_ENCODING
 

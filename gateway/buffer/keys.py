@@ -16,7 +16,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.errors import BufferKeyError
+from gateway.core.errors import BufferKeyError
 
 KEY_BYTES = 32
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")

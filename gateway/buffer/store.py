@@ -22,9 +22,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.buffer.keys import Keyring
-from gateway.errors import BufferKeyError, IntegrityError, StorageError, StorageUnavailable
-from gateway.logs import get_logger
-from gateway.model import Lane
+from gateway.core.backlog import LaneStats, NewRecord, StoredRecord
+from gateway.core.errors import BufferKeyError, IntegrityError, StorageError, StorageUnavailable
+from gateway.core.logs import get_logger
+from gateway.core.model import Lane
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -77,24 +78,6 @@ def associated_data(lane: int, device: str, seq: int, key_id: str) -> bytes:
     return f"iomt-row-v1|{lane}|{device}|{seq}|{key_id}".encode()
 
 
-@dataclass(frozen=True, slots=True)
-class NewRecord:
-    lane: Lane
-    device: str
-    payload: bytes
-    items: int
-
-
-@dataclass(frozen=True, slots=True)
-class StoredRecord:
-    seq: int
-    lane: Lane
-    device: str
-    payload: bytes
-    items: int
-    created_ns: int
-
-
 EVICTION_ORDER = (Lane.IMAGES, Lane.WAVEFORMS, Lane.DEVICE_STATUS, Lane.NUMERICS)  # never alarms, commands
 
 
@@ -119,15 +102,6 @@ class Eviction:
 class AppendResult:
     seqs: list[int]
     eviction: Eviction
-
-
-@dataclass(frozen=True, slots=True)
-class LaneStats:
-    lane: Lane
-    rows: int
-    items: int
-    bytes: int
-    oldest_age_s: float | None
 
 
 class _Store:

@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.buffer.keys import Keyring
 from gateway.clock import TimePoint
-from gateway.errors import StorageError
+from gateway.core.errors import StorageError
 
 GENESIS = bytes(32)
 SCHEMA_VERSION = 1

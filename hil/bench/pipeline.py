@@ -28,9 +28,9 @@ from edge_ml.wfdb import WfdbError, physionet_dir, read_record
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer, generate_key_file, load_keyring
 from gateway.config import AlarmsSection, LimitRule
-from gateway.metrics import Metrics
-from gateway.model import Alarm, AlarmState, Observation, WaveformChunk, new_id, now_ns
-from gateway.nomenclature import quantity
+from gateway.core.model import Alarm, AlarmState, Observation, WaveformChunk, new_id, now_ns
+from gateway.core.nomenclature import quantity
+from gateway.core.stats import Metrics
 from gateway.pipeline import Pipeline
 from hil.physiology import SyntheticEcg
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gateway.nomenclature import Quantity
+from gateway.core.nomenclature import Quantity
 
 _ID_NAMESPACE = uuid.UUID("8f6b1b7e-6d1c-4c59-9a57-5d0c1f3e2a10")
 

@@ -7,6 +7,7 @@ depth and sync state; `--json` runs unattended and prints one summary, whose `va
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -29,9 +30,9 @@ from cloud_sync.receiver import ReferenceReceiver
 from drivers.registry import Backends
 from gateway.buffer import generate_key_file
 from gateway.config import Config, parse_config
+from gateway.core.logs import configure_logging
+from gateway.core.model import Alarm, AlarmState, ConnectionState
 from gateway.daemon import Gateway
-from gateway.logs import configure_logging
-from gateway.model import Alarm, AlarmState, ConnectionState
 from hil.ble_radio import VirtualRadio
 from hil.modbus_sim import MedicationFridge, ModbusSimServer
 
@@ -284,7 +285,7 @@ async def run_demo(duration_s: float | None, *, as_json: bool) -> dict[str, Any]
                 receiver_task = group.create_task(receiver.run(), name="receiver")
                 await asyncio.wait_for(receiver.subscribed.wait(), 10)
                 world = VirtualRadio.for_devices(config.devices)
-                gateway = Gateway(config, Backends(ble=world.link))
+                gateway = Gateway(config, Backends({"ble": world.link}))
                 run = DemoRun(config, gateway, world, receiver, [], time.monotonic())
                 gateway_task = group.create_task(gateway.run(stop, drain_uplink_s=DRAIN_TIMEOUT_S), name="gateway")
                 await gateway.started.wait()
@@ -350,3 +351,17 @@ def cmd_demo(duration_s: float | None, *, as_json: bool) -> int:
     else:
         Console().print_json(json.dumps(result))
     return 0 if result["values_lost"] == 0 else 1
+
+
+class DemoCommand:
+    help = "gateway + simulated devices + embedded broker + reference receiver"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: Ctrl-C)")
+        parser.add_argument("--json", action="store_true", help="no live view; print one JSON summary at exit")
+
+    def run(self, args: argparse.Namespace) -> int:
+        return cmd_demo(args.duration, as_json=args.json)
+
+
+COMMAND = DemoCommand()

@@ -29,9 +29,9 @@ import tomli_w
 from cloud_sync.receiver import ReferenceReceiver
 from drivers.modbus.plan import plan_reads
 from drivers.modbus.profile import load_profile
-from gateway.benchmarks.sync import LoopbackBroker
 from gateway.buffer import generate_key_file
-from gateway.demo import free_loopback_port, wait_for_port
+from hil.bench.sync import LoopbackBroker
+from hil.demo import free_loopback_port, wait_for_port
 
 PROFILE = "bench_100_registers"
 DEVICE = "bank-1"

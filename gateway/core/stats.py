@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from drivers.base import DriverStats
+
+@dataclass
+class DriverStats:
+    """What a driver saw on its link; nothing a device sent disappears without being counted here."""
+
+    notifications: int = 0  # frames received from the device and decoded (or rejected)
+    invalid_frames: int = 0  # frames that failed decoding (logged, typed error)
+    dropped_notifications: int = 0  # frames lost because the driver's queue was full
+    unmapped_codes: dict[str, int] = field(default_factory=dict)  # observations with codes the gateway does not map
 
 
 @dataclass

@@ -27,15 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from cloud_sync.config import MqttSection
 from cloud_sync.receiver import ReferenceReceiver
 from cloud_sync.uplink import Uplink
 from edge_ml.wfdb import WfdbError, physionet_dir, read_record
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer, generate_key_file, load_keyring
-from gateway.config import AlarmsSection, MqttSection
-from gateway.demo import EmbeddedBroker, free_loopback_port, wait_for_port
-from gateway.metrics import Metrics
-from gateway.model import (
+from gateway.config import AlarmsSection
+from gateway.core.model import (
     Alarm,
     AlarmKind,
     AlarmPriority,
@@ -46,8 +45,10 @@ from gateway.model import (
     new_id,
     now_ns,
 )
-from gateway.nomenclature import quantity
+from gateway.core.nomenclature import quantity
+from gateway.core.stats import Metrics
 from gateway.pipeline import Pipeline
+from hil.demo import EmbeddedBroker, free_loopback_port, wait_for_port
 from hil.physiology import SyntheticEcg
 
 DEVICES = 50

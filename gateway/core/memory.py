@@ -14,7 +14,7 @@ import ctypes.util
 import functools
 from collections.abc import Callable
 
-from gateway.logs import get_logger
+from gateway.core.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -27,8 +27,8 @@ import numpy as np
 import numpy.typing as npt
 import zstandard
 
-from gateway.errors import ProtocolError
-from gateway.model import Alarm, CommandResult, DeviceStatus, Event, Lane, ObjectChunk, Observation, WaveformChunk
+from gateway.core.errors import ProtocolError
+from gateway.core.model import Alarm, CommandResult, DeviceStatus, Event, Lane, ObjectChunk, Observation, WaveformChunk
 
 VERSION = 1
 WAVEFORM_MAGIC = b"IOMTW"

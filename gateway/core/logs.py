@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 
 REDACTED = "[redacted]"
 MAX_VALUE_CHARS = 200

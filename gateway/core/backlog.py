@@ -1,0 +1,58 @@
+"""What the pipeline writes into durable storage and the uplink drains from it: the records and the two
+Protocols that connect them, so neither side names the SQLite buffer that implements both."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.core.model import Lane
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    """One batch of one lane from one device, encoded in the sync API's format, about to be stored."""
+
+    lane: Lane
+    device: str
+    payload: bytes
+    items: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A stored batch: its sequence number (the delete key after PUBACK) and what was stored."""
+
+    seq: int
+    lane: Lane
+    device: str
+    payload: bytes
+    items: int
+    created_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class LaneStats:
+    lane: Lane
+    rows: int
+    items: int
+    bytes: int
+    oldest_age_s: float | None
+
+
+class Backlog(Protocol):
+    """What the uplink drains: stored batches read by lane priority, deleted once the broker acknowledged them."""
+
+    @property
+    def quarantined(self) -> int:
+        """Rows that failed authentication so far (moved aside, never sent)."""
+        ...
+
+    async def read_message(self, after: dict[Lane, int], max_bytes: int, max_rows: int = 512) -> list[StoredRecord]:
+        """The next rows of the most urgent lane that has any after `after`, within one message's budget."""
+        ...
+
+    async def delete(self, seqs: Sequence[int]) -> None: ...
+
+    async def stats(self) -> list[LaneStats]: ...
