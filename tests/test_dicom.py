@@ -203,7 +203,7 @@ async def test_upload_resumes_after_an_outage_without_resending_acknowledged_chu
     )
     try:
         async with running_gateway(config, receiver_port=broker.port) as run:
-            metrics = run.gateway.core.stats
+            metrics = run.gateway.metrics
             statuses = await send_async("127.0.0.1", port, [_file(n) for n in GOOD])
             assert statuses == [0x0000] * len(GOOD)
             await run.wait_until(lambda: metrics.publishes >= 5, 30)

@@ -53,6 +53,6 @@ async def test_buffer_is_empty_after_drain_and_rows_deleted_only_after_puback(
     async with running_gateway(config) as run:
         await run.wait_until(lambda: run.gateway.metrics.publishes > 5)
         await run.finish()
-        metrics = run.gateway.core.stats
+        metrics = run.gateway.metrics
         assert metrics.rows_deleted == metrics.rows_written
         assert 0 < metrics.publishes <= metrics.rows_written  # a message carries one or more rows

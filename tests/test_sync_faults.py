@@ -40,7 +40,7 @@ async def test_no_loss_no_duplicate_through_outages_and_network_cuts(tmp_path: P
     try:
         async with running_gateway(config, receiver_port=broker.port) as run:
             uplink = run.gateway.parts.uplink  # type: ignore[union-attr]
-            metrics = run.gateway.core.stats
+            metrics = run.gateway.metrics
             await run.wait_until(lambda: all(run.receiver.stats.unique[d.id] > 2 for d in config.devices))
 
             # 1. The broker goes away for 30 s while the devices keep streaming.

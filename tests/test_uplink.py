@@ -41,7 +41,7 @@ async def test_publish_refused_by_broker_acl_keeps_the_row(tmp_path: Path) -> No
         assert isinstance(oximeter, SimPulseOximeter)
         oximeter.spo2 = Trajectory(85.0, 0.0)  # below the 90 % limit: a high-priority alarm after 1 s
         async with running_gateway(config, world=world, drain_s=0.5) as run:
-            metrics = run.gateway.core.stats
+            metrics = run.gateway.metrics
             await run.wait_until(lambda: metrics.publish_refused > 0 and run.receiver.stats.unique["ox-1"] > 3)
             stats = {s.lane: s.rows for s in await run.gateway.parts.buffer.stats()}  # type: ignore[union-attr]
             assert stats[Lane.ALARMS] >= 1, "the refused alarm is still in the buffer"
