@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 import ssl
 import time
 from enum import StrEnum
@@ -31,6 +30,7 @@ from cloud_sync.tls import peer_certificate, spki_sha256
 from gateway.core.backlog import Backlog, StoredRecord
 from gateway.core.logs import get_logger
 from gateway.core.model import Lane
+from gateway.core.reconnect import ReconnectPolicy
 from gateway.core.stats import Metrics
 from gateway.core.wire import encode_message, message_overhead
 
@@ -138,6 +138,7 @@ class Uplink:
         self.last_error: str | None = None
         self.heartbeat = time.monotonic()  # last loop iteration; the systemd watchdog checks it
         self._limiter = TokenBucket(config.max_publishes_per_s)
+        self._reconnect = ReconnectPolicy(config.reconnect_initial_s, config.reconnect_max_s)
         self._wake_reconnect = asyncio.Event()
         self._started = time.monotonic()
         # Bytes of records one MQTT message may carry: the broker's limit less topic, framing and MQTT header.
@@ -154,7 +155,6 @@ class Uplink:
 
     async def run(self) -> None:
         """Connect, drain, and reconnect forever (until cancelled)."""
-        failures = 0
         topic = state_topic(self._config.topic_prefix, self._gateway_id)
         while True:
             self.heartbeat = time.monotonic()
@@ -165,10 +165,10 @@ class Uplink:
                 async with mqtt_client(self._config, self._client_id, self._tls, will) as client:
                     self._check_pin(client)
                     client.pending_calls_threshold = self._config.inflight_window + 10
-                    if failures:
-                        log.info("broker connection restored", host=self._config.host, attempt=failures)
+                    ended = self._reconnect.succeeded()
+                    if ended:
+                        log.info("broker connection restored", host=self._config.host, attempt=ended)
                         self._metrics.reconnects += 1
-                    failures = 0
                     self.last_error = None
                     self._set_state(SyncState.ONLINE)
                     await call_keeping_stop(client.publish(topic, _state_payload("online"), qos=1, retain=True))
@@ -185,15 +185,12 @@ class Uplink:
             # A stop that met a broker error on its way out (the disconnect timing out, say) is still a stop:
             # never a reason to reconnect.
             raise_if_stopping()
-            failures += 1
             self._inflight = set()
             self.last_error = type(failure).__name__
             self._set_state(SyncState.OFFLINE)
-            delay = min(self._config.reconnect_max_s, self._config.reconnect_initial_s * 2 ** (failures - 1))
-            delay = random.uniform(delay / 2, delay)  # noqa: S311 - jitter
-            if isinstance(failure, PinMismatchError):
-                delay = self._config.reconnect_max_s  # retrying fast cannot fix a wrong key
-            if failures == 1:
+            # Retrying fast cannot fix a wrong key.
+            delay = self._reconnect.failed(hopeless=isinstance(failure, PinMismatchError))
+            if self._reconnect.first_failure:
                 log.warning(
                     "broker connection failed; will retry",
                     host=self._config.host,
@@ -202,7 +199,7 @@ class Uplink:
                     delay_s=round(delay, 2),
                 )
             else:
-                log.debug("broker still unreachable", attempt=failures, delay_s=round(delay, 2))
+                log.debug("broker still unreachable", attempt=self._reconnect.failures, delay_s=round(delay, 2))
             self._wake_reconnect.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):

@@ -18,6 +18,7 @@ import aiomqtt
 from gateway.config import LocalAlarmChannel
 from gateway.core.logs import get_logger
 from gateway.core.model import Alarm
+from gateway.core.reconnect import ReconnectPolicy
 
 log = get_logger(__name__)
 
@@ -49,7 +50,7 @@ class LocalAlarmPublisher:
         self._queue.put_nowait(alarm)
 
     async def run(self) -> None:
-        failures = 0
+        reconnect = ReconnectPolicy(initial_s=0.4, max_s=10.0)
         unsent: Alarm | None = None  # taken from the queue but not acknowledged when the broker went away
         while True:
             try:
@@ -63,7 +64,8 @@ class LocalAlarmPublisher:
                     password=self._password,
                     tls_context=self._tls,
                 ) as client:
-                    failures = 0
+                    if reconnect.succeeded():
+                        log.info("local alarm broker reachable again", host=self._config.host)
                     while True:
                         alarm = unsent if unsent is not None else await self._queue.get()
                         unsent = alarm
@@ -71,12 +73,12 @@ class LocalAlarmPublisher:
                         unsent = None
                         self.published += 1
             except aiomqtt.MqttError:
-                failures += 1
-                if failures == 1:
+                delay = reconnect.failed()
+                if reconnect.first_failure:
                     log.warning(
                         "local alarm broker unreachable; will retry", host=self._config.host, port=self._config.port
                     )
-                await asyncio.sleep(min(10.0, 0.2 * 2**failures))
+                await asyncio.sleep(delay)
 
     def _topic(self, alarm: Alarm) -> str:
         return f"{self._config.topic_prefix}/{self._gateway_id}/alarms/{alarm.device_id}"

@@ -1,14 +1,14 @@
 """Supervision: named tasks in one TaskGroup, each restarted with jittered, capped backoff when it fails.
 
 A task that fails is logged once as a warning; repeats of the same failure go to debug, and the recovery is
-logged once.  Configuration and authentication errors jump straight to the maximum delay: retrying them fast
-cannot help.  Cancelling one attempt (`kill`) restarts that task; cancelling the supervisor stops them all.
+logged once.  Configuration errors jump straight to the maximum delay: retrying them fast cannot help
+(`gateway.core.reconnect.ReconnectPolicy`, the one policy every retrying loop uses).  Cancelling one attempt
+(`kill`) restarts that task; cancelling the supervisor stops them all.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway.core.errors import ConfigError, GatewayError
 from gateway.core.logs import get_logger
+from gateway.core.reconnect import ReconnectPolicy
 from gateway.core.stats import Metrics
 
 log = get_logger(__name__)
@@ -25,8 +26,8 @@ log = get_logger(__name__)
 class SupervisedTask:
     name: str
     factory: Callable[[], Awaitable[None]]
+    policy: ReconnectPolicy
     restarts: int = 0
-    failures_in_row: int = 0
     attempt: asyncio.Task[None] | None = None
     last_error: str | None = None
     running_since: float | None = None
@@ -55,14 +56,13 @@ class Supervisor:
 
         def healthy() -> None:
             task = self.tasks.get(name)
-            if task is not None and task.failures_in_row:
+            if task is not None and task.policy.succeeded():
                 log.info("task recovered", task=task.name, restarts=task.restarts)
-                task.failures_in_row = 0
 
         return healthy
 
     def start(self, name: str, factory: Callable[[], Awaitable[None]]) -> SupervisedTask:
-        supervised = SupervisedTask(name, factory)
+        supervised = SupervisedTask(name, factory, ReconnectPolicy(self._initial, self._max))
         self.tasks[name] = supervised
         self._wrappers[name] = self._group.create_task(self._supervise(supervised), name=f"supervise:{name}")
         return supervised
@@ -79,12 +79,6 @@ class Supervisor:
         attempt = self.tasks[name].attempt
         if attempt is not None:
             attempt.cancel()
-
-    def backoff(self, failures: int, error: BaseException | None) -> float:
-        if isinstance(error, ConfigError):
-            return self._max
-        ceiling = min(self._max, self._initial * 2 ** max(0, failures - 1))
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
 
     async def _supervise(self, task: SupervisedTask) -> None:
         me = asyncio.current_task()
@@ -107,19 +101,18 @@ class Supervisor:
                 task.last_error = type(err).__name__
             finally:
                 task.running_since = None
-            task.failures_in_row += 1
             task.restarts += 1
             self._metrics.restarts[task.name] += 1
-            delay = self.backoff(task.failures_in_row, error)
+            delay = task.policy.failed(hopeless=isinstance(error, ConfigError))  # retrying cannot fix a config
             where: dict[str, Any] = {"task": task.name, "delay_s": round(delay, 2)}
             if isinstance(error, GatewayError):
                 fields = error.log_fields(**where)
             else:
                 fields = {**where, "error": task.last_error or "returned"}
-            if task.failures_in_row == 1:
+            if task.policy.first_failure:
                 log.warning("task failed; restarting", **fields)
             else:
-                log.debug("task failed again", attempt=task.failures_in_row, **fields)
+                log.debug("task failed again", attempt=task.policy.failures, **fields)
             await asyncio.sleep(delay)
 
 

@@ -9,8 +9,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from gateway.core.errors import ConfigError, TransportError
+from gateway.core.errors import TransportError
 from gateway.core.model import Lane
+from gateway.core.reconnect import ReconnectPolicy, ReconnectState
 from gateway.core.stats import Metrics
 from gateway.supervisor import Supervisor
 from tests.conftest import Mosquitto, make_config
@@ -80,13 +81,16 @@ async def test_silent_link_is_noticed_and_reconnected(tmp_path: Path, mosquitto:
         await run.finish()
 
 
-async def test_backoff_grows_jittered_and_capped_and_jumps_to_max_on_config_error() -> None:
-    async with asyncio.TaskGroup() as group:
-        supervisor = Supervisor(group, Metrics(), initial_s=0.1, max_s=2.0)
-        delays = [supervisor.backoff(n, TransportError("x")) for n in range(1, 12)]
-        assert all(0.05 <= d <= 2.0 for d in delays)
-        assert max(delays[-4:]) > 0.9  # grew towards the cap
-        assert supervisor.backoff(1, ConfigError("bad")) == 2.0
+def test_backoff_grows_jittered_and_capped_and_jumps_to_max_when_hopeless() -> None:
+    policy = ReconnectPolicy(initial_s=0.1, max_s=2.0)
+    delays = [policy.failed() for _ in range(11)]
+    assert all(0.05 <= d <= 2.0 for d in delays)
+    assert max(delays[-4:]) > 0.9  # grew towards the cap
+    assert policy.state is ReconnectState.BACKING_OFF
+    assert policy.succeeded() == 11
+    assert policy.state is ReconnectState.CONNECTED
+    assert policy.failed(hopeless=True) == 2.0  # e.g. a configuration error: retrying fast cannot fix it
+    assert policy.first_failure
 
 
 async def test_supervisor_restarts_a_crashing_task_and_logs_recovery_once() -> None:
