@@ -219,8 +219,8 @@ def cmd_config_validate(path: Path, *, check_secrets: bool = True) -> int:
 
 
 def cmd_keys(command: str, path: Path, config_path: Path | None) -> int:
-    from gateway.buffer import generate_key_file, prune_key_file, rotate_key_file  # noqa: PLC0415
     from gateway.buffer.inspect import key_ids_in_use  # noqa: PLC0415
+    from gateway.storage.keys import generate_key_file, prune_key_file, rotate_key_file  # noqa: PLC0415
 
     try:
         if command == "generate":

@@ -12,12 +12,13 @@ import sys
 from pathlib import Path
 
 from gateway.alarms import AlarmEngine
-from gateway.buffer import Buffer, load_keyring
+from gateway.buffer import Buffer
 from gateway.config import AlarmsSection
 from gateway.core.model import Observation, stable_id
 from gateway.core.nomenclature import quantity
 from gateway.core.stats import Metrics
 from gateway.pipeline import Pipeline
+from gateway.storage.keys import load_keyring
 
 DEVICE = "crash-device"
 

@@ -28,11 +28,11 @@ from rich.text import Text
 
 from cloud_sync.receiver import ReferenceReceiver
 from drivers.registry import Backends
-from gateway.buffer import generate_key_file
 from gateway.config import Config, parse_config
 from gateway.core.logs import configure_logging
 from gateway.core.model import Alarm, AlarmState, ConnectionState
 from gateway.daemon import Gateway
+from gateway.storage.keys import generate_key_file
 from hil.ble_radio import VirtualRadio
 from hil.modbus_sim import MedicationFridge, ModbusSimServer
 

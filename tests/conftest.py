@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import structlog
 
-from gateway.buffer import generate_key_file
 from gateway.config import Config, parse_config
 from gateway.core.logs import configure_logging
+from gateway.storage.keys import generate_key_file
 
 REPO = Path(__file__).resolve().parent.parent
 

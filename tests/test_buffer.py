@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.buffer import Buffer, generate_key_file, load_keyring
+from gateway.buffer import Buffer
 from gateway.buffer.store import SCHEMA_VERSION, _Store
 from gateway.core.backlog import NewRecord
 from gateway.core.errors import BufferKeyError, IntegrityError
 from gateway.core.model import Lane
+from gateway.storage.keys import generate_key_file, load_keyring
 
 
 @pytest.fixture

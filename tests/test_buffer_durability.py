@@ -18,9 +18,9 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.alarms import AlarmEngine
-from gateway.buffer import Buffer, generate_key_file, load_keyring, prune_key_file, rotate_key_file
+from gateway.buffer import Buffer
 from gateway.buffer.inspect import key_ids_in_use, summarize
-from gateway.buffer.store import _schema_scripts, _split_sql, associated_data
+from gateway.buffer.store import associated_data
 from gateway.config import AlarmsSection
 from gateway.core.backlog import NewRecord
 from gateway.core.errors import BufferKeyError
@@ -38,6 +38,8 @@ from gateway.core.model import (
 from gateway.core.nomenclature import quantity
 from gateway.core.stats import Metrics
 from gateway.pipeline import Pipeline
+from gateway.storage.keys import generate_key_file, load_keyring, prune_key_file, rotate_key_file
+from gateway.storage.sqlite import schema_scripts, split_sql
 from hil.crash_ingest import value_id
 
 CYCLES = 20
@@ -212,11 +214,11 @@ async def test_database_written_by_schema_v1_opens_and_migrates(tmp_path: Path) 
     generate_key_file(key)
     keyring = load_keyring(key)
     db = tmp_path / "v1.db"
-    version, script = _schema_scripts()[0]
+    version, script = schema_scripts("gateway.buffer")[0]
     assert version == 1
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
-        for statement in _split_sql(script):
+        for statement in split_sql(script):
             conn.execute(statement)
         conn.execute("PRAGMA user_version=1")
         aead = AESGCM(keyring.active_key)

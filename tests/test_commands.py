@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from gateway.buffer import load_keyring
 from gateway.commands.store import CommandStore
 from gateway.config import Config, parse_config
+from gateway.storage.keys import load_keyring
 from hil.ble_sim import SimBleWorld, SimInsulinPump, SimPulseOximeter
 from tests.commanding import Issuer, publish
 from tests.conftest import Mosquitto, config_dict
@@ -238,7 +238,7 @@ async def test_link_drop_after_sending_makes_outcome_unknown_and_blocks_until_re
 def _store_with_records(tmp_path: Path, n: int = 6) -> tuple[Path, Path]:
     state = tmp_path / "state"
     state.mkdir()
-    from gateway.buffer import generate_key_file  # noqa: PLC0415
+    from gateway.storage.keys import generate_key_file  # noqa: PLC0415
 
     generate_key_file(state / "buffer.key")
     store = CommandStore(state / "commands.sqlite3", load_keyring(state / "buffer.key"))
@@ -382,9 +382,9 @@ async def test_reconciled_failure_still_counts_towards_the_daily_limit(tmp_path:
 
 
 def test_commands_left_half_way_by_a_crash_are_settled_at_start(tmp_path: Path) -> None:
-    from gateway.buffer import generate_key_file  # noqa: PLC0415
     from gateway.commands.service import CommandService  # noqa: PLC0415
     from gateway.config import CommandsSection  # noqa: PLC0415
+    from gateway.storage.keys import generate_key_file  # noqa: PLC0415
 
     generate_key_file(tmp_path / "k")
     store = CommandStore(tmp_path / "c.db", load_keyring(tmp_path / "k"))

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from cloud_sync.receiver import ReferenceReceiver
-from gateway.buffer import Buffer, load_keyring
+from gateway.buffer import Buffer
 from gateway.core.model import Lane
 from gateway.sdnotify import SystemdNotifier
+from gateway.storage.keys import load_keyring
 from tests.conftest import Mosquitto, config_dict
 from tests.test_config import _toml
 

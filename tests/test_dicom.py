@@ -180,7 +180,8 @@ async def test_deidentified_drop_folder_keeps_patient_names_out_of_the_buffer(tm
 
 
 async def _buffer_stats(config: Config) -> list[Any]:
-    from gateway.buffer import Buffer, load_keyring  # noqa: PLC0415
+    from gateway.buffer import Buffer  # noqa: PLC0415
+    from gateway.storage.keys import load_keyring  # noqa: PLC0415
 
     path = config.state_dir / config.buffer.path
     buffer = await Buffer.open(path, load_keyring(config.secret_path(config.buffer.key_file)))

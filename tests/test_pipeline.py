@@ -12,7 +12,7 @@ import pytest
 import gateway.pipeline as pipeline_module
 from gateway import storage_health
 from gateway.alarms import AlarmEngine
-from gateway.buffer import Buffer, generate_key_file, load_keyring
+from gateway.buffer import Buffer
 from gateway.buffer.store import AppendResult
 from gateway.config import AlarmsSection
 from gateway.core.backlog import NewRecord
@@ -21,6 +21,7 @@ from gateway.core.model import ConnectionState, DeviceStatus, Event, Lane, Obser
 from gateway.core.nomenclature import quantity
 from gateway.core.stats import Metrics
 from gateway.pipeline import Pipeline
+from gateway.storage.keys import generate_key_file, load_keyring
 
 
 class FaultyBuffer(Buffer):

@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 
 from gateway.alarms import AlarmEngine
-from gateway.buffer import Buffer, generate_key_file, load_keyring
+from gateway.buffer import Buffer
 from gateway.config import AlarmsSection, parse_config
 from gateway.core.model import Alarm, Observation, new_id, now_ns
 from gateway.core.nomenclature import quantity
 from gateway.core.stats import Metrics
 from gateway.pipeline import Pipeline
+from gateway.storage.keys import generate_key_file, load_keyring
 from hil.modbus_sim import MedicationFridge, ModbusSimServer
 from tests.conftest import Mosquitto, config_dict
 from tests.harness import running_gateway

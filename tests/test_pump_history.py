@@ -14,8 +14,8 @@ import pytest
 from drivers.ble import idd_history as h
 from drivers.ble.ids import BolusActivationType, BolusType
 from drivers.ble.pump_history import HistoryRead, settle_bolus
-from gateway.buffer import load_keyring
 from gateway.commands.store import CommandStore
+from gateway.storage.keys import load_keyring
 from hil.ble_radio import VirtualRadio
 from hil.ble_sim import SimInsulinPump
 from tests.commanding import Issuer, pump_config, send

@@ -193,8 +193,8 @@ def test_a_store_written_by_the_first_release_is_adopted_into_the_chain(tmp_path
 
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
 
-    from gateway.buffer import generate_key_file, load_keyring  # noqa: PLC0415
     from gateway.commands.store import SCHEMA_VERSION, CommandStore  # noqa: PLC0415
+    from gateway.storage.keys import generate_key_file, load_keyring  # noqa: PLC0415
 
     generate_key_file(tmp_path / "k")
     keyring = load_keyring(tmp_path / "k")

@@ -19,10 +19,11 @@ from typing import Any
 
 import aiomqtt
 
-from gateway.buffer import Buffer, generate_key_file, load_keyring
+from gateway.buffer import Buffer
 from gateway.config import parse_config
 from gateway.core.backlog import NewRecord
 from gateway.core.model import Alarm, Lane
+from gateway.storage.keys import generate_key_file, load_keyring
 from tests.conftest import Mosquitto, config_dict
 from tests.harness import Running, bench_figures, in_background, running_gateway
 from tests.storage_faults import database_locked, fill, small_filesystem

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 
 from cloud_sync.uplink import SyncState
-from gateway.buffer import Buffer, load_keyring
+from gateway.buffer import Buffer
 from gateway.config import parse_config
 from gateway.core.backlog import NewRecord
 from gateway.core.model import Lane, Observation, new_id, now_ns
 from gateway.core.nomenclature import quantity
 from gateway.core.wire import encode_batch
+from gateway.storage.keys import load_keyring
 from hil.ble_sim import SimBleWorld, SimPulseOximeter
 from hil.physiology import Trajectory
 from tests.conftest import config_dict, start_mosquitto

@@ -23,13 +23,14 @@ import numpy as np
 
 from edge_ml.wfdb import WfdbError, physionet_dir, read_record
 from gateway.alarms import AlarmEngine
-from gateway.buffer import Buffer, generate_key_file, load_keyring
+from gateway.buffer import Buffer
 from gateway.config import AlarmsSection
 from gateway.core.backlog import NewRecord
 from gateway.core.model import Event, Lane, Observation, WaveformChunk, new_id, now_ns
 from gateway.core.nomenclature import quantity
 from gateway.core.stats import Metrics
 from gateway.pipeline import Pipeline
+from gateway.storage.keys import generate_key_file, load_keyring
 from hil.physiology import SyntheticEcg
 
 NUMERIC_ROWS = 300_000

@@ -29,7 +29,7 @@ import tomli_w
 from cloud_sync.receiver import ReferenceReceiver
 from drivers.modbus.plan import plan_reads
 from drivers.modbus.profile import load_profile
-from gateway.buffer import generate_key_file
+from gateway.storage.keys import generate_key_file
 from hil.bench.sync import LoopbackBroker
 from hil.demo import free_loopback_port, wait_for_port
 

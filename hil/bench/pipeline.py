@@ -26,12 +26,13 @@ from edge_ml.beats import MODEL_NAME
 from edge_ml.runtime import bundled, load_model
 from edge_ml.wfdb import WfdbError, physionet_dir, read_record
 from gateway.alarms import AlarmEngine
-from gateway.buffer import Buffer, generate_key_file, load_keyring
+from gateway.buffer import Buffer
 from gateway.config import AlarmsSection, LimitRule
 from gateway.core.model import Alarm, AlarmState, Observation, WaveformChunk, new_id, now_ns
 from gateway.core.nomenclature import quantity
 from gateway.core.stats import Metrics
 from gateway.pipeline import Pipeline
+from gateway.storage.keys import generate_key_file, load_keyring
 from hil.physiology import SyntheticEcg
 
 MONITORS = 8

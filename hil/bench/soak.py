@@ -46,7 +46,7 @@ import tomli_w
 from cloud_sync.receiver import ReferenceReceiver
 from drivers.serial import hl7
 from drivers.serial.framing import MllpFramer, mllp_wrap
-from gateway.buffer import generate_key_file
+from gateway.storage.keys import generate_key_file
 from hil.bench.sync import LoopbackBroker
 from hil.demo import DEMO_CONFIG, free_loopback_port, wait_for_port
 from hil.dicom_sim import send_file, write_large_object

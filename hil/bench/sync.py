@@ -32,7 +32,7 @@ from cloud_sync.receiver import ReferenceReceiver
 from cloud_sync.uplink import Uplink
 from edge_ml.wfdb import WfdbError, physionet_dir, read_record
 from gateway.alarms import AlarmEngine
-from gateway.buffer import Buffer, generate_key_file, load_keyring
+from gateway.buffer import Buffer
 from gateway.config import AlarmsSection
 from gateway.core.model import (
     Alarm,
@@ -48,6 +48,7 @@ from gateway.core.model import (
 from gateway.core.nomenclature import quantity
 from gateway.core.stats import Metrics
 from gateway.pipeline import Pipeline
+from gateway.storage.keys import generate_key_file, load_keyring
 from hil.demo import EmbeddedBroker, free_loopback_port, wait_for_port
 from hil.physiology import SyntheticEcg
 

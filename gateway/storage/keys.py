@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.core.errors import BufferKeyError
+from gateway.storage.atomic import write_atomically
 
 KEY_BYTES = 32
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
@@ -101,13 +102,7 @@ def prune_key_file(path: Path, in_use: set[str]) -> list[str]:
     keep = [(k, line) for k, line in entries if k in in_use or k == keyring.active_id]
     removed = [k for k, _ in entries if k not in {kk for kk, _ in keep}]
     if removed:
-        temporary = path.with_name(path.name + ".new")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.writelines(line + "\n" for _, line in keep)
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.replace(path)  # atomic: a crash leaves the old file or the new one, never half of one
+        write_atomically(path, "".join(line + "\n" for _, line in keep).encode("ascii"), mode=0o600)
     return removed
 
 
