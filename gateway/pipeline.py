@@ -24,9 +24,7 @@ from edge_ml.rhythm import ChannelKind, RhythmAnalyzer
 from edge_ml.runtime import Model
 from gateway import plausibility
 from gateway.alarms import AlarmEngine
-from gateway.buffer import Buffer
-from gateway.buffer.store import AppendResult, Eviction
-from gateway.core.backlog import NewRecord
+from gateway.core.backlog import AppendResult, Eviction, NewRecord, Store
 from gateway.core.errors import StorageError
 from gateway.core.logs import get_logger
 from gateway.core.model import (
@@ -62,7 +60,7 @@ class Pipeline:
 
     def __init__(
         self,
-        buffer: Buffer,
+        buffer: Store,
         alarms: AlarmEngine,
         metrics: Metrics,
         *,

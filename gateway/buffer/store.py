@@ -12,14 +12,13 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from cryptography.exceptions import InvalidTag
 
-from gateway.core.backlog import LaneStats, NewRecord, StoredRecord
+from gateway.core.backlog import AppendResult, Eviction, LaneStats, NewRecord, StoredRecord
 from gateway.core.errors import BufferKeyError, StorageError, StorageUnavailable
 from gateway.core.logs import get_logger
 from gateway.core.model import Lane
@@ -63,29 +62,6 @@ def associated_data(lane: int, device: str, seq: int, key_id: str) -> bytes:
 
 
 EVICTION_ORDER = (Lane.IMAGES, Lane.WAVEFORMS, Lane.DEVICE_STATUS, Lane.NUMERICS)  # never alarms, commands
-
-
-@dataclass
-class Eviction:
-    """What one commit evicted to stay within quota."""
-
-    rows: int = 0
-    items: int = 0
-    bytes: int = 0
-    by_lane: dict[Lane, int] = field(default_factory=dict)
-    over_quota: bool = False
-
-    def add(self, lane: Lane, size: int, items: int) -> None:
-        self.rows += 1
-        self.items += items
-        self.bytes += size
-        self.by_lane[lane] = self.by_lane.get(lane, 0) + items
-
-
-@dataclass(frozen=True, slots=True)
-class AppendResult:
-    seqs: list[int]
-    eviction: Eviction
 
 
 class _Store(SqliteStore):

@@ -4,7 +4,7 @@ Protocols that connect them, so neither side names the SQLite buffer that implem
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.core.model import Lane
@@ -39,6 +39,37 @@ class LaneStats:
     items: int
     bytes: int
     oldest_age_s: float | None
+
+
+@dataclass
+class Eviction:
+    """What one commit evicted to stay within quota."""
+
+    rows: int = 0
+    items: int = 0
+    bytes: int = 0
+    by_lane: dict[Lane, int] = field(default_factory=dict)
+    over_quota: bool = False
+
+    def add(self, lane: Lane, size: int, items: int) -> None:
+        self.rows += 1
+        self.items += items
+        self.bytes += size
+        self.by_lane[lane] = self.by_lane.get(lane, 0) + items
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    seqs: list[int]
+    eviction: Eviction
+
+
+class Store(Protocol):
+    """Where the pipeline commits: one call is one transaction (`gateway.buffer.Buffer` implements it)."""
+
+    async def append(self, records: Sequence[NewRecord]) -> AppendResult:
+        """Store the records durably (evicting old low-priority rows over quota); StorageError if it cannot."""
+        ...
 
 
 class Backlog(Protocol):
