@@ -50,6 +50,11 @@ class Driver(Protocol):
 
     async def run(self, sink: EventSink) -> None: ...
 
+    @property
+    def command_target(self) -> CommandTarget | None:
+        """What carries out verified commands on this device; None when the transport takes none."""
+        ...
+
 
 @runtime_checkable
 class CommandTarget(Protocol):

@@ -139,7 +139,11 @@ class Gateway:
             for driver in drivers:
                 self.metrics.drivers[driver.device_id] = driver.stats
             if parts.command_store is not None:
-                targets = {d.device_id: d for d in drivers if isinstance(d, CommandTarget)}
+                targets: dict[str, CommandTarget] = {}
+                for driver in drivers:
+                    target = driver.command_target
+                    if target is not None:
+                        targets[driver.device_id] = target
                 parts.commands = CommandService(
                     self.config.commands,
                     parts.command_store,

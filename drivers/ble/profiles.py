@@ -9,6 +9,7 @@ import collections
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
@@ -66,17 +67,25 @@ class ProfileState:
 Handler = Callable[[ProfileState, bytes], Sequence[Event]]
 
 
+class Feature(StrEnum):
+    """Behaviour beyond notifications that a profile declares and the BLE session composes
+    (drivers/ble/features.py implements each)."""
+
+    RECORD_BACKFILL = "record_backfill"  # stored records fetched through RACP after every (re)connection
+    PUMP_STATUS = "pump_status"  # IDS Status Reader CP: insulin delivered and on board, Status Changed acknowledged
+    # IDS Command CP: the device is a command target; an outcome-unknown command is settled from the pump's own
+    # history (IDD History Data through the IDD RACP) where it offers one.
+    PUMP_COMMANDS = "pump_commands"
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
     notify: dict[str, Handler]
-    start_writes: tuple[tuple[str, bytes], ...] = ()
+    start_writes: tuple[tuple[str, bytes], ...] = ()  # e.g. Polar PMD: start the ECG stream
     bonding: bool = False  # the service needs an encrypted, bonded link (IDS: security mode 1 level 2+)
-    record_access: bool = False  # stored records fetched through RACP after every (re)connection
+    features: frozenset[Feature] = frozenset()
     records: frozenset[str] = frozenset()  # characteristics carrying stored records (re-fetched when corrupt)
-    # The device keeps a history of what it delivered (IDD History Data through the IDD RACP): an outcome-unknown
-    # command is settled from it.
-    delivery_history: bool = False
 
 
 def _obs(state: ProfileState, ref: str, value: float, device_time_ns: int | None, *key: object) -> Observation:
@@ -383,7 +392,7 @@ PROFILES: dict[str, Profile] = {
     "cgm": Profile(
         "cgm",
         {gatt.CGM_MEASUREMENT: on_cgm, gatt.BATTERY_LEVEL: on_battery},
-        record_access=True,
+        features=frozenset({Feature.RECORD_BACKFILL}),
         records=frozenset({gatt.CGM_MEASUREMENT}),
     ),
     "insulin_pump": Profile(
@@ -394,7 +403,7 @@ PROFILES: dict[str, Profile] = {
             gatt.BATTERY_LEVEL: on_battery,
         },
         bonding=True,
-        delivery_history=True,
+        features=frozenset({Feature.PUMP_STATUS, Feature.PUMP_COMMANDS}),
     ),
     "blood_pressure": Profile(
         "blood_pressure",
@@ -406,6 +415,6 @@ PROFILES: dict[str, Profile] = {
     "glucose_meter": Profile(
         "glucose_meter",
         {measurements.GLUCOSE_MEASUREMENT: on_glucose, gatt.BATTERY_LEVEL: on_battery},
-        record_access=True,
+        features=frozenset({Feature.RECORD_BACKFILL}),
     ),
 }

@@ -18,9 +18,9 @@ from bleak.backends.scanner import BaseBleakScanner
 from pydantic import Field, field_validator
 
 from drivers.base import Driver
-from drivers.ble.driver import BleDeviceDriver
 from drivers.ble.link import GattLink, GattLinkFactory
 from drivers.ble.profiles import PROFILES
+from drivers.ble.session import BleSession
 from drivers.transport import BuildContext, DeviceSection, Transport
 from gateway.core.errors import ConfigError
 
@@ -135,7 +135,7 @@ def build(device: BleDeviceSection, context: BuildContext) -> Driver:
     if context.backend is None:
         raise ConfigError(f"devices: {device.id} needs a BLE backend, and none is available")
     links = cast(GattLinkFactory, context.backend)  # the BLE backend is a GattLinkFactory (Backends' contract)
-    return BleDeviceDriver(
+    return BleSession(
         device.id,
         device.address,
         device.profile,

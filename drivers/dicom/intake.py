@@ -128,6 +128,11 @@ class DicomIntakeDriver:
         self._spool: Spool | None = None
         self._intakes = asyncio.Semaphore(MAX_CONCURRENT_INTAKES)
 
+    @property
+    def command_target(self) -> None:
+        """A DICOM intake takes no commands."""
+        return None
+
     async def run(self, sink: EventSink) -> None:
         durable = sink if hasattr(sink, "when_durable") else None
         if durable is None:

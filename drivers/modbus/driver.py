@@ -223,6 +223,11 @@ class ModbusDeviceDriver:
     def connected(self) -> bool:
         return self._client is not None and bool(self._client.connected)
 
+    @property
+    def command_target(self) -> ModbusDeviceDriver:
+        """This driver carries out setpoint writes itself."""
+        return self
+
     async def run(self, sink: EventSink) -> None:
         client = self._client_factory(self.address, self.timeout_s)
         sink.emit_nowait(link_status(self.device_id, ConnectionState.CONNECTING))

@@ -179,6 +179,11 @@ class SerialDeviceDriver:
         self.port: int | None = None  # the listener's bound port, once listening
         make_codec(protocol, device_id)  # fail at build time, not at the first byte
 
+    @property
+    def command_target(self) -> None:
+        """A stream device takes no commands."""
+        return None
+
     async def run(self, sink: EventSink) -> None:
         sink.emit_nowait(link_status(self.device_id, ConnectionState.CONNECTING))
         reason = "link_lost"
