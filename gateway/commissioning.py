@@ -20,20 +20,20 @@ from bleak import BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 
-from drivers.ble import gatt
+from drivers.ble import cgms, fields, hrs, ids, plxs
 from gateway.config import parse_config
 from gateway.core.errors import ConfigError
 from gateway.storage.atomic import write_atomically
 
 # The advertised service that names a profile (first match wins: a pump that also has a Battery Service is a pump).
 PROFILE_BY_SERVICE: dict[str, str] = {
-    gatt.INSULIN_DELIVERY_SERVICE: "insulin_pump",
-    gatt.CGM_SERVICE: "cgm",
-    gatt.PULSE_OXIMETER_SERVICE: "pulse_oximeter",
-    gatt.HEART_RATE_SERVICE: "ecg_patch",
-    gatt.uuid16(0x1810): "blood_pressure",
-    gatt.uuid16(0x1809): "thermometer",
-    gatt.uuid16(0x1808): "glucose_meter",
+    ids.INSULIN_DELIVERY_SERVICE: "insulin_pump",
+    cgms.CGM_SERVICE: "cgm",
+    plxs.PULSE_OXIMETER_SERVICE: "pulse_oximeter",
+    hrs.HEART_RATE_SERVICE: "ecg_patch",
+    fields.uuid16(0x1810): "blood_pressure",
+    fields.uuid16(0x1809): "thermometer",
+    fields.uuid16(0x1808): "glucose_meter",
 }
 
 

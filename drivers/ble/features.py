@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from drivers.base import CommandRefused, EventSink, OutcomeUnknown, Settlement
-from drivers.ble import gatt, idd_history, ids
+from drivers.ble import idd_history, ids, racp
 from drivers.ble.link import GattLink
 from drivers.ble.profiles import ProfileState
 from drivers.ble.pump_history import HistoryRead, settle_bolus
@@ -105,9 +105,9 @@ class RecordBackfill:
         self.records_requested = 0  # RACP procedures started
 
     async def attach(self, link: GattLink) -> bool:
-        if not link.has_characteristic(gatt.RECORD_ACCESS_CONTROL_POINT, notify=True):
+        if not link.has_characteristic(racp.RECORD_ACCESS_CONTROL_POINT, notify=True):
             return False
-        await link.start_notify(gatt.RECORD_ACCESS_CONTROL_POINT, self._answer.deliver)
+        await link.start_notify(racp.RECORD_ACCESS_CONTROL_POINT, self._answer.deliver)
         return True
 
     def while_connected(self, link: GattLink, sink: EventSink) -> Coroutine[Any, Any, None]:
@@ -157,13 +157,13 @@ class RecordBackfill:
     async def _fetch(self, link: GattLink, since: int | None) -> None:
         """Ask for every record from time offset `since` on (all records when None)."""
         device_id = self._session.device_id
-        request = gatt.racp_report_all() if since is None else gatt.racp_report_records_since(since)
+        request = racp.racp_report_all() if since is None else racp.racp_report_records_since(since)
         answer = self._answer.expect()
         self.records_requested += 1
         try:
-            await link.write(gatt.RECORD_ACCESS_CONTROL_POINT, request, response=True)
+            await link.write(racp.RECORD_ACCESS_CONTROL_POINT, request, response=True)
             async with asyncio.timeout(RACP_TIMEOUT_S):
-                response = gatt.decode_racp_response(await answer)
+                response = racp.decode_racp_response(await answer)
         except TimeoutError:
             log.warning("stored records: no RACP answer in time", device_id=device_id, since_offset_min=since)
             return
@@ -174,7 +174,7 @@ class RecordBackfill:
         finally:
             self._answer.clear()
         code = response.response_code
-        outcome = "none_missed" if code == gatt.RacpResponseCode.NO_RECORDS_FOUND else _racp_code_name(code)
+        outcome = "none_missed" if code == racp.RacpResponseCode.NO_RECORDS_FOUND else _racp_code_name(code)
         log.info("stored records fetched", device_id=device_id, since_offset_min=since, outcome=outcome)
 
 
@@ -196,8 +196,8 @@ class PumpStatus:
             return False
         await link.start_notify(ids.IDD_STATUS_READER_CONTROL_POINT, self._answer.deliver)
         self._counter = ids.E2ECounter()
-        if link.has_characteristic(gatt.IDD_STATUS_CHANGED, notify=True):
-            await link.start_notify(gatt.IDD_STATUS_CHANGED, self._on_status_changed)
+        if link.has_characteristic(ids.IDD_STATUS_CHANGED, notify=True):
+            await link.start_notify(ids.IDD_STATUS_CHANGED, self._on_status_changed)
         return True
 
     def while_connected(self, link: GattLink, sink: EventSink) -> Coroutine[Any, Any, None]:
@@ -448,7 +448,7 @@ class PumpCommander:
 
 def _racp_code_name(code: int | None) -> str:
     try:
-        return gatt.RacpResponseCode(code).name.lower() if code is not None else "none"
+        return racp.RacpResponseCode(code).name.lower() if code is not None else "none"
     except ValueError:
         return f"0x{code:02x}"
 

@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
-from drivers.ble.gatt import (
+from drivers.ble.fields import (
     Buffer,
     DateTimeTuple,
     check_uint,

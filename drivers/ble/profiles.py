@@ -1,6 +1,7 @@
 """Device profiles: which characteristics a kind of BLE device exposes, and how its frames become events.
 
-A profile is pure: it maps decoded frames (from `drivers.ble.gatt`) to domain events and holds no I/O.
+A profile is pure: it maps decoded frames (from the codec modules, one per service: `hrs`, `plxs`, `cgms`,
+`idd_status`, `ids`, `bas`, `pmd`, `measurements`) to domain events and holds no I/O.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from drivers.ble import gatt, ids, measurements
+from drivers.ble import bas, cgms, fields, hrs, idd_status, ids, measurements, plxs, pmd
 from gateway.core.model import (
     CONDITIONS_KEY,
     ConnectionState,
@@ -100,21 +101,21 @@ def _finite(events: list[Event]) -> list[Event]:
 
 
 def on_battery(state: ProfileState, data: bytes) -> Sequence[Event]:
-    level = gatt.decode_battery_level(data)
+    level = bas.decode_battery_level(data)
     return [DeviceStatus(new_id(), state.device_id, ConnectionState.CONNECTED, now_ns(), battery_pct=float(level))]
 
 
 def on_heart_rate(state: ProfileState, data: bytes) -> Sequence[Event]:
-    m = gatt.decode_heart_rate_measurement(data)
+    m = hrs.decode_heart_rate_measurement(data)
     events: list[Event] = [_obs(state, "MDC_ECG_HEART_RATE", float(m.heart_rate_bpm), None)]
     events.extend(_obs(state, "MDC_ECG_TIME_PD_RR_GL", rr, None) for rr in m.rr_intervals_ms)
     return events
 
 
 def on_pmd_ecg(state: ProfileState, data: bytes) -> Sequence[Event]:
-    frame = gatt.decode_pmd_ecg_frame(data)
+    frame = pmd.decode_pmd_ecg_frame(data)
     q = quantity("MDC_ECG_ELEC_POTL")
-    rate = float(gatt.PMD_ECG_SAMPLE_RATE_HZ)
+    rate = float(pmd.PMD_ECG_SAMPLE_RATE_HZ)
     # The PMD timestamp is that of the last sample in the frame.
     last_ns = frame.timestamp_ns + POLAR_EPOCH_OFFSET_NS
     start_ns = last_ns - round((len(frame.samples_uv) - 1) * 1e9 / rate)
@@ -203,7 +204,7 @@ def _flagged(bits: int | None, table: tuple[Condition, ...]) -> list[tuple[str, 
 
 
 def on_plx_continuous(state: ProfileState, data: bytes) -> Sequence[Event]:
-    m = gatt.decode_plx_continuous(data)
+    m = plxs.decode_plx_continuous(data)
     events: list[Event] = [
         _obs(state, "MDC_PULS_OXIM_SAT_O2", m.spo2_pct, None),
         _obs(state, "MDC_PULS_OXIM_PULS_RATE", m.pulse_rate_bpm, None),
@@ -223,7 +224,7 @@ def on_cgm(state: ProfileState, data: bytes) -> Sequence[Event]:
     """CGM records as glucose (LO and HI kept as -inf and +inf: coded, never dropped) and, for the newest
     record, its sensor status and LO/HI as alarm conditions."""
     events: list[Event] = []
-    for m in gatt.decode_cgm_measurements(data, e2e_crc=state.cgm_e2e_crc):
+    for m in cgms.decode_cgm_measurements(data, e2e_crc=state.cgm_e2e_crc):
         if not state.first_sight_of_cgm_record(m.time_offset_min):
             continue
         if m.time_offset_min == state.cgm_last_offset_min:  # records fetched late do not speak for now
@@ -252,10 +253,10 @@ def on_cgm(state: ProfileState, data: bytes) -> Sequence[Event]:
 
 
 def on_idd_status(state: ProfileState, data: bytes) -> Sequence[Event]:
-    s = gatt.decode_idd_status(data, e2e=state.idd_e2e)
+    s = idd_status.decode_idd_status(data, e2e=state.idd_e2e)
     detail = {
-        "therapy_control_state": _enum_name(gatt.TherapyControlState, s.therapy_control_state),
-        "operational_state": _enum_name(gatt.OperationalState, s.operational_state),
+        "therapy_control_state": _enum_name(idd_status.TherapyControlState, s.therapy_control_state),
+        "operational_state": _enum_name(idd_status.OperationalState, s.operational_state),
         "reservoir_attached": str(s.reservoir_attached).lower(),
     }
     return _finite(
@@ -287,7 +288,8 @@ def on_idd_annunciation(state: ProfileState, data: bytes) -> Sequence[Event]:
 
 
 def _enum_name(
-    enum_type: type[gatt.TherapyControlState] | type[gatt.OperationalState] | type[ids.AnnunciationType], value: int
+    enum_type: type[idd_status.TherapyControlState] | type[idd_status.OperationalState] | type[ids.AnnunciationType],
+    value: int,
 ) -> str:
     try:
         return enum_type(value).name.lower()
@@ -321,7 +323,7 @@ def _converted(value: float) -> float:
     return round(value, _CONVERTED_DECIMALS)
 
 
-def _record_key(stamp: gatt.DateTimeTuple | None, *more: object) -> tuple[object, ...]:
+def _record_key(stamp: fields.DateTimeTuple | None, *more: object) -> tuple[object, ...]:
     """A device record's own identity: its complete time stamp; empty (a fresh id) when absent or partial."""
     if stamp is None or 0 in stamp[:3]:
         return ()
@@ -383,38 +385,38 @@ def on_glucose(state: ProfileState, data: bytes) -> Sequence[Event]:
 PROFILES: dict[str, Profile] = {
     "ecg_patch": Profile(
         "ecg_patch",
-        {gatt.HEART_RATE_MEASUREMENT: on_heart_rate, gatt.PMD_DATA: on_pmd_ecg, gatt.BATTERY_LEVEL: on_battery},
-        start_writes=((gatt.PMD_CONTROL_POINT, PMD_START_ECG),),
+        {hrs.HEART_RATE_MEASUREMENT: on_heart_rate, pmd.PMD_DATA: on_pmd_ecg, bas.BATTERY_LEVEL: on_battery},
+        start_writes=((pmd.PMD_CONTROL_POINT, PMD_START_ECG),),
     ),
     "pulse_oximeter": Profile(
-        "pulse_oximeter", {gatt.PLX_CONTINUOUS_MEASUREMENT: on_plx_continuous, gatt.BATTERY_LEVEL: on_battery}
+        "pulse_oximeter", {plxs.PLX_CONTINUOUS_MEASUREMENT: on_plx_continuous, bas.BATTERY_LEVEL: on_battery}
     ),
     "cgm": Profile(
         "cgm",
-        {gatt.CGM_MEASUREMENT: on_cgm, gatt.BATTERY_LEVEL: on_battery},
+        {cgms.CGM_MEASUREMENT: on_cgm, bas.BATTERY_LEVEL: on_battery},
         features=frozenset({Feature.RECORD_BACKFILL}),
-        records=frozenset({gatt.CGM_MEASUREMENT}),
+        records=frozenset({cgms.CGM_MEASUREMENT}),
     ),
     "insulin_pump": Profile(
         "insulin_pump",
         {
-            gatt.IDD_STATUS: on_idd_status,
-            gatt.IDD_ANNUNCIATION_STATUS: on_idd_annunciation,
-            gatt.BATTERY_LEVEL: on_battery,
+            idd_status.IDD_STATUS: on_idd_status,
+            ids.IDD_ANNUNCIATION_STATUS: on_idd_annunciation,
+            bas.BATTERY_LEVEL: on_battery,
         },
         bonding=True,
         features=frozenset({Feature.PUMP_STATUS, Feature.PUMP_COMMANDS}),
     ),
     "blood_pressure": Profile(
         "blood_pressure",
-        {measurements.BLOOD_PRESSURE_MEASUREMENT: on_blood_pressure, gatt.BATTERY_LEVEL: on_battery},
+        {measurements.BLOOD_PRESSURE_MEASUREMENT: on_blood_pressure, bas.BATTERY_LEVEL: on_battery},
     ),
     "thermometer": Profile(
-        "thermometer", {measurements.TEMPERATURE_MEASUREMENT: on_temperature, gatt.BATTERY_LEVEL: on_battery}
+        "thermometer", {measurements.TEMPERATURE_MEASUREMENT: on_temperature, bas.BATTERY_LEVEL: on_battery}
     ),
     "glucose_meter": Profile(
         "glucose_meter",
-        {measurements.GLUCOSE_MEASUREMENT: on_glucose, gatt.BATTERY_LEVEL: on_battery},
+        {measurements.GLUCOSE_MEASUREMENT: on_glucose, bas.BATTERY_LEVEL: on_battery},
         features=frozenset({Feature.RECORD_BACKFILL}),
     ),
 }

@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 
 from drivers.base import CommandRefused, CommandTarget, EventSink, no_op
-from drivers.ble import device_info, gatt, ids
+from drivers.ble import bas, cgms, device_info, ids
 from drivers.ble.features import PumpCommander, PumpStatus, RecordBackfill, SessionFeature
 from drivers.ble.link import GattLink, GattLinkFactory
 from drivers.ble.profiles import PROFILES, Feature, ProfileState
@@ -99,16 +99,16 @@ class BleSession:
     async def _serve(self, link: GattLink, sink: EventSink, queue: asyncio.Queue[Notification]) -> None:
         state = self.state
         crc: bool | None = None
-        if link.has_characteristic(gatt.CGM_FEATURE):
-            crc = state.cgm_e2e_crc = gatt.decode_cgm_feature(await link.read(gatt.CGM_FEATURE)).e2e_crc
-        if link.has_characteristic(gatt.CGM_SESSION_START_TIME):
-            raw = await link.read(gatt.CGM_SESSION_START_TIME)
-            state.new_cgm_session(gatt.decode_cgm_session_start_time(raw, e2e_crc=crc))
-        if link.has_characteristic(gatt.IDD_FEATURES):
-            state.idd_e2e = ids.decode_idd_features(await link.read(gatt.IDD_FEATURES)).e2e_protection
+        if link.has_characteristic(cgms.CGM_FEATURE):
+            crc = state.cgm_e2e_crc = cgms.decode_cgm_feature(await link.read(cgms.CGM_FEATURE)).e2e_crc
+        if link.has_characteristic(cgms.CGM_SESSION_START_TIME):
+            raw = await link.read(cgms.CGM_SESSION_START_TIME)
+            state.new_cgm_session(cgms.decode_cgm_session_start_time(raw, e2e_crc=crc))
+        if link.has_characteristic(ids.IDD_FEATURES):
+            state.idd_e2e = ids.decode_idd_features(await link.read(ids.IDD_FEATURES)).e2e_protection
         battery = None
-        if link.has_characteristic(gatt.BATTERY_LEVEL):
-            battery = float(gatt.decode_battery_level(await link.read(gatt.BATTERY_LEVEL)))
+        if link.has_characteristic(bas.BATTERY_LEVEL):
+            battery = float(bas.decode_battery_level(await link.read(bas.BATTERY_LEVEL)))
         detail = await self._identity(link)
         if state.cgm_session_start_ns is not None:
             detail["sensor_session_start_ns"] = str(state.cgm_session_start_ns)

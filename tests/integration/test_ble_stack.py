@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from bleak import BleakClient, BleakScanner
 
-from drivers.ble import gatt, ids
+from drivers.ble import bas, cgms, hrs, idd_status, ids, plxs, pmd, racp
 from gateway.config import Config, parse_config
 from gateway.core.nomenclature import quantity
 from hil.ble_radio import VirtualRadio
@@ -68,10 +68,10 @@ async def test_scan_sees_every_peripheral_with_its_health_service_and_rssi() -> 
         )
         by_name = {adv.local_name: (device, adv) for device, adv in found.values()}
         assert set(by_name) == {"ecg-1", "ox-1", "cgm-1", "pump-1"}
-        assert gatt.HEART_RATE_SERVICE in by_name["ecg-1"][1].service_uuids
-        assert gatt.PULSE_OXIMETER_SERVICE in by_name["ox-1"][1].service_uuids
-        assert gatt.CGM_SERVICE in by_name["cgm-1"][1].service_uuids
-        assert gatt.INSULIN_DELIVERY_SERVICE in by_name["pump-1"][1].service_uuids
+        assert hrs.HEART_RATE_SERVICE in by_name["ecg-1"][1].service_uuids
+        assert plxs.PULSE_OXIMETER_SERVICE in by_name["ox-1"][1].service_uuids
+        assert cgms.CGM_SERVICE in by_name["cgm-1"][1].service_uuids
+        assert ids.INSULIN_DELIVERY_SERVICE in by_name["pump-1"][1].service_uuids
         assert all(adv.rssi < 0 for _, adv in by_name.values())
         assert by_name["cgm-1"][0].address == radio.host("cgm-1").address
 
@@ -81,7 +81,7 @@ async def test_pump_characteristics_need_pairing_and_the_paired_link_is_encrypte
         address = radio.host("pump-1").address
         async with BleakClient(address, backend=BumbleBleakClient, bumble_device=radio.adapter) as client:
             # Battery and Device Information are open; the Insulin Delivery Service is not.
-            assert (await client.read_gatt_char(gatt.BATTERY_LEVEL))[0] <= 100
+            assert (await client.read_gatt_char(bas.BATTERY_LEVEL))[0] <= 100
             with pytest.raises(Exception, match=r"(?i)encryption|authentication"):
                 await client.write_gatt_char(ids.IDD_COMMAND_CONTROL_POINT, b"\x00\x00", response=True)
         async with BleakClient(address, backend=BumbleBleakClient, bumble_device=radio.adapter, pair=True):
@@ -108,16 +108,16 @@ async def test_every_peripheral_streams_through_the_stack_to_the_receiver(tmp_pa
         assert items and all(i["code"] == q.code and i["unit"] == q.ucum for i in items), ref
         return items
 
-    spo2_sent = [gatt.decode_plx_continuous(f).spo2_pct for f in _sent(radio, "ox-1", gatt.PLX_CONTINUOUS_MEASUREMENT)]
+    spo2_sent = [plxs.decode_plx_continuous(f).spo2_pct for f in _sent(radio, "ox-1", plxs.PLX_CONTINUOUS_MEASUREMENT)]
     spo2 = check_units("ox-1", "MDC_PULS_OXIM_SAT_O2")
     assert sorted(float(i["value"]) for i in spo2) == sorted(spo2_sent)
 
     hr_sent = [
-        gatt.decode_heart_rate_measurement(f).heart_rate_bpm for f in _sent(radio, "ecg-1", gatt.HEART_RATE_MEASUREMENT)
+        hrs.decode_heart_rate_measurement(f).heart_rate_bpm for f in _sent(radio, "ecg-1", hrs.HEART_RATE_MEASUREMENT)
     ]
     assert sorted(float(i["value"]) for i in check_units("ecg-1", "MDC_ECG_HEART_RATE")) == sorted(map(float, hr_sent))
 
-    frames = [gatt.decode_pmd_ecg_frame(f) for f in _sent(radio, "ecg-1", gatt.PMD_DATA)]
+    frames = [pmd.decode_pmd_ecg_frame(f) for f in _sent(radio, "ecg-1", pmd.PMD_DATA)]
     ecg = sorted(check_units("ecg-1", "MDC_ECG_ELEC_POTL"), key=lambda i: int(i["t_dev"]))
     received_samples = np.concatenate([np.asarray(i["samples"]) for i in ecg])
     assert np.array_equal(received_samples, np.concatenate([f.samples_uv for f in frames]))
@@ -131,7 +131,8 @@ async def test_every_peripheral_streams_through_the_stack_to_the_receiver(tmp_pa
 
     reservoir = check_units("pump-1", "MDC_INS_RESERVOIR")
     sent_reservoir = [
-        gatt.decode_idd_status(f, e2e=True).reservoir_remaining_iu for f in _sent(radio, "pump-1", gatt.IDD_STATUS)
+        idd_status.decode_idd_status(f, e2e=True).reservoir_remaining_iu
+        for f in _sent(radio, "pump-1", idd_status.IDD_STATUS)
     ]
     assert sorted(float(i["value"]) for i in reservoir) == sorted(sent_reservoir)
 
@@ -169,8 +170,8 @@ async def test_cgm_out_of_range_for_two_minutes_is_backfilled_through_racp(
     assert missed >= 2
     # After the reconnect the gateway asked only for what came after the newest record it had.
     resume = cgm.racp_requests[-1]
-    assert resume.opcode == gatt.RacpOpcode.REPORT_STORED_RECORDS
-    assert resume.operator == gatt.RacpOperator.GREATER_THAN_OR_EQUAL
+    assert resume.opcode == racp.RacpOpcode.REPORT_STORED_RECORDS
+    assert resume.operator == racp.RacpOperator.GREATER_THAN_OR_EQUAL
     assert resume.operand[0] <= offline_from * cgm.interval_min
     offsets = sorted(
         (int(i["t_dev"]) - cgm.session_start_ns) // 60_000_000_000 for i in _items(run, "cgm-1", "MDC_CONC_GLU_ISF")

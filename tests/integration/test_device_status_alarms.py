@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from drivers.ble import gatt
+from drivers.ble import cgms, plxs
 from drivers.ble.profiles import ProfileState, on_cgm, on_plx_continuous
 from gateway.config import parse_config
 from gateway.core.model import DeviceStatus, Observation
@@ -70,25 +70,25 @@ async def test_cgm_lo_malfunction_and_expired_session_raise_their_alarms_over_bu
 
 def test_cgm_records_fetched_late_do_not_speak_for_now_and_special_values_are_kept() -> None:
     state = ProfileState("cgm-1", cgm_session_start_ns=10**18)
-    newest = gatt.encode_cgm_measurement(gatt.CgmMeasurement(math.inf, 10, 0), e2e_crc=False)
+    newest = cgms.encode_cgm_measurement(cgms.CgmMeasurement(math.inf, 10, 0), e2e_crc=False)
     events = on_cgm(state, newest)
     glucose = [e for e in events if isinstance(e, Observation)]
     assert len(glucose) == 1 and glucose[0].value == math.inf, "HI is kept, coded"
     status = [e for e in events if isinstance(e, DeviceStatus)]
     assert status[0].errors == ("glucose_above_device_range",)
-    older = gatt.encode_cgm_measurement(gatt.CgmMeasurement(100.0, 5, 1 << 3), e2e_crc=False)  # via RACP, late
+    older = cgms.encode_cgm_measurement(cgms.CgmMeasurement(100.0, 5, 1 << 3), e2e_crc=False)  # via RACP, late
     assert not [e for e in on_cgm(state, older) if isinstance(e, DeviceStatus)]
 
 
 def test_pulse_oximeter_status_bits_become_conditions_and_invalid_values_are_not_stored() -> None:
     state = ProfileState("ox-1")
-    frame = gatt.encode_plx_continuous(gatt.PlxContinuousMeasurement(97.0, 70.0, None, 1 << 15, (1 << 13) | (1 << 5)))
+    frame = plxs.encode_plx_continuous(plxs.PlxContinuousMeasurement(97.0, 70.0, None, 1 << 15, (1 << 13) | (1 << 5)))
     events = on_plx_continuous(state, frame)
     assert not [e for e in events if isinstance(e, Observation)], "the oximeter says the measurement is invalid"
     (status,) = [e for e in events if isinstance(e, DeviceStatus)]
     assert set(status.errors) == {"plx_invalid_measurement", "plx_sensor_displaced", "plx_low_perfusion"}
     assert status.detail["priority.plx_low_perfusion"] == "low"
-    clean = gatt.encode_plx_continuous(gatt.PlxContinuousMeasurement(97.0, 70.0, None, 0, 0))
+    clean = plxs.encode_plx_continuous(plxs.PlxContinuousMeasurement(97.0, 70.0, None, 0, 0))
     events = on_plx_continuous(state, clean)
     assert len([e for e in events if isinstance(e, Observation)]) == 2
     assert [e.errors for e in events if isinstance(e, DeviceStatus)] == [()]

@@ -16,22 +16,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.ble import gatt
-from drivers.ble.gatt import (
-    CgmMeasurement,
-    HeartRateMeasurement,
-    IddStatus,
-    OperationalState,
-    PlxContinuousMeasurement,
-    PlxSpotCheckMeasurement,
-    RacpFilterType,
-    RacpOpcode,
-    RacpOperator,
-    RacpRequest,
-    RacpResponse,
-    RacpResponseCode,
-    TherapyControlState,
-)
+from drivers.ble import bas, cgms, device_info, fields, hrs, idd_status, ids, plxs, pmd, racp
+from drivers.ble.cgms import CgmMeasurement
+from drivers.ble.hrs import HeartRateMeasurement
+from drivers.ble.idd_status import IddStatus, OperationalState, TherapyControlState
+from drivers.ble.plxs import PlxContinuousMeasurement, PlxSpotCheckMeasurement
+from drivers.ble.racp import RacpFilterType, RacpOpcode, RacpOperator, RacpRequest, RacpResponse, RacpResponseCode
 from drivers.ble.sfloat import (
     SfloatSpecial,
     classify_float,
@@ -68,7 +58,7 @@ def same_float(a: float | None, b: float | None) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == b
 
 
-# Values every gatt encoder (SFLOAT, max_decimals=3) carries exactly.
+# Values every GATT encoder (SFLOAT, max_decimals=3) carries exactly.
 sfloat_values = st.builds(lambda m, e: decode_sfloat(sfloat_raw(m, e)), st.integers(-2045, 2045), st.integers(-3, 7))
 tenths = st.integers(-2045, 2045).map(lambda i: i / 10)
 representable = st.one_of(tenths, sfloat_values)
@@ -249,32 +239,33 @@ def test_float_round_trip(mantissa: int, exponent: int) -> None:
 
 
 def test_crc16_mcrf4xx_check_value() -> None:
-    assert gatt.crc16_mcrf4xx(b"123456789") == 0x6F91
-    assert gatt.crc16_mcrf4xx(b"") == 0xFFFF
-    assert gatt.crc16_mcrf4xx(memoryview(b"123456789")) == 0x6F91
+    assert fields.crc16_mcrf4xx(b"123456789") == 0x6F91
+    assert fields.crc16_mcrf4xx(b"") == 0xFFFF
+    assert fields.crc16_mcrf4xx(memoryview(b"123456789")) == 0x6F91
 
 
 # -------------------------------------------------------------------------------------------------- UUIDs
 
 
 def test_uuids() -> None:
-    assert gatt.uuid16(0x2A37) == "00002a37-0000-1000-8000-00805f9b34fb"
-    assert gatt.HEART_RATE_MEASUREMENT == "00002a37-0000-1000-8000-00805f9b34fb"
-    assert gatt.CGM_MEASUREMENT == "00002aa7-0000-1000-8000-00805f9b34fb"
-    assert gatt.IDD_STATUS == "00002b21-0000-1000-8000-00805f9b34fb"
-    assert gatt.PULSE_OXIMETER_SERVICE == "00001822-0000-1000-8000-00805f9b34fb"
-    assert gatt.PMD_DATA == "fb005c82-02e7-f387-1cad-8acd2d8df0c8"
+    assert fields.uuid16(0x2A37) == "00002a37-0000-1000-8000-00805f9b34fb"
+    assert hrs.HEART_RATE_MEASUREMENT == "00002a37-0000-1000-8000-00805f9b34fb"
+    assert cgms.CGM_MEASUREMENT == "00002aa7-0000-1000-8000-00805f9b34fb"
+    assert idd_status.IDD_STATUS == "00002b21-0000-1000-8000-00805f9b34fb"
+    assert plxs.PULSE_OXIMETER_SERVICE == "00001822-0000-1000-8000-00805f9b34fb"
+    assert pmd.PMD_DATA == "fb005c82-02e7-f387-1cad-8acd2d8df0c8"
     constants = [
         value
-        for name, value in vars(gatt).items()
+        for module in (hrs, plxs, cgms, racp, idd_status, ids, bas, pmd, device_info)
+        for name, value in vars(module).items()
         if name.isupper() and isinstance(value, str) and value.count("-") == 4
     ]
-    assert len(constants) == 30
+    assert len(constants) == 43  # every characteristic and service the codecs name, each defined once
     assert len(set(constants)) == len(constants)
     for value in constants:
         assert str(uuid.UUID(value)) == value  # canonical lowercase form
     with pytest.raises(ValueError, match="16-bit"):
-        gatt.uuid16(0x10000)
+        fields.uuid16(0x10000)
 
 
 # --------------------------------------------------------------------------------------- shared helpers
@@ -289,19 +280,19 @@ def assert_truncations_invalid(decode: Callable[[bytes], object], frame: bytes) 
 
 
 DECODERS: dict[str, Callable[[bytes], object]] = {
-    "heart_rate": gatt.decode_heart_rate_measurement,
-    "plx_continuous": gatt.decode_plx_continuous,
-    "plx_spot_check": gatt.decode_plx_spot_check,
-    "cgm": lambda b: gatt.decode_cgm_measurements(b, e2e_crc=False),
-    "cgm_crc": lambda b: gatt.decode_cgm_measurements(b, e2e_crc=True),
-    "cgm_session_start": gatt.decode_cgm_session_start_time,
-    "cgm_feature": gatt.decode_cgm_feature,
-    "racp_request": gatt.decode_racp_request,
-    "racp_response": gatt.decode_racp_response,
-    "idd_status": lambda b: gatt.decode_idd_status(b, e2e=False),
-    "idd_status_e2e": lambda b: gatt.decode_idd_status(b, e2e=True),
-    "battery": gatt.decode_battery_level,
-    "pmd_ecg": gatt.decode_pmd_ecg_frame,
+    "heart_rate": hrs.decode_heart_rate_measurement,
+    "plx_continuous": plxs.decode_plx_continuous,
+    "plx_spot_check": plxs.decode_plx_spot_check,
+    "cgm": lambda b: cgms.decode_cgm_measurements(b, e2e_crc=False),
+    "cgm_crc": lambda b: cgms.decode_cgm_measurements(b, e2e_crc=True),
+    "cgm_session_start": cgms.decode_cgm_session_start_time,
+    "cgm_feature": cgms.decode_cgm_feature,
+    "racp_request": racp.decode_racp_request,
+    "racp_response": racp.decode_racp_response,
+    "idd_status": lambda b: idd_status.decode_idd_status(b, e2e=False),
+    "idd_status_e2e": lambda b: idd_status.decode_idd_status(b, e2e=True),
+    "battery": bas.decode_battery_level,
+    "pmd_ecg": pmd.decode_pmd_ecg_frame,
 }
 
 
@@ -318,16 +309,16 @@ VALID_FRAMES: dict[str, bytes] = {
     "heart_rate": bytes([0x1F]) + U16.pack(300) + U16.pack(5) + U16.pack(800) + U16.pack(810),
     "plx_continuous": bytes([0x1F]) + sf(975, -1) + sf(72, 0) * 5 + b"\x01\x02\x03\x04\x05" + sf(34, -1),
     "plx_spot_check": bytes([0x1F]) + sf(975, -1) + sf(72, 0) + bytes.fromhex("e8070c1f173b3b0102030405") + sf(34, -1),
-    "cgm": gatt.encode_cgm_measurement(CgmMeasurement(120.0, 5, 0x030201, -1.5, 90.0), e2e_crc=False) * 2,
-    "cgm_crc": gatt.encode_cgm_measurement(CgmMeasurement(120.0, 5, 0x030201, -1.5, 90.0), e2e_crc=True) * 2,
-    "cgm_session_start": gatt.encode_cgm_session_start_time(1_700_000_000_000_000_000, e2e_crc=True),
-    "cgm_feature": gatt.encode_cgm_feature(gatt.CgmFeature(0x01F000, 1, 5)),
+    "cgm": cgms.encode_cgm_measurement(CgmMeasurement(120.0, 5, 0x030201, -1.5, 90.0), e2e_crc=False) * 2,
+    "cgm_crc": cgms.encode_cgm_measurement(CgmMeasurement(120.0, 5, 0x030201, -1.5, 90.0), e2e_crc=True) * 2,
+    "cgm_session_start": cgms.encode_cgm_session_start_time(1_700_000_000_000_000_000, e2e_crc=True),
+    "cgm_feature": cgms.encode_cgm_feature(cgms.CgmFeature(0x01F000, 1, 5)),
     "racp_request": bytes([1, 4, 1, 10, 0, 20, 0]),
     "racp_response": bytes([6, 0, 1, 1]),
     "idd_status": bytes([0x55, 0x96]) + sf(1805, -1) + b"\x01",
-    "idd_status_e2e": gatt.encode_idd_status(IddStatus(0x55, 0x96, 180.5, True, 7), e2e=True),
+    "idd_status_e2e": idd_status.encode_idd_status(IddStatus(0x55, 0x96, 180.5, True, 7), e2e=True),
     "battery": b"\x55",
-    "pmd_ecg": gatt.encode_pmd_ecg_frame(123, [1, -1, 8_388_607, -8_388_608]),
+    "pmd_ecg": pmd.encode_pmd_ecg_frame(123, [1, -1, 8_388_607, -8_388_608]),
 }
 
 
@@ -344,9 +335,9 @@ def test_decoders_survive_mutations(mutation: Mutation) -> None:
 
 @pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview])
 def test_decoders_accept_bytes_like(wrap: Callable[[bytes], Any]) -> None:
-    assert gatt.decode_battery_level(wrap(b"\x55")) == 85
-    assert gatt.decode_heart_rate_measurement(wrap(b"\x00\x48")).heart_rate_bpm == 72
-    assert gatt.decode_pmd_ecg_frame(wrap(VALID_FRAMES["pmd_ecg"])).samples_uv.tolist()[0] == 1
+    assert bas.decode_battery_level(wrap(b"\x55")) == 85
+    assert hrs.decode_heart_rate_measurement(wrap(b"\x00\x48")).heart_rate_bpm == 72
+    assert pmd.decode_pmd_ecg_frame(wrap(VALID_FRAMES["pmd_ecg"])).samples_uv.tolist()[0] == 1
 
 
 def test_dataclasses_are_frozen_and_slotted() -> None:
@@ -358,7 +349,7 @@ def test_dataclasses_are_frozen_and_slotted() -> None:
 
 def test_errors_carry_no_measured_values() -> None:
     with pytest.raises(InvalidFrame) as excinfo:
-        gatt.decode_battery_level(b"\xc8")
+        bas.decode_battery_level(b"\xc8")
     assert 200 not in excinfo.value.fields.values()
     assert "200" not in str(excinfo.value)
     assert excinfo.value.fields["characteristic"] == "battery_level"
@@ -372,13 +363,13 @@ def test_heart_rate_every_flag_combination(flags: int) -> None:
     frame = bytes([flags]) + (U16.pack(300) if flags & 0x01 else b"\x48")
     frame += U16.pack(1234) if flags & 0x08 else b""
     frame += U16.pack(1024) + U16.pack(512) if flags & 0x10 else b""
-    m = gatt.decode_heart_rate_measurement(frame)
+    m = hrs.decode_heart_rate_measurement(frame)
     assert m.heart_rate_bpm == (300 if flags & 0x01 else 72)
     assert m.sensor_contact == {0: None, 1: None, 2: False, 3: True}[(flags >> 1) & 3]
     assert m.energy_expended_kj == (1234 if flags & 0x08 else None)
     assert m.rr_intervals_ms == ((1000.0, 500.0) if flags & 0x10 else ())
     single_rr = frame[:-2] if flags & 0x10 else frame
-    assert_truncations_invalid(gatt.decode_heart_rate_measurement, single_rr)
+    assert_truncations_invalid(hrs.decode_heart_rate_measurement, single_rr)
 
 
 @pytest.mark.parametrize(
@@ -393,16 +384,16 @@ def test_heart_rate_every_flag_combination(flags: int) -> None:
 )
 def test_heart_rate_invalid(frame: bytes) -> None:
     with pytest.raises(InvalidFrame):
-        gatt.decode_heart_rate_measurement(frame)
+        hrs.decode_heart_rate_measurement(frame)
 
 
 def test_heart_rate_encode() -> None:
-    assert gatt.encode_heart_rate_measurement(HeartRateMeasurement(72, True, None, (1000.0,))) == bytes(
+    assert hrs.encode_heart_rate_measurement(HeartRateMeasurement(72, True, None, (1000.0,))) == bytes(
         [0x16, 72, 0x00, 0x04]
     )
-    assert gatt.encode_heart_rate_measurement(HeartRateMeasurement(300)) == b"\x01\x2c\x01"
+    assert hrs.encode_heart_rate_measurement(HeartRateMeasurement(300)) == b"\x01\x2c\x01"
     with pytest.raises(ValueError, match="heart_rate_bpm"):
-        gatt.encode_heart_rate_measurement(HeartRateMeasurement(70_000))
+        hrs.encode_heart_rate_measurement(HeartRateMeasurement(70_000))
 
 
 heart_rates = st.builds(
@@ -417,7 +408,7 @@ heart_rates = st.builds(
 @FAST
 @given(heart_rates)
 def test_heart_rate_round_trip(m: HeartRateMeasurement) -> None:
-    assert gatt.decode_heart_rate_measurement(gatt.encode_heart_rate_measurement(m)) == m
+    assert hrs.decode_heart_rate_measurement(hrs.encode_heart_rate_measurement(m)) == m
 
 
 # ------------------------------------------------------------------------------------------- PLX continuous
@@ -431,7 +422,7 @@ def test_plx_continuous_every_flag_combination(flags: int) -> None:
     frame += U16.pack(0x1234) if flags & 0x04 else b""
     frame += b"\x0c\x0b\x0a" if flags & 0x08 else b""
     frame += sf(34, -1) if flags & 0x10 else b""
-    m = gatt.decode_plx_continuous(frame)
+    m = plxs.decode_plx_continuous(frame)
     assert m == PlxContinuousMeasurement(
         97.5,
         72.0,
@@ -439,7 +430,7 @@ def test_plx_continuous_every_flag_combination(flags: int) -> None:
         0x1234 if flags & 0x04 else None,
         0x0A0B0C if flags & 0x08 else None,
     )
-    assert_truncations_invalid(gatt.decode_plx_continuous, frame)
+    assert_truncations_invalid(plxs.decode_plx_continuous, frame)
 
 
 @pytest.mark.parametrize(
@@ -447,11 +438,11 @@ def test_plx_continuous_every_flag_combination(flags: int) -> None:
 )
 def test_plx_continuous_invalid(frame: bytes) -> None:
     with pytest.raises(InvalidFrame):
-        gatt.decode_plx_continuous(frame)
+        plxs.decode_plx_continuous(frame)
 
 
 def test_plx_continuous_nan_and_nres() -> None:
-    m = gatt.decode_plx_continuous(b"\x00" + U16.pack(0x07FF) + U16.pack(0x0800))
+    m = plxs.decode_plx_continuous(b"\x00" + U16.pack(0x07FF) + U16.pack(0x0800))
     assert math.isnan(m.spo2_pct)
     assert math.isnan(m.pulse_rate_bpm)
 
@@ -469,7 +460,7 @@ plx_continuous = st.builds(
 @FAST
 @given(plx_continuous)
 def test_plx_continuous_round_trip(m: PlxContinuousMeasurement) -> None:
-    assert gatt.decode_plx_continuous(gatt.encode_plx_continuous(m)) == m
+    assert plxs.decode_plx_continuous(plxs.encode_plx_continuous(m)) == m
 
 
 # ------------------------------------------------------------------------------------------- PLX spot-check
@@ -482,7 +473,7 @@ def test_plx_spot_check_every_flag_combination(flags: int) -> None:
     frame += U16.pack(0x0020) if flags & 0x02 else b""
     frame += b"\x01\x00\x00" if flags & 0x04 else b""
     frame += sf(34, -1) if flags & 0x08 else b""
-    m = gatt.decode_plx_spot_check(frame)
+    m = plxs.decode_plx_spot_check(frame)
     assert m == PlxSpotCheckMeasurement(
         97.5,
         72.0,
@@ -492,7 +483,7 @@ def test_plx_spot_check_every_flag_combination(flags: int) -> None:
         3.4 if flags & 0x08 else None,
         bool(flags & 0x10),
     )
-    assert_truncations_invalid(gatt.decode_plx_spot_check, frame)
+    assert_truncations_invalid(plxs.decode_plx_spot_check, frame)
 
 
 @pytest.mark.parametrize(
@@ -506,7 +497,7 @@ def test_plx_spot_check_every_flag_combination(flags: int) -> None:
 )
 def test_plx_spot_check_invalid(frame: bytes) -> None:
     with pytest.raises(InvalidFrame):
-        gatt.decode_plx_spot_check(frame)
+        plxs.decode_plx_spot_check(frame)
 
 
 date_times = st.one_of(
@@ -535,7 +526,7 @@ plx_spot_checks = st.builds(
 @FAST
 @given(plx_spot_checks)
 def test_plx_spot_check_round_trip(m: PlxSpotCheckMeasurement) -> None:
-    assert gatt.decode_plx_spot_check(gatt.encode_plx_spot_check(m)) == m
+    assert plxs.decode_plx_spot_check(plxs.encode_plx_spot_check(m)) == m
 
 
 # ---------------------------------------------------------------------------------------------------- CGM
@@ -550,7 +541,7 @@ def cgm_record(flags: int, *, crc: bool, size: int | None = None) -> bytes:
     body += sf(-12, -1) if flags & 0x01 else b""
     body += sf(95, 0) if flags & 0x02 else b""
     record = bytes([size if size is not None else len(body) + 1 + (2 if crc else 0)]) + body
-    return record + U16.pack(gatt.crc16_mcrf4xx(record)) if crc else record
+    return record + U16.pack(fields.crc16_mcrf4xx(record)) if crc else record
 
 
 CGM_FLAG_COMBINATIONS = [
@@ -562,57 +553,57 @@ CGM_FLAG_COMBINATIONS = [
 @pytest.mark.parametrize("flags", CGM_FLAG_COMBINATIONS)
 def test_cgm_every_flag_combination(flags: int, crc: bool) -> None:
     record = cgm_record(flags, crc=crc)
-    (m,) = gatt.decode_cgm_measurements(record, e2e_crc=crc)
+    (m,) = cgms.decode_cgm_measurements(record, e2e_crc=crc)
     status = None
     if flags & 0xE0:
         status = (0x11 if flags & 0x80 else 0) | (0x2200 if flags & 0x40 else 0) | (0x330000 if flags & 0x20 else 0)
     assert m == CgmMeasurement(120.5, 15, status, -1.2 if flags & 0x01 else None, 95.0 if flags & 0x02 else None)
-    assert_truncations_invalid(lambda b: gatt.decode_cgm_measurements(b, e2e_crc=crc), record)
+    assert_truncations_invalid(lambda b: cgms.decode_cgm_measurements(b, e2e_crc=crc), record)
 
 
 def test_cgm_two_records_in_one_notification() -> None:
     for crc in (False, True):
         frame = cgm_record(0x00, crc=crc) + cgm_record(0xE3, crc=crc)
-        first, second = gatt.decode_cgm_measurements(frame, e2e_crc=crc)
+        first, second = cgms.decode_cgm_measurements(frame, e2e_crc=crc)
         assert first == CgmMeasurement(120.5, 15)
         assert second == CgmMeasurement(120.5, 15, 0x332211, -1.2, 95.0)
         with pytest.raises(InvalidFrame):
-            gatt.decode_cgm_measurements(frame[:-1], e2e_crc=crc)  # second record truncated
+            cgms.decode_cgm_measurements(frame[:-1], e2e_crc=crc)  # second record truncated
 
 
 def test_cgm_size_field_mismatch_rejected() -> None:
     for size in (0, 5, 7, 8, 255):
         with pytest.raises(InvalidFrame, match="size"):
-            gatt.decode_cgm_measurements(cgm_record(0x00, crc=False, size=size), e2e_crc=False)
+            cgms.decode_cgm_measurements(cgm_record(0x00, crc=False, size=size), e2e_crc=False)
     # A record with CRC read as if CRC were off (and vice versa) disagrees with its size field.
     with pytest.raises(InvalidFrame, match="size"):
-        gatt.decode_cgm_measurements(cgm_record(0x03, crc=True), e2e_crc=False)
+        cgms.decode_cgm_measurements(cgm_record(0x03, crc=True), e2e_crc=False)
     with pytest.raises(InvalidFrame, match="size"):
-        gatt.decode_cgm_measurements(cgm_record(0x03, crc=False), e2e_crc=True)
+        cgms.decode_cgm_measurements(cgm_record(0x03, crc=False), e2e_crc=True)
 
 
 def test_cgm_bad_crc_rejected() -> None:
     record = bytearray(cgm_record(0x03, crc=True))
     record[-1] ^= 0x01
     with pytest.raises(InvalidFrame, match="CRC") as excinfo:
-        gatt.decode_cgm_measurements(bytes(record), e2e_crc=True)
+        cgms.decode_cgm_measurements(bytes(record), e2e_crc=True)
     assert excinfo.value.fields == {"characteristic": "cgm_measurement", "record": 0}
     good = cgm_record(0x00, crc=True)
     with pytest.raises(InvalidFrame, match="CRC"):
-        gatt.decode_cgm_measurements(good + bytes(record), e2e_crc=True)
+        cgms.decode_cgm_measurements(good + bytes(record), e2e_crc=True)
 
 
 def test_cgm_reserved_flags_and_empty_rejected() -> None:
     with pytest.raises(InvalidFrame, match="reserved"):
-        gatt.decode_cgm_measurements(cgm_record(0x04, crc=False), e2e_crc=False)
+        cgms.decode_cgm_measurements(cgm_record(0x04, crc=False), e2e_crc=False)
     with pytest.raises(InvalidFrame):
-        gatt.decode_cgm_measurements(b"", e2e_crc=False)
+        cgms.decode_cgm_measurements(b"", e2e_crc=False)
 
 
 def test_cgm_encode_all_clear_status_stays_present() -> None:
-    frame = gatt.encode_cgm_measurement(CgmMeasurement(100.0, 1, 0), e2e_crc=False)
+    frame = cgms.encode_cgm_measurement(CgmMeasurement(100.0, 1, 0), e2e_crc=False)
     assert frame[1] == 0x80  # status octet present, value 0
-    assert gatt.decode_cgm_measurements(frame, e2e_crc=False)[0].sensor_status == 0
+    assert cgms.decode_cgm_measurements(frame, e2e_crc=False)[0].sensor_status == 0
 
 
 cgm_measurements = st.builds(
@@ -628,8 +619,8 @@ cgm_measurements = st.builds(
 @FAST
 @given(st.lists(cgm_measurements, min_size=1, max_size=3), st.booleans())
 def test_cgm_round_trip(records: list[CgmMeasurement], crc: bool) -> None:
-    frame = b"".join(gatt.encode_cgm_measurement(m, e2e_crc=crc) for m in records)
-    assert gatt.decode_cgm_measurements(frame, e2e_crc=crc) == records
+    frame = b"".join(cgms.encode_cgm_measurement(m, e2e_crc=crc) for m in records)
+    assert cgms.decode_cgm_measurements(frame, e2e_crc=crc) == records
 
 
 # ---------------------------------------------------------------------------------------- session start time
@@ -639,16 +630,16 @@ def test_cgm_session_start_time() -> None:
     # 2024-01-02 03:04:05 local at UTC+01:00 (4 quarter hours), no DST -> 02:04:05Z.
     frame = struct.pack("<HBBBBBbB", 2024, 1, 2, 3, 4, 5, 4, 0)
     expected = int(datetime(2024, 1, 2, 2, 4, 5, tzinfo=UTC).timestamp()) * 1_000_000_000
-    assert gatt.decode_cgm_session_start_time(frame) == expected
+    assert cgms.decode_cgm_session_start_time(frame) == expected
     with_dst = struct.pack("<HBBBBBbB", 2024, 7, 2, 3, 4, 5, 4, 4)  # UTC+1 plus one hour DST -> 01:04:05Z
-    assert gatt.decode_cgm_session_start_time(with_dst) == (
+    assert cgms.decode_cgm_session_start_time(with_dst) == (
         int(datetime(2024, 7, 2, 1, 4, 5, tzinfo=UTC).timestamp()) * 1_000_000_000
     )
-    with_crc = frame + U16.pack(gatt.crc16_mcrf4xx(frame))
-    assert gatt.decode_cgm_session_start_time(with_crc) == expected
-    assert gatt.decode_cgm_session_start_time(with_crc, e2e_crc=True) == expected
-    assert_truncations_invalid(lambda b: gatt.decode_cgm_session_start_time(b, e2e_crc=True), with_crc)
-    assert gatt.encode_cgm_session_start_time(expected + 999, time_zone_quarter_hours=4) == frame
+    with_crc = frame + U16.pack(fields.crc16_mcrf4xx(frame))
+    assert cgms.decode_cgm_session_start_time(with_crc) == expected
+    assert cgms.decode_cgm_session_start_time(with_crc, e2e_crc=True) == expected
+    assert_truncations_invalid(lambda b: cgms.decode_cgm_session_start_time(b, e2e_crc=True), with_crc)
+    assert cgms.encode_cgm_session_start_time(expected + 999, time_zone_quarter_hours=4) == frame
 
 
 @pytest.mark.parametrize(
@@ -667,9 +658,9 @@ def test_cgm_session_start_time_edge_cases(fields: tuple[int, ...], result: obje
     frame = struct.pack("<HBBBBBbB", *fields)
     if result is InvalidFrame:
         with pytest.raises(InvalidFrame):
-            gatt.decode_cgm_session_start_time(frame)
+            cgms.decode_cgm_session_start_time(frame)
     else:
-        assert gatt.decode_cgm_session_start_time(frame) is None
+        assert cgms.decode_cgm_session_start_time(frame) is None
 
 
 @FAST
@@ -680,8 +671,8 @@ def test_cgm_session_start_time_edge_cases(fields: tuple[int, ...], result: obje
     st.booleans(),
 )
 def test_cgm_session_start_time_round_trip(unix_ns: int, zone: int, dst: int, crc: bool) -> None:
-    frame = gatt.encode_cgm_session_start_time(unix_ns, time_zone_quarter_hours=zone, dst_offset_code=dst, e2e_crc=crc)
-    assert gatt.decode_cgm_session_start_time(frame, e2e_crc=crc) == unix_ns // 10**9 * 10**9
+    frame = cgms.encode_cgm_session_start_time(unix_ns, time_zone_quarter_hours=zone, dst_offset_code=dst, e2e_crc=crc)
+    assert cgms.decode_cgm_session_start_time(frame, e2e_crc=crc) == unix_ns // 10**9 * 10**9
 
 
 # --------------------------------------------------------------------------------------------------- RACP
@@ -701,21 +692,21 @@ def test_cgm_session_start_time_round_trip(unix_ns: int, zone: int, dst: int, cr
     ],
 )
 def test_racp_requests(frame: bytes, req: RacpRequest) -> None:
-    decoded = gatt.decode_racp_request(frame)
+    decoded = racp.decode_racp_request(frame)
     assert decoded == req
     assert isinstance(decoded.opcode, RacpOpcode)
-    assert gatt.encode_racp_request(req) == frame
-    assert_truncations_invalid(gatt.decode_racp_request, frame)
+    assert racp.encode_racp_request(req) == frame
+    assert_truncations_invalid(racp.decode_racp_request, frame)
 
 
 def test_racp_convenience() -> None:
-    assert gatt.racp_report_all() == b"\x01\x01"
-    assert gatt.racp_report_records_since(300) == b"\x01\x03\x01\x2c\x01"
-    assert gatt.racp_report_number_all() == b"\x04\x01"
-    assert gatt.racp_abort() == b"\x03\x00"
+    assert racp.racp_report_all() == b"\x01\x01"
+    assert racp.racp_report_records_since(300) == b"\x01\x03\x01\x2c\x01"
+    assert racp.racp_report_number_all() == b"\x04\x01"
+    assert racp.racp_abort() == b"\x03\x00"
     assert int(RacpFilterType.TIME_OFFSET) == 1
     with pytest.raises(ValueError, match="invalid RACP request"):
-        gatt.racp_report_records_since(70_000)
+        racp.racp_report_records_since(70_000)
 
 
 @pytest.mark.parametrize(
@@ -738,16 +729,16 @@ def test_racp_convenience() -> None:
 )
 def test_racp_invalid_requests_name_the_response_code(frame: bytes, code: RacpResponseCode) -> None:
     with pytest.raises(InvalidFrame) as excinfo:
-        gatt.decode_racp_request(frame)
+        racp.decode_racp_request(frame)
     assert excinfo.value.fields["response_code"] == code
     assert excinfo.value.fields["request_opcode"] == frame[0]
 
 
 def test_racp_encode_refuses_invalid_requests() -> None:
     with pytest.raises(ValueError, match="invalid RACP request"):
-        gatt.encode_racp_request(RacpRequest(1, RacpOperator.WITHIN_RANGE, 1, (5,)))
+        racp.encode_racp_request(RacpRequest(1, RacpOperator.WITHIN_RANGE, 1, (5,)))
     with pytest.raises(ValueError, match="invalid RACP request"):
-        gatt.encode_racp_request(RacpRequest(6, 0))
+        racp.encode_racp_request(RacpRequest(6, 0))
 
 
 @pytest.mark.parametrize(
@@ -761,9 +752,9 @@ def test_racp_encode_refuses_invalid_requests() -> None:
     ],
 )
 def test_racp_responses(frame: bytes, response: RacpResponse) -> None:
-    assert gatt.decode_racp_response(frame) == response
-    assert gatt.encode_racp_response(response) == frame
-    assert_truncations_invalid(gatt.decode_racp_response, frame)
+    assert racp.decode_racp_response(frame) == response
+    assert racp.encode_racp_response(response) == frame
+    assert_truncations_invalid(racp.decode_racp_response, frame)
 
 
 @pytest.mark.parametrize(
@@ -772,7 +763,7 @@ def test_racp_responses(frame: bytes, response: RacpResponse) -> None:
 )
 def test_racp_invalid_responses(frame: bytes) -> None:
     with pytest.raises(InvalidFrame):
-        gatt.decode_racp_response(frame)
+        racp.decode_racp_response(frame)
 
 
 racp_requests = st.one_of(
@@ -804,13 +795,13 @@ racp_responses = st.one_of(
 @FAST
 @given(racp_requests)
 def test_racp_request_round_trip(req: RacpRequest) -> None:
-    assert gatt.decode_racp_request(gatt.encode_racp_request(req)) == req
+    assert racp.decode_racp_request(racp.encode_racp_request(req)) == req
 
 
 @FAST
 @given(racp_responses)
 def test_racp_response_round_trip(response: RacpResponse) -> None:
-    assert gatt.decode_racp_response(gatt.encode_racp_response(response)) == response
+    assert racp.decode_racp_response(racp.encode_racp_response(response)) == response
 
 
 # ---------------------------------------------------------------------------------------------------- IDD
@@ -822,30 +813,30 @@ def test_idd_status(attached: bool, e2e: bool) -> None:
     frame = bytes([0x55, 0x96]) + sf(1805, -1) + bytes([int(attached)])
     if e2e:
         frame += b"\x07"
-        frame += U16.pack(gatt.crc16_mcrf4xx(frame))
-    s = gatt.decode_idd_status(frame, e2e=e2e)
+        frame += U16.pack(fields.crc16_mcrf4xx(frame))
+    s = idd_status.decode_idd_status(frame, e2e=e2e)
     assert s == IddStatus(TherapyControlState.RUN, OperationalState.READY, 180.5, attached, 7 if e2e else None)
     assert isinstance(s.therapy_control_state, TherapyControlState)
-    assert gatt.encode_idd_status(s, e2e=e2e) == frame
-    assert_truncations_invalid(lambda b: gatt.decode_idd_status(b, e2e=e2e), frame)
+    assert idd_status.encode_idd_status(s, e2e=e2e) == frame
+    assert_truncations_invalid(lambda b: idd_status.decode_idd_status(b, e2e=e2e), frame)
 
 
 def test_idd_status_unknown_states_kept_and_invalid_rejected() -> None:
-    s = gatt.decode_idd_status(bytes([0x42, 0x43]) + sf(0, 0) + b"\x00", e2e=False)
+    s = idd_status.decode_idd_status(bytes([0x42, 0x43]) + sf(0, 0) + b"\x00", e2e=False)
     assert (s.therapy_control_state, s.operational_state) == (0x42, 0x43)
     assert not isinstance(s.therapy_control_state, TherapyControlState)
     with pytest.raises(InvalidFrame, match="reserved"):
-        gatt.decode_idd_status(bytes([0x55, 0x96]) + sf(0, 0) + b"\x02", e2e=False)
-    frame = bytearray(gatt.encode_idd_status(IddStatus(0x55, 0x96, 10.0, True, 1), e2e=True))
+        idd_status.decode_idd_status(bytes([0x55, 0x96]) + sf(0, 0) + b"\x02", e2e=False)
+    frame = bytearray(idd_status.encode_idd_status(IddStatus(0x55, 0x96, 10.0, True, 1), e2e=True))
     frame[2] ^= 0x01
     with pytest.raises(InvalidFrame, match="CRC"):
-        gatt.decode_idd_status(bytes(frame), e2e=True)
+        idd_status.decode_idd_status(bytes(frame), e2e=True)
     with pytest.raises(InvalidFrame):
-        gatt.decode_idd_status(bytes(frame), e2e=False)  # E2E fields where none are expected
+        idd_status.decode_idd_status(bytes(frame), e2e=False)  # E2E fields where none are expected
     with pytest.raises(ValueError, match="e2e_counter"):
-        gatt.encode_idd_status(IddStatus(0x55, 0x96, 10.0, True), e2e=True)
+        idd_status.encode_idd_status(IddStatus(0x55, 0x96, 10.0, True), e2e=True)
     with pytest.raises(ValueError, match="e2e_counter"):
-        gatt.encode_idd_status(IddStatus(0x55, 0x96, 10.0, True, 3), e2e=False)
+        idd_status.encode_idd_status(IddStatus(0x55, 0x96, 10.0, True, 3), e2e=False)
 
 
 @FAST
@@ -861,26 +852,26 @@ def test_idd_status_round_trip(
 ) -> None:
     s = IddStatus(therapy, operational, reservoir, attached, counter)
     e2e = counter is not None
-    assert gatt.decode_idd_status(gatt.encode_idd_status(s, e2e=e2e), e2e=e2e) == s
+    assert idd_status.decode_idd_status(idd_status.encode_idd_status(s, e2e=e2e), e2e=e2e) == s
 
 
 # ------------------------------------------------------------------------------------------------ battery
 
 
 def test_battery_level() -> None:
-    assert gatt.decode_battery_level(b"\x00") == 0
-    assert gatt.decode_battery_level(b"\x64") == 100
+    assert bas.decode_battery_level(b"\x00") == 0
+    assert bas.decode_battery_level(b"\x64") == 100
     for frame in (b"", b"\x65", b"\xff", b"\x50\x00"):
         with pytest.raises(InvalidFrame):
-            gatt.decode_battery_level(frame)
+            bas.decode_battery_level(frame)
     with pytest.raises(ValueError, match="battery"):
-        gatt.encode_battery_level(101)
+        bas.encode_battery_level(101)
 
 
 @FAST
 @given(st.integers(0, 100))
 def test_battery_level_round_trip(pct: int) -> None:
-    assert gatt.decode_battery_level(gatt.encode_battery_level(pct)) == pct
+    assert bas.decode_battery_level(bas.encode_battery_level(pct)) == pct
 
 
 # ---------------------------------------------------------------------------------------------- Polar PMD
@@ -892,13 +883,13 @@ def pmd_frame(samples: bytes, *, measurement_type: int = 0, frame_type: int = 0,
 
 def test_pmd_ecg_decode_sign_extends() -> None:
     samples = bytes.fromhex("010000ffffff9cffffffff7f000080000000")
-    frame = gatt.decode_pmd_ecg_frame(pmd_frame(samples, timestamp=0x0102030405060708))
+    frame = pmd.decode_pmd_ecg_frame(pmd_frame(samples, timestamp=0x0102030405060708))
     assert frame.timestamp_ns == 0x0102030405060708
     assert frame.samples_uv.dtype == np.int32
     assert frame.samples_uv.tolist() == [1, -1, -100, 8_388_607, -8_388_608, 0]
     with pytest.raises(ValueError, match="read-only"):
         frame.samples_uv[0] = 5
-    assert gatt.PMD_ECG_SAMPLE_RATE_HZ == 130
+    assert pmd.PMD_ECG_SAMPLE_RATE_HZ == 130
 
 
 @pytest.mark.parametrize(
@@ -913,21 +904,21 @@ def test_pmd_ecg_decode_sign_extends() -> None:
 )
 def test_pmd_ecg_invalid(frame: bytes) -> None:
     with pytest.raises(InvalidFrame):
-        gatt.decode_pmd_ecg_frame(frame)
+        pmd.decode_pmd_ecg_frame(frame)
 
 
 def test_pmd_ecg_truncations_and_encoder_checks() -> None:
-    assert_truncations_invalid(gatt.decode_pmd_ecg_frame, gatt.encode_pmd_ecg_frame(5, [-2]))
+    assert_truncations_invalid(pmd.decode_pmd_ecg_frame, pmd.encode_pmd_ecg_frame(5, [-2]))
     with pytest.raises(ValueError, match="24-bit"):
-        gatt.encode_pmd_ecg_frame(0, [8_388_608])
+        pmd.encode_pmd_ecg_frame(0, [8_388_608])
     with pytest.raises(ValueError, match="24-bit"):
-        gatt.encode_pmd_ecg_frame(0, np.array([2**64 - 1], dtype=np.uint64))
+        pmd.encode_pmd_ecg_frame(0, np.array([2**64 - 1], dtype=np.uint64))
     with pytest.raises(ValueError, match="integers"):
-        gatt.encode_pmd_ecg_frame(0, np.array([1.5]))
+        pmd.encode_pmd_ecg_frame(0, np.array([1.5]))
     with pytest.raises(ValueError, match="non-empty"):
-        gatt.encode_pmd_ecg_frame(0, [])
+        pmd.encode_pmd_ecg_frame(0, [])
     with pytest.raises(ValueError, match="timestamp_ns"):
-        gatt.encode_pmd_ecg_frame(-1, [0])
+        pmd.encode_pmd_ecg_frame(-1, [0])
 
 
 @FAST
@@ -936,9 +927,9 @@ def test_pmd_ecg_truncations_and_encoder_checks() -> None:
     st.lists(st.integers(-(2**23), 2**23 - 1), min_size=1, max_size=80),
 )
 def test_pmd_ecg_round_trip(timestamp_ns: int, samples: list[int]) -> None:
-    encoded = gatt.encode_pmd_ecg_frame(timestamp_ns, np.array(samples, dtype=np.int32))
+    encoded = pmd.encode_pmd_ecg_frame(timestamp_ns, np.array(samples, dtype=np.int32))
     assert len(encoded) == 10 + 3 * len(samples)
-    frame = gatt.decode_pmd_ecg_frame(encoded)
+    frame = pmd.decode_pmd_ecg_frame(encoded)
     assert frame.timestamp_ns == timestamp_ns
     assert frame.samples_uv.tolist() == samples
 
@@ -946,13 +937,13 @@ def test_pmd_ecg_round_trip(timestamp_ns: int, samples: list[int]) -> None:
 def test_cgm_feature_says_whether_records_carry_an_e2e_crc() -> None:
     # Features 0x001000 (E2E-CRC supported), type 1 (capillary whole blood), location 5 (subcutaneous tissue).
     body = bytes([0x00, 0x10, 0x00, 0x51])
-    frame = body + U16.pack(gatt.crc16_mcrf4xx(body))
-    feature = gatt.decode_cgm_feature(frame)
+    frame = body + U16.pack(fields.crc16_mcrf4xx(body))
+    feature = cgms.decode_cgm_feature(frame)
     assert feature.e2e_crc and (feature.cgm_type, feature.sample_location) == (1, 5)
-    assert gatt.encode_cgm_feature(feature) == frame
+    assert cgms.encode_cgm_feature(feature) == frame
     with pytest.raises(InvalidFrame, match="E2E-CRC"):
-        gatt.decode_cgm_feature(frame[:-1] + bytes([frame[-1] ^ 1]))
+        cgms.decode_cgm_feature(frame[:-1] + bytes([frame[-1] ^ 1]))
     # Without E2E support the CRC field is 0xFFFF and is not checked.
-    plain = gatt.decode_cgm_feature(bytes([0x00, 0x00, 0x00, 0x51, 0xFF, 0xFF]))
+    plain = cgms.decode_cgm_feature(bytes([0x00, 0x00, 0x00, 0x51, 0xFF, 0xFF]))
     assert not plain.e2e_crc
-    assert gatt.encode_cgm_feature(plain).endswith(b"\xff\xff")
+    assert cgms.encode_cgm_feature(plain).endswith(b"\xff\xff")

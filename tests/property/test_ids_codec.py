@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.ble import ids
-from drivers.ble.gatt import crc16_mcrf4xx
+from drivers.ble.fields import crc16_mcrf4xx
 from drivers.ble.ids import (
     BolusActivationType,
     BolusType,
