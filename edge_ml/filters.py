@@ -72,3 +72,23 @@ def ecg_filter(fs: float, mains_hz: float = 50.0) -> StreamingFilter:
     """Diagnostic-style ECG conditioning: band-pass 0.5-40 Hz and a notch at the mains frequency (when the
     sampling rate can represent it)."""
     return StreamingFilter(ecg_conditioning(fs, mains_hz))
+
+
+class Seconds:
+    """Cuts a stream into whole seconds of signal, whatever the chunks it arrives in: analyses that step a
+    second at a time give the same results however the signal was chunked."""
+
+    def __init__(self, fs: float) -> None:
+        self.length = round(fs)
+        self._pending = np.zeros(0)
+
+    def feed(self, samples: npt.ArrayLike) -> list[npt.NDArray[np.float64]]:
+        """The whole seconds completed by these samples (the remainder waits for the next call)."""
+        self._pending = np.concatenate([self._pending, np.asarray(samples, dtype=np.float64)])
+        count = len(self._pending) // self.length
+        if not count:
+            return []
+        cut = count * self.length
+        windows = [self._pending[i : i + self.length] for i in range(0, cut, self.length)]
+        self._pending = self._pending[cut:]
+        return windows
