@@ -13,8 +13,9 @@ timed out) has its socket closed when the thread finishes.  Every wait is an `as
 future, never `asyncio.wait_for`, which on Python 3.11 drops a cancellation that lands in the same loop turn as
 the answer (CPython gh-86296): a stop is never lost.
 
-Memory is bounded: at most `max_inflight` publishes wait for their PUBACK (more wait for a slot), and incoming
-messages wait in a queue of `max_queued_messages`, which drops the oldest when full and counts it.
+Memory is bounded: at most `max_inflight` publishes wait for their PUBACK (fewer if the broker's Receive Maximum
+says so; more wait for a slot), and incoming messages wait in a queue of `max_queued_messages`,
+which drops the oldest when full and counts it.
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ class MqttClient:
         self._paho.on_socket_close = self._on_socket_close
         self._paho.on_socket_register_write = self._on_socket_register_write
         self._paho.on_socket_unregister_write = self._on_socket_unregister_write
+        self._max_inflight = max_inflight
         self._window = asyncio.Semaphore(max_inflight)
         self._acks: dict[int, asyncio.Future[int]] = {}  # mid -> PUBACK reason code; at most max_inflight
         self._subacks: dict[int, asyncio.Future[list[int]]] = {}
@@ -394,6 +396,11 @@ class MqttClient:
     ) -> None:
         if self._connack is None or self._connack.done():
             return
+        receive_maximum = getattr(properties, "ReceiveMaximum", None)  # MQTT 5; paho does not apply it itself
+        if isinstance(receive_maximum, int) and 0 < receive_maximum < self._max_inflight:
+            # More unacknowledged publishes than the broker's Receive Maximum is a protocol error a broker may
+            # disconnect for (Mosquitto tolerates it).  No publish can hold a slot yet: the window is replaced.
+            self._window = asyncio.Semaphore(receive_maximum)
         if reason_code.is_failure:
             self._connack.set_exception(
                 MqttConnectError(

@@ -238,3 +238,16 @@ async def test_messages_end_with_an_error_once_the_connection_is_gone(own_broker
         async with asyncio.timeout(10):
             with pytest.raises(MqttConnectionLostError):
                 await anext(mqtt.messages)
+
+
+async def test_a_window_wider_than_the_brokers_receive_maximum_is_held_back(tmp_path: Path) -> None:
+    """Mosquitto advertises its max_inflight_messages as Receive Maximum (other brokers disconnect a client that
+    exceeds theirs): the client narrows its window to it, and every publish of the wider one is still acked."""
+    broker = start_mosquitto(tmp_path, "max_inflight_messages 3\n")
+    try:
+        async with client(broker, "wide", max_inflight=40) as mqtt:
+            async with asyncio.timeout(10):
+                codes = await asyncio.gather(*(mqtt.publish("t/wide", bytes(2000)) for _ in range(200)))
+        assert all(code < REFUSED for code in codes)
+    finally:
+        broker.stop()
