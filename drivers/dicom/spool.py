@@ -250,7 +250,8 @@ class Spool:
 # tempfile.NamedTemporaryFile.  The spool stands in for that one name in pynetdicom.dimse_messages: the file
 # pynetdicom writes is then a sealed spool file, and the handler reads it back through the spool.  This is the
 # one place the gateway replaces a library's name; the version is pinned (<4) and
-# tests/integration/test_dicom_large.py checks the seam.  Upstream, a factory option for the chunked-receive file would remove it.
+# tests/integration/test_dicom_large.py checks the seam.  Upstream, a factory option for the chunked-receive file
+# would remove it.
 _RECEIVING: list[Spool] = []
 
 
