@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from gateway.errors import ConfigError
+from gateway.core.errors import ConfigError
 
 
 class _ClosingSSLSocket(ssl.SSLSocket):

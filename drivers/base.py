@@ -6,8 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from gateway.errors import DeviceError
-from gateway.model import ConnectionState, DeviceStatus, Event, new_id, now_ns
+from gateway.core.errors import DeviceError
+from gateway.core.model import ConnectionState, DeviceStatus, Event, new_id, now_ns
+from gateway.core.stats import DriverStats
 
 
 class CommandRefused(DeviceError):
@@ -16,16 +17,6 @@ class CommandRefused(DeviceError):
 
 class OutcomeUnknown(DeviceError):
     """The command may or may not have been executed (e.g. the link dropped after sending)."""
-
-
-@dataclass
-class DriverStats:
-    """What a driver saw on its link; nothing a device sent disappears without being counted here."""
-
-    notifications: int = 0  # frames received from the device and decoded (or rejected)
-    invalid_frames: int = 0  # frames that failed decoding (logged, typed error)
-    dropped_notifications: int = 0  # frames lost because the driver's queue was full
-    unmapped_codes: dict[str, int] = field(default_factory=dict)  # observations with codes the gateway does not map
 
 
 def link_status(device_id: str, connection: ConnectionState, **fields: Any) -> DeviceStatus:
@@ -42,13 +33,27 @@ class EventSink(Protocol):
         """For rare, must-not-block events (status on disconnect); never drops, never waits."""
 
 
+def no_op() -> None:
+    """The default `Driver.on_healthy`: a driver run outside a supervisor reports health to no one."""
+
+
 class Driver(Protocol):
-    """A connection to one device.  `run` returns or raises when the link ends; the supervisor restarts it."""
+    """A connection to one device.  `run` returns or raises when the link ends; the supervisor restarts it.
+
+    `on_healthy` is called each time the link is doing its job (connected and streaming); whoever supervises
+    the driver sets it (the supervisor's `health_reporter`), so a driver never imports what supervises it.
+    """
 
     device_id: str
     stats: DriverStats
+    on_healthy: Callable[[], None]
 
     async def run(self, sink: EventSink) -> None: ...
+
+    @property
+    def command_target(self) -> CommandTarget | None:
+        """What carries out verified commands on this device; None when the transport takes none."""
+        ...
 
 
 @runtime_checkable

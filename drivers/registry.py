@@ -1,38 +1,83 @@
-"""Builds the driver for each configured device; transports plug in here (one entry per transport)."""
+"""The transports, found rather than listed: every subpackage of `drivers` with a `transport` module is one.
+
+The gateway's configuration (the device union, secret references), its drivers and their default backends are
+built from what this finds, so adding a transport touches one package (drivers/transport.py is the contract).
+"""
 
 from __future__ import annotations
 
-import ssl
-import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+import functools
+import importlib
+import importlib.util
+import pkgutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import drivers
 from drivers.base import Driver
-from drivers.ble.driver import BleDeviceDriver
-from drivers.ble.link import GattLinkFactory
-from drivers.modbus.driver import ClientFactory, ModbusDeviceDriver, make_client
-from drivers.modbus.profile import load_profile
-from drivers.serial.driver import SerialDeviceDriver
-from drivers.serial.listener import ListenerPolicy
-from gateway.config import (
-    BleDeviceSection,
-    DeviceSection,
-    DicomDeviceSection,
-    ModbusDeviceSection,
-    SerialDeviceSection,
-)
-from gateway.errors import ConfigError
+from drivers.transport import BuildContext, DeviceSection, Transport
+from gateway.core.errors import ConfigError
+
+
+@functools.cache
+def transports() -> Mapping[str, Transport[Any]]:
+    """Every transport by its tag, in package-name order."""
+    found: dict[str, Transport[Any]] = {}
+    for info in sorted(pkgutil.iter_modules(drivers.__path__), key=lambda i: i.name):
+        name = f"drivers.{info.name}.transport"
+        if not info.ispkg or importlib.util.find_spec(name) is None:
+            continue
+        transport: Transport[Any] = importlib.import_module(name).TRANSPORT
+        found[transport.name] = transport
+    return found
+
+
+def device_sections() -> tuple[type[DeviceSection], ...]:
+    """The configuration section of every transport (the members of the config's device union)."""
+    return tuple(t.section for t in transports().values())
+
+
+def check_devices(devices: Sequence[DeviceSection], max_message_bytes: int) -> None:
+    """The rules across devices that each transport states; ValueError naming the first broken one."""
+    for device in devices:
+        problem = device.message_size_problem(max_message_bytes)
+        if problem is not None:
+            raise ValueError(problem)
+    for transport in transports().values():
+        transport.section.check_together([d for d in devices if d.transport == transport.name])
+
+
+def secret_refs(devices: Sequence[DeviceSection]) -> dict[str, str]:
+    """The secret references of the devices, by dotted key (`devices[2].tls_key`)."""
+    refs: dict[str, str] = {}
+    for index, device in enumerate(devices):
+        for name in device.secret_fields:
+            ref = getattr(device, name)
+            if ref is not None:
+                refs[f"devices[{index}].{name}"] = ref
+    return refs
 
 
 @dataclass
 class Backends:
-    """Transport backends, injectable so tests and HIL rigs connect simulators without patching."""
+    """What each transport's drivers reach their devices through, by transport tag (`backend=` injection): tests
+    and HIL rigs hand in simulators here without patching; a transport nobody set uses its default."""
 
-    ble: GattLinkFactory | None = None
-    modbus: ClientFactory = make_client
+    by_transport: dict[str, object] = field(default_factory=dict)
     # The wall clock when it can be trusted, None when not: a device's clock is only ever set from it.
     trusted_time: Callable[[], int | None] | None = None
+
+    @classmethod
+    def defaults(cls, devices: Sequence[DeviceSection]) -> Backends:
+        """Each configured transport's default backend, set up once for all of its devices."""
+        backends = cls()
+        for name, transport in transports().items():
+            own = [d for d in devices if d.transport == name]
+            if own and transport.default_backend is not None:
+                backends.by_transport[name] = transport.default_backend(own)
+        return backends
 
 
 def build_driver(
@@ -41,88 +86,14 @@ def build_driver(
     secret_path: Callable[[str], Path] | None = None,
     state_dir: Path | None = None,
 ) -> Driver:
-    if isinstance(device, ModbusDeviceSection):
-        return ModbusDeviceDriver(
-            device.id,
-            device.address,
-            load_profile(device.profile),
-            unit_id=device.unit_id,
-            interval_s=device.poll_interval_s,
-            timeout_s=device.timeout_s,
-            client_factory=backends.modbus,
-        )
-    if isinstance(device, DicomDeviceSection):
-        return _dicom_driver(device, secret_path or Path, state_dir)
-    if isinstance(device, SerialDeviceSection):
-        path = secret_path or Path
-        return SerialDeviceDriver(
-            device.id,
-            device.address,
-            device.profile,
-            baudrate=device.baudrate,
-            silent_link_timeout_s=device.silent_link_timeout_s,
-            policy=ListenerPolicy.with_allowed(
-                device.allowed_sources,
-                max_connections=device.max_connections,
-                max_per_source=device.max_connections_per_source,
-                idle_timeout_s=device.idle_timeout_s,
-                # A connection quiet this long may be replaced when every slot is taken; a monitor sending every
-                # few seconds never is.
-                stale_after_s=min(10.0, device.idle_timeout_s / 2),
-            ),
-            allowed_facilities=device.allowed_facilities,
-            unmapped_ack=device.unmapped_ack,
-            ssl_context=_server_tls(path, device.tls_cert, device.tls_key, device.tls_client_ca),
-        )
-    if isinstance(device, BleDeviceSection):
-        if backends.ble is None:
-            raise ConfigError(f"devices: {device.id} needs a BLE backend, and none is available")
-        return BleDeviceDriver(
-            device.id,
-            device.address,
-            device.profile,
-            backends.ble,
-            silent_link_timeout_s=device.silent_link_timeout_s,
-            trusted_time=backends.trusted_time,
-        )
-    raise ConfigError(f"devices: transport {device.transport!r} has no driver")  # pragma: no cover
-
-
-def _server_tls(
-    secret_path: Callable[[str], Path], cert: str | None, key: str | None, client_ca: str | None
-) -> ssl.SSLContext | None:
-    """A listener's TLS context (TLS 1.2+); with `client_ca`, peers must present a certificate it issued."""
-    if cert is None or key is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(secret_path(cert), secret_path(key))
-    if client_ca is not None:
-        context.load_verify_locations(secret_path(client_ca))
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
-
-
-def _dicom_driver(device: DicomDeviceSection, secret_path: Callable[[str], Path], state_dir: Path | None) -> Driver:
-    from drivers.dicom.deidentify import Deidentifier  # noqa: PLC0415 - pydicom only when DICOM is configured
-    from drivers.dicom.intake import DicomIntakeDriver  # noqa: PLC0415
-
-    deidentifier = None
-    if device.deidentify and device.deidentify_key is not None:
-        deidentifier = Deidentifier(secret_path(device.deidentify_key).read_bytes())
-    context = _server_tls(secret_path, device.tls_cert, device.tls_key, None)
-    return DicomIntakeDriver(
-        device.id,
-        device.address,
-        ae_title=device.ae_title,
-        allowed_calling_aes=device.allowed_calling_aes,
-        deidentifier=deidentifier,
-        pseudonym=device.patient,
-        chunk_bytes=device.chunk_bytes,
-        ssl_context=context,
-        # Sealed, with per-object keys that die with the process; wiped at start.
-        spool_dir=(state_dir or Path(tempfile.gettempdir())) / "dicom-spool",
-        idle_timeout_s=device.idle_timeout_s,
-        max_associations=device.max_associations,
-        max_associations_per_source=device.max_associations_per_source,
+    """The driver for one configured device, from its transport's builder."""
+    transport = transports().get(device.transport)
+    if transport is None:  # pragma: no cover - the config union holds only registered transports
+        raise ConfigError(f"devices: transport {device.transport!r} has no driver")
+    context = BuildContext(
+        backend=backends.by_transport.get(device.transport),
+        secret_path=secret_path or Path,
+        state_dir=state_dir,
+        trusted_time=backends.trusted_time,
     )
+    return transport.build(device, context)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 
 DEFAULT_GAIN = 200.0
 

@@ -24,14 +24,14 @@ import time
 from collections.abc import Awaitable, Callable
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from gateway.errors import GatewayError
-from gateway.logs import RECENT, get_logger
-from gateway.model import AlarmState
-
-if TYPE_CHECKING:
-    from gateway.daemon import Gateway
+from gateway.core.backlog import LaneStats
+from gateway.core.errors import GatewayError
+from gateway.core.logs import RECENT, get_logger
+from gateway.core.model import AlarmState
+from gateway.metrics_http import render_metrics
+from gateway.status import GatewayControl
 
 log = get_logger(__name__)
 
@@ -57,7 +57,7 @@ def peer_allowed(uid: int, group: str | None) -> bool:
 
 
 class AdminServer:
-    def __init__(self, gateway: Gateway, path: Path, group: str | None) -> None:
+    def __init__(self, gateway: GatewayControl, path: Path, group: str | None) -> None:
         self._gateway = gateway
         self.path = path
         self._group = group
@@ -132,56 +132,46 @@ class AdminServer:
 
     # -- operations ------------------------------------------------------------------------------------------
     async def _status(self, _: dict[str, Any]) -> dict[str, Any]:
-        gw = self._gateway
-        parts = gw.parts
-        supervisor = parts.supervisor if parts else None
-        tasks = supervisor.tasks if supervisor else {}
-        lanes = await self._buffer_stats({})
+        snap = await self._gateway.snapshot()
         return {
-            "gateway_id": gw.config.gateway.id,
+            "gateway_id": snap.gateway_id,
             "version": _version(),
-            "uptime_s": round(time.monotonic() - gw.started_at, 1),
-            "health": "ok" if parts and parts.uplink.state == "online" else "degraded",
+            "uptime_s": round(snap.uptime_s, 1),
+            "health": "ok" if snap.sync_state == "online" else "degraded",
             "sync": {
-                "state": parts.uplink.state.value if parts else "starting",
-                "last_error": parts.uplink.last_error if parts else None,
-                "inflight": parts.uplink.inflight if parts else 0,
-                "publishes": gw.metrics.publishes,
-                "reconnects": gw.metrics.reconnects,
-                "publish_errors": gw.metrics.publish_errors,
+                "state": snap.sync_state,
+                "last_error": snap.sync_last_error,
+                "inflight": snap.sync_inflight,
+                "publishes": snap.metrics.publishes,
+                "reconnects": snap.metrics.reconnects,
+                "publish_errors": snap.metrics.publish_errors,
             },
             "drivers": {
-                name: {
-                    "running": task.running_since is not None,
-                    "restarts": task.restarts,
-                    "last_error": task.last_error,
-                }
-                for name, task in tasks.items()
+                name: {"running": task.running, "restarts": task.restarts, "last_error": task.last_error}
+                for name, task in snap.tasks.items()
             },
-            "devices": len(gw.config.devices),
-            "pipeline_backlog": parts.pipeline.backlog if parts else 0,
-            "buffer": lanes,
-            "active_alarms": len(gw.alarms.active),
+            "devices": len(snap.devices),
+            "pipeline_backlog": snap.pipeline_backlog,
+            "buffer": _lanes(snap.lanes),
+            "active_alarms": len(snap.active_alarms),
         }
 
     async def _devices(self, _: dict[str, Any]) -> list[dict[str, Any]]:
-        gw = self._gateway
-        parts = gw.parts
+        snap = await self._gateway.snapshot()
         now = time.time_ns()
         out = []
-        for device in gw.config.devices:
-            counters = gw.metrics.device(device.id)
-            driver = gw.metrics.drivers.get(device.id)
-            status = parts.pipeline.latest_status.get(device.id) if parts else None
-            task = parts.supervisor.tasks.get(f"driver:{device.id}") if parts and parts.supervisor else None
+        for device in snap.devices:
+            counters = snap.metrics.device(device.device_id)
+            driver = snap.metrics.drivers.get(device.device_id)
+            task = snap.tasks.get(f"driver:{device.device_id}")
             out.append(
                 {
-                    "device": device.id,
+                    "device": device.device_id,
                     "profile": device.profile,
                     "transport": device.transport,
-                    "state": status.connection.value if status else "unknown",
-                    "battery_pct": parts.pipeline.battery.get(device.id) if parts else None,
-                    "rssi_dbm": status.rssi_dbm if status else None,
+                    "state": device.connection or "unknown",
+                    "battery_pct": device.battery_pct,
+                    "rssi_dbm": device.rssi_dbm,
                     "last_seen_s": None
                     if counters.last_seen_ns is None
                     else round((now - counters.last_seen_ns) / 1e9, 1),
@@ -194,6 +184,7 @@ class AdminServer:
         return out
 
     async def _alarms(self, _: dict[str, Any]) -> list[dict[str, Any]]:
+        snap = await self._gateway.snapshot()
         return [
             {
                 "id": a.id,
@@ -204,7 +195,7 @@ class AdminServer:
                 "state": a.state.value,
                 "since_s": round((time.time_ns() - a.gateway_time_ns) / 1e9, 1),
             }
-            for a in self._gateway.alarms.active.values()
+            for a in snap.active_alarms
         ]
 
     async def _ack(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -214,20 +205,16 @@ class AdminServer:
         return self._change_alarm(request, AlarmState.SILENCED)
 
     def _change_alarm(self, request: dict[str, Any], state: AlarmState) -> dict[str, Any]:
-        parts = self._gateway.parts
-        alarm = self._gateway.alarms.set_state(str(request.get("id", "")), state)
+        alarm = self._gateway.set_alarm_state(str(request.get("id", "")), state)
         if alarm is None:
             raise GatewayError("no active alarm with that id; list them with `iomt-gateway alarms`")
-        if parts is not None:
-            parts.pipeline.emit_nowait(alarm)  # the acknowledgement is uplinked like the alarm itself
         return {"id": alarm.id, "state": alarm.state.value}
 
     async def _sync_now(self, _: dict[str, Any]) -> dict[str, Any]:
-        parts = self._gateway.parts
-        if parts is None:
+        state = self._gateway.sync_now()
+        if state is None:
             raise GatewayError("the gateway is still starting")
-        parts.uplink.wake()
-        return {"state": parts.uplink.state.value}
+        return {"state": state}
 
     async def _logs(self, request: dict[str, Any]) -> list[str]:
         level = str(request.get("level", "debug"))
@@ -245,25 +232,13 @@ class AdminServer:
         return out[-limit:]
 
     async def _buffer_stats(self, _: dict[str, Any]) -> dict[str, Any]:
-        parts = self._gateway.parts
-        if parts is None:
-            return {}
-        return {
-            s.lane.topic_name: {
-                "rows": s.rows,
-                "items": s.items,
-                "bytes": s.bytes,
-                "oldest_age_s": None if s.oldest_age_s is None else round(s.oldest_age_s, 1),
-            }
-            for s in await parts.buffer.stats()
-        }
+        snap = await self._gateway.snapshot()
+        return _lanes(snap.lanes) if snap.started else {}
 
     async def _diag(self, _: dict[str, Any]) -> dict[str, Any]:
-        from gateway.metrics_http import render_metrics  # noqa: PLC0415
-
-        gw = self._gateway
+        snap = await self._gateway.snapshot()
         return {
-            "config": redacted_config(gw.config.model_dump(mode="json")),
+            "config": redacted_config(self._gateway.configuration()),
             "versions": {
                 "iomt-gateway": _version(),
                 "python": platform.python_version(),
@@ -273,8 +248,20 @@ class AdminServer:
             "status": await self._status({}),
             "devices": await self._devices({}),
             "logs": list(RECENT.lines)[-1000:],
-            "metrics": await render_metrics(gw),
+            "metrics": render_metrics(snap),
         }
+
+
+def _lanes(lanes: list[LaneStats]) -> dict[str, Any]:
+    return {
+        s.lane.topic_name: {
+            "rows": s.rows,
+            "items": s.items,
+            "bytes": s.bytes,
+            "oldest_age_s": None if s.oldest_age_s is None else round(s.oldest_age_s, 1),
+        }
+        for s in lanes
+    }
 
 
 SECRET_KEYS = {"key_file", "cert_file", "ca_file", "public_key"}
@@ -308,7 +295,7 @@ def _version() -> str:
 
 def _library_versions() -> dict[str, str]:
     out = {}
-    for name in ("aiomqtt", "paho-mqtt", "cryptography", "numpy", "structlog", "pydantic", "zstandard"):
+    for name in ("paho-mqtt", "cryptography", "numpy", "structlog", "pydantic", "zstandard"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
     return out

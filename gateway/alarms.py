@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from edge_ml.rhythm import ASYSTOLE, RhythmAssessment, RhythmSettings
 from edge_ml.rhythm import CONDITIONS as RHYTHM_CONDITIONS
 from gateway.config import AlarmsSection, LimitRule
-from gateway.liveness import LivenessMonitor
-from gateway.model import (
+from gateway.core.model import (
     CONDITIONS_KEY,
     Alarm,
     AlarmKind,
@@ -27,7 +26,8 @@ from gateway.model import (
     new_id,
     now_ns,
 )
-from gateway.nomenclature import Quantity, quantity
+from gateway.core.nomenclature import Quantity, quantity
+from gateway.liveness import LivenessMonitor
 
 MIN_PULSE_BPM = 30.0  # a pulse oximeter reading at least this is evidence of a beating heart
 

@@ -10,12 +10,13 @@ import asyncio
 import json
 import signal
 import sys
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.config import DEFAULT_CONFIG_PATH, load_config
-from gateway.errors import BufferKeyError, ConfigError, GatewayError
-from gateway.logs import configure_logging, get_logger
+from gateway.core.errors import BufferKeyError, ConfigError, GatewayError
+from gateway.core.logs import configure_logging, get_logger
 from gateway.preflight import preflight
 
 EXIT_OK = 0
@@ -23,6 +24,33 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
 log = get_logger("gateway.cli")
+
+COMMANDS_ENTRY_POINTS = "iomt_gateway.commands"
+BUILT_IN = frozenset(
+    {"run", "config", "keys", "buffer", "replay", "status", "devices", "alarms", "sync", "logs", "diag", "audit"}
+)
+
+
+class Command(Protocol):
+    """A subcommand contributed by a plugin (the rigs' `demo` and `bench`), registered as an
+    `iomt_gateway.commands` entry point named after the subcommand."""
+
+    help: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int:
+        """The exit code (EXIT_OK, EXIT_FAILURE, EXIT_CONFIG)."""
+        ...
+
+
+def plugin_commands() -> dict[str, Command]:
+    """The installed plugins' subcommands, by name (the product's own names cannot be taken)."""
+    commands: dict[str, Command] = {}
+    for entry in metadata.entry_points(group=COMMANDS_ENTRY_POINTS):
+        if entry.name not in BUILT_IN:
+            commands[entry.name] = entry.load()
+    return commands
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,10 +75,6 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("/etc/iomt-gateway/safety.toml"),
         help="root-owned local safety ceilings that no configuration can loosen (built-in ceilings if absent)",
     )
-
-    demo = sub.add_parser("demo", help="gateway + simulated devices + embedded broker + reference receiver")
-    demo.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: Ctrl-C)")
-    demo.add_argument("--json", action="store_true", help="no live view; print one JSON summary at exit")
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
@@ -132,18 +156,8 @@ def _parser() -> argparse.ArgumentParser:
         "restored from an older copy, replaced or deleted",
     )
 
-    bench = sub.add_parser("bench", help="measure this box's capacity (see docs/BENCHMARKS.md)")
-    bench.add_argument("name", help="alarms, buffer, sync, qrs, pipeline, modbus, hl7 or soak")
-    bench.add_argument("--json", action="store_true", help="print one JSON object of figures")
-    bench.add_argument("--record", type=Path, help="WFDB record (path without extension) where the bench uses one")
-    bench.add_argument("--records", type=Path, help="qrs bench: score every record with .atr labels in this folder")
-    bench.add_argument("--dataset", type=Path, help="alarms bench: Challenge-format records and their ALARMS file")
-    bench.add_argument("--backlog-mb", type=int, default=1024, help="buffer bench: backlog size for the RSS check")
-    bench.add_argument("--devices", type=int, default=50, help="sync bench: simulated devices")
-    bench.add_argument("--seconds", type=float, help="modbus and hl7 benches: measuring window (default 10 and 5)")
-    bench.add_argument("--backlog-s", type=int, default=3600, help="sync bench: seconds of backlog per device")
-    bench.add_argument("--minutes", type=float, help="soak bench: how long to run (default 10)")
-    bench.add_argument("--dicom-mb", type=int, help="soak bench: size of the large DICOM object (default 300)")
+    for name, command in plugin_commands().items():
+        command.add_arguments(sub.add_parser(name, help=command.help))
     return parser
 
 
@@ -205,8 +219,8 @@ def cmd_config_validate(path: Path, *, check_secrets: bool = True) -> int:
 
 
 def cmd_keys(command: str, path: Path, config_path: Path | None) -> int:
-    from gateway.buffer import generate_key_file, prune_key_file, rotate_key_file  # noqa: PLC0415
     from gateway.buffer.inspect import key_ids_in_use  # noqa: PLC0415
+    from gateway.storage.keys import generate_key_file, prune_key_file, rotate_key_file  # noqa: PLC0415
 
     try:
         if command == "generate":
@@ -341,19 +355,17 @@ def cmd_devices_scan(duration_s: float, *, virtual: bool, health_only: bool, as_
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
+    from drivers.ble.transport import ble_backend  # noqa: PLC0415
     from gateway.commissioning import Found, scan  # noqa: PLC0415
 
     async def run(on_found: Any, on_tick: Any) -> list[Found]:
         if not virtual:
             return await scan(duration_s, on_found=on_found, on_tick=on_tick, health_only=health_only)
-        from hil.ble_radio import demo_radio  # noqa: PLC0415 - simulated devices only when asked
-        from hil.bleak_bumble import BumbleBleakScanner  # noqa: PLC0415
-
-        async with demo_radio() as radio:
+        async with ble_backend("virtual").scanner() as scanner:  # the rigs' virtual radio, a registered backend
             return await scan(
                 duration_s,
-                backend=BumbleBleakScanner,
-                backend_kwargs={"bumble_device": radio.adapter},
+                backend=scanner.backend,
+                backend_kwargs=scanner.kwargs,
                 on_found=on_found,
                 on_tick=on_tick,
                 health_only=health_only,
@@ -587,40 +599,19 @@ def cmd_replay(path: Path, *, as_json: bool) -> int:
     return EXIT_OK if "error" not in result else EXIT_FAILURE
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from gateway.benchmarks import run_benchmark  # noqa: PLC0415
-
-    return run_benchmark(
-        args.name,
-        as_json=args.json,
-        record=args.record,
-        records=args.records,
-        dataset=args.dataset,
-        backlog_mb=args.backlog_mb,
-        devices=args.devices,
-        backlog_s=args.backlog_s,
-        seconds=args.seconds,
-        minutes=args.minutes,
-        dicom_mb=args.dicom_mb,
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    plugin = plugin_commands().get(args.command)
+    if plugin is not None:
+        return plugin.run(args)
     if args.command == "run":
         return cmd_run(args.config, args.initial_config, args.safety_file)
-    if args.command == "demo":
-        from gateway.demo import cmd_demo  # noqa: PLC0415 - pulls in the embedded broker
-
-        return cmd_demo(args.duration, as_json=args.json)
     if args.command == "config":
         return cmd_config_validate(args.path, check_secrets=not args.no_secrets)
     if args.command == "keys":
         return cmd_keys(args.keys_command, args.path, getattr(args, "config", None))
     if args.command == "buffer":
         return cmd_buffer_stats(args.config, args.db, as_json=args.json)
-    if args.command == "bench":
-        return cmd_bench(args)
     if args.command == "replay":
         return cmd_replay(args.path, as_json=args.json)
     if args.command == "audit":

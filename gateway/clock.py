@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from gateway.logs import get_logger
+from gateway.core.logs import get_logger
 
 log = get_logger(__name__)
 

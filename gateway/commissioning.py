@@ -9,8 +9,6 @@ file is replaced atomically and keeps its permissions.
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,19 +20,20 @@ from bleak import BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 
-from drivers.ble import gatt
+from drivers.ble import cgms, fields, hrs, ids, plxs
 from gateway.config import parse_config
-from gateway.errors import ConfigError
+from gateway.core.errors import ConfigError
+from gateway.storage.atomic import write_atomically
 
 # The advertised service that names a profile (first match wins: a pump that also has a Battery Service is a pump).
 PROFILE_BY_SERVICE: dict[str, str] = {
-    gatt.INSULIN_DELIVERY_SERVICE: "insulin_pump",
-    gatt.CGM_SERVICE: "cgm",
-    gatt.PULSE_OXIMETER_SERVICE: "pulse_oximeter",
-    gatt.HEART_RATE_SERVICE: "ecg_patch",
-    gatt.uuid16(0x1810): "blood_pressure",
-    gatt.uuid16(0x1809): "thermometer",
-    gatt.uuid16(0x1808): "glucose_meter",
+    ids.INSULIN_DELIVERY_SERVICE: "insulin_pump",
+    cgms.CGM_SERVICE: "cgm",
+    plxs.PULSE_OXIMETER_SERVICE: "pulse_oximeter",
+    hrs.HEART_RATE_SERVICE: "ecg_patch",
+    fields.uuid16(0x1810): "blood_pressure",
+    fields.uuid16(0x1809): "thermometer",
+    fields.uuid16(0x1808): "glucose_meter",
 }
 
 
@@ -137,24 +136,4 @@ def add_device(
     parse_config({**data, "devices": [*existing, entry]}, check_secrets=False)
     block = "\n[[devices]]\n" + tomli_w.dumps(entry)
     new_text = text if text.endswith("\n") or not text else text + "\n"
-    _replace_atomically(path, new_text + block)
-
-
-def _replace_atomically(path: Path, text: str) -> None:
-    mode = path.stat().st_mode & 0o7777
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomically(path, (new_text + block).encode("utf-8"), mode=path.stat().st_mode & 0o7777)

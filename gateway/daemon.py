@@ -14,10 +14,9 @@ from typing import Any
 
 from cloud_sync.uplink import Uplink
 from drivers.base import CommandTarget, Driver
-from drivers.ble.bleak_link import BleakGattLink
-from drivers.ble.link import GattLink, GattLinkFactory
 from drivers.registry import Backends, build_driver
 from edge_ml.runtime import Model, ModelError, bundled, load_model
+from gateway.admin import AdminServer
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer
 from gateway.clock import TrustedClock
@@ -25,47 +24,23 @@ from gateway.commands.ceilings import SafetyCeilings
 from gateway.commands.service import CommandService
 from gateway.commands.store import CommandStore
 from gateway.config import Config
+from gateway.core.logs import get_logger
+from gateway.core.memory import release_free_memory
+from gateway.core.model import Alarm, AlarmState, CommandOutcome, CommandResult, new_id, now_ns
+from gateway.core.stats import Metrics
 from gateway.liveness import LivenessMonitor, liveness_rules
-from gateway.logs import get_logger
-from gateway.memory import release_free_memory
-from gateway.metrics import Metrics
-from gateway.model import CommandOutcome, CommandResult, new_id, now_ns
+from gateway.local_alarms import LocalAlarmPublisher
+from gateway.metrics_http import MetricsServer
 from gateway.pipeline import Pipeline
 from gateway.preflight import local_alarm_tls, preflight
 from gateway.sdnotify import SystemdNotifier
+from gateway.status import DeviceView, ModelStats, StatusSnapshot, TaskStatus
 from gateway.supervisor import Supervisor
 
 log = get_logger(__name__)
 
 COMMAND_QUEUE = 1000
 TRIM_INTERVAL_S = 60.0
-
-
-def default_backends(config: Config) -> Backends:
-    """The BLE link for each configured address: bleak on this machine's stack, or a simulator.
-
-    `sim:NAME` is an in-process simulated peripheral; `virtual:NAME` a simulated peripheral on a virtual
-    radio, reached through bleak over bumble; anything else a real device through bleak's platform backend.
-    """
-    sim: GattLinkFactory | None = None
-    radio: GattLinkFactory | None = None
-    if any(d.address.startswith("sim:") for d in config.devices):
-        from hil.ble_sim import SimBleWorld  # noqa: PLC0415 - HIL code only when configured
-
-        sim = SimBleWorld.for_devices(config.devices).link
-    if any(d.address.startswith("virtual:") for d in config.devices):
-        from hil.ble_radio import VirtualRadio  # noqa: PLC0415 - HIL code only when configured
-
-        radio = VirtualRadio.for_devices(config.devices).link
-
-    def link(address: str) -> GattLink:
-        if address.startswith("sim:") and sim is not None:
-            return sim(address)
-        if address.startswith("virtual:") and radio is not None:
-            return radio(address)
-        return BleakGattLink(address)
-
-    return Backends(ble=link)
 
 
 @dataclass
@@ -92,7 +67,7 @@ class Gateway:
         ceilings: SafetyCeilings | None = None,
     ) -> None:
         self.config = config
-        self.backends = backends if backends is not None else default_backends(config)
+        self.backends = backends if backends is not None else Backends.defaults(config.devices)
         # One trusted clock for every safety decision that rests on time (commands, device clocks).
         self.clock = (
             clock
@@ -108,9 +83,9 @@ class Gateway:
         self.started = asyncio.Event()
         # Set by a GatewayRunner: verified remote configurations to apply (with restart and health check).
         self.config_requests: asyncio.Queue[tuple[str, Config]] | None = None
-        self._admin: Any = None
-        self.local_alarms: Any = None
-        self._metrics_server: Any = None
+        self._admin: AdminServer | None = None
+        self.local_alarms: LocalAlarmPublisher | None = None
+        self._metrics_server: MetricsServer | None = None
         self.parts: GatewayParts | None = None
         self.drivers: dict[str, Driver] = {}  # by device id, once running (diagnostics and tests)
         self.started_at = time.monotonic()
@@ -164,7 +139,11 @@ class Gateway:
             for driver in drivers:
                 self.metrics.drivers[driver.device_id] = driver.stats
             if parts.command_store is not None:
-                targets = {d.device_id: d for d in drivers if isinstance(d, CommandTarget)}
+                targets: dict[str, CommandTarget] = {}
+                for driver in drivers:
+                    target = driver.command_target
+                    if target is not None:
+                        targets[driver.device_id] = target
                 parts.commands = CommandService(
                     self.config.commands,
                     parts.command_store,
@@ -182,8 +161,6 @@ class Gateway:
                 watchdog_task = group.create_task(self._watchdog(), name="watchdog")
                 local_alarms_task = None
                 if self.config.alarms.local is not None:
-                    from gateway.local_alarms import LocalAlarmPublisher  # noqa: PLC0415
-
                     self.local_alarms = LocalAlarmPublisher(
                         self.config.alarms.local,
                         self.config.gateway.id,
@@ -207,7 +184,9 @@ class Gateway:
                 # never the pipeline (which would lose what it has not committed yet).
                 uplink = supervisor.start("uplink", parts.uplink.run)
                 for driver in drivers:
-                    supervisor.start(f"driver:{driver.device_id}", partial(driver.run, parts.pipeline))
+                    name = f"driver:{driver.device_id}"
+                    driver.on_healthy = supervisor.health_reporter(name)
+                    supervisor.start(name, partial(driver.run, parts.pipeline))
                 await self._start_local_services()
                 self.notifier.ready(f"running {len(drivers)} drivers")
                 self.started.set()
@@ -260,9 +239,6 @@ class Gateway:
             return None
 
     async def _start_local_services(self) -> None:
-        from gateway.admin import AdminServer  # noqa: PLC0415
-        from gateway.metrics_http import MetricsServer  # noqa: PLC0415
-
         self._admin = AdminServer(self, self.config.admin_socket, self.config.admin.group)
         await self._admin.start()
         if self.config.metrics.enabled:
@@ -270,9 +246,10 @@ class Gateway:
             await self._metrics_server.start()
 
     async def _stop_local_services(self) -> None:
-        for server in (self._admin, self._metrics_server):
-            if server is not None:
-                await server.stop()
+        if self._admin is not None:
+            await self._admin.stop()
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()
         self._admin = self._metrics_server = None
 
     async def _serve_commands(self, service: CommandService, queue: asyncio.Queue[tuple[str, bytes]]) -> None:
@@ -307,6 +284,59 @@ class Gateway:
         else:
             parts.pipeline.emit_nowait(CommandResult(new_id(), config_id, "gateway", outcome, now_ns(), reason))
 
+    # -- GatewayControl (gateway/status.py): what the admin API and the metrics endpoint see -------------------
+    async def snapshot(self) -> StatusSnapshot:
+        parts = self.parts
+        supervisor = parts.supervisor if parts is not None else None
+        tasks = supervisor.tasks if supervisor is not None else {}
+        model = parts.pipeline.beat_model if parts is not None else None
+        devices = []
+        for device in self.config.devices:
+            status = parts.pipeline.latest_status.get(device.id) if parts is not None else None
+            devices.append(
+                DeviceView(
+                    device.id,
+                    device.profile,
+                    device.transport,
+                    status.connection.value if status is not None else None,
+                    parts.pipeline.battery.get(device.id) if parts is not None else None,
+                    status.rssi_dbm if status is not None else None,
+                )
+            )
+        return StatusSnapshot(
+            gateway_id=self.config.gateway.id,
+            uptime_s=time.monotonic() - self.started_at,
+            started=parts is not None,
+            sync_state=parts.uplink.state.value if parts is not None else "starting",
+            sync_last_error=parts.uplink.last_error if parts is not None else None,
+            sync_inflight=parts.uplink.inflight if parts is not None else 0,
+            pipeline_backlog=parts.pipeline.backlog if parts is not None else 0,
+            metrics=self.metrics,
+            devices=devices,
+            tasks={
+                name: TaskStatus(task.running_since is not None, task.restarts, task.last_error)
+                for name, task in tasks.items()
+            },
+            lanes=await parts.buffer.stats() if parts is not None else [],
+            active_alarms=list(self.alarms.active.values()),
+            model=None if model is None else ModelStats(model.manifest.name, model.runs, model.latency_ms(99)),
+        )
+
+    def set_alarm_state(self, alarm_id: str, state: AlarmState) -> Alarm | None:
+        alarm = self.alarms.set_state(alarm_id, state)
+        if alarm is not None and self.parts is not None:
+            self.parts.pipeline.emit_nowait(alarm)  # the acknowledgement is uplinked like the alarm itself
+        return alarm
+
+    def sync_now(self) -> str | None:
+        if self.parts is None:
+            return None
+        self.parts.uplink.wake()
+        return self.parts.uplink.state.value
+
+    def configuration(self) -> dict[str, Any]:
+        return self.config.model_dump(mode="json")
+
     async def _wait_drained(self, parts: GatewayParts, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -329,7 +359,7 @@ class Gateway:
             now = time.monotonic()
             if now >= next_trim:
                 next_trim = now + TRIM_INTERVAL_S
-                release_free_memory()  # RSS is what is in use, not the last burst's peak (gateway/memory.py)
+                release_free_memory()  # RSS is what is in use, not the last burst's peak (gateway/core/memory.py)
             pipeline_age = now - parts.pipeline.heartbeat
             uplink_age = now - parts.uplink.heartbeat
             # The uplink may sleep through a long reconnect backoff; that is progress too.

@@ -10,43 +10,11 @@ next datum.  Defaults follow how often each kind of device sends; spot-check dev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.config import (
-    BleDeviceSection,
-    DeviceSection,
-    DicomDeviceSection,
-    ModbusDeviceSection,
-    SerialDeviceSection,
-)
-from gateway.model import AlarmPriority, Event, ObjectChunk, Observation, WaveformChunk
-
-DAY_S = 24 * 3600.0
-# BLE profiles by how often they send: streams every second or so, a CGM every 5 minutes (two missed readings
-# and a minute), a pump's status every few seconds to minutes; spot-check devices only when used (a day).
-_BLE_DEFAULTS = {
-    "ecg_patch": 15.0,
-    "pulse_oximeter": 15.0,
-    "cgm": 660.0,
-    "insulin_pump": 600.0,
-    "blood_pressure": DAY_S,
-    "thermometer": DAY_S,
-    "glucose_meter": DAY_S,
-}
-_SERIAL_DEFAULTS = {"hl7_pcd01": 60.0, "nonin_df2": 15.0, "nonin_df7": 15.0}
-
-
-def default_silent_after_s(device: DeviceSection) -> float:
-    """How long a device of this kind may send nothing before it is reported silent."""
-    if isinstance(device, BleDeviceSection):
-        return _BLE_DEFAULTS[device.profile]
-    if isinstance(device, ModbusDeviceSection):
-        return max(3 * device.poll_interval_s, 10.0)
-    if isinstance(device, SerialDeviceSection):
-        return _SERIAL_DEFAULTS[device.profile]
-    if isinstance(device, DicomDeviceSection):
-        return DAY_S
-    raise TypeError(type(device).__name__)  # pragma: no cover - every transport is listed
+from drivers.transport import DeviceSection
+from gateway.core.model import AlarmPriority, Event, ObjectChunk, Observation, WaveformChunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +23,11 @@ class LivenessRule:
     priority: AlarmPriority
 
 
-def liveness_rules(devices: tuple[DeviceSection, ...]) -> dict[str, LivenessRule]:
+def liveness_rules(devices: Sequence[DeviceSection]) -> dict[str, LivenessRule]:
     """One rule per configured device: its configured interval (or the default for its kind) and priority."""
     rules = {}
     for device in devices:
-        seconds = device.silent_after_s if device.silent_after_s is not None else default_silent_after_s(device)
+        seconds = device.silent_after_s if device.silent_after_s is not None else device.default_silent_after_s()
         rules[device.id] = LivenessRule(round(seconds * 1e9), AlarmPriority(device.silent_priority))
     return rules
 

@@ -13,15 +13,16 @@ import json
 import ssl
 import time
 
-import aiomqtt
-
+from cloud_sync.mqtt import MqttClient, MqttError
 from gateway.config import LocalAlarmChannel
-from gateway.logs import get_logger
-from gateway.model import Alarm
+from gateway.core.logs import get_logger
+from gateway.core.model import Alarm
+from gateway.core.reconnect import ReconnectPolicy
 
 log = get_logger(__name__)
 
 QUEUE = 1000
+PUBLISH_TIMEOUT_S = 10.0
 
 
 class LocalAlarmPublisher:
@@ -49,34 +50,35 @@ class LocalAlarmPublisher:
         self._queue.put_nowait(alarm)
 
     async def run(self) -> None:
-        failures = 0
+        reconnect = ReconnectPolicy(initial_s=0.4, max_s=10.0)
         unsent: Alarm | None = None  # taken from the queue but not acknowledged when the broker went away
         while True:
             try:
-                protocol = aiomqtt.ProtocolVersion.V5 if self._config.protocol == "5" else aiomqtt.ProtocolVersion.V311
-                async with aiomqtt.Client(
+                async with MqttClient(
                     self._config.host,
                     self._config.port,
-                    protocol=protocol,
-                    identifier=f"iomt-local-alarms-{self._gateway_id}",
+                    client_id=f"iomt-local-alarms-{self._gateway_id}",
+                    protocol=self._config.protocol,
                     username=self._config.username,
                     password=self._password,
                     tls_context=self._tls,
+                    timeout_s=PUBLISH_TIMEOUT_S,
                 ) as client:
-                    failures = 0
+                    if reconnect.succeeded():
+                        log.info("local alarm broker reachable again", host=self._config.host)
                     while True:
                         alarm = unsent if unsent is not None else await self._queue.get()
                         unsent = alarm
-                        await client.publish(self._topic(alarm), self._payload(alarm), qos=1)
+                        await client.publish(self._topic(alarm), self._payload(alarm), timeout_s=PUBLISH_TIMEOUT_S)
                         unsent = None
                         self.published += 1
-            except aiomqtt.MqttError:
-                failures += 1
-                if failures == 1:
+            except MqttError:
+                delay = reconnect.failed()
+                if reconnect.first_failure:
                     log.warning(
                         "local alarm broker unreachable; will retry", host=self._config.host, port=self._config.port
                     )
-                await asyncio.sleep(min(10.0, 0.2 * 2**failures))
+                await asyncio.sleep(delay)
 
     def _topic(self, alarm: Alarm) -> str:
         return f"{self._config.topic_prefix}/{self._gateway_id}/alarms/{alarm.device_id}"

@@ -10,17 +10,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from gateway.logs import get_logger
-
-if TYPE_CHECKING:
-    from gateway.buffer.store import LaneStats
-    from gateway.daemon import Gateway
+from gateway.core.logs import get_logger
+from gateway.status import GatewayControl, StatusSnapshot
 
 log = get_logger(__name__)
 
@@ -34,12 +30,11 @@ def _rss_bytes() -> int:
 
 
 class _Snapshot(Collector):
-    def __init__(self, gateway: Gateway, lanes: list[LaneStats]) -> None:
-        self._gw = gateway
-        self._lanes = lanes
+    def __init__(self, snapshot: StatusSnapshot) -> None:
+        self._snap = snapshot
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        gw, metrics = self._gw, self._gw.metrics
+        snap, metrics = self._snap, self._snap.metrics
         now = time.time_ns()
         received = CounterMetricFamily(
             "iomt_device_values_received", "Values received from a device", labels=["device"]
@@ -68,14 +63,13 @@ class _Snapshot(Collector):
         age = GaugeMetricFamily(
             "iomt_buffer_oldest_age_seconds", "Age of the oldest row (the sync lag)", labels=["lane"]
         )
-        for lane in self._lanes:
+        for lane in snap.lanes:
             rows.add_metric([lane.lane.topic_name], lane.rows)
             size.add_metric([lane.lane.topic_name], lane.bytes)
             age.add_metric([lane.lane.topic_name], lane.oldest_age_s or 0.0)
         yield from (rows, size, age)
         online = GaugeMetricFamily("iomt_sync_online", "1 when the uplink is connected")
-        parts = gw.parts
-        online.add_metric([], 1.0 if parts is not None and parts.uplink.state == "online" else 0.0)
+        online.add_metric([], 1.0 if snap.sync_state == "online" else 0.0)
         yield online
         yield CounterMetricFamily("iomt_sync_publishes", "Messages acknowledged by the broker", value=metrics.publishes)
         yield CounterMetricFamily("iomt_sync_publish_errors", "Publishes that failed", value=metrics.publish_errors)
@@ -113,29 +107,29 @@ class _Snapshot(Collector):
         for task, count in metrics.restarts.items():
             restarts.add_metric([task], count)
         yield restarts
-        yield GaugeMetricFamily("iomt_alarms_active", "Active alarms", value=len(gw.alarms.active))
-        model = gw.parts.pipeline.beat_model if gw.parts is not None else None
+        yield GaugeMetricFamily("iomt_alarms_active", "Active alarms", value=len(snap.active_alarms))
+        model = snap.model
         if model is not None:
             runs = CounterMetricFamily("iomt_model_runs", "Model inferences", labels=["model"])
-            runs.add_metric([model.manifest.name], model.runs)
+            runs.add_metric([model.name], model.runs)
             yield runs
             latency = GaugeMetricFamily("iomt_model_latency_p99_ms", "99th percentile inference time", labels=["model"])
-            latency.add_metric([model.manifest.name], model.latency_ms(99) or 0.0)
+            latency.add_metric([model.name], model.latency_p99_ms or 0.0)
             yield latency
         yield GaugeMetricFamily("process_resident_memory_bytes", "Resident memory", value=_rss_bytes())
 
 
-async def render_metrics(gateway: Gateway) -> str:
-    lanes = await gateway.parts.buffer.stats() if gateway.parts is not None else []
+def render_metrics(snapshot: StatusSnapshot) -> str:
+    """The Prometheus text exposition of one status snapshot."""
     registry = CollectorRegistry()
-    registry.register(_Snapshot(gateway, lanes))
+    registry.register(_Snapshot(snapshot))
     return generate_latest(registry).decode()
 
 
 class MetricsServer:
     """GET /metrics on a loopback port."""
 
-    def __init__(self, gateway: Gateway, host: str, port: int) -> None:
+    def __init__(self, gateway: GatewayControl, host: str, port: int) -> None:
         self._gateway = gateway
         self._host = host
         self._port = port
@@ -156,7 +150,7 @@ class MetricsServer:
                 while (await reader.readline()).strip():
                     pass  # headers: not needed
             if request.split()[:2] == [b"GET", b"/metrics"]:
-                body = (await render_metrics(self._gateway)).encode()
+                body = render_metrics(await self._gateway.snapshot()).encode()
                 head = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
             else:
                 body, head = b"only GET /metrics\n", b"HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n"

@@ -19,18 +19,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from cloud_sync.wire import encode_batch
 from edge_ml.beats import BeatClassifier, ModelBeatClassifier, RuleBeatClassifier
 from edge_ml.rhythm import ChannelKind, RhythmAnalyzer
 from edge_ml.runtime import Model
 from gateway import plausibility
 from gateway.alarms import AlarmEngine
-from gateway.buffer import Buffer
-from gateway.buffer.store import AppendResult, Eviction, NewRecord
-from gateway.errors import StorageError
-from gateway.logs import get_logger
-from gateway.metrics import Metrics
-from gateway.model import (
+from gateway.core.backlog import AppendResult, Eviction, NewRecord, Store
+from gateway.core.errors import StorageError
+from gateway.core.logs import get_logger
+from gateway.core.model import (
     Alarm,
     AlarmKind,
     AlarmPriority,
@@ -43,6 +40,8 @@ from gateway.model import (
     new_id,
     now_ns,
 )
+from gateway.core.stats import Metrics
+from gateway.core.wire import encode_batch
 from gateway.storage_health import SHED_ORDER, StorageHealth, held_bytes, not_durable
 
 log = get_logger(__name__)
@@ -61,7 +60,7 @@ class Pipeline:
 
     def __init__(
         self,
-        buffer: Buffer,
+        buffer: Store,
         alarms: AlarmEngine,
         metrics: Metrics,
         *,

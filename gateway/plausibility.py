@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
-from gateway.logs import get_logger
-from gateway.model import Alarm, AlarmPriority, Observation
-from gateway.nomenclature import all_quantities
+from gateway.core.logs import get_logger
+from gateway.core.model import Alarm, AlarmPriority, Observation
+from gateway.core.nomenclature import all_quantities
 
 log = get_logger(__name__)
 

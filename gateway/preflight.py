@@ -9,9 +9,9 @@ from __future__ import annotations
 import ssl
 
 from cloud_sync.tls import client_context
-from gateway.buffer import Keyring, load_keyring
 from gateway.config import Config
-from gateway.errors import BufferKeyError, ConfigError
+from gateway.core.errors import BufferKeyError, ConfigError
+from gateway.storage.keys import Keyring, load_keyring
 
 
 def check_keyring(config: Config) -> Keyring:

@@ -21,12 +21,13 @@ from edge_ml.beats import MODEL_NAME
 from edge_ml.runtime import ModelError, bundled, load_model
 from edge_ml.wfdb import Record, read_record
 from gateway.alarms import AlarmEngine
-from gateway.buffer import Buffer, generate_key_file, load_keyring
+from gateway.buffer import Buffer
 from gateway.config import AlarmsSection
-from gateway.metrics import Metrics
-from gateway.model import Alarm, WaveformChunk, new_id
-from gateway.nomenclature import quantity
+from gateway.core.model import Alarm, WaveformChunk, new_id
+from gateway.core.nomenclature import quantity
+from gateway.core.stats import Metrics
 from gateway.pipeline import Pipeline
+from gateway.storage.keys import generate_key_file, load_keyring
 
 DEVICE = "replay-monitor"
 START_NS = 1_700_000_000 * 10**9  # record time zero on the gateway clock (any fixed instant will do)

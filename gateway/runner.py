@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,10 +33,11 @@ from cloud_sync.uplink import SyncState
 from drivers.registry import Backends
 from gateway.clock import TrustedClock
 from gateway.commands.ceilings import SafetyCeilings
-from gateway.config import Config, DicomDeviceSection, SerialDeviceSection
+from gateway.config import Config
+from gateway.core.logs import get_logger
+from gateway.core.model import CommandOutcome, ConnectionState
 from gateway.daemon import Gateway
-from gateway.logs import get_logger
-from gateway.model import CommandOutcome, ConnectionState
+from gateway.storage.atomic import remove_durably, write_atomically
 
 log = get_logger(__name__)
 
@@ -57,32 +57,6 @@ def pending_path(config_path: Path) -> Path:
     return _sibling(config_path, ".pending")
 
 
-def _fsync_directory(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` with `data`: a crash leaves the old file or the new one, never half of either."""
-    temporary = path.with_name(path.name + ".new")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(temporary, 0o600)
-    temporary.replace(path)
-    _fsync_directory(path.parent)
-
-
-def _remove_durably(path: Path) -> None:
-    path.unlink(missing_ok=True)
-    _fsync_directory(path.parent)
-
-
 def recover_pending(config_path: Path) -> str | None:
     """At start: roll back a configuration that was never confirmed healthy; its id, or None if there was none."""
     marker = pending_path(config_path)
@@ -95,7 +69,7 @@ def recover_pending(config_path: Path) -> str | None:
     previous = previous_path(config_path)
     if previous.exists():
         write_atomically(config_path, previous.read_bytes())
-    _remove_durably(marker)
+    remove_durably(marker)
     log.warning("unconfirmed remote configuration rolled back at start", command_id=config_id)
     return config_id
 
@@ -197,7 +171,7 @@ class GatewayRunner:
             with contextlib.suppress(OSError):
                 if self.config_path.read_bytes() != current:
                     write_atomically(self.config_path, current)
-                _remove_durably(marker)
+                remove_durably(marker)
             raise
 
     async def _apply(
@@ -224,7 +198,7 @@ class GatewayRunner:
         gateway, gateway_stop, task = self._start(new_config)
         healthy = await self._healthy(gateway, task, config_id)
         if healthy:
-            _remove_durably(pending_path(self.config_path))
+            remove_durably(pending_path(self.config_path))
             self._step("confirmed", config_id)
             self.config = new_config
             gateway.report_configuration(config_id, CommandOutcome.CONFIRMED, "applied")
@@ -235,7 +209,7 @@ class GatewayRunner:
         with contextlib.suppress(Exception):
             await task
         write_atomically(self.config_path, previous_path(self.config_path).read_bytes())
-        _remove_durably(pending_path(self.config_path))
+        remove_durably(pending_path(self.config_path))
         gateway, gateway_stop, task = self._start(self.config)
         await self._started(gateway, task)
         gateway.report_configuration(
@@ -251,12 +225,7 @@ class GatewayRunner:
         not counted."""
         deadline = time.monotonic() + self._health_timeout
         in_window = False
-        devices = [
-            d.id
-            for d in gateway.config.devices
-            if not isinstance(d, DicomDeviceSection)
-            and not (isinstance(d, SerialDeviceSection) and d.address.startswith("listen://"))
-        ]
+        devices = [d.id for d in gateway.config.devices if not d.waits_for_sender()]
         while time.monotonic() < deadline:
             if task.done():
                 return False

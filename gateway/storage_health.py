@@ -15,13 +15,12 @@ C-STORE response) is told it is not, so nothing shed was ever acknowledged.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from gateway.errors import StorageError
-from gateway.logs import get_logger
-from gateway.model import (
+from gateway.core.errors import StorageError
+from gateway.core.logs import get_logger
+from gateway.core.model import (
     Alarm,
     AlarmKind,
     AlarmPriority,
@@ -33,6 +32,7 @@ from gateway.model import (
     new_id,
     now_ns,
 )
+from gateway.core.reconnect import ReconnectPolicy
 
 log = get_logger(__name__)
 
@@ -65,6 +65,7 @@ class StorageHealth:
         self._gateway_id = gateway_id
         self._clock = clock
         self._episode: _Episode | None = None
+        self._retry = ReconnectPolicy(RETRY_INITIAL_S, RETRY_MAX_S)
         self.retry_at = 0.0
         self.failures = 0  # every failed commit since start
         self.shed: dict[Lane, int] = {}  # items shed during the current episode
@@ -82,8 +83,7 @@ class StorageHealth:
             episode = self._episode = _Episode(now_ns())
         episode.failures += 1
         episode.error = str(fields.get("error", type(err).__name__))
-        ceiling = min(RETRY_MAX_S, RETRY_INITIAL_S * 2 ** (episode.failures - 1))
-        delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
+        delay = self._retry.failed()
         self.retry_at = self._clock() + delay
         if episode.failures > 1:
             log.debug("buffer commit failed again", attempt=episode.failures, delay_s=round(delay, 2), **fields)
@@ -95,6 +95,7 @@ class StorageHealth:
         """A commit succeeded: the clearing alarm if an episode just ended."""
         episode, self._episode = self._episode, None
         self.retry_at = 0.0
+        self._retry.succeeded()
         if episode is None:
             return None
         shed = sum(self.shed.values())

@@ -1,48 +1,33 @@
 """Supervision: named tasks in one TaskGroup, each restarted with jittered, capped backoff when it fails.
 
 A task that fails is logged once as a warning; repeats of the same failure go to debug, and the recovery is
-logged once.  Configuration and authentication errors jump straight to the maximum delay: retrying them fast
-cannot help.  Cancelling one attempt (`kill`) restarts that task; cancelling the supervisor stops them all.
+logged once.  Configuration errors jump straight to the maximum delay: retrying them fast cannot help
+(`gateway.core.reconnect.ReconnectPolicy`, the one policy every retrying loop uses).  Cancelling one attempt
+(`kill`) restarts that task; cancelling the supervisor stops them all.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import ConfigError, GatewayError
-from gateway.logs import get_logger
-from gateway.metrics import Metrics
+from gateway.core.errors import ConfigError, GatewayError
+from gateway.core.logs import get_logger
+from gateway.core.reconnect import ReconnectPolicy
+from gateway.core.stats import Metrics
 
 log = get_logger(__name__)
-
-_current: contextvars.ContextVar[SupervisedTask | None] = contextvars.ContextVar("supervised_task", default=None)
-
-
-def report_healthy() -> None:
-    """Called by a supervised task once it is doing its job (e.g. a driver connected and streaming).
-
-    Resets the task's backoff and logs the recovery once.  Outside a supervisor it does nothing, so drivers
-    can call it unconditionally.  Health is a positive signal, never elapsed time: a device that is out of
-    range fails its connect every time, and its backoff must keep growing.
-    """
-    task = _current.get()
-    if task is not None and task.failures_in_row:
-        log.info("task recovered", task=task.name, restarts=task.restarts)
-        task.failures_in_row = 0
 
 
 @dataclass
 class SupervisedTask:
     name: str
     factory: Callable[[], Awaitable[None]]
+    policy: ReconnectPolicy
     restarts: int = 0
-    failures_in_row: int = 0
     attempt: asyncio.Task[None] | None = None
     last_error: str | None = None
     running_since: float | None = None
@@ -61,8 +46,23 @@ class Supervisor:
         self.tasks: dict[str, SupervisedTask] = {}
         self._wrappers: dict[str, asyncio.Task[None]] = {}
 
+    def health_reporter(self, name: str) -> Callable[[], None]:
+        """The callback a supervised task is given to say it is doing its job (e.g. a driver connected and
+        streaming): it resets the task's backoff and logs the recovery once.
+
+        Health is a positive signal, never elapsed time: a device that is out of range fails its connect every
+        time, and its backoff must keep growing.
+        """
+
+        def healthy() -> None:
+            task = self.tasks.get(name)
+            if task is not None and task.policy.succeeded():
+                log.info("task recovered", task=task.name, restarts=task.restarts)
+
+        return healthy
+
     def start(self, name: str, factory: Callable[[], Awaitable[None]]) -> SupervisedTask:
-        supervised = SupervisedTask(name, factory)
+        supervised = SupervisedTask(name, factory, ReconnectPolicy(self._initial, self._max))
         self.tasks[name] = supervised
         self._wrappers[name] = self._group.create_task(self._supervise(supervised), name=f"supervise:{name}")
         return supervised
@@ -80,22 +80,12 @@ class Supervisor:
         if attempt is not None:
             attempt.cancel()
 
-    def backoff(self, failures: int, error: BaseException | None) -> float:
-        if isinstance(error, ConfigError):
-            return self._max
-        ceiling = min(self._max, self._initial * 2 ** max(0, failures - 1))
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
-
     async def _supervise(self, task: SupervisedTask) -> None:
         me = asyncio.current_task()
         if me is None:  # pragma: no cover - always called from a task
             raise RuntimeError("supervisor must run in a task")
         while True:
-            context = contextvars.copy_context()
-            context.run(_current.set, task)
-            attempt: asyncio.Task[None] = asyncio.get_running_loop().create_task(
-                _await(task.factory), name=task.name, context=context
-            )
+            attempt: asyncio.Task[None] = asyncio.get_running_loop().create_task(_await(task.factory), name=task.name)
             task.attempt = attempt
             task.running_since = time.monotonic()
             error: BaseException | None = None
@@ -111,19 +101,18 @@ class Supervisor:
                 task.last_error = type(err).__name__
             finally:
                 task.running_since = None
-            task.failures_in_row += 1
             task.restarts += 1
             self._metrics.restarts[task.name] += 1
-            delay = self.backoff(task.failures_in_row, error)
+            delay = task.policy.failed(hopeless=isinstance(error, ConfigError))  # retrying cannot fix a config
             where: dict[str, Any] = {"task": task.name, "delay_s": round(delay, 2)}
             if isinstance(error, GatewayError):
                 fields = error.log_fields(**where)
             else:
                 fields = {**where, "error": task.last_error or "returned"}
-            if task.failures_in_row == 1:
+            if task.policy.first_failure:
                 log.warning("task failed; restarting", **fields)
             else:
-                log.debug("task failed again", attempt=task.failures_in_row, **fields)
+                log.debug("task failed again", attempt=task.policy.failures, **fields)
             await asyncio.sleep(delay)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 from bumble import gatt
@@ -28,12 +28,12 @@ from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
 
-from drivers.ble import device_info, ids
-from drivers.ble import gatt as sig
+from drivers.ble import bas, cgms, device_info, hrs, idd_status, ids, plxs, pmd, racp
 from drivers.ble.bleak_link import BleakGattLink
-from gateway.config import DeviceSection
-from gateway.errors import TransportError
-from gateway.logs import get_logger
+from drivers.ble.transport import ScannerBackend
+from drivers.transport import DeviceSection
+from gateway.core.errors import TransportError
+from gateway.core.logs import get_logger
 from hil.ble_sim import SimPeripheral, default_peripheral, default_peripherals
 from hil.bleak_bumble import BumbleBleakClient, BumbleBleakScanner
 
@@ -41,38 +41,38 @@ log = get_logger(__name__)
 
 # Which service each characteristic the simulators expose belongs to (Bluetooth SIG assigned numbers, Polar PMD).
 SERVICE_OF: dict[str, str] = {
-    sig.HEART_RATE_MEASUREMENT: sig.HEART_RATE_SERVICE,
-    sig.BODY_SENSOR_LOCATION: sig.HEART_RATE_SERVICE,
-    sig.PMD_CONTROL_POINT: sig.PMD_SERVICE,
-    sig.PMD_DATA: sig.PMD_SERVICE,
-    sig.PLX_SPOT_CHECK_MEASUREMENT: sig.PULSE_OXIMETER_SERVICE,
-    sig.PLX_CONTINUOUS_MEASUREMENT: sig.PULSE_OXIMETER_SERVICE,
-    sig.PLX_FEATURES: sig.PULSE_OXIMETER_SERVICE,
-    sig.CGM_MEASUREMENT: sig.CGM_SERVICE,
-    sig.CGM_FEATURE: sig.CGM_SERVICE,
-    sig.CGM_STATUS: sig.CGM_SERVICE,
-    sig.CGM_SESSION_START_TIME: sig.CGM_SERVICE,
-    sig.CGM_SESSION_RUN_TIME: sig.CGM_SERVICE,
-    sig.CGM_SPECIFIC_OPS_CONTROL_POINT: sig.CGM_SERVICE,
-    sig.RECORD_ACCESS_CONTROL_POINT: sig.CGM_SERVICE,
-    sig.IDD_STATUS_CHANGED: sig.INSULIN_DELIVERY_SERVICE,
-    sig.IDD_STATUS: sig.INSULIN_DELIVERY_SERVICE,
-    sig.IDD_ANNUNCIATION_STATUS: sig.INSULIN_DELIVERY_SERVICE,
-    sig.IDD_FEATURES: sig.INSULIN_DELIVERY_SERVICE,
-    ids.IDD_STATUS_READER_CONTROL_POINT: sig.INSULIN_DELIVERY_SERVICE,
-    ids.IDD_COMMAND_CONTROL_POINT: sig.INSULIN_DELIVERY_SERVICE,
-    ids.IDD_COMMAND_DATA: sig.INSULIN_DELIVERY_SERVICE,
-    ids.IDD_RECORD_ACCESS_CONTROL_POINT: sig.INSULIN_DELIVERY_SERVICE,
-    ids.IDD_HISTORY_DATA: sig.INSULIN_DELIVERY_SERVICE,
-    sig.BATTERY_LEVEL: sig.BATTERY_SERVICE,
-    sig.MANUFACTURER_NAME: sig.DEVICE_INFORMATION_SERVICE,
-    sig.MODEL_NUMBER: sig.DEVICE_INFORMATION_SERVICE,
-    sig.SERIAL_NUMBER: sig.DEVICE_INFORMATION_SERVICE,
-    sig.FIRMWARE_REVISION: sig.DEVICE_INFORMATION_SERVICE,
+    hrs.HEART_RATE_MEASUREMENT: hrs.HEART_RATE_SERVICE,
+    hrs.BODY_SENSOR_LOCATION: hrs.HEART_RATE_SERVICE,
+    pmd.PMD_CONTROL_POINT: pmd.PMD_SERVICE,
+    pmd.PMD_DATA: pmd.PMD_SERVICE,
+    plxs.PLX_SPOT_CHECK_MEASUREMENT: plxs.PULSE_OXIMETER_SERVICE,
+    plxs.PLX_CONTINUOUS_MEASUREMENT: plxs.PULSE_OXIMETER_SERVICE,
+    plxs.PLX_FEATURES: plxs.PULSE_OXIMETER_SERVICE,
+    cgms.CGM_MEASUREMENT: cgms.CGM_SERVICE,
+    cgms.CGM_FEATURE: cgms.CGM_SERVICE,
+    cgms.CGM_STATUS: cgms.CGM_SERVICE,
+    cgms.CGM_SESSION_START_TIME: cgms.CGM_SERVICE,
+    cgms.CGM_SESSION_RUN_TIME: cgms.CGM_SERVICE,
+    cgms.CGM_SPECIFIC_OPS_CONTROL_POINT: cgms.CGM_SERVICE,
+    racp.RECORD_ACCESS_CONTROL_POINT: cgms.CGM_SERVICE,
+    ids.IDD_STATUS_CHANGED: ids.INSULIN_DELIVERY_SERVICE,
+    idd_status.IDD_STATUS: ids.INSULIN_DELIVERY_SERVICE,
+    ids.IDD_ANNUNCIATION_STATUS: ids.INSULIN_DELIVERY_SERVICE,
+    ids.IDD_FEATURES: ids.INSULIN_DELIVERY_SERVICE,
+    ids.IDD_STATUS_READER_CONTROL_POINT: ids.INSULIN_DELIVERY_SERVICE,
+    ids.IDD_COMMAND_CONTROL_POINT: ids.INSULIN_DELIVERY_SERVICE,
+    ids.IDD_COMMAND_DATA: ids.INSULIN_DELIVERY_SERVICE,
+    ids.IDD_RECORD_ACCESS_CONTROL_POINT: ids.INSULIN_DELIVERY_SERVICE,
+    ids.IDD_HISTORY_DATA: ids.INSULIN_DELIVERY_SERVICE,
+    bas.BATTERY_LEVEL: bas.BATTERY_SERVICE,
+    device_info.MANUFACTURER_NAME: device_info.DEVICE_INFORMATION_SERVICE,
+    device_info.MODEL_NUMBER: device_info.DEVICE_INFORMATION_SERVICE,
+    device_info.SERIAL_NUMBER: device_info.DEVICE_INFORMATION_SERVICE,
+    device_info.FIRMWARE_REVISION: device_info.DEVICE_INFORMATION_SERVICE,
     device_info.CURRENT_TIME: device_info.CURRENT_TIME_SERVICE,
 }
 # Services open on any link; the rest need encryption when the peripheral requires it (IDS).
-_OPEN_SERVICES = {sig.BATTERY_SERVICE, sig.DEVICE_INFORMATION_SERVICE}
+_OPEN_SERVICES = {bas.BATTERY_SERVICE, device_info.DEVICE_INFORMATION_SERVICE}
 _P = gatt.Characteristic.Properties
 
 
@@ -150,7 +150,7 @@ class PeripheralHost:
         return write
 
     def _advertising_data(self) -> bytes:
-        services = {SERVICE_OF[u] for u in self.characteristics} - _OPEN_SERVICES - {sig.PMD_SERVICE}
+        services = {SERVICE_OF[u] for u in self.characteristics} - _OPEN_SERVICES - {pmd.PMD_SERVICE}
         short = b"".join(_uuid(s).to_bytes() for s in sorted(services) if len(_uuid(s).to_bytes()) == 2)
         entries: list[tuple[int, bytes]] = [
             (AdvertisingData.FLAGS, bytes([0x06])),  # LE General Discoverable, BR/EDR not supported
@@ -367,3 +367,19 @@ def demo_radio() -> VirtualRadio:
     for name, profile in DEMO_DEVICES:
         radio.add(default_peripheral(name, profile))
     return radio
+
+
+class VirtualBackend:
+    """`virtual:NAME` addresses: simulated peripherals on a virtual radio, reached through bleak over bumble.
+    Registered as the `virtual` BLE backend (pyproject.toml's `iomt_gateway.ble_backends` entry points)."""
+
+    def link_factory(self, devices: Sequence[DeviceSection]) -> Callable[[str], BleakGattLink]:
+        return VirtualRadio.for_devices(devices).link
+
+    @contextlib.asynccontextmanager
+    async def scanner(self) -> AsyncIterator[ScannerBackend]:
+        async with demo_radio() as radio:
+            yield ScannerBackend(BumbleBleakScanner, {"bumble_device": radio.adapter})
+
+
+BACKEND = VirtualBackend()

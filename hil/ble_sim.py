@@ -1,8 +1,8 @@
 """Simulated BLE health peripherals, reachable through the same GattLink interface as real devices.
 
-Each peripheral encodes its characteristics with the Bluetooth SIG formats (drivers.ble.gatt encoders), so the
-production driver decodes real bytes.  A `SimBleWorld` holds the peripherals by name; the driver's address
-`sim:NAME` selects one.  Fault injection: `drop_links()` (link lost), `online = False` (out of range),
+Each peripheral encodes its characteristics with the Bluetooth SIG formats (the encoders of the drivers.ble codec
+modules), so the production driver decodes real bytes.  A `SimBleWorld` holds the peripherals by name; the driver's
+address `sim:NAME` selects one.  Fault injection: `drop_links()` (link lost), `online = False` (out of range),
 `silent = True` (connected but quiet), and `garbage_every` (malformed notifications).
 """
 
@@ -13,17 +13,18 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
 
-from drivers.ble import device_info, gatt, idd_history, ids
+from drivers.ble import bas, cgms, device_info, hrs, idd_history, idd_status, ids, plxs, pmd, racp
 from drivers.ble.link import NotifyCallback
 from drivers.ble.profiles import PMD_START_ECG, POLAR_EPOCH_OFFSET_NS
-from gateway.config import DeviceSection
-from gateway.errors import InvalidFrame, TransportError
+from drivers.ble.transport import ScannerBackend
+from drivers.transport import DeviceSection
+from gateway.core.errors import ConfigError, InvalidFrame, TransportError
 from hil.physiology import Episode, SyntheticEcg, Trajectory
 
 Notifier = Callable[[Callable[[bytes], None]], Coroutine[Any, Any, None]]
@@ -60,13 +61,13 @@ class SimPeripheral:
         self.battery_pct = 96.0
         self.clock_offset_s: float | None = None  # device clock minus true time, when it keeps time (CTS)
         self._t0 = time.monotonic()
-        self.readable[gatt.BATTERY_LEVEL] = lambda: gatt.encode_battery_level(round(self.battery_pct))
+        self.readable[bas.BATTERY_LEVEL] = lambda: bas.encode_battery_level(round(self.battery_pct))
         # Device Information: identity the gateway reads on connect (no patient data in it).
-        self.readable[gatt.MANUFACTURER_NAME] = lambda: b"IoMT Gateway HIL"
+        self.readable[device_info.MANUFACTURER_NAME] = lambda: b"IoMT Gateway HIL"
         model, serial = f"SIM-{self.profile}".encode(), f"SN-{self.name}".encode()
-        self.readable[gatt.MODEL_NUMBER] = lambda: model
-        self.readable[gatt.SERIAL_NUMBER] = lambda: serial
-        self.readable[gatt.FIRMWARE_REVISION] = lambda: b"1.4.2"
+        self.readable[device_info.MODEL_NUMBER] = lambda: model
+        self.readable[device_info.SERIAL_NUMBER] = lambda: serial
+        self.readable[device_info.FIRMWARE_REVISION] = lambda: b"1.4.2"
 
     @property
     def elapsed_s(self) -> float:
@@ -129,31 +130,31 @@ class SimEcgPatch(SimPeripheral):
 
     def __init__(self, name: str, heart_rate_bpm: float = 72.0, seed: int = 11) -> None:
         super().__init__(name)
-        self.ecg = SyntheticEcg(gatt.PMD_ECG_SAMPLE_RATE_HZ, heart_rate_bpm, seed)
+        self.ecg = SyntheticEcg(pmd.PMD_ECG_SAMPLE_RATE_HZ, heart_rate_bpm, seed)
         self.streaming = False
         self._sample_index = 0
         self._epoch_ns = time.time_ns() - POLAR_EPOCH_OFFSET_NS
-        self.notifiers[gatt.HEART_RATE_MEASUREMENT] = self._heart_rate
-        self.notifiers[gatt.PMD_DATA] = self._pmd
-        self.readable[gatt.PMD_CONTROL_POINT] = lambda: b"\x0f\x01"
-        self.writable.add(gatt.PMD_CONTROL_POINT)
+        self.notifiers[hrs.HEART_RATE_MEASUREMENT] = self._heart_rate
+        self.notifiers[pmd.PMD_DATA] = self._pmd
+        self.readable[pmd.PMD_CONTROL_POINT] = lambda: b"\x0f\x01"
+        self.writable.add(pmd.PMD_CONTROL_POINT)
 
     def on_write(self, uuid: str, data: bytes) -> None:
         super().on_write(uuid, data)
-        if uuid == gatt.PMD_CONTROL_POINT and data == PMD_START_ECG:
+        if uuid == pmd.PMD_CONTROL_POINT and data == PMD_START_ECG:
             self.streaming = True
 
     async def _heart_rate(self, send: Callable[[bytes], None]) -> None:
         def make() -> bytes:
             rr = 60_000.0 / self.ecg.heart_rate_bpm
-            return gatt.encode_heart_rate_measurement(
-                gatt.HeartRateMeasurement(round(self.ecg.heart_rate_bpm), True, None, (round(rr, 1),))
+            return hrs.encode_heart_rate_measurement(
+                hrs.HeartRateMeasurement(round(self.ecg.heart_rate_bpm), True, None, (round(rr, 1),))
             )
 
         await self._every(1.0, make, send)
 
     async def _pmd(self, send: Callable[[bytes], None]) -> None:
-        period = self.FRAME_SAMPLES / gatt.PMD_ECG_SAMPLE_RATE_HZ
+        period = self.FRAME_SAMPLES / pmd.PMD_ECG_SAMPLE_RATE_HZ
         next_at = time.monotonic()
         while True:
             next_at += period
@@ -161,8 +162,8 @@ class SimEcgPatch(SimPeripheral):
             samples = self.ecg.next(self.FRAME_SAMPLES)
             self._sample_index += self.FRAME_SAMPLES
             if self.streaming:
-                last_ns = self._epoch_ns + round((self._sample_index - 1) * 1e9 / gatt.PMD_ECG_SAMPLE_RATE_HZ)
-                send(gatt.encode_pmd_ecg_frame(last_ns, samples))
+                last_ns = self._epoch_ns + round((self._sample_index - 1) * 1e9 / pmd.PMD_ECG_SAMPLE_RATE_HZ)
+                send(pmd.encode_pmd_ecg_frame(last_ns, samples))
 
 
 class SimPulseOximeter(SimPeripheral):
@@ -174,13 +175,13 @@ class SimPulseOximeter(SimPeripheral):
         super().__init__(name)
         self.spo2 = Trajectory(97.0, 0.15, desaturations, seed, lo=50, hi=100)
         self.pulse = Trajectory(74.0, 0.6, (), seed + 1, lo=30, hi=220)
-        self.notifiers[gatt.PLX_CONTINUOUS_MEASUREMENT] = self._continuous
+        self.notifiers[plxs.PLX_CONTINUOUS_MEASUREMENT] = self._continuous
 
     async def _continuous(self, send: Callable[[bytes], None]) -> None:
         def make() -> bytes:
             t = self.elapsed_s
-            return gatt.encode_plx_continuous(
-                gatt.PlxContinuousMeasurement(round(self.spo2.at(t), 1), round(self.pulse.at(t), 1), 3.4, None, None)
+            return plxs.encode_plx_continuous(
+                plxs.PlxContinuousMeasurement(round(self.spo2.at(t), 1), round(self.pulse.at(t), 1), 3.4, None, None)
             )
 
         await self._every(1.0, make, send)
@@ -214,19 +215,19 @@ class SimCgm(SimPeripheral):
         self.time_scale = time_scale
         self.session_start_ns = (time.time_ns() // 60_000_000_000) * 60_000_000_000
         self.glucose = Trajectory(118.0, 1.5, lows, seed, lo=40, hi=400)
-        self.records: list[gatt.CgmMeasurement] = []
+        self.records: list[cgms.CgmMeasurement] = []
         self.reading: float | None = None
         self.sensor_status: int | None = None
-        self.racp_requests: list[gatt.RacpRequest] = []
-        self.readable[gatt.CGM_SESSION_START_TIME] = lambda: gatt.encode_cgm_session_start_time(
+        self.racp_requests: list[racp.RacpRequest] = []
+        self.readable[cgms.CGM_SESSION_START_TIME] = lambda: cgms.encode_cgm_session_start_time(
             self.session_start_ns, e2e_crc=e2e_crc
         )
         # Interstitial fluid (type 0x9), subcutaneous tissue (location 0x5); trend, quality and E2E-CRC features.
-        features = (1 << 15) | (1 << 16) | (gatt.CGM_FEATURE_E2E_CRC if e2e_crc else 0)
-        cgm_feature = gatt.encode_cgm_feature(gatt.CgmFeature(features, 0x9, 0x5))
-        self.readable[gatt.CGM_FEATURE] = lambda: cgm_feature
-        self.notifiers[gatt.CGM_MEASUREMENT] = self._measure
-        self.indicatable.add(gatt.RECORD_ACCESS_CONTROL_POINT)
+        features = (1 << 15) | (1 << 16) | (cgms.CGM_FEATURE_E2E_CRC if e2e_crc else 0)
+        cgm_feature = cgms.encode_cgm_feature(cgms.CgmFeature(features, 0x9, 0x5))
+        self.readable[cgms.CGM_FEATURE] = lambda: cgm_feature
+        self.notifiers[cgms.CGM_MEASUREMENT] = self._measure
+        self.indicatable.add(racp.RECORD_ACCESS_CONTROL_POINT)
         self.keeps_time(drift_s=-437.0)
 
     async def _measure(self, send: Callable[[bytes], None]) -> None:
@@ -237,63 +238,63 @@ class SimCgm(SimPeripheral):
             value = float(round(self.glucose.at(self.elapsed_s))) if self.reading is None else self.reading
             finite = previous is not None and math.isfinite(previous) and math.isfinite(value)
             trend = round((value - previous) / self.interval_min, 1) if finite and previous is not None else None
-            record = gatt.CgmMeasurement(value, offset, self.sensor_status, trend, None)
+            record = cgms.CgmMeasurement(value, offset, self.sensor_status, trend, None)
             self.records.append(record)
-            send(gatt.encode_cgm_measurement(record, e2e_crc=self.e2e_crc))
+            send(cgms.encode_cgm_measurement(record, e2e_crc=self.e2e_crc))
             await asyncio.sleep(period)
 
     def on_write(self, uuid: str, data: bytes) -> None:
         super().on_write(uuid, data)
-        if uuid != gatt.RECORD_ACCESS_CONTROL_POINT:
+        if uuid != racp.RECORD_ACCESS_CONTROL_POINT:
             return
         try:
-            request = gatt.decode_racp_request(data)
+            request = racp.decode_racp_request(data)
         except InvalidFrame as err:
             fields = err.log_fields()
             self._racp_answer(int(fields.get("request_opcode", 0)), int(fields.get("response_code", 0x02)))
             return
         self.racp_requests.append(request)
         selected = self._select(request)
-        if request.opcode == gatt.RacpOpcode.ABORT_OPERATION:
-            self._racp_answer(request.opcode, gatt.RacpResponseCode.SUCCESS)
-        elif request.opcode == gatt.RacpOpcode.REPORT_NUMBER_OF_STORED_RECORDS:
-            count = gatt.RacpResponse(
-                gatt.RacpOpcode.NUMBER_OF_STORED_RECORDS_RESPONSE,
-                gatt.RacpOperator.NULL,
+        if request.opcode == racp.RacpOpcode.ABORT_OPERATION:
+            self._racp_answer(request.opcode, racp.RacpResponseCode.SUCCESS)
+        elif request.opcode == racp.RacpOpcode.REPORT_NUMBER_OF_STORED_RECORDS:
+            count = racp.RacpResponse(
+                racp.RacpOpcode.NUMBER_OF_STORED_RECORDS_RESPONSE,
+                racp.RacpOperator.NULL,
                 number_of_records=len(selected),
             )
-            self.indicate(gatt.RECORD_ACCESS_CONTROL_POINT, gatt.encode_racp_response(count))
-        elif request.opcode == gatt.RacpOpcode.REPORT_STORED_RECORDS:
+            self.indicate(racp.RECORD_ACCESS_CONTROL_POINT, racp.encode_racp_response(count))
+        elif request.opcode == racp.RacpOpcode.REPORT_STORED_RECORDS:
             # Records go out as CGM Measurement notifications, then the RACP indication closes the procedure.
             for record in selected:
                 self.notifications_sent += 1
-                self.indicate(gatt.CGM_MEASUREMENT, gatt.encode_cgm_measurement(record, e2e_crc=self.e2e_crc))
-            code = gatt.RacpResponseCode.SUCCESS if selected else gatt.RacpResponseCode.NO_RECORDS_FOUND
+                self.indicate(cgms.CGM_MEASUREMENT, cgms.encode_cgm_measurement(record, e2e_crc=self.e2e_crc))
+            code = racp.RacpResponseCode.SUCCESS if selected else racp.RacpResponseCode.NO_RECORDS_FOUND
             self._racp_answer(request.opcode, code)
         else:
-            self._racp_answer(request.opcode, gatt.RacpResponseCode.OP_CODE_NOT_SUPPORTED)
+            self._racp_answer(request.opcode, racp.RacpResponseCode.OP_CODE_NOT_SUPPORTED)
 
-    def _select(self, request: gatt.RacpRequest) -> list[gatt.CgmMeasurement]:
+    def _select(self, request: racp.RacpRequest) -> list[cgms.CgmMeasurement]:
         records, operator, operand = self.records, request.operator, request.operand
-        if operator == gatt.RacpOperator.ALL_RECORDS:
+        if operator == racp.RacpOperator.ALL_RECORDS:
             return list(records)
-        if operator == gatt.RacpOperator.FIRST_RECORD:
+        if operator == racp.RacpOperator.FIRST_RECORD:
             return records[:1]
-        if operator == gatt.RacpOperator.LAST_RECORD:
+        if operator == racp.RacpOperator.LAST_RECORD:
             return records[-1:]
-        if operator == gatt.RacpOperator.GREATER_THAN_OR_EQUAL:
+        if operator == racp.RacpOperator.GREATER_THAN_OR_EQUAL:
             return [r for r in records if r.time_offset_min >= operand[0]]
-        if operator == gatt.RacpOperator.LESS_THAN_OR_EQUAL:
+        if operator == racp.RacpOperator.LESS_THAN_OR_EQUAL:
             return [r for r in records if r.time_offset_min <= operand[0]]
-        if operator == gatt.RacpOperator.WITHIN_RANGE:
+        if operator == racp.RacpOperator.WITHIN_RANGE:
             return [r for r in records if operand[0] <= r.time_offset_min <= operand[1]]
         return []
 
     def _racp_answer(self, request_opcode: int, code: int) -> None:
-        response = gatt.RacpResponse(
-            gatt.RacpOpcode.RESPONSE_CODE, gatt.RacpOperator.NULL, request_opcode=request_opcode, response_code=code
+        response = racp.RacpResponse(
+            racp.RacpOpcode.RESPONSE_CODE, racp.RacpOperator.NULL, request_opcode=request_opcode, response_code=code
         )
-        self.indicate(gatt.RECORD_ACCESS_CONTROL_POINT, gatt.encode_racp_response(response))
+        self.indicate(racp.RECORD_ACCESS_CONTROL_POINT, racp.encode_racp_response(response))
 
 
 class SimInsulinPump(SimPeripheral):
@@ -330,10 +331,14 @@ class SimInsulinPump(SimPeripheral):
         self.e2e = e2e  # IDD Features' E2E-Protection Supported: without it no IDS frame carries the E2E trailer
         self.reservoir_iu = reservoir_iu
         self.basal_iu_h = basal_iu_h
-        self.notifiers[gatt.IDD_STATUS] = self._status
-        self.notifiers[gatt.BATTERY_LEVEL] = self._battery
+        self.notifiers[idd_status.IDD_STATUS] = self._status
+        self.notifiers[bas.BATTERY_LEVEL] = self._battery
         self.indicatable.add(ids.IDD_COMMAND_CONTROL_POINT)
-        self.indicatable |= {gatt.IDD_STATUS_CHANGED, gatt.IDD_ANNUNCIATION_STATUS, ids.IDD_STATUS_READER_CONTROL_POINT}
+        self.indicatable |= {
+            ids.IDD_STATUS_CHANGED,
+            ids.IDD_ANNUNCIATION_STATUS,
+            ids.IDD_STATUS_READER_CONTROL_POINT,
+        }
         if history:  # `history=False`: a pump that does not expose its history (settled only by hand)
             self.indicatable.add(idd_history.IDD_RECORD_ACCESS_CONTROL_POINT)
             self.notifiable.add(idd_history.IDD_HISTORY_DATA)
@@ -346,11 +351,11 @@ class SimInsulinPump(SimPeripheral):
             insulin_on_board=True,
         )
         encoded_features = ids.encode_idd_features(features)
-        self.readable[gatt.IDD_FEATURES] = lambda: encoded_features
-        self.readable[gatt.IDD_STATUS_CHANGED] = lambda: ids.encode_status_changed(
+        self.readable[ids.IDD_FEATURES] = lambda: encoded_features
+        self.readable[ids.IDD_STATUS_CHANGED] = lambda: ids.encode_status_changed(
             self.status_changed, counter=0 if e2e else None
         )
-        self.readable[gatt.IDD_ANNUNCIATION_STATUS] = lambda: ids.encode_annunciation_status(
+        self.readable[ids.IDD_ANNUNCIATION_STATUS] = lambda: ids.encode_annunciation_status(
             self.annunciation, counter=0 if e2e else None
         )
         self.status_changed = ids.StatusChangedFlag(0)
@@ -386,7 +391,7 @@ class SimInsulinPump(SimPeripheral):
 
     def _changed(self, flags: ids.StatusChangedFlag) -> None:
         self.status_changed |= flags
-        self.indicate(gatt.IDD_STATUS_CHANGED, ids.encode_status_changed(self.status_changed, counter=self._e2e("sc")))
+        self.indicate(ids.IDD_STATUS_CHANGED, ids.encode_status_changed(self.status_changed, counter=self._e2e("sc")))
 
     def annunciate(self, annunciation_type: ids.AnnunciationType) -> None:
         """The pump raises an annunciation (its own alarm), pending until confirmed at the pump."""
@@ -403,7 +408,7 @@ class SimInsulinPump(SimPeripheral):
 
     def _send_annunciation(self) -> None:
         frame = ids.encode_annunciation_status(self.annunciation, counter=self._e2e("an"))
-        self.indicate(gatt.IDD_ANNUNCIATION_STATUS, frame)
+        self.indicate(ids.IDD_ANNUNCIATION_STATUS, frame)
         self._changed(ids.StatusChangedFlag.ANNUNCIATION_STATUS_CHANGED)
 
     def _status_reader(self, data: bytes) -> None:
@@ -589,21 +594,21 @@ class SimInsulinPump(SimPeripheral):
         def make() -> bytes:
             self.reservoir_iu = max(0.0, self.reservoir_iu - self.basal_iu_h * 2.0 / 3600.0)
             self.basal_delivered_iu += self.basal_iu_h * 2.0 / 3600.0
-            status = gatt.IddStatus(
-                gatt.TherapyControlState.RUN,
-                gatt.OperationalState.READY,
+            status = idd_status.IddStatus(
+                idd_status.TherapyControlState.RUN,
+                idd_status.OperationalState.READY,
                 round(self.reservoir_iu, 1),
                 True,
-                self._e2e(gatt.IDD_STATUS),
+                self._e2e(idd_status.IDD_STATUS),
             )
-            return gatt.encode_idd_status(status, e2e=self.e2e)
+            return idd_status.encode_idd_status(status, e2e=self.e2e)
 
         await self._every(2.0, make, send)
 
     async def _battery(self, send: Callable[[bytes], None]) -> None:
         def make() -> bytes:
             self.battery_pct = max(0.0, self.battery_pct - 0.5)
-            return gatt.encode_battery_level(round(self.battery_pct))
+            return bas.encode_battery_level(round(self.battery_pct))
 
         await self._every(5.0, make, send)
 
@@ -731,3 +736,17 @@ def default_peripheral(name: str, profile: str) -> SimPeripheral:
     if profile == "insulin_pump":
         return SimInsulinPump(name)
     raise ValueError(profile)
+
+
+class SimBackend:
+    """`sim:NAME` addresses: simulated peripherals linked in-process, with no radio.  Registered as the `sim` BLE
+    backend (pyproject.toml's `iomt_gateway.ble_backends` entry points)."""
+
+    def link_factory(self, devices: Sequence[DeviceSection]) -> Callable[[str], SimGattLink]:
+        return SimBleWorld.for_devices(devices).link
+
+    def scanner(self) -> contextlib.AbstractAsyncContextManager[ScannerBackend]:
+        raise ConfigError("sim: peripherals are linked in-process and cannot be heard; scan the virtual radio")
+
+
+BACKEND = SimBackend()

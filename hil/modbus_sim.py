@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pymodbus.constants import ExcCodes
@@ -147,7 +147,7 @@ class MedicationFridge(SimModbusDevice):
 class ModbusSimServer:
     """A pymodbus TCP server on loopback hosting simulated units."""
 
-    def __init__(self, devices: list[SimModbusDevice], port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(self, devices: Sequence[SimModbusDevice], port: int = 0, host: str = "127.0.0.1") -> None:
         self.devices = devices
         self.host = host
         self.port = port
@@ -183,7 +183,7 @@ class ModbusSimServer:
 class ModbusRtuSimServer:
     """A pymodbus RTU server on a serial device (e.g. one end of hil.serial_sim.NullModem): a multi-drop line."""
 
-    def __init__(self, devices: list[SimModbusDevice], path: str, baudrate: int = 19200, parity: str = "N") -> None:
+    def __init__(self, devices: Sequence[SimModbusDevice], path: str, baudrate: int = 19200, parity: str = "N") -> None:
         self.devices = devices
         self.path = path
         self.baudrate = baudrate

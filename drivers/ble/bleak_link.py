@@ -21,8 +21,8 @@ from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakError
 
 from drivers.ble.link import NotifyCallback
-from gateway.errors import TransportError
-from gateway.logs import get_logger
+from gateway.core.errors import TransportError
+from gateway.core.logs import get_logger
 
 log = get_logger(__name__)
 

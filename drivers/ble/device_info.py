@@ -16,21 +16,14 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Final
 
-from drivers.ble.gatt import (
-    DEVICE_INFORMATION_SERVICE,
-    FIRMWARE_REVISION,
-    MANUFACTURER_NAME,
-    MODEL_NUMBER,
-    SERIAL_NUMBER,
-    Buffer,
-    DateTimeTuple,
-    check_uint,
-    date_time_valid,
-    enum_or_int,
-    require_length,
-    uuid16,
-)
-from gateway.errors import InvalidFrame
+from drivers.ble.fields import Buffer, DateTimeTuple, check_uint, date_time_valid, enum_or_int, require_length, uuid16
+from gateway.core.errors import InvalidFrame
+
+DEVICE_INFORMATION_SERVICE: Final = uuid16(0x180A)
+MANUFACTURER_NAME: Final = uuid16(0x2A29)
+MODEL_NUMBER: Final = uuid16(0x2A24)
+SERIAL_NUMBER: Final = uuid16(0x2A25)
+FIRMWARE_REVISION: Final = uuid16(0x2A26)
 
 __all__ = [
     # UUIDs

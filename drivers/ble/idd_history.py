@@ -44,18 +44,15 @@ import struct
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
-from drivers.ble.gatt import (
+from drivers.ble.fields import (
     Buffer,
     DateTimeTuple,
     FlaggedLayout,
-    RacpGrammar,
     check_uint,
     date_time_valid,
     enum_or_int,
     flagged_size,
     pack_flagged,
-    parse_racp_request,
-    racp_request_bytes,
     reject_reserved_flags,
     require_length,
     unpack_flagged,
@@ -74,7 +71,8 @@ from drivers.ble.ids import (
     read_dose,
     seal_e2e,
 )
-from gateway.errors import InvalidFrame
+from drivers.ble.racp import RacpGrammar, parse_racp_request, racp_request_bytes
+from gateway.core.errors import InvalidFrame
 
 __all__ = [
     "IDD_HISTORY_DATA",

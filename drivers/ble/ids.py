@@ -1,7 +1,7 @@
 """Insulin Delivery Service (IDS 1.0.x) characteristics: pure codecs, no I/O.
 
 Covered: IDD Command Control Point (0x2B25), IDD Status Reader Control Point (0x2B24), IDD Status Changed
-(0x2B20), IDD Annunciation Status (0x2B22) and IDD Features (0x2B23); IDD Status (0x2B21) is in `gatt`.
+(0x2B20), IDD Annunciation Status (0x2B22) and IDD Features (0x2B23); IDD Status (0x2B21) is in `idd_status`.
 
 Every field is little-endian.  A control point message is Op Code (uint16) and the op code's operand; Status
 Changed and Annunciation Status are their flags and the fields the flags announce.  When the pump uses E2E
@@ -39,9 +39,9 @@ import struct
 from dataclasses import dataclass
 from typing import Final, Literal, NoReturn, TypeAlias, TypeVar
 
-from drivers.ble.gatt import Buffer, FlaggedLayout, crc16_mcrf4xx, flagged_size, pack_flagged, unpack_flagged, uuid16
+from drivers.ble.fields import Buffer, FlaggedLayout, crc16_mcrf4xx, flagged_size, pack_flagged, unpack_flagged, uuid16
 from drivers.ble.sfloat import decode_float, decode_sfloat, encode_float, encode_sfloat, read_float, read_sfloat
-from gateway.errors import InvalidFrame
+from gateway.core.errors import InvalidFrame
 
 __all__ = [
     # UUIDs
@@ -121,6 +121,10 @@ __all__ = [
     "decode_status_reader_response",
 ]
 
+INSULIN_DELIVERY_SERVICE: Final = uuid16(0x183A)
+IDD_STATUS_CHANGED: Final = uuid16(0x2B20)
+IDD_ANNUNCIATION_STATUS: Final = uuid16(0x2B22)
+IDD_FEATURES: Final = uuid16(0x2B23)
 IDD_STATUS_READER_CONTROL_POINT: Final = uuid16(0x2B24)
 IDD_COMMAND_CONTROL_POINT: Final = uuid16(0x2B25)
 IDD_COMMAND_DATA: Final = uuid16(0x2B26)

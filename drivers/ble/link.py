@@ -14,7 +14,7 @@ NotifyCallback = Callable[[str, bytes], None]
 
 
 class GattLink(Protocol):
-    """A connection to one peripheral.  Methods raise gateway.errors.TransportError on link failure."""
+    """A connection to one peripheral.  Methods raise gateway.core.errors.TransportError on link failure."""
 
     disconnected: asyncio.Event
     rssi_dbm: int | None  # signal strength of the advertisement it connected from, when known

@@ -1,6 +1,7 @@
 """Device profiles: which characteristics a kind of BLE device exposes, and how its frames become events.
 
-A profile is pure: it maps decoded frames (from `drivers.ble.gatt`) to domain events and holds no I/O.
+A profile is pure: it maps decoded frames (from the codec modules, one per service: `hrs`, `plxs`, `cgms`,
+`idd_status`, `ids`, `bas`, `pmd`, `bps`, `hts`, `gls`) to domain events and holds no I/O.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ import collections
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
-from drivers.ble import gatt, ids, measurements
-from gateway.model import (
+from drivers.ble import bas, bps, cgms, fields, gls, hrs, hts, idd_status, ids, plxs, pmd
+from gateway.core.model import (
     CONDITIONS_KEY,
     ConnectionState,
     DeviceStatus,
@@ -24,7 +26,7 @@ from gateway.model import (
     now_ns,
     stable_id,
 )
-from gateway.nomenclature import quantity
+from gateway.core.nomenclature import quantity
 
 CGM_SEEN_MAX = 8192  # four weeks of 5-minute CGM records
 POLAR_EPOCH_OFFSET_NS = 946_684_800 * 1_000_000_000  # 2000-01-01T00:00:00Z in Unix ns
@@ -66,17 +68,25 @@ class ProfileState:
 Handler = Callable[[ProfileState, bytes], Sequence[Event]]
 
 
+class Feature(StrEnum):
+    """Behaviour beyond notifications that a profile declares and the BLE session composes
+    (drivers/ble/features.py implements each)."""
+
+    RECORD_BACKFILL = "record_backfill"  # stored records fetched through RACP after every (re)connection
+    PUMP_STATUS = "pump_status"  # IDS Status Reader CP: insulin delivered and on board, Status Changed acknowledged
+    # IDS Command CP: the device is a command target; an outcome-unknown command is settled from the pump's own
+    # history (IDD History Data through the IDD RACP) where it offers one.
+    PUMP_COMMANDS = "pump_commands"
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
     notify: dict[str, Handler]
-    start_writes: tuple[tuple[str, bytes], ...] = ()
+    start_writes: tuple[tuple[str, bytes], ...] = ()  # e.g. Polar PMD: start the ECG stream
     bonding: bool = False  # the service needs an encrypted, bonded link (IDS: security mode 1 level 2+)
-    record_access: bool = False  # stored records fetched through RACP after every (re)connection
+    features: frozenset[Feature] = frozenset()
     records: frozenset[str] = frozenset()  # characteristics carrying stored records (re-fetched when corrupt)
-    # The device keeps a history of what it delivered (IDD History Data through the IDD RACP): an outcome-unknown
-    # command is settled from it.
-    delivery_history: bool = False
 
 
 def _obs(state: ProfileState, ref: str, value: float, device_time_ns: int | None, *key: object) -> Observation:
@@ -91,21 +101,21 @@ def _finite(events: list[Event]) -> list[Event]:
 
 
 def on_battery(state: ProfileState, data: bytes) -> Sequence[Event]:
-    level = gatt.decode_battery_level(data)
+    level = bas.decode_battery_level(data)
     return [DeviceStatus(new_id(), state.device_id, ConnectionState.CONNECTED, now_ns(), battery_pct=float(level))]
 
 
 def on_heart_rate(state: ProfileState, data: bytes) -> Sequence[Event]:
-    m = gatt.decode_heart_rate_measurement(data)
+    m = hrs.decode_heart_rate_measurement(data)
     events: list[Event] = [_obs(state, "MDC_ECG_HEART_RATE", float(m.heart_rate_bpm), None)]
     events.extend(_obs(state, "MDC_ECG_TIME_PD_RR_GL", rr, None) for rr in m.rr_intervals_ms)
     return events
 
 
 def on_pmd_ecg(state: ProfileState, data: bytes) -> Sequence[Event]:
-    frame = gatt.decode_pmd_ecg_frame(data)
+    frame = pmd.decode_pmd_ecg_frame(data)
     q = quantity("MDC_ECG_ELEC_POTL")
-    rate = float(gatt.PMD_ECG_SAMPLE_RATE_HZ)
+    rate = float(pmd.PMD_ECG_SAMPLE_RATE_HZ)
     # The PMD timestamp is that of the last sample in the frame.
     last_ns = frame.timestamp_ns + POLAR_EPOCH_OFFSET_NS
     start_ns = last_ns - round((len(frame.samples_uv) - 1) * 1e9 / rate)
@@ -194,7 +204,7 @@ def _flagged(bits: int | None, table: tuple[Condition, ...]) -> list[tuple[str, 
 
 
 def on_plx_continuous(state: ProfileState, data: bytes) -> Sequence[Event]:
-    m = gatt.decode_plx_continuous(data)
+    m = plxs.decode_plx_continuous(data)
     events: list[Event] = [
         _obs(state, "MDC_PULS_OXIM_SAT_O2", m.spo2_pct, None),
         _obs(state, "MDC_PULS_OXIM_PULS_RATE", m.pulse_rate_bpm, None),
@@ -214,7 +224,7 @@ def on_cgm(state: ProfileState, data: bytes) -> Sequence[Event]:
     """CGM records as glucose (LO and HI kept as -inf and +inf: coded, never dropped) and, for the newest
     record, its sensor status and LO/HI as alarm conditions."""
     events: list[Event] = []
-    for m in gatt.decode_cgm_measurements(data, e2e_crc=state.cgm_e2e_crc):
+    for m in cgms.decode_cgm_measurements(data, e2e_crc=state.cgm_e2e_crc):
         if not state.first_sight_of_cgm_record(m.time_offset_min):
             continue
         if m.time_offset_min == state.cgm_last_offset_min:  # records fetched late do not speak for now
@@ -243,10 +253,10 @@ def on_cgm(state: ProfileState, data: bytes) -> Sequence[Event]:
 
 
 def on_idd_status(state: ProfileState, data: bytes) -> Sequence[Event]:
-    s = gatt.decode_idd_status(data, e2e=state.idd_e2e)
+    s = idd_status.decode_idd_status(data, e2e=state.idd_e2e)
     detail = {
-        "therapy_control_state": _enum_name(gatt.TherapyControlState, s.therapy_control_state),
-        "operational_state": _enum_name(gatt.OperationalState, s.operational_state),
+        "therapy_control_state": _enum_name(idd_status.TherapyControlState, s.therapy_control_state),
+        "operational_state": _enum_name(idd_status.OperationalState, s.operational_state),
         "reservoir_attached": str(s.reservoir_attached).lower(),
     }
     return _finite(
@@ -278,7 +288,8 @@ def on_idd_annunciation(state: ProfileState, data: bytes) -> Sequence[Event]:
 
 
 def _enum_name(
-    enum_type: type[gatt.TherapyControlState] | type[gatt.OperationalState] | type[ids.AnnunciationType], value: int
+    enum_type: type[idd_status.TherapyControlState] | type[idd_status.OperationalState] | type[ids.AnnunciationType],
+    value: int,
 ) -> str:
     try:
         return enum_type(value).name.lower()
@@ -298,13 +309,13 @@ _GLUCOSE_MG_DL_PER_KG_L = 100_000  # 1 kg/L = 10**6 mg per 10 dL
 _GLUCOSE_MOLAR_MASS_G_PER_MOL = 180.156  # C6H12O6
 _GLUCOSE_MG_DL_PER_MOL_L = _GLUCOSE_MOLAR_MASS_G_PER_MOL * 100  # 1 mol/L = 180.156 g/L = 18 015.6 mg/dL
 _GLUCOSE_QUANTITY_BY_SAMPLE: dict[int, str] = {
-    measurements.GlucoseSampleType.CAPILLARY_WHOLE_BLOOD: "MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD",
-    measurements.GlucoseSampleType.CAPILLARY_PLASMA: "MDC_CONC_GLU_CAPILLARY_PLASMA",
-    measurements.GlucoseSampleType.VENOUS_WHOLE_BLOOD: "MDC_CONC_GLU_VENOUS_WHOLEBLOOD",
-    measurements.GlucoseSampleType.VENOUS_PLASMA: "MDC_CONC_GLU_VENOUS_PLASMA",
-    measurements.GlucoseSampleType.ARTERIAL_WHOLE_BLOOD: "MDC_CONC_GLU_ARTERIAL_WHOLEBLOOD",
-    measurements.GlucoseSampleType.ARTERIAL_PLASMA: "MDC_CONC_GLU_ARTERIAL_PLASMA",
-    measurements.GlucoseSampleType.INTERSTITIAL_FLUID: "MDC_CONC_GLU_ISF",
+    gls.GlucoseSampleType.CAPILLARY_WHOLE_BLOOD: "MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD",
+    gls.GlucoseSampleType.CAPILLARY_PLASMA: "MDC_CONC_GLU_CAPILLARY_PLASMA",
+    gls.GlucoseSampleType.VENOUS_WHOLE_BLOOD: "MDC_CONC_GLU_VENOUS_WHOLEBLOOD",
+    gls.GlucoseSampleType.VENOUS_PLASMA: "MDC_CONC_GLU_VENOUS_PLASMA",
+    gls.GlucoseSampleType.ARTERIAL_WHOLE_BLOOD: "MDC_CONC_GLU_ARTERIAL_WHOLEBLOOD",
+    gls.GlucoseSampleType.ARTERIAL_PLASMA: "MDC_CONC_GLU_ARTERIAL_PLASMA",
+    gls.GlucoseSampleType.INTERSTITIAL_FLUID: "MDC_CONC_GLU_ISF",
 }
 
 
@@ -312,7 +323,7 @@ def _converted(value: float) -> float:
     return round(value, _CONVERTED_DECIMALS)
 
 
-def _record_key(stamp: gatt.DateTimeTuple | None, *more: object) -> tuple[object, ...]:
+def _record_key(stamp: fields.DateTimeTuple | None, *more: object) -> tuple[object, ...]:
     """A device record's own identity: its complete time stamp; empty (a fresh id) when absent or partial."""
     if stamp is None or 0 in stamp[:3]:
         return ()
@@ -321,10 +332,10 @@ def _record_key(stamp: gatt.DateTimeTuple | None, *more: object) -> tuple[object
 
 def on_blood_pressure(state: ProfileState, data: bytes) -> Sequence[Event]:
     """Blood Pressure Measurement -> systolic, diastolic, mean (mm[Hg], converted from kPa) and pulse rate."""
-    m = measurements.decode_blood_pressure_measurement(data)
+    m = bps.decode_blood_pressure_measurement(data)
 
     def mmhg(value: float) -> float:
-        return value if m.unit is measurements.PressureUnit.MMHG else _converted(value * 1000 / _PA_PER_MMHG)
+        return value if m.unit is bps.PressureUnit.MMHG else _converted(value * 1000 / _PA_PER_MMHG)
 
     key = _record_key(m.timestamp, m.user_id)
     events: list[Event] = [
@@ -339,9 +350,9 @@ def on_blood_pressure(state: ProfileState, data: bytes) -> Sequence[Event]:
 
 def on_temperature(state: ProfileState, data: bytes) -> Sequence[Event]:
     """Temperature Measurement -> body temperature in Cel (converted from Fahrenheit)."""
-    m = measurements.decode_temperature_measurement(data)
+    m = hts.decode_temperature_measurement(data)
     celsius = m.temperature
-    if m.unit is measurements.TemperatureUnit.FAHRENHEIT:
+    if m.unit is hts.TemperatureUnit.FAHRENHEIT:
         celsius = _converted((m.temperature - 32) * 5 / 9)
     return _finite([_obs(state, "MDC_TEMP_BODY", celsius, None, *_record_key(m.timestamp, m.temperature_type))])
 
@@ -354,14 +365,14 @@ def on_glucose(state: ProfileState, data: bytes) -> Sequence[Event]:
     nomenclature table, and alarm limits are written against that unit).  A record without a concentration
     (status only) and a control-solution test (a meter check, not the patient) give no observation.
     """
-    m = measurements.decode_glucose_measurement(data)
+    m = gls.decode_glucose_measurement(data)
     control = (
-        m.sample_type == measurements.GlucoseSampleType.CONTROL_SOLUTION
-        or m.sample_location == measurements.GlucoseSampleLocation.CONTROL_SOLUTION
+        m.sample_type == gls.GlucoseSampleType.CONTROL_SOLUTION
+        or m.sample_location == gls.GlucoseSampleLocation.CONTROL_SOLUTION
     )
     if m.concentration is None or m.sample_type is None or control:
         return []
-    if m.concentration_unit is measurements.GlucoseConcentrationUnit.KG_PER_L:
+    if m.concentration_unit is gls.GlucoseConcentrationUnit.KG_PER_L:
         mg_dl = _converted(m.concentration * _GLUCOSE_MG_DL_PER_KG_L)
     else:
         mg_dl = _converted(m.concentration * _GLUCOSE_MG_DL_PER_MOL_L)
@@ -374,38 +385,36 @@ def on_glucose(state: ProfileState, data: bytes) -> Sequence[Event]:
 PROFILES: dict[str, Profile] = {
     "ecg_patch": Profile(
         "ecg_patch",
-        {gatt.HEART_RATE_MEASUREMENT: on_heart_rate, gatt.PMD_DATA: on_pmd_ecg, gatt.BATTERY_LEVEL: on_battery},
-        start_writes=((gatt.PMD_CONTROL_POINT, PMD_START_ECG),),
+        {hrs.HEART_RATE_MEASUREMENT: on_heart_rate, pmd.PMD_DATA: on_pmd_ecg, bas.BATTERY_LEVEL: on_battery},
+        start_writes=((pmd.PMD_CONTROL_POINT, PMD_START_ECG),),
     ),
     "pulse_oximeter": Profile(
-        "pulse_oximeter", {gatt.PLX_CONTINUOUS_MEASUREMENT: on_plx_continuous, gatt.BATTERY_LEVEL: on_battery}
+        "pulse_oximeter", {plxs.PLX_CONTINUOUS_MEASUREMENT: on_plx_continuous, bas.BATTERY_LEVEL: on_battery}
     ),
     "cgm": Profile(
         "cgm",
-        {gatt.CGM_MEASUREMENT: on_cgm, gatt.BATTERY_LEVEL: on_battery},
-        record_access=True,
-        records=frozenset({gatt.CGM_MEASUREMENT}),
+        {cgms.CGM_MEASUREMENT: on_cgm, bas.BATTERY_LEVEL: on_battery},
+        features=frozenset({Feature.RECORD_BACKFILL}),
+        records=frozenset({cgms.CGM_MEASUREMENT}),
     ),
     "insulin_pump": Profile(
         "insulin_pump",
         {
-            gatt.IDD_STATUS: on_idd_status,
-            gatt.IDD_ANNUNCIATION_STATUS: on_idd_annunciation,
-            gatt.BATTERY_LEVEL: on_battery,
+            idd_status.IDD_STATUS: on_idd_status,
+            ids.IDD_ANNUNCIATION_STATUS: on_idd_annunciation,
+            bas.BATTERY_LEVEL: on_battery,
         },
         bonding=True,
-        delivery_history=True,
+        features=frozenset({Feature.PUMP_STATUS, Feature.PUMP_COMMANDS}),
     ),
     "blood_pressure": Profile(
         "blood_pressure",
-        {measurements.BLOOD_PRESSURE_MEASUREMENT: on_blood_pressure, gatt.BATTERY_LEVEL: on_battery},
+        {bps.BLOOD_PRESSURE_MEASUREMENT: on_blood_pressure, bas.BATTERY_LEVEL: on_battery},
     ),
-    "thermometer": Profile(
-        "thermometer", {measurements.TEMPERATURE_MEASUREMENT: on_temperature, gatt.BATTERY_LEVEL: on_battery}
-    ),
+    "thermometer": Profile("thermometer", {hts.TEMPERATURE_MEASUREMENT: on_temperature, bas.BATTERY_LEVEL: on_battery}),
     "glucose_meter": Profile(
         "glucose_meter",
-        {measurements.GLUCOSE_MEASUREMENT: on_glucose, gatt.BATTERY_LEVEL: on_battery},
-        record_access=True,
+        {gls.GLUCOSE_MEASUREMENT: on_glucose, bas.BATTERY_LEVEL: on_battery},
+        features=frozenset({Feature.RECORD_BACKFILL}),
     ),
 }

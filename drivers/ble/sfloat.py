@@ -14,7 +14,7 @@ import struct
 from fractions import Fraction
 from typing import Final
 
-from gateway.errors import InvalidFrame
+from gateway.core.errors import InvalidFrame
 
 __all__ = [
     "SfloatSpecial",

@@ -11,7 +11,7 @@ in the units of the Channel Sensitivity Units Sequence (PS3.3 C.10.9.1.4.2: sens
 least significant bit, the correction factor scales it to the calibrated value; the baseline is the offset of
 encoded sample value 0 from actual 0, in the same units).  Leads are named from the Channel Source Sequence:
 SCP-ECG codes "5.6.3-9-n" and MDC codes ("2:n", as CID 3001 lists them, or the per-lead MDC_ECG_ELEC_POTL terms)
-map to the MDC_ECG_ELEC_POTL_* quantities of `gateway.nomenclature`; any other lead is reported as the
+map to the MDC_ECG_ELEC_POTL_* quantities of `gateway.core.nomenclature`; any other lead is reported as the
 unspecified-lead quantity under its code meaning.  Errors raise `DicomRejected` (0xA900) naming the channel,
 never a sample value.
 """
@@ -34,8 +34,8 @@ from drivers.dicom.validate import (
     Reason,
     quiet_pydicom,
 )
-from gateway.model import WaveformChunk, now_ns, stable_id
-from gateway.nomenclature import quantity
+from gateway.core.model import WaveformChunk, now_ns, stable_id
+from gateway.core.nomenclature import quantity
 
 __all__ = ["LEADS", "EcgChannel", "decode_ecg", "ecg_events", "lead_for_code"]
 

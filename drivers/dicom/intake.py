@@ -33,10 +33,11 @@ import io
 import logging
 import math
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from drivers.base import DriverStats, EventSink, link_status
+from drivers.base import EventSink, link_status, no_op
 from drivers.dicom.deidentify import Deidentifier, burned_in_text_suspected
 from drivers.dicom.ecg import ecg_events
 from drivers.dicom.spool import (
@@ -58,10 +59,11 @@ from drivers.dicom.validate import (
     validate,
     validate_source,
 )
-from gateway.errors import StorageError, TransportError
-from gateway.logs import get_logger
-from gateway.memory import release_free_memory
-from gateway.model import ConnectionState, Event, ObjectChunk, now_ns, stable_id
+from gateway.core.errors import StorageError, TransportError
+from gateway.core.logs import get_logger
+from gateway.core.memory import release_free_memory
+from gateway.core.model import ConnectionState, Event, ObjectChunk, now_ns, stable_id
+from gateway.core.stats import DriverStats
 
 log = get_logger(__name__)
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its debug output would print data set contents
@@ -114,6 +116,7 @@ class DicomIntakeDriver:
         self.chunk_bytes = chunk_bytes
         self.ssl_context = ssl_context
         self.stats = DriverStats()
+        self.on_healthy: Callable[[], None] = no_op  # a listener has no link to be healthy on
         self.stored = 0  # objects accepted and durable
         self.rejected: dict[str, int] = {}  # reason -> count
         self.port: int | None = None  # the SCP's bound port, once listening
@@ -124,6 +127,11 @@ class DicomIntakeDriver:
         self.associations_refused = 0
         self._spool: Spool | None = None
         self._intakes = asyncio.Semaphore(MAX_CONCURRENT_INTAKES)
+
+    @property
+    def command_target(self) -> None:
+        """A DICOM intake takes no commands."""
+        return None
 
     async def run(self, sink: EventSink) -> None:
         durable = sink if hasattr(sink, "when_durable") else None

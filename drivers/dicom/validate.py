@@ -42,7 +42,7 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_dataset as _parse_dataset
 
-from gateway.errors import InvalidFrame
+from gateway.core.errors import InvalidFrame
 
 __all__ = [
     "STATUS_CANNOT_UNDERSTAND",

@@ -27,15 +27,15 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
-from drivers.base import CommandRefused, DriverStats, EventSink, OutcomeUnknown, link_status
+from drivers.base import CommandRefused, EventSink, OutcomeUnknown, link_status, no_op
 from drivers.modbus.plan import Read, plan_reads
 from drivers.modbus.profile import ModbusProfile, Point
 from drivers.modbus.registers import decoder, encode_value, engineering_value, raw_value
-from gateway.errors import ConfigError, TransportError
-from gateway.logs import get_logger
-from gateway.model import CONDITIONS_KEY, ConnectionState, Event, Observation, new_id, now_ns
-from gateway.nomenclature import quantity
-from gateway.supervisor import report_healthy
+from gateway.core.errors import ConfigError, TransportError
+from gateway.core.logs import get_logger
+from gateway.core.model import CONDITIONS_KEY, ConnectionState, Event, Observation, new_id, now_ns
+from gateway.core.nomenclature import quantity
+from gateway.core.stats import DriverStats
 
 log = get_logger(__name__)
 logging.getLogger("pymodbus").setLevel(logging.WARNING)  # its debug output dumps every frame
@@ -191,6 +191,7 @@ class ModbusDeviceDriver:
         self.timeout_s = timeout_s
         self.max_failed_polls = max_failed_polls
         self.stats = DriverStats()
+        self.on_healthy: Callable[[], None] = no_op  # set by whoever supervises this driver
         self.poll_stats = PollStats()
         self.poll_started: collections.deque[float] = collections.deque(maxlen=1000)  # loop time of each poll
         self.reads: list[Read] = plan_reads(profile, tuple(p for p in profile.points if p.quantity or p.status))
@@ -221,6 +222,11 @@ class ModbusDeviceDriver:
     @property
     def connected(self) -> bool:
         return self._client is not None and bool(self._client.connected)
+
+    @property
+    def command_target(self) -> ModbusDeviceDriver:
+        """This driver carries out setpoint writes itself."""
+        return self
 
     async def run(self, sink: EventSink) -> None:
         client = self._client_factory(self.address, self.timeout_s)
@@ -261,7 +267,7 @@ class ModbusDeviceDriver:
                 await sink.emit(event)
             if answered:
                 failed_in_row = 0
-                report_healthy()
+                self.on_healthy()
             else:
                 failed_in_row += 1
                 if failed_in_row >= self.max_failed_polls:

@@ -15,8 +15,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gateway.errors import ConfigError
-from gateway.nomenclature import quantity
+from gateway.core.errors import ConfigError
+from gateway.core.nomenclature import quantity
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent.parent / "config" / "modbus"
 

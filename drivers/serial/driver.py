@@ -20,21 +20,21 @@ import collections
 import contextlib
 import re
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import serial_asyncio_fast
 
-from drivers.base import DriverStats, EventSink, link_status
+from drivers.base import EventSink, link_status, no_op
 from drivers.serial import hl7
 from drivers.serial.framing import FramingError, MllpFramer, mllp_wrap
 from drivers.serial.listener import ListenerPolicy, Slot, Slots
 from drivers.serial.nonin import DataFormat, NoninDecoder, NoninMapper
-from gateway.errors import ConfigError, StorageError, TransportError
-from gateway.logs import get_logger
-from gateway.model import ConnectionState, Event
-from gateway.supervisor import report_healthy
+from gateway.core.errors import ConfigError, StorageError, TransportError
+from gateway.core.logs import get_logger
+from gateway.core.model import ConnectionState, Event
+from gateway.core.stats import DriverStats
 
 log = get_logger(__name__)
 
@@ -173,10 +173,16 @@ class SerialDeviceDriver:
         self.unmapped_ack = unmapped_ack
         self.ssl_context = ssl_context
         self.stats = DriverStats()
+        self.on_healthy: Callable[[], None] = no_op  # set by whoever supervises this driver
         self.codecs: collections.deque[StreamCodec] = collections.deque(maxlen=16)  # the latest streams' codecs
         self.slots: Slots[asyncio.StreamWriter] = Slots(self.policy)
         self.port: int | None = None  # the listener's bound port, once listening
         make_codec(protocol, device_id)  # fail at build time, not at the first byte
+
+    @property
+    def command_target(self) -> None:
+        """A stream device takes no commands."""
+        return None
 
     async def run(self, sink: EventSink) -> None:
         sink.emit_nowait(link_status(self.device_id, ConnectionState.CONNECTING))
@@ -308,7 +314,7 @@ class SerialDeviceDriver:
                         waiter.cancel()
             self._report(codec.take_problems())
             if events:
-                report_healthy()
+                self.on_healthy()
             for reply in replies:
                 writer.write(reply)
             if replies:

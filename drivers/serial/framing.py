@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from gateway.errors import InvalidFrame
+from gateway.core.errors import InvalidFrame
 
 __all__ = [
     "MAX_PENDING_PROBLEMS",

@@ -43,7 +43,7 @@ from typing import Final
 import numpy as np
 
 from drivers.serial.framing import DiscardLog, FramerStats, FramingError, FramingFault
-from gateway.model import (
+from gateway.core.model import (
     CONDITIONS_KEY,
     ConnectionState,
     DeviceStatus,
@@ -53,7 +53,7 @@ from gateway.model import (
     new_id,
     now_ns,
 )
-from gateway.nomenclature import quantity
+from gateway.core.nomenclature import quantity
 
 __all__ = [
     "DataFormat",

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import StorageError
-from gateway.model import Lane
+from gateway.core.errors import StorageError
+from gateway.core.model import Lane
 
 
 @dataclass(frozen=True)

@@ -12,41 +12,25 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from functools import partial
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.buffer.keys import Keyring
-from gateway.errors import BufferKeyError, IntegrityError, StorageError, StorageUnavailable
-from gateway.logs import get_logger
-from gateway.model import Lane
+from gateway.core.backlog import AppendResult, Eviction, LaneStats, NewRecord, StoredRecord
+from gateway.core.errors import BufferKeyError, StorageError, StorageUnavailable
+from gateway.core.logs import get_logger
+from gateway.core.model import Lane
+from gateway.storage.keys import Keyring
+from gateway.storage.sqlite import NONCE_BYTES, SqliteStore
 
 T = TypeVar("T")
 log = get_logger(__name__)
 
 _KEY_CHECK_PLAINTEXT = b"iomt-gateway buffer key check v1"
-NONCE_BYTES = 12
 TAG_BYTES = 16
 ROW_OVERHEAD_BYTES = 64  # seq, lane, device, key id, counters and SQLite's cell header, roughly
-
-
-def _schema_scripts() -> list[tuple[int, str]]:
-    """Schema files `NNNN_name.sql` in order; the number is the `user_version` after applying it."""
-    folder = resources.files("gateway.buffer") / "schema"
-    scripts = []
-    for entry in folder.iterdir():
-        name = entry.name
-        if name.endswith(".sql") and name[:4].isdigit():
-            scripts.append((int(name[:4]), entry.read_text("utf-8")))
-    return sorted(scripts)
-
-
-SCHEMA_VERSION = max(version for version, _ in _schema_scripts())
 
 
 # SQLite result codes (primary, before the extended suffix) that say "not now", not "broken": a full disk, a lock
@@ -77,61 +61,14 @@ def associated_data(lane: int, device: str, seq: int, key_id: str) -> bytes:
     return f"iomt-row-v1|{lane}|{device}|{seq}|{key_id}".encode()
 
 
-@dataclass(frozen=True, slots=True)
-class NewRecord:
-    lane: Lane
-    device: str
-    payload: bytes
-    items: int
-
-
-@dataclass(frozen=True, slots=True)
-class StoredRecord:
-    seq: int
-    lane: Lane
-    device: str
-    payload: bytes
-    items: int
-    created_ns: int
-
-
 EVICTION_ORDER = (Lane.IMAGES, Lane.WAVEFORMS, Lane.DEVICE_STATUS, Lane.NUMERICS)  # never alarms, commands
 
 
-@dataclass
-class Eviction:
-    """What one commit evicted to stay within quota."""
-
-    rows: int = 0
-    items: int = 0
-    bytes: int = 0
-    by_lane: dict[Lane, int] = field(default_factory=dict)
-    over_quota: bool = False
-
-    def add(self, lane: Lane, size: int, items: int) -> None:
-        self.rows += 1
-        self.items += items
-        self.bytes += size
-        self.by_lane[lane] = self.by_lane.get(lane, 0) + items
-
-
-@dataclass(frozen=True, slots=True)
-class AppendResult:
-    seqs: list[int]
-    eviction: Eviction
-
-
-@dataclass(frozen=True, slots=True)
-class LaneStats:
-    lane: Lane
-    rows: int
-    items: int
-    bytes: int
-    oldest_age_s: float | None
-
-
-class _Store:
+class _Store(SqliteStore):
     """Synchronous core; used only from the buffer's own thread."""
+
+    SCHEMA_PACKAGE = "gateway.buffer"
+    WHAT = "buffer database"
 
     def __init__(
         self,
@@ -141,11 +78,9 @@ class _Store:
         max_bytes: int = 1 << 62,
         min_free_disk_bytes: int = 0,
     ) -> None:
-        self.path = path
+        super().__init__(path, keyring)
         self.max_bytes = max_bytes
         self.min_free_disk_bytes = min_free_disk_bytes
-        self.keyring = keyring
-        self._aead = {key_id: AESGCM(key) for key_id, key in keyring.keys.items()}
         self.quarantined = 0
         self.total_bytes = 0
         try:
@@ -153,14 +88,12 @@ class _Store:
         except OSError as err:
             raise storage_error("cannot create the buffer's folder", err, path=str(path.parent)) from None
         try:
-            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.connect(synchronous, check_same_thread=False)  # the buffer's thread, not the opener's
         except sqlite3.Error as err:
             raise storage_error("cannot open buffer database", err, path=str(path)) from None
         try:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self.db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            self.migrate()
             self._check_keys()
             row = self.db.execute("SELECT COALESCE(MAX(seq), 0), COALESCE(SUM(size), 0) FROM records").fetchone()
             self.page_size = int(self.db.execute("PRAGMA page_size").fetchone()[0])
@@ -172,26 +105,6 @@ class _Store:
             raise
         self._next_seq: int = row[0] + 1
         self.total_bytes = int(row[1])
-
-    def _migrate(self) -> None:
-        current = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if current > SCHEMA_VERSION:
-            raise StorageError(
-                "buffer database is newer than this gateway", schema_version=current, expected=SCHEMA_VERSION
-            )
-        for version, script in _schema_scripts():
-            if version <= current:
-                continue
-            # executescript would COMMIT first; run the statements inside one explicit transaction instead.
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _split_sql(script):
-                    self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version={version}")
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
 
     def _check_keys(self) -> None:
         stored = {
@@ -231,7 +144,6 @@ class _Store:
     def append(self, records: Sequence[NewRecord]) -> AppendResult:
         """Seal and insert the records, evicting old low-priority rows to stay within the quota, in one transaction."""
         key_id = self.keyring.active_id
-        aead = self._aead[key_id]
         now = time.time_ns()
         rows = []
         seqs = []
@@ -239,28 +151,24 @@ class _Store:
         for record in records:
             seq = self._next_seq
             self._next_seq += 1
-            nonce = os.urandom(NONCE_BYTES)
-            sealed = aead.encrypt(nonce, record.payload, associated_data(record.lane, record.device, seq, key_id))
+            _, nonce, sealed = self.seal(record.payload, associated_data(record.lane, record.device, seq, key_id))
             size = len(sealed) + NONCE_BYTES + ROW_OVERHEAD_BYTES
             rows.append((seq, int(record.lane), record.device, key_id, nonce, sealed, record.items, now, size))
             seqs.append(seq)
             added += size
+        eviction = Eviction()
         try:
-            self.db.execute("BEGIN IMMEDIATE")
-            need = self._quota_need(added)
-            eviction = Eviction()
-            self._evict(need, eviction)  # first: the new rows then reuse the pages this frees (no growth)
-            self.db.executemany(
-                "INSERT INTO records (seq, lane, device, key_id, nonce, sealed, items, created_ns, size) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            self._evict(need, eviction)  # then the new rows themselves, if nothing older could make room
-            eviction.over_quota = eviction.bytes < need
-            self.db.execute("COMMIT")
+            with self.transaction():
+                need = self._quota_need(added)
+                self._evict(need, eviction)  # first: the new rows then reuse the pages this frees (no growth)
+                self.db.executemany(
+                    "INSERT INTO records (seq, lane, device, key_id, nonce, sealed, items, created_ns, size) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                self._evict(need, eviction)  # then the new rows themselves, if nothing older could make room
+                eviction.over_quota = eviction.bytes < need
         except sqlite3.Error as err:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
             self._next_seq = seqs[0] if seqs else self._next_seq
             raise storage_error("buffer write failed", err, rows=len(rows)) from None
         self.total_bytes += added - eviction.bytes
@@ -323,14 +231,21 @@ class _Store:
                 "WHERE lane = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (int(lane), after.get(lane, 0), limit - len(out)),
             )
-            for seq, device, key_id, nonce, sealed, items, created_ns in cursor.fetchall():
-                try:
-                    payload = self._open(lane, device, seq, key_id, nonce, sealed)
-                except StorageError as err:
-                    self._quarantine(seq, type(err).__name__)
-                    continue
-                out.append(StoredRecord(seq, lane, device, payload, items, created_ns))
+            for row in cursor.fetchall():
+                if (record := self._record(lane, row)) is not None:
+                    out.append(record)
         return out
+
+    def _record(self, lane: Lane, row: tuple[int, str, str, bytes, bytes, int, int]) -> StoredRecord | None:
+        """A row (seq, device, key_id, nonce, sealed, items, created_ns) opened; None when it could not be
+        opened, in which case it has been quarantined."""
+        seq, device, key_id, nonce, sealed, items, created_ns = row
+        try:
+            payload = self._open(lane, device, seq, key_id, nonce, sealed)
+        except StorageError as err:
+            self._quarantine(seq, type(err).__name__)
+            return None
+        return StoredRecord(seq, lane, device, payload, items, created_ns)
 
     def read_message(self, after: dict[Lane, int], max_bytes: int, max_rows: int) -> list[StoredRecord]:
         """Rows for one uplink message: the highest-priority lane that has rows after its cursor, oldest
@@ -346,35 +261,23 @@ class _Store:
             ).fetchall()
             out: list[StoredRecord] = []
             total = 0
-            for seq, device, key_id, nonce, sealed, items, created_ns in candidates:
-                size = len(sealed) - TAG_BYTES
+            for row in candidates:
+                size = len(row[4]) - TAG_BYTES  # the sealed payload's length, known without decrypting
                 if out and total + size > max_bytes:
                     break
-                try:
-                    payload = self._open(lane, device, seq, key_id, nonce, sealed)
-                except StorageError as err:
-                    self._quarantine(seq, type(err).__name__)
-                    continue
-                out.append(StoredRecord(seq, lane, device, payload, items, created_ns))
-                total += size
+                if (record := self._record(lane, row)) is not None:
+                    out.append(record)
+                    total += size
             if out:
                 return out
         return []
 
     def _open(self, lane: Lane, device: str, seq: int, key_id: str, nonce: bytes, sealed: bytes) -> bytes:
-        aead = self._aead.get(key_id)
-        if aead is None:
-            raise BufferKeyError("row sealed with a key the key file does not hold", key_id=key_id)
-        try:
-            return aead.decrypt(nonce, sealed, associated_data(lane, device, seq, key_id))
-        except InvalidTag:
-            raise IntegrityError(
-                "buffer row failed authentication (edited, moved or foreign)", lane=lane.name.lower(), key_id=key_id
-            ) from None
+        aad = associated_data(lane, device, seq, key_id)
+        return self.unseal(key_id, nonce, sealed, aad, lane=lane.name.lower())
 
     def _quarantine(self, seq: int, reason: str) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction():
             self.db.execute(
                 "INSERT OR REPLACE INTO quarantine SELECT seq, lane, device, key_id, nonce, sealed, items, "
                 "created_ns, ?, ? FROM records WHERE seq = ?",
@@ -382,31 +285,23 @@ class _Store:
             )
             freed = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM records WHERE seq = ?", (seq,)).fetchone()[0]
             self.db.execute("DELETE FROM records WHERE seq = ?", (seq,))
-            self.db.execute("COMMIT")
-            self.total_bytes -= freed
-        except sqlite3.Error:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise
+        self.total_bytes -= freed
         self.quarantined += 1
 
     def delete(self, seqs: Sequence[int]) -> None:
         if not seqs:
             return
         freed = 0
-        self.db.execute("BEGIN IMMEDIATE")
         try:
-            for start in range(0, len(seqs), 500):
-                part = list(seqs[start : start + 500])
-                marks = ",".join("?" * len(part))
-                # Only "?" placeholders are formatted into these statements; the values are bound.
-                total = f"SELECT COALESCE(SUM(size), 0) FROM records WHERE seq IN ({marks})"  # noqa: S608
-                freed += self.db.execute(total, part).fetchone()[0]
-                self.db.execute(f"DELETE FROM records WHERE seq IN ({marks})", part)  # noqa: S608
-            self.db.execute("COMMIT")
+            with self.transaction():
+                for start in range(0, len(seqs), 500):
+                    part = list(seqs[start : start + 500])
+                    marks = ",".join("?" * len(part))
+                    # Only "?" placeholders are formatted into these statements; the values are bound.
+                    total = f"SELECT COALESCE(SUM(size), 0) FROM records WHERE seq IN ({marks})"  # noqa: S608
+                    freed += self.db.execute(total, part).fetchone()[0]
+                    self.db.execute(f"DELETE FROM records WHERE seq IN ({marks})", part)  # noqa: S608
         except sqlite3.Error as err:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
             raise storage_error("buffer delete failed", err, rows=len(seqs)) from None
         self.total_bytes -= freed
 
@@ -426,25 +321,6 @@ class _Store:
 
     def checkpoint(self) -> None:
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-    def close(self) -> None:
-        self.db.close()
-
-
-def _split_sql(script: str) -> list[str]:
-    statements = []
-    current: list[str] = []
-    for line in script.splitlines():
-        stripped = line.split("--", 1)[0].rstrip()
-        if not stripped:
-            continue
-        current.append(stripped)
-        if stripped.endswith(";"):
-            statements.append("\n".join(current))
-            current = []
-    if current:
-        statements.append("\n".join(current))
-    return statements
 
 
 class Buffer:
@@ -551,3 +427,6 @@ class Buffer:
 
         await asyncio.get_running_loop().run_in_executor(self._executor, close)
         self._executor.shutdown(wait=True)
+
+
+SCHEMA_VERSION = _Store.schema_version()

@@ -29,7 +29,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.config import Config, DevicePolicy
-from gateway.errors import ConfigError
+from gateway.core.errors import ConfigError
 
 DEFAULT_SAFETY_FILE = Path("/etc/iomt-gateway/safety.toml")
 DOSE_CHANGING = frozenset({"bolus", "temp_basal"})

@@ -56,9 +56,9 @@ from gateway.commands.envelope import (
 )
 from gateway.commands.store import SETTLE, Baseline, CommandStore, StoredCommand
 from gateway.config import CommandsSection, Config, DevicePolicy
-from gateway.errors import ConfigError
-from gateway.logs import get_logger
-from gateway.model import CommandOutcome, CommandResult, new_id
+from gateway.core.errors import ConfigError
+from gateway.core.logs import get_logger
+from gateway.core.model import CommandOutcome, CommandResult, new_id
 
 log = get_logger(__name__)
 

@@ -23,41 +23,24 @@ trusted as it stood when this version first opened it).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import sqlite3
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from gateway.buffer.keys import Keyring
 from gateway.clock import TimePoint
-from gateway.errors import StorageError
+from gateway.core.errors import StorageError
+from gateway.storage.keys import Keyring
+from gateway.storage.sqlite import SqliteStore, schema_scripts, split_sql
 
 GENESIS = bytes(32)
-SCHEMA_VERSION = 1
 _SEQ = struct.Struct(">Q")
 
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS seen (command_id TEXT PRIMARY KEY, received_ns INTEGER NOT NULL,"
-    " expires_ns INTEGER NOT NULL) STRICT",
-    "CREATE TABLE IF NOT EXISTS commands (command_id TEXT PRIMARY KEY, device TEXT NOT NULL, type TEXT NOT NULL,"
-    " state TEXT NOT NULL, created_ns INTEGER NOT NULL, updated_ns INTEGER NOT NULL, key_id TEXT NOT NULL,"
-    " nonce BLOB NOT NULL, sealed BLOB NOT NULL) STRICT",
-    "CREATE INDEX IF NOT EXISTS commands_by_device ON commands (device, created_ns)",
-    "CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, prev_hash BLOB NOT NULL, hash BLOB NOT NULL,"
-    " key_id TEXT NOT NULL, nonce BLOB NOT NULL, sealed BLOB NOT NULL) STRICT",
-    "CREATE TABLE IF NOT EXISTS audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), key_id TEXT NOT NULL,"
-    " nonce BLOB NOT NULL, sealed BLOB NOT NULL) STRICT",
-)
 
 # Chain events besides command transitions (the body's "event" field).
 SEEN = "seen"  # a command id entered the replay memory
@@ -178,28 +161,25 @@ class ChainState:
         ]
 
 
-class CommandStore:
+class CommandStore(SqliteStore):
+    SCHEMA_PACKAGE = "gateway.commands"
+    WHAT = "command store"
+
     def __init__(self, path: Path, keyring: Keyring) -> None:
-        self.path = path
-        self._keyring = keyring
-        self._aead = {key_id: AESGCM(key) for key_id, key in keyring.keys.items()}
+        super().__init__(path, keyring)
         try:
-            self.db = sqlite3.connect(path, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
+            self.connect("full")  # a command decision must survive a power cut, not only a crash
             existed = (
                 self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit'").fetchone()
                 is not None
             )
-            for statement in _SCHEMA:
-                self.db.execute(statement)
-            version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            if not existed:
-                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif version == 0:
-                self._adopt_version_0()
-            elif version > SCHEMA_VERSION:
-                raise StorageError("command store written by a newer version", path=str(path), version=version)
+            self._version_0_rows = existed  # a file with tables and no version is a version-0 file
+            self.migrate()
+            # The tables are an index of the chain: one dropped is recreated empty (every statement of the
+            # schema is IF NOT EXISTS), and the check against the chain then reports the edit.
+            for _, script in schema_scripts(self.SCHEMA_PACKAGE):
+                for statement in split_sql(script):
+                    self.db.execute(statement)
         except sqlite3.Error as err:
             raise StorageError("cannot open command store", path=str(path), error=type(err).__name__) from None
         self.fresh = not existed  # created by this process: an acknowledged head beyond it means "deleted"
@@ -208,40 +188,11 @@ class CommandStore:
         for record in self._records():
             self.state.apply(record.seq, record.hash, record.body)
 
-    def close(self) -> None:
-        self.db.close()
-
-    # -- sealing ---------------------------------------------------------------------------------------------
-    def _seal(self, data: bytes, aad: bytes) -> tuple[str, bytes, bytes]:
-        key_id = self._keyring.active_id
-        nonce = os.urandom(12)
-        return key_id, nonce, self._aead[key_id].encrypt(nonce, data, aad)
-
-    def _open(self, key_id: str, nonce: bytes, sealed: bytes, aad: bytes) -> bytes:
-        aead = self._aead.get(key_id)
-        if aead is None:
-            raise StorageError("command store sealed with a key the key file does not hold", key_id=key_id)
-        try:
-            return aead.decrypt(nonce, sealed, aad)
-        except InvalidTag:
-            raise StorageError("command store record failed authentication", key_id=key_id) from None
-
     # -- transactions ----------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """One write transaction: BEGIN IMMEDIATE, then COMMIT, or ROLLBACK on any exception (commit included)."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-
     def _commit_record(self, body: dict[str, Any], rows: Callable[[], None] | None = None) -> AuditRecord:
         """Append `body` to the chain together with the table rows it records (`rows`), in one transaction, then
         fold it into the state: the chain and the index never disagree."""
-        with self._transaction():
+        with self.transaction():
             if rows is not None:
                 rows()
             record = self._append(body)
@@ -249,29 +200,32 @@ class CommandStore:
         return record
 
     # -- migration -------------------------------------------------------------------------------------------
+    def schema_applied(self, version: int) -> None:
+        if version == 1 and self._version_0_rows:
+            self._adopt_version_0()
+
     def _adopt_version_0(self) -> None:
-        """Take a version-0 file's rows into the chain, so that from now on the chain alone is the state."""
+        """Take a version-0 file's rows into the chain (inside the migration's transaction), so that from now on
+        the chain alone is the state."""
         seen = self.db.execute("SELECT command_id, expires_ns FROM seen ORDER BY rowid").fetchall()
         rows = self.db.execute(
             "SELECT command_id, device, type, state, created_ns, key_id, nonce, sealed FROM commands ORDER BY rowid"
         ).fetchall()
-        with self._transaction():
-            for command_id, expires in seen:
-                self._append({"event": ADOPTED, "command_id": command_id, "expires_ns": expires})
-            for cid, device, type_, state, created, key_id, nonce, sealed in rows:
-                parameters = json.loads(self._open(key_id, nonce, sealed, b"command|" + cid.encode()))
-                self._append(
-                    {
-                        "event": ADOPTED,
-                        "command_id": cid,
-                        "device": device,
-                        "type": type_,
-                        "stored_state": state,
-                        "created_ns": created,
-                        "parameters": parameters,
-                    }
-                )
-            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        for command_id, expires in seen:
+            self._append({"event": ADOPTED, "command_id": command_id, "expires_ns": expires})
+        for cid, device, type_, state, created, key_id, nonce, sealed in rows:
+            parameters = json.loads(self.unseal(key_id, nonce, sealed, b"command|" + cid.encode()))
+            self._append(
+                {
+                    "event": ADOPTED,
+                    "command_id": cid,
+                    "device": device,
+                    "type": type_,
+                    "stored_state": state,
+                    "created_ns": created,
+                    "parameters": parameters,
+                }
+            )
 
     # -- replay memory ---------------------------------------------------------------------------------------
     def remember(
@@ -306,7 +260,7 @@ class CommandStore:
         self, command_id: str, device: str, type_: str, state: str, parameters: dict[str, Any] | None, now: int
     ) -> None:
         if parameters is not None and command_id not in self.state.commands:
-            key_id, nonce, sealed = self._seal(json.dumps(parameters).encode(), b"command|" + command_id.encode())
+            key_id, nonce, sealed = self.seal(json.dumps(parameters).encode(), b"command|" + command_id.encode())
             self.db.execute(
                 "INSERT OR REPLACE INTO commands VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (command_id, device, type_, state, now, now, key_id, nonce, sealed),
@@ -363,10 +317,10 @@ class CommandStore:
         record = {"seq": seq, **body}
         data = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
         digest = chain_hash(prev, seq, data)
-        key_id, nonce, sealed = self._seal(data, b"audit|" + _SEQ.pack(seq))
+        key_id, nonce, sealed = self.seal(data, b"audit|" + _SEQ.pack(seq))
         self.db.execute("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?)", (seq, prev, digest, key_id, nonce, sealed))
         head = json.dumps({"seq": seq, "hash": digest.hex()}).encode()
-        head_key, head_nonce, head_sealed = self._seal(head, b"audit-head")
+        head_key, head_nonce, head_sealed = self.seal(head, b"audit-head")
         self.db.execute("INSERT OR REPLACE INTO audit_head VALUES (1, ?, ?, ?)", (head_key, head_nonce, head_sealed))
         return AuditRecord(seq, digest, record)
 
@@ -381,7 +335,7 @@ class CommandStore:
             if seq != expected_seq:
                 problems.append(AuditProblem(expected_seq, f"records {expected_seq} to {seq - 1} are missing"))
             try:
-                data = self._open(key_id, nonce, sealed, b"audit|" + _SEQ.pack(seq))
+                data = self.unseal(key_id, nonce, sealed, b"audit|" + _SEQ.pack(seq))
             except StorageError:
                 problems.append(AuditProblem(seq, "record edited or moved (does not open)"))
                 prev, expected_seq, last_seq, last_hash = digest, seq + 1, seq, digest
@@ -400,7 +354,7 @@ class CommandStore:
             return problems
         try:
             head_key, head_nonce, head_sealed = head_row
-            head = json.loads(self._open(head_key, head_nonce, head_sealed, b"audit-head"))
+            head = json.loads(self.unseal(head_key, head_nonce, head_sealed, b"audit-head"))
         except StorageError:
             problems.append(AuditProblem(None, "audit head edited (does not open)"))
             return problems
@@ -417,7 +371,7 @@ class CommandStore:
             "SELECT seq, hash, key_id, nonce, sealed FROM audit ORDER BY seq"
         ):
             try:
-                body = json.loads(self._open(key_id, nonce, sealed, b"audit|" + _SEQ.pack(seq)))
+                body = json.loads(self.unseal(key_id, nonce, sealed, b"audit|" + _SEQ.pack(seq)))
             except StorageError:
                 continue
             out.append(AuditRecord(seq, digest, body))
@@ -456,7 +410,7 @@ class CommandStore:
             _, device, type_, state, created, key_id, nonce, sealed = rows[command_id]
             known = expected[command_id]
             try:
-                parameters = json.loads(self._open(key_id, nonce, sealed, b"command|" + command_id.encode()))
+                parameters = json.loads(self.unseal(key_id, nonce, sealed, b"command|" + command_id.encode()))
             except StorageError:
                 parameters = None
             for column, found, wanted in (
@@ -507,8 +461,11 @@ class CommandStore:
         )
         self.db.execute("DELETE FROM commands")
         for c in self.state.commands.values():
-            key_id, nonce, sealed = self._seal(json.dumps(c.parameters).encode(), b"command|" + c.command_id.encode())
+            key_id, nonce, sealed = self.seal(json.dumps(c.parameters).encode(), b"command|" + c.command_id.encode())
             self.db.execute(
                 "INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (c.command_id, c.device, c.type, c.state, c.created_ns, c.created_ns, key_id, nonce, sealed),
             )
+
+
+SCHEMA_VERSION = CommandStore.schema_version()

@@ -1,0 +1,95 @@
+"""`iomt-gateway bench NAME`: capacity measurements a technician can run on a new gateway box.
+
+A rig: the load generators and simulators depend on the product, never the reverse; the command reaches the CLI
+as an `iomt_gateway.commands` entry point (pyproject.toml).
+
+Each benchmark returns a flat dict of figures whose key names carry their units (`samples_per_s`, `rss_mb`),
+and the targets it is judged against.  `--json` prints exactly that dict as one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+Figures = dict[str, Any]
+Benchmark = Callable[..., Coroutine[Any, Any, Figures]]
+
+
+def _registry() -> dict[str, Benchmark]:
+    from hil.bench.alarms import bench_alarms  # noqa: PLC0415 - import only what is run
+    from hil.bench.buffer import bench_buffer  # noqa: PLC0415
+    from hil.bench.hl7 import bench_hl7  # noqa: PLC0415
+    from hil.bench.modbus import bench_modbus  # noqa: PLC0415
+    from hil.bench.pipeline import bench_pipeline  # noqa: PLC0415
+    from hil.bench.qrs import bench_qrs  # noqa: PLC0415
+    from hil.bench.soak import bench_soak  # noqa: PLC0415
+    from hil.bench.sync import bench_sync  # noqa: PLC0415
+
+    return {
+        "alarms": bench_alarms,
+        "buffer": bench_buffer,
+        "sync": bench_sync,
+        "qrs": bench_qrs,
+        "pipeline": bench_pipeline,
+        "modbus": bench_modbus,
+        "hl7": bench_hl7,
+        "soak": bench_soak,
+    }
+
+
+def run_benchmark(name: str, *, as_json: bool, **options: Any) -> int:
+    registry = _registry()
+    if name not in registry:
+        print(f"iomt-gateway: no benchmark {name!r}; choose from {', '.join(sorted(registry))}")  # noqa: T201
+        return 2
+    figures: Figures = asyncio.run(registry[name](**options))
+    failed = "error" in figures
+    if as_json:
+        print(json.dumps(figures, indent=2))  # noqa: T201
+    else:
+        width = max(len(k) for k in figures)
+        for key, value in figures.items():
+            print(f"{key:<{width}}  {value}")  # noqa: T201
+    return 1 if failed else 0  # a missing or unreadable input is a failed run, not a result
+
+
+class BenchCommand:
+    help = "measure this box's capacity (see docs/BENCHMARKS.md)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("name", help="alarms, buffer, sync, qrs, pipeline, modbus, hl7 or soak")
+        parser.add_argument("--json", action="store_true", help="print one JSON object of figures")
+        parser.add_argument("--record", type=Path, help="WFDB record (path without extension) where the bench uses one")
+        parser.add_argument(
+            "--records", type=Path, help="qrs bench: score every record with .atr labels in this folder"
+        )
+        parser.add_argument("--dataset", type=Path, help="alarms bench: Challenge-format records and their ALARMS file")
+        parser.add_argument("--backlog-mb", type=int, default=1024, help="buffer bench: backlog size for the RSS check")
+        parser.add_argument("--devices", type=int, default=50, help="sync bench: simulated devices")
+        parser.add_argument("--seconds", type=float, help="modbus and hl7 benches: measuring window (default 10 and 5)")
+        parser.add_argument("--backlog-s", type=int, default=3600, help="sync bench: seconds of backlog per device")
+        parser.add_argument("--minutes", type=float, help="soak bench: how long to run (default 10)")
+        parser.add_argument("--dicom-mb", type=int, help="soak bench: size of the large DICOM object (default 300)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        return run_benchmark(
+            args.name,
+            as_json=args.json,
+            record=args.record,
+            records=args.records,
+            dataset=args.dataset,
+            backlog_mb=args.backlog_mb,
+            devices=args.devices,
+            backlog_s=args.backlog_s,
+            seconds=args.seconds,
+            minutes=args.minutes,
+            dicom_mb=args.dicom_mb,
+        )
+
+
+COMMAND = BenchCommand()
