@@ -21,12 +21,13 @@ from drivers.registry import secret_refs as device_secret_refs
 from drivers.transport import DEVICE_ID_PATTERN, DeviceSection
 from gateway.core.errors import ConfigError
 from gateway.core.nomenclature import BY_REFERENCE, Kind
-from gateway.core.settings import SecretRef, Section, is_loopback, resolve_secret
+from gateway.core.settings import SecretRef, Section, config_file, is_loopback, resolve_secret
 
 if TYPE_CHECKING:
     from edge_ml.rhythm import RhythmSettings
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "gateway.toml"
+# /etc/iomt-gateway/gateway.toml on a gateway, else the one the package ships (config/gateway.toml in a clone).
+DEFAULT_CONFIG_PATH = config_file("gateway.toml")
 
 
 class GatewaySection(Section):

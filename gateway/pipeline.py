@@ -72,12 +72,18 @@ class Pipeline:
         waveform_record_s: float = 5.0,
         max_payload_bytes: int = 100_000,
         beat_model: Model | None = None,
+        load_beat_model: Callable[[], Model | None] | None = None,
         memory_bound_bytes: int = DEFAULT_MEMORY_BOUND_BYTES,
         image_bytes_held: int = DEFAULT_IMAGE_BYTES_HELD,
     ) -> None:
         self.beat_model = beat_model
-        # The beat classifier the rhythm analysis uses: the model when it loaded, else the rules.
-        self._classifier: BeatClassifier = ModelBeatClassifier(beat_model) if beat_model else RuleBeatClassifier()
+        # The beat classifier the rhythm analysis uses: the model when it loaded, else the rules.  With a loader,
+        # the model (and LiteRT) is loaded when the first device's rhythm is analysed: a gateway with no ECG,
+        # pleth or pressure device never pays for it.
+        self._load_beat_model = load_beat_model
+        self._classifier: BeatClassifier | None = (
+            ModelBeatClassifier(beat_model) if beat_model else None if load_beat_model else RuleBeatClassifier()
+        )
         self._buffer = buffer
         self._alarms = alarms
         self._metrics = metrics
@@ -301,13 +307,20 @@ class Pipeline:
                 spans[event.quantity.code] = spans.get(event.quantity.code, 0.0) + event.duration_ns / 1e9
         self._pending_signal_s[key] = spans
 
+    def _beat_classifier(self) -> BeatClassifier:
+        if self._classifier is None:
+            loader, self._load_beat_model = self._load_beat_model, None
+            self.beat_model = loader() if loader is not None else None
+            self._classifier = ModelBeatClassifier(self.beat_model) if self.beat_model else RuleBeatClassifier()
+        return self._classifier
+
     def _analyse_rhythm(self, chunk: WaveformChunk, kind: ChannelKind) -> list[Alarm]:
         """Rhythm analysis of a device's signals, chunk by chunk: each ECG lead, pleth and arterial pressure
         wave feeds the device's analyser, which judges each second once every signal has covered it."""
         analyser = self._rhythm.get(chunk.device_id)
         if analyser is None:
             settings = self._alarms.rhythm_settings(chunk.device_id)
-            analyser = self._rhythm[chunk.device_id] = RhythmAnalyzer(settings, self._classifier)
+            analyser = self._rhythm[chunk.device_id] = RhythmAnalyzer(settings, self._beat_classifier())
         values = chunk.physical()
         if kind is ChannelKind.ECG and chunk.unit == "uV":
             values = values / 1000.0  # the analysis works in millivolts

@@ -16,6 +16,28 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.core.errors import ConfigError
 
+# Where the gateway's own files are looked up: the machine's, then those shipped in the package.  The source tree's
+# `config/` folder is the one copy; `gateway/defaults` links to it, so the wheel carries it as package data and a
+# clone reads it in place.  $IOMT_GATEWAY_CONFIG_DIR replaces the machine's folder (rigs, tests, containers).
+SYSTEM_CONFIG_DIR = Path("/etc/iomt-gateway")
+PACKAGE_DEFAULTS_DIR = Path(__file__).resolve().parent.parent / "defaults"
+
+
+def config_dirs() -> tuple[Path, ...]:
+    """The folders searched for configuration files and Modbus profiles, first match wins."""
+    machine = Path(os.environ.get("IOMT_GATEWAY_CONFIG_DIR") or SYSTEM_CONFIG_DIR)
+    return (machine, PACKAGE_DEFAULTS_DIR)
+
+
+def config_file(relative: str) -> Path:
+    """The first existing `relative` file in `config_dirs()`; the packaged path when none exists (so an error
+    names a real location to look at)."""
+    for directory in config_dirs():
+        candidate = directory / relative
+        if candidate.is_file():
+            return candidate
+    return PACKAGE_DEFAULTS_DIR / relative
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
