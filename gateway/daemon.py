@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 from cloud_sync.uplink import Uplink
 from drivers.base import CommandTarget, Driver
 from drivers.registry import Backends, build_driver
-from edge_ml.beats import MODEL_NAME as BEAT_MODEL_NAME
-from edge_ml.runtime import Model, ModelError, bundled, load_model
 from gateway.admin import AdminServer
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer
@@ -39,6 +37,7 @@ from gateway.status import DeviceView, ModelStats, StatusSnapshot, TaskStatus
 from gateway.supervisor import Supervisor
 
 if TYPE_CHECKING:
+    from edge_ml.runtime import Model
     from gateway.metrics_http import MetricsServer
 
 log = get_logger(__name__)
@@ -238,8 +237,11 @@ class Gateway:
 
     def _load_beat_model(self) -> Model | None:
         """The ECG beat model, verified against its manifest; without it the rhythm alarms still run."""
+        from edge_ml.beats import MODEL_NAME  # noqa: PLC0415 - numpy and LiteRT only where rhythm is analysed
+        from edge_ml.runtime import ModelError, bundled, load_model  # noqa: PLC0415
+
         try:
-            return load_model(bundled(BEAT_MODEL_NAME))
+            return load_model(bundled(MODEL_NAME))
         except ModelError as err:
             log.error("ECG beat model refused; running without it", **err.log_fields())  # no context of our own
             return None

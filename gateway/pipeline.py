@@ -18,10 +18,9 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from edge_ml.beats import BeatClassifier, ModelBeatClassifier, RuleBeatClassifier
-from edge_ml.rhythm import ChannelKind, RhythmAnalyzer
-from edge_ml.runtime import Model
+from edge_ml.alarm_set import ChannelKind
 from gateway import plausibility
 from gateway.alarms import AlarmEngine
 from gateway.core.backlog import AppendResult, Eviction, NewRecord, Store
@@ -43,6 +42,11 @@ from gateway.core.model import (
 from gateway.core.stats import Metrics
 from gateway.core.wire import encode_batch
 from gateway.storage_health import SHED_ORDER, StorageHealth, held_bytes, not_durable
+
+if TYPE_CHECKING:
+    from edge_ml.beats import BeatClassifier
+    from edge_ml.rhythm import RhythmAnalyzer
+    from edge_ml.runtime import Model
 
 log = get_logger(__name__)
 
@@ -81,9 +85,7 @@ class Pipeline:
         # the model (and LiteRT) is loaded when the first device's rhythm is analysed: a gateway with no ECG,
         # pleth or pressure device never pays for it.
         self._load_beat_model = load_beat_model
-        self._classifier: BeatClassifier | None = (
-            ModelBeatClassifier(beat_model) if beat_model else None if load_beat_model else RuleBeatClassifier()
-        )
+        self._classifier: BeatClassifier | None = None
         self._buffer = buffer
         self._alarms = alarms
         self._metrics = metrics
@@ -308,9 +310,12 @@ class Pipeline:
         self._pending_signal_s[key] = spans
 
     def _beat_classifier(self) -> BeatClassifier:
+        from edge_ml.beats import ModelBeatClassifier, RuleBeatClassifier  # noqa: PLC0415 - numpy with the first rhythm
+
         if self._classifier is None:
             loader, self._load_beat_model = self._load_beat_model, None
-            self.beat_model = loader() if loader is not None else None
+            if loader is not None:
+                self.beat_model = loader()
             self._classifier = ModelBeatClassifier(self.beat_model) if self.beat_model else RuleBeatClassifier()
         return self._classifier
 
@@ -320,6 +325,8 @@ class Pipeline:
         analyser = self._rhythm.get(chunk.device_id)
         if analyser is None:
             settings = self._alarms.rhythm_settings(chunk.device_id)
+            from edge_ml.rhythm import RhythmAnalyzer  # noqa: PLC0415 - the signal stack only where rhythm is analysed
+
             analyser = self._rhythm[chunk.device_id] = RhythmAnalyzer(settings, self._beat_classifier())
         values = chunk.physical()
         if kind is ChannelKind.ECG and chunk.unit == "uV":
