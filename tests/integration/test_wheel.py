@@ -87,30 +87,24 @@ def run(installed: dict[str, Any], *args: str, timeout: float = 120) -> subproce
     )
 
 
-def test_the_installed_package_is_the_wheel_not_the_clone(installed: dict[str, Any]) -> None:
-    where = subprocess.run(
-        [str(installed["python"]), "-c", "import gateway, drivers; print(gateway.__file__, drivers.__file__)"],
-        cwd=installed["cwd"],
-        capture_output=True,
-        text=True,
-        check=True,
+def python(installed: dict[str, Any], code: str) -> str:
+    """Run Python code in the fresh environment, from the empty folder; its standard output."""
+    return subprocess.run(
+        [str(installed["python"]), "-c", code], cwd=installed["cwd"], capture_output=True, text=True, check=True
     ).stdout
+
+
+def test_the_installed_package_is_the_wheel_not_the_clone(installed: dict[str, Any]) -> None:
+    where = python(installed, "import gateway, drivers; print(gateway.__file__, drivers.__file__)")
     assert str(ROOT) not in where
 
 
 def test_the_wheel_ships_its_default_configs_and_profiles(installed: dict[str, Any]) -> None:
-    listing = subprocess.run(
-        [
-            str(installed["python"]),
-            "-c",
-            "from gateway.core.settings import PACKAGE_DEFAULTS_DIR as d; "
-            "print(sorted(str(p.relative_to(d)) for p in d.rglob('*.toml')))",
-        ],
-        cwd=installed["cwd"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    listing = python(
+        installed,
+        "from gateway.core.settings import PACKAGE_DEFAULTS_DIR as d; "
+        "print(sorted(str(p.relative_to(d)) for p in d.rglob('*.toml')))",
+    )
     for name in ("gateway.toml", "demo.toml", "modbus/medication_fridge.toml"):
         assert name in listing
 
@@ -131,13 +125,7 @@ def test_technician_commands_find_the_default_config(installed: dict[str, Any], 
 
 
 def test_the_packaged_config_validates(installed: dict[str, Any]) -> None:
-    packaged = subprocess.run(
-        [str(installed["python"]), "-c", "from gateway.config import DEFAULT_CONFIG_PATH; print(DEFAULT_CONFIG_PATH)"],
-        cwd=installed["cwd"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    packaged = python(installed, "from gateway.config import DEFAULT_CONFIG_PATH; print(DEFAULT_CONFIG_PATH)").strip()
     result = run(installed, "config", "validate", packaged, "--no-secrets")
     assert result.returncode == 0, result.stderr
 
