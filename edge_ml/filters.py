@@ -1,14 +1,24 @@
-"""Streaming IIR filters with carried state: the result does not depend on how the signal is chunked."""
+"""Streaming IIR filters with carried state: the result does not depend on how the signal is chunked.
+
+scipy.signal is imported when the first filter is designed or run, not with this module: it costs seconds and
+tens of megabytes, and a gateway without ECG, pleth or pressure devices never needs it.
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
+import importlib
+from functools import cache, lru_cache
+from types import ModuleType
 
 import numpy as np
 import numpy.typing as npt
-from scipy import signal
 
 Coefficients = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]  # (b, a) of a transfer function
+
+
+@cache
+def _signal() -> ModuleType:
+    return importlib.import_module("scipy.signal")  # heavy: only a gateway that analyses signals imports it
 
 
 class StreamingFilter:
@@ -22,47 +32,48 @@ class StreamingFilter:
 
     def __init__(self, coefficients: Coefficients) -> None:
         self._b, self._a = coefficients
+        self._lfilter = _signal().lfilter
         self._zi = np.zeros(max(len(self._a), len(self._b)) - 1)
 
     def settle(self, level: float) -> None:
         """Start as if the input had been `level` for ever (no step response to a first sample's offset)."""
-        self._zi = signal.lfilter_zi(self._b, self._a) * level
+        self._zi = _signal().lfilter_zi(self._b, self._a) * level
 
     def process(self, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        y, self._zi = signal.lfilter(self._b, self._a, np.asarray(x, dtype=np.float64), zi=self._zi)
+        y, self._zi = self._lfilter(self._b, self._a, np.asarray(x, dtype=np.float64), zi=self._zi)
         return np.asarray(y, dtype=np.float64)
 
 
 @lru_cache(maxsize=32)
 def bandpass(low_hz: float, high_hz: float, fs: float) -> Coefficients:
     """Second-order Butterworth band-pass."""
-    return _tf(signal.butter(2, [low_hz, high_hz], btype="bandpass", fs=fs, output="sos"))
+    return _tf(_signal().butter(2, [low_hz, high_hz], btype="bandpass", fs=fs, output="sos"))
 
 
 @lru_cache(maxsize=32)
 def lowpass(cutoff_hz: float, fs: float) -> Coefficients:
     """Second-order Butterworth low-pass."""
-    return _tf(signal.butter(2, cutoff_hz, fs=fs, output="sos"))
+    return _tf(_signal().butter(2, cutoff_hz, fs=fs, output="sos"))
 
 
 def group_delay_samples(coefficients: Coefficients, at_hz: float, fs: float) -> int:
     """The filter's group delay at one frequency, in whole samples."""
-    _, delay = signal.group_delay(coefficients, w=[at_hz], fs=fs)
+    _, delay = _signal().group_delay(coefficients, w=[at_hz], fs=fs)
     return round(float(delay[0]))
 
 
 @lru_cache(maxsize=32)
 def ecg_conditioning(fs: float, mains_hz: float) -> Coefficients:
     """Band-pass 0.5-40 Hz and a notch at the mains frequency (when the sampling rate can represent it)."""
-    sos = signal.butter(2, [0.5, min(40.0, 0.45 * fs)], btype="bandpass", fs=fs, output="sos")
+    sos = _signal().butter(2, [0.5, min(40.0, 0.45 * fs)], btype="bandpass", fs=fs, output="sos")
     if mains_hz < fs / 2:
-        b, a = signal.iirnotch(mains_hz, Q=30.0, fs=fs)
-        sos = np.vstack([sos, signal.tf2sos(b, a)])
+        b, a = _signal().iirnotch(mains_hz, Q=30.0, fs=fs)
+        sos = np.vstack([sos, _signal().tf2sos(b, a)])
     return _tf(sos)
 
 
 def _tf(sos: npt.NDArray[np.float64]) -> Coefficients:
-    b, a = signal.sos2tf(np.atleast_2d(sos))
+    b, a = _signal().sos2tf(np.atleast_2d(sos))
     b.flags.writeable = False  # shared by every filter of this design
     a.flags.writeable = False
     return b, a

@@ -26,13 +26,22 @@ Detections are sample indices counted from the first sample the detector saw.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import numpy.typing as npt
-from scipy.ndimage import maximum_filter1d
 
 from edge_ml.filters import StreamingFilter, bandpass, group_delay_samples, lowpass
+
+
+@cache
+def _maximum_filter1d() -> Callable[..., npt.NDArray[np.float64]]:
+    from scipy.ndimage import maximum_filter1d  # noqa: PLC0415 - imported with the first detector, not the module
+
+    return maximum_filter1d  # type: ignore[no-any-return]
+
 
 LEARN_S = 2.0
 THRESHOLD = 0.4  # of the median beat height
@@ -121,7 +130,7 @@ class _PeakTrain:
         offset0 = max(lo, self._feature.start) - lo  # the ring starts at 0: pad the first window's left edge
         if offset0:
             feature = np.concatenate([np.zeros(offset0), feature])
-        peak = maximum_filter1d(feature, size=2 * self._refractory + 1, mode="nearest")
+        peak = _maximum_filter1d()(feature, size=2 * self._refractory + 1, mode="nearest")
         inner = slice(start - lo, end - lo)
         values = feature[inner]
         left = feature[start - lo - 1 : end - lo - 1]

@@ -29,21 +29,22 @@ import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
 
+from edge_ml.alarm_set import (
+    ASYSTOLE,
+    EXTREME_BRADYCARDIA,
+    EXTREME_TACHYCARDIA,
+    VENTRICULAR_FIBRILLATION,
+    VENTRICULAR_TACHYCARDIA,
+    ChannelKind,
+    RhythmSettings,
+)
 from edge_ml.beats import BeatClassifier
 from edge_ml.ecg import Beat, LeadAnalyzer, LeadAssessment
 from edge_ml.pulse import PulseAnalyzer, PulseAssessment
-
-ASYSTOLE = "asystole"
-EXTREME_BRADYCARDIA = "extreme_bradycardia"
-EXTREME_TACHYCARDIA = "extreme_tachycardia"
-VENTRICULAR_TACHYCARDIA = "ventricular_tachycardia"
-VENTRICULAR_FIBRILLATION = "ventricular_fibrillation"
-CONDITIONS = (ASYSTOLE, EXTREME_BRADYCARDIA, EXTREME_TACHYCARDIA, VENTRICULAR_TACHYCARDIA, VENTRICULAR_FIBRILLATION)
 
 STALL_S = 4.0  # a signal this far behind the others is left out of the fusion until it catches up
 HISTORY_S = 60.0  # beats and pulses kept per signal
@@ -63,28 +64,6 @@ POOR_WINDOW = 10  # seconds of quality a lead's poor-signal state is judged on
 POOR_QUALITY = 0.3  # mean quality below this over the window is a poor signal
 MIN_MAP_MMHG = 30.0  # an arterial pressure wave below this mean is not perfusing
 MIN_PULSE_PRESSURE_MMHG = 8.0
-
-
-class ChannelKind(StrEnum):
-    ECG = "ecg"
-    PLETH = "pleth"
-    ABP = "abp"
-
-
-@dataclass(frozen=True)
-class RhythmSettings:
-    """Alarm definitions (IEC 60601-2-27 / Challenge 2015 defaults), per patient when configured."""
-
-    asystole_s: float = 4.0
-    brady_bpm: float = 40.0
-    brady_beats: int = 5
-    tachy_bpm: float = 140.0
-    tachy_beats: int = 17
-    vt_bpm: float = 100.0
-    vt_beats: int = 5
-    vf_s: float = 4.0
-    vt_evidence: float = 0.5  # mean ventricular probability of the run's beats
-    vt_evidence_with_pulse: float = 0.9  # ... when a pulse wave stays unchanged through the run
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,7 @@ from gateway.core.backlog import LaneStats
 from gateway.core.errors import GatewayError
 from gateway.core.logs import RECENT, get_logger
 from gateway.core.model import AlarmState
-from gateway.metrics_http import render_metrics
-from gateway.status import GatewayControl
+from gateway.status import GatewayControl, StatusSnapshot
 
 log = get_logger(__name__)
 
@@ -248,8 +247,14 @@ class AdminServer:
             "status": await self._status({}),
             "devices": await self._devices({}),
             "logs": list(RECENT.lines)[-1000:],
-            "metrics": render_metrics(snap),
+            "metrics": _metrics_text(snap),
         }
+
+
+def _metrics_text(snap: StatusSnapshot) -> str:
+    from gateway.metrics_http import render_metrics  # noqa: PLC0415 - prometheus_client only for a diagnostics bundle
+
+    return render_metrics(snap)
 
 
 def _lanes(lanes: list[LaneStats]) -> dict[str, Any]:

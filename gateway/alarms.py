@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from edge_ml.rhythm import ASYSTOLE, RhythmAssessment, RhythmSettings
-from edge_ml.rhythm import CONDITIONS as RHYTHM_CONDITIONS
+from edge_ml.alarm_set import ASYSTOLE, RhythmSettings
+from edge_ml.alarm_set import CONDITIONS as RHYTHM_CONDITIONS
 from gateway.config import AlarmsSection, LimitRule
 from gateway.core.model import (
     CONDITIONS_KEY,
@@ -28,6 +29,9 @@ from gateway.core.model import (
 )
 from gateway.core.nomenclature import Quantity, quantity
 from gateway.liveness import LivenessMonitor
+
+if TYPE_CHECKING:
+    from edge_ml.rhythm import RhythmAssessment
 
 MIN_PULSE_BPM = 30.0  # a pulse oximeter reading at least this is evidence of a beating heart
 

@@ -44,16 +44,46 @@ class Command(Protocol):
         ...
 
 
-def plugin_commands() -> dict[str, Command]:
-    """The installed plugins' subcommands, by name (the product's own names cannot be taken)."""
+# Which optional extra brings what a plugin needs, for the hint when it is missing.
+EXTRA_FOR_PLUGIN = {"demo": "demo", "bench": "demo", "bridge": "bridge"}
+
+
+class MissingExtra:
+    """A plugin whose optional packages are not installed: it says which extra to install, and fails."""
+
+    def __init__(self, name: str, missing: str) -> None:
+        self.help = f"(needs: pip install 'iomt-gateway[{EXTRA_FOR_PLUGIN.get(name, name)}]')"
+        self._name = name
+        self._missing = missing
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(self, args: argparse.Namespace) -> int:
+        extra = EXTRA_FOR_PLUGIN.get(self._name, self._name)
+        print(
+            f"iomt-gateway {self._name}: the package {self._missing!r} is not installed; "
+            f"install the extra: pip install 'iomt-gateway[{extra}]'",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+
+
+def plugin_commands(only: str | None = None) -> dict[str, Command]:
+    """The installed plugins' subcommands, by name (the product's own names cannot be taken); with `only`, just
+    that one, so running a command imports no other plugin (the rigs' imports are heavy)."""
     commands: dict[str, Command] = {}
     for entry in metadata.entry_points(group=COMMANDS_ENTRY_POINTS):
-        if entry.name not in BUILT_IN:
+        if entry.name in BUILT_IN or (only is not None and entry.name != only):
+            continue
+        try:
             commands[entry.name] = entry.load()
+        except ModuleNotFoundError as err:  # an optional extra is not installed
+            commands[entry.name] = MissingExtra(entry.name, err.name or "?")
     return commands
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(plugins: dict[str, Command]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iomt-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -156,9 +186,14 @@ def _parser() -> argparse.ArgumentParser:
         "restored from an older copy, replaced or deleted",
     )
 
-    for name, command in plugin_commands().items():
+    for name, command in plugins.items():
         command.add_arguments(sub.add_parser(name, help=command.help))
     return parser
+
+
+def _requested(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is not an option), if any."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 def _config_failure(err: GatewayError) -> int:
@@ -600,8 +635,14 @@ def cmd_replay(path: Path, *, as_json: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    plugin = plugin_commands().get(args.command)
+    words = sys.argv[1:] if argv is None else argv
+    requested = _requested(words)
+    # A built-in command loads no plugin; a plugin's name loads that one; anything else (help, a typo) lists all.
+    plugins = {} if requested in BUILT_IN else plugin_commands(only=requested)
+    if requested not in BUILT_IN and not plugins:
+        plugins = plugin_commands()
+    args = _parser(plugins).parse_args(words)
+    plugin = plugins.get(args.command)
     if plugin is not None:
         return plugin.run(args)
     if args.command == "run":

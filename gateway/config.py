@@ -19,14 +19,13 @@ from cloud_sync.config import MqttSection, TlsSection
 from drivers.registry import check_devices, device_sections, transports
 from drivers.registry import secret_refs as device_secret_refs
 from drivers.transport import DEVICE_ID_PATTERN, DeviceSection
+from edge_ml.alarm_set import RhythmSettings
 from gateway.core.errors import ConfigError
 from gateway.core.nomenclature import BY_REFERENCE, Kind
-from gateway.core.settings import SecretRef, Section, is_loopback, resolve_secret
+from gateway.core.settings import SecretRef, Section, config_file, is_loopback, resolve_secret
 
-if TYPE_CHECKING:
-    from edge_ml.rhythm import RhythmSettings
-
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "gateway.toml"
+# /etc/iomt-gateway/gateway.toml on a gateway, else the one the package ships (config/gateway.toml in a clone).
+DEFAULT_CONFIG_PATH = config_file("gateway.toml")
 
 
 class GatewaySection(Section):
@@ -167,8 +166,6 @@ class AlarmsSection(Section):
 
     def rhythm_settings(self, device_id: str) -> RhythmSettings:
         """The arrhythmia definitions for one device: its own where configured, else the general ones."""
-        from edge_ml.rhythm import RhythmSettings  # noqa: PLC0415 - the signal stack only where rhythm is analysed
-
         values: dict[str, Any] = {
             "asystole_s": self.asystole_s,
             "brady_bpm": self.extreme_brady_bpm,

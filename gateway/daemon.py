@@ -7,15 +7,15 @@ and commits, then the uplink stops (whatever it had not delivered stays durable 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloud_sync.uplink import Uplink
 from drivers.base import CommandTarget, Driver
 from drivers.registry import Backends, build_driver
-from edge_ml.runtime import Model, ModelError, bundled, load_model
 from gateway.admin import AdminServer
 from gateway.alarms import AlarmEngine
 from gateway.buffer import Buffer
@@ -30,12 +30,15 @@ from gateway.core.model import Alarm, AlarmState, CommandOutcome, CommandResult,
 from gateway.core.stats import Metrics
 from gateway.liveness import LivenessMonitor, liveness_rules
 from gateway.local_alarms import LocalAlarmPublisher
-from gateway.metrics_http import MetricsServer
 from gateway.pipeline import Pipeline
 from gateway.preflight import local_alarm_tls, preflight
 from gateway.sdnotify import SystemdNotifier
 from gateway.status import DeviceView, ModelStats, StatusSnapshot, TaskStatus
 from gateway.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from edge_ml.runtime import Model
+    from gateway.metrics_http import MetricsServer
 
 log = get_logger(__name__)
 
@@ -113,7 +116,7 @@ class Gateway:
             waveform_record_s=cfg.buffer.waveform_record_s,
             # A stored batch must fit one uplink message, with room for framing and the topic.
             max_payload_bytes=cfg.mqtt.max_message_bytes - 4096,
-            beat_model=self._load_beat_model(),
+            load_beat_model=self._load_beat_model,
             memory_bound_bytes=cfg.buffer.outage_memory_mb * 1024 * 1024,
         )
         queue: asyncio.Queue[tuple[str, bytes]] | None = asyncio.Queue(COMMAND_QUEUE) if cfg.commands.enabled else None
@@ -190,6 +193,8 @@ class Gateway:
                 await self._start_local_services()
                 self.notifier.ready(f"running {len(drivers)} drivers")
                 self.started.set()
+                gc.collect()  # start-up's garbage (config validation, imports) goes now, and its pages with it
+                release_free_memory()
                 log.info("gateway started", gateway_id=self.config.gateway.id, count=len(drivers))
 
                 await stop.wait()
@@ -232,8 +237,11 @@ class Gateway:
 
     def _load_beat_model(self) -> Model | None:
         """The ECG beat model, verified against its manifest; without it the rhythm alarms still run."""
+        from edge_ml.beats import MODEL_NAME  # noqa: PLC0415 - numpy and LiteRT only where rhythm is analysed
+        from edge_ml.runtime import ModelError, bundled, load_model  # noqa: PLC0415
+
         try:
-            return load_model(bundled("ecg_beat_autoencoder"))
+            return load_model(bundled(MODEL_NAME))
         except ModelError as err:
             log.error("ECG beat model refused; running without it", **err.log_fields())  # no context of our own
             return None
@@ -242,6 +250,8 @@ class Gateway:
         self._admin = AdminServer(self, self.config.admin_socket, self.config.admin.group)
         await self._admin.start()
         if self.config.metrics.enabled:
+            from gateway.metrics_http import MetricsServer  # noqa: PLC0415 - prometheus_client only when enabled
+
             self._metrics_server = MetricsServer(self, self.config.metrics.host, self.config.metrics.port)
             await self._metrics_server.start()
 

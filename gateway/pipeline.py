@@ -18,10 +18,9 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from edge_ml.beats import BeatClassifier, ModelBeatClassifier, RuleBeatClassifier
-from edge_ml.rhythm import ChannelKind, RhythmAnalyzer
-from edge_ml.runtime import Model
+from edge_ml.alarm_set import ChannelKind
 from gateway import plausibility
 from gateway.alarms import AlarmEngine
 from gateway.core.backlog import AppendResult, Eviction, NewRecord, Store
@@ -43,6 +42,11 @@ from gateway.core.model import (
 from gateway.core.stats import Metrics
 from gateway.core.wire import encode_batch
 from gateway.storage_health import SHED_ORDER, StorageHealth, held_bytes, not_durable
+
+if TYPE_CHECKING:
+    from edge_ml.beats import BeatClassifier
+    from edge_ml.rhythm import RhythmAnalyzer
+    from edge_ml.runtime import Model
 
 log = get_logger(__name__)
 
@@ -72,12 +76,16 @@ class Pipeline:
         waveform_record_s: float = 5.0,
         max_payload_bytes: int = 100_000,
         beat_model: Model | None = None,
+        load_beat_model: Callable[[], Model | None] | None = None,
         memory_bound_bytes: int = DEFAULT_MEMORY_BOUND_BYTES,
         image_bytes_held: int = DEFAULT_IMAGE_BYTES_HELD,
     ) -> None:
         self.beat_model = beat_model
-        # The beat classifier the rhythm analysis uses: the model when it loaded, else the rules.
-        self._classifier: BeatClassifier = ModelBeatClassifier(beat_model) if beat_model else RuleBeatClassifier()
+        # The beat classifier the rhythm analysis uses: the model when it loaded, else the rules.  With a loader,
+        # the model (and LiteRT) is loaded when the first device's rhythm is analysed: a gateway with no ECG,
+        # pleth or pressure device never pays for it.
+        self._load_beat_model = load_beat_model
+        self._classifier: BeatClassifier | None = None
         self._buffer = buffer
         self._alarms = alarms
         self._metrics = metrics
@@ -301,13 +309,25 @@ class Pipeline:
                 spans[event.quantity.code] = spans.get(event.quantity.code, 0.0) + event.duration_ns / 1e9
         self._pending_signal_s[key] = spans
 
+    def _beat_classifier(self) -> BeatClassifier:
+        from edge_ml.beats import ModelBeatClassifier, RuleBeatClassifier  # noqa: PLC0415 - numpy with the first rhythm
+
+        if self._classifier is None:
+            loader, self._load_beat_model = self._load_beat_model, None
+            if loader is not None:
+                self.beat_model = loader()
+            self._classifier = ModelBeatClassifier(self.beat_model) if self.beat_model else RuleBeatClassifier()
+        return self._classifier
+
     def _analyse_rhythm(self, chunk: WaveformChunk, kind: ChannelKind) -> list[Alarm]:
         """Rhythm analysis of a device's signals, chunk by chunk: each ECG lead, pleth and arterial pressure
         wave feeds the device's analyser, which judges each second once every signal has covered it."""
         analyser = self._rhythm.get(chunk.device_id)
         if analyser is None:
             settings = self._alarms.rhythm_settings(chunk.device_id)
-            analyser = self._rhythm[chunk.device_id] = RhythmAnalyzer(settings, self._classifier)
+            from edge_ml.rhythm import RhythmAnalyzer  # noqa: PLC0415 - the signal stack only where rhythm is analysed
+
+            analyser = self._rhythm[chunk.device_id] = RhythmAnalyzer(settings, self._beat_classifier())
         values = chunk.physical()
         if kind is ChannelKind.ECG and chunk.unit == "uV":
             values = values / 1000.0  # the analysis works in millivolts

@@ -31,12 +31,13 @@ from drivers.registry import Backends
 from gateway.config import Config, parse_config
 from gateway.core.logs import configure_logging
 from gateway.core.model import Alarm, AlarmState, ConnectionState
+from gateway.core.settings import PACKAGE_DEFAULTS_DIR
 from gateway.daemon import Gateway
 from gateway.storage.keys import generate_key_file
 from hil.ble_radio import VirtualRadio
 from hil.modbus_sim import MedicationFridge, ModbusSimServer
 
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
+DEMO_CONFIG = PACKAGE_DEFAULTS_DIR / "demo.toml"  # the demo always runs its own, never the machine's
 DRAIN_TIMEOUT_S = 30.0
 
 

@@ -9,10 +9,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any, Final
 
 from drivers.ble.fields import (
     Buffer,
@@ -20,6 +17,10 @@ from drivers.ble.fields import (
     require_min_length,
 )
 from gateway.core.errors import InvalidFrame
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 _PMD_HEADER: Final = struct.Struct("<BQB")  # measurement type, timestamp ns, frame type
 
@@ -46,6 +47,8 @@ class PmdEcgFrame:
 
 def decode_pmd_ecg_frame(buf: Buffer) -> PmdEcgFrame:
     """Decode a PMD data notification holding an uncompressed ECG frame (type 0: int24 LE microvolts)."""
+    import numpy as np  # noqa: PLC0415 - numpy only where a waveform passes (a lean daemon)
+
     name = "pmd_ecg"
     data = bytes(buf)
     require_min_length(data, _PMD_HEADER.size + _PMD_SAMPLE_BYTES, name)
@@ -73,6 +76,8 @@ def decode_pmd_ecg_frame(buf: Buffer) -> PmdEcgFrame:
 
 def encode_pmd_ecg_frame(timestamp_ns: int, samples_uv: Sequence[int] | npt.NDArray[np.integer[Any]]) -> bytes:
     """Encode an uncompressed PMD ECG frame from integer microvolt samples in the int24 range."""
+    import numpy as np  # noqa: PLC0415 - numpy only where a waveform passes (a lean daemon)
+
     check_uint(timestamp_ns, 64, "timestamp_ns")
     arr = np.asarray(samples_uv)
     if arr.ndim != 1 or arr.size == 0:

@@ -12,8 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-import numpy as np
-
 from drivers.ble import bas, bps, cgms, fields, gls, hrs, hts, idd_status, ids, plxs, pmd
 from gateway.core.model import (
     CONDITIONS_KEY,
@@ -113,6 +111,8 @@ def on_heart_rate(state: ProfileState, data: bytes) -> Sequence[Event]:
 
 
 def on_pmd_ecg(state: ProfileState, data: bytes) -> Sequence[Event]:
+    import numpy as np  # noqa: PLC0415 - numpy only where a waveform passes (a lean daemon)
+
     frame = pmd.decode_pmd_ecg_frame(data)
     q = quantity("MDC_ECG_ELEC_POTL")
     rate = float(pmd.PMD_ECG_SAMPLE_RATE_HZ)

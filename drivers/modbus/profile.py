@@ -1,6 +1,7 @@
 """Modbus device profiles: which registers a kind of device has, and what each one means.
 
-A profile is a TOML file in `config/modbus/` (or any directory given): the device's request limits and one
+A profile is a TOML file `modbus/NAME.toml` in /etc/iomt-gateway or among the packaged defaults (config/modbus/
+in the source tree), or in any directory given: the device's request limits and one
 `[[points]]` table per value.  A point names its table (holding, input, coil, discrete), address, data type,
 word and byte order, scale and offset (value = raw * scale + offset), and either the MDC quantity it is
 (an Observation) or a status flag name (a DeviceStatus error while set).  Profiles are validated whole, with
@@ -17,8 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from gateway.core.errors import ConfigError
 from gateway.core.nomenclature import quantity
-
-PROFILE_DIR = Path(__file__).resolve().parent.parent.parent / "config" / "modbus"
+from gateway.core.settings import config_file
 
 Table = Literal["holding", "input", "coil", "discrete"]
 DataType = Literal["uint16", "int16", "uint32", "int32", "float32", "bool"]
@@ -124,9 +124,10 @@ def parse_profile(data: dict[str, object], source: str = "profile") -> ModbusPro
         raise ConfigError(f"{source}: {where}: {first['msg']}" if where else f"{source}: {first['msg']}") from None
 
 
-def load_profile(name: str, directory: Path = PROFILE_DIR) -> ModbusProfile:
-    """The profile `name` from `directory/name.toml`; ConfigError with a one-line message."""
-    path = directory / f"{name}.toml"
+def load_profile(name: str, directory: Path | None = None) -> ModbusProfile:
+    """The profile `name` from `directory/name.toml` (default: `modbus/name.toml` in the configuration folders,
+    the machine's first); ConfigError with a one-line message."""
+    path = config_file(f"modbus/{name}.toml") if directory is None else directory / f"{name}.toml"
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -40,8 +40,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-import numpy as np
-
 from drivers.serial.framing import DiscardLog, FramerStats, FramingError, FramingFault
 from gateway.core.model import (
     CONDITIONS_KEY,
@@ -471,6 +469,8 @@ class NoninMapper:
         self._last_errors: tuple[str, ...] | None = None
 
     def events(self, packet: NoninPacket) -> list[Event]:
+        import numpy as np  # noqa: PLC0415 - numpy only where a waveform passes (a lean daemon)
+
         events: list[Event] = []
         received = now_ns()
         errors = packet_errors(packet)

@@ -17,9 +17,20 @@ from collections import deque
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
-import structlog
+# structlog's dev module imports rich (its console and traceback renderer, and with them pygments: 10 MB resident
+# on a gateway) whenever rich is installed.  The daemon renders exceptions itself (type and frames, never a
+# message) and needs none of it, so rich is hidden while structlog loads; whatever imports rich later (the CLI's
+# tables) gets it as usual, and structlog's console renderer is given plain tracebacks explicitly.
+_HIDDEN = [name for name in ("rich", "rich.console", "rich.traceback") if name not in sys.modules]
+for _name in _HIDDEN:
+    sys.modules[_name] = None  # type: ignore[assignment]
+try:
+    import structlog
+finally:
+    for _name in _HIDDEN:
+        del sys.modules[_name]
 
-from gateway.core.errors import GatewayError
+from gateway.core.errors import GatewayError  # noqa: E402 - after structlog, which must load first (above)
 
 REDACTED = "[redacted]"
 MAX_VALUE_CHARS = 200
@@ -184,7 +195,9 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     stream = stream or sys.stderr
     use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=stream.isatty()) if use_console else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback)
+        if use_console
+        else structlog.processors.JSONRenderer()
     )
     structlog.configure(
         processors=[*_shared_processors(), _redact, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

@@ -16,12 +16,13 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any
 
 from gateway.core.nomenclature import Quantity
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 _ID_NAMESPACE = uuid.UUID("8f6b1b7e-6d1c-4c59-9a57-5d0c1f3e2a10")
 
@@ -102,6 +103,8 @@ class WaveformChunk:
         return round(len(self.samples) * 1e9 / self.sample_rate_hz)
 
     def physical(self) -> npt.NDArray[np.float64]:
+        import numpy as np  # noqa: PLC0415 - numpy only where a waveform passes (a lean daemon)
+
         return (self.samples.astype(np.float64) - self.offset) * self.gain
 
 

@@ -21,14 +21,16 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
 import zstandard
 
 from gateway.core.errors import ProtocolError
 from gateway.core.model import Alarm, CommandResult, DeviceStatus, Event, Lane, ObjectChunk, Observation, WaveformChunk
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 VERSION = 1
 WAVEFORM_MAGIC = b"IOMTW"
@@ -168,6 +170,8 @@ def merge_contiguous(chunks: Sequence[WaveformChunk]) -> list[list[WaveformChunk
 
 
 def _encode_waveforms(doc: dict[str, Any], events: Sequence[Event]) -> bytes:
+    import numpy as np  # noqa: PLC0415 - numpy only where a waveform passes (a lean daemon)
+
     chunks = []
     for event in events:
         if not isinstance(event, WaveformChunk):
@@ -356,6 +360,8 @@ def _attach_data(items: list[dict[str, Any]], blob: bytes) -> None:
 
 
 def _attach_samples(items: list[dict[str, Any]], blob: bytes) -> None:
+    import numpy as np  # noqa: PLC0415 - numpy only where a waveform passes (a lean daemon)
+
     try:
         total = sum(int(item["n"]) * int(item["width"]) for item in items)
         if not 0 <= total <= MAX_SAMPLES_PER_PAYLOAD * 4:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -20,34 +21,31 @@ Figures = dict[str, Any]
 Benchmark = Callable[..., Coroutine[Any, Any, Figures]]
 
 
-def _registry() -> dict[str, Benchmark]:
-    from hil.bench.alarms import bench_alarms  # noqa: PLC0415 - import only what is run
-    from hil.bench.buffer import bench_buffer  # noqa: PLC0415
-    from hil.bench.hl7 import bench_hl7  # noqa: PLC0415
-    from hil.bench.modbus import bench_modbus  # noqa: PLC0415
-    from hil.bench.pipeline import bench_pipeline  # noqa: PLC0415
-    from hil.bench.qrs import bench_qrs  # noqa: PLC0415
-    from hil.bench.soak import bench_soak  # noqa: PLC0415
-    from hil.bench.sync import bench_sync  # noqa: PLC0415
+# name -> (module, function): a bench imports only its own module, so one bench's dependencies never load another.
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "alarms": ("hil.bench.alarms", "bench_alarms"),
+    "buffer": ("hil.bench.buffer", "bench_buffer"),
+    "sync": ("hil.bench.sync", "bench_sync"),
+    "qrs": ("hil.bench.qrs", "bench_qrs"),
+    "pipeline": ("hil.bench.pipeline", "bench_pipeline"),
+    "modbus": ("hil.bench.modbus", "bench_modbus"),
+    "hl7": ("hil.bench.hl7", "bench_hl7"),
+    "soak": ("hil.bench.soak", "bench_soak"),
+    "footprint": ("hil.bench.footprint", "bench_footprint"),
+}
 
-    return {
-        "alarms": bench_alarms,
-        "buffer": bench_buffer,
-        "sync": bench_sync,
-        "qrs": bench_qrs,
-        "pipeline": bench_pipeline,
-        "modbus": bench_modbus,
-        "hl7": bench_hl7,
-        "soak": bench_soak,
-    }
+
+def _load(name: str) -> Benchmark:
+    module, function = BENCHMARKS[name]
+    bench: Benchmark = getattr(importlib.import_module(module), function)
+    return bench
 
 
 def run_benchmark(name: str, *, as_json: bool, **options: Any) -> int:
-    registry = _registry()
-    if name not in registry:
-        print(f"iomt-gateway: no benchmark {name!r}; choose from {', '.join(sorted(registry))}")  # noqa: T201
+    if name not in BENCHMARKS:
+        print(f"iomt-gateway: no benchmark {name!r}; choose from {', '.join(sorted(BENCHMARKS))}")  # noqa: T201
         return 2
-    figures: Figures = asyncio.run(registry[name](**options))
+    figures: Figures = asyncio.run(_load(name)(**options))
     failed = "error" in figures
     if as_json:
         print(json.dumps(figures, indent=2))  # noqa: T201
@@ -62,7 +60,7 @@ class BenchCommand:
     help = "measure this box's capacity (see docs/BENCHMARKS.md)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("name", help="alarms, buffer, sync, qrs, pipeline, modbus, hl7 or soak")
+        parser.add_argument("name", help="alarms, buffer, sync, qrs, pipeline, modbus, hl7, soak or footprint")
         parser.add_argument("--json", action="store_true", help="print one JSON object of figures")
         parser.add_argument("--record", type=Path, help="WFDB record (path without extension) where the bench uses one")
         parser.add_argument(

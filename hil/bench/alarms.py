@@ -24,7 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from edge_ml.rhythm import CONDITIONS
+from edge_ml.alarm_set import CONDITIONS
 
 WINDOW_S = (285.0, 302.0)
 MONITOR_TYPES = {

@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_ml.beats import MODEL_NAME
 from edge_ml.runtime import ModelError, bundled, load_model
+from gateway.config import parse_config
+from gateway.daemon import Gateway
 
 MODELS = ("ecg_beat_classifier", "battery_forecast")
 
@@ -77,3 +80,18 @@ def test_a_refused_beat_model_leaves_the_rules_in_charge(tmp_path: Path) -> None
     (tmp_path / "m.tflite").write_bytes(b"not a model")
     with pytest.raises(ModelError):
         load_model(tmp_path / "m.json")
+
+
+def test_the_daemon_loads_the_shipped_beat_classifier(tmp_path: Path) -> None:
+    """The daemon once asked for a model that no longer shipped, logged an error and ran on the rules alone."""
+    config = parse_config(
+        {
+            "gateway": {"id": "gw-1", "state_dir": str(tmp_path)},
+            "buffer": {"key_file": str(tmp_path / "buffer.key")},
+            "mqtt": {"host": "127.0.0.1", "allow_plaintext_loopback": True},
+        },
+        check_secrets=False,
+    )
+    model = Gateway(config)._load_beat_model()
+    assert model is not None
+    assert model.manifest.name == MODEL_NAME

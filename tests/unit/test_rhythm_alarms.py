@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+from edge_ml.alarm_set import ChannelKind, RhythmSettings
 from edge_ml.beats import MODEL_NAME, ModelBeatClassifier, RuleBeatClassifier
 from edge_ml.ecg import LeadAnalyzer, hrv
-from edge_ml.rhythm import ChannelKind, RhythmAnalyzer, RhythmSettings
+from edge_ml.rhythm import RhythmAnalyzer
 from edge_ml.runtime import bundled, load_model
 from gateway.alarms import AlarmEngine
 from gateway.config import AlarmsSection, RhythmLimits
