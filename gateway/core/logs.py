@@ -119,6 +119,11 @@ SAFE_KEYS = frozenset(
         "limit",
         "group",
         "channel",
+        # bridges (cloud side): counts and the sink's name
+        "sink",
+        "created",
+        "existing",
+        "parked",
     }
 )
 
