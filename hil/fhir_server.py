@@ -142,7 +142,11 @@ class FhirStore:
 
     def transaction(self, bundle: Any) -> dict[str, Any]:
         """Apply a transaction Bundle all or nothing; its transaction-response Bundle, or Refused."""
-        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle" or bundle.get("type") != "transaction":
+        if (
+            not isinstance(bundle, dict)
+            or bundle.get("resourceType") != "Bundle"
+            or bundle.get("type") != "transaction"
+        ):
             raise Refused(400, "invalid", "not a transaction Bundle")
         entries = bundle.get("entry")
         if not isinstance(entries, list):
@@ -165,7 +169,11 @@ class FhirStore:
             resource = json.loads(json.dumps(entry["resource"]))
             request = entry.get("request") or {}
             resource_type = resource.get("resourceType")
-            if request.get("method") != "POST" or request.get("url") != resource_type or not isinstance(resource_type, str):
+            if (
+                request.get("method") != "POST"
+                or request.get("url") != resource_type
+                or not isinstance(resource_type, str)
+            ):
                 raise Refused(400, "not-supported", "only POST Type entries are supported")
             existing: str | None = None
             if isinstance(request.get("ifNoneExist"), str):
@@ -185,7 +193,7 @@ class FhirStore:
             if isinstance(full_url, str):
                 targets[full_url] = f"{resource_type}/{plan[-1][1]}"
         new = {(t, i) for t, i, r in plan if r is not None}
-        for resource_type, ident, resource in plan:
+        for resource_type, _ident, resource in plan:
             if resource is None:
                 continue
             for reference in _references(resource):
@@ -194,7 +202,9 @@ class FhirStore:
                     reference["reference"] = targets[ref]
                     continue
                 ref_type, _, ref_id = ref.partition("/")
-                if ref.startswith("urn:") or (ref_id not in self.resources.get(ref_type, {}) and (ref_type, ref_id) not in new):
+                if ref.startswith("urn:") or (
+                    ref_id not in self.resources.get(ref_type, {}) and (ref_type, ref_id) not in new
+                ):
                     raise Refused(400, "not-found", "a reference to a resource that does not exist")
             if self.validator is not None:
                 try:
@@ -209,7 +219,9 @@ class FhirStore:
                 continue
             self.resources[resource_type][ident] = resource
             for identifier in resource.get("identifier", []):
-                self._index.setdefault((resource_type, str(identifier.get("system")), str(identifier.get("value"))), ident)
+                self._index.setdefault(
+                    (resource_type, str(identifier.get("system")), str(identifier.get("value"))), ident
+                )
             self.created += 1
             response.append({"response": {"status": "201 Created", "location": f"{resource_type}/{ident}/_history/1"}})
         return {"resourceType": "Bundle", "type": "transaction-response", "entry": response}
@@ -228,7 +240,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 10  # an idle keep-alive connection's thread ends after this
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's signature
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
     def _send(self, status: int, body: dict[str, Any]) -> None:
@@ -262,7 +274,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = _local_path(self.path).strip("/").split("/")
         store = self.server.store
         if path == ["metadata"]:
-            self._send(200, {"resourceType": "CapabilityStatement", "status": "active", "fhirVersion": "4.0.1", "kind": "instance"})
+            self._send(
+                200,
+                {"resourceType": "CapabilityStatement", "status": "active", "fhirVersion": "4.0.1", "kind": "instance"},
+            )
         elif len(path) == 2:
             found = store.get("/".join(path))
             self._send(200, found) if found else self._send(404, _outcome("not-found", "no such resource"))

@@ -6,15 +6,15 @@ from gateway.core.errors import SyncError
 
 
 class BridgeError(SyncError):
-    """A bridge could not deliver a message to its target (yet)."""
-
-
-class Poison(BridgeError):
-    """The message, or one item of it, can never be delivered as it is: park it with `reason`, never retry."""
+    """A bridge could not deliver a message to its target (yet); `reason` is a short machine-readable cause."""
 
     def __init__(self, message: str, *, reason: str, **fields: object) -> None:
         super().__init__(message, reason=reason, **fields)
         self.reason = reason
+
+
+class Poison(BridgeError):
+    """The message, or one item of it, can never be delivered as it is: park it with `reason`, never retry."""
 
 
 class MappingError(Poison):

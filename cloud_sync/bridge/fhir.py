@@ -53,7 +53,9 @@ class FhirSink:
                 try:
                     result = await self.client.transaction(single.bundle)
                 except TargetRejected as err:
-                    rejected.append(({k: v.tolist() if hasattr(v, "tolist") else v for k, v in item.items()}, err.reason))
+                    rejected.append(
+                        ({k: v.tolist() if hasattr(v, "tolist") else v for k, v in item.items()}, err.reason)
+                    )
                     continue
                 written += result.created
                 existing += result.existing

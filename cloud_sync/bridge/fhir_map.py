@@ -70,7 +70,10 @@ class Loinc:
     vital_sign: bool = True
 
 
-_SPO2 = (Loinc("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry"), Loinc("2708-6", "Oxygen saturation in Arterial blood"))
+_SPO2 = (
+    Loinc("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry"),
+    Loinc("2708-6", "Oxygen saturation in Arterial blood"),
+)
 _RESP = (Loinc("9279-1", "Respiratory rate"),)
 # MDC reference id -> LOINC codes with a standard mapping: the FHIR R4 vital-signs profiles' codes (heart rate,
 # respiratory rate, oxygen saturation with the pulse-oximetry code, body temperature, blood pressure), the
@@ -317,7 +320,10 @@ class BundleBuilder:
         source_ref = self.device_ref(device)
         if isinstance(code, int) and not isinstance(code, bool):
             components.append(
-                {"code": {"coding": [_mdc_coding(MDC_ATTR_ALERT_SOURCE)]}, "valueCodeableConcept": {"coding": [_mdc_coding(code)]}}
+                {
+                    "code": {"coding": [_mdc_coding(MDC_ATTR_ALERT_SOURCE)]},
+                    "valueCodeableConcept": {"coding": [_mdc_coding(code)]},
+                }
             )
         for facet, value in (
             (MDC_ATTR_EVENT_PHASE, phase),
@@ -392,7 +398,9 @@ def to_bundle(batches: list[Batch], patients: PatientLookup) -> Mapped:
         observations += builder.observations
     if not observations:
         return Mapped(None, 0, rejected)
-    return Mapped({"resourceType": "Bundle", "type": "transaction", "entry": list(merged.values())}, observations, rejected)
+    return Mapped(
+        {"resourceType": "Bundle", "type": "transaction", "entry": list(merged.values())}, observations, rejected
+    )
 
 
 def _plain(item: Mapping[str, Any]) -> dict[str, Any]:

@@ -78,7 +78,12 @@ class BrokerSettings:
             return cls(parts.hostname, port or 1883, None, topic_prefix)
         if ca_file is None or cert_file is None or key_file is None:
             raise ConfigError("--broker mqtts:// needs --tls-ca, --tls-cert and --tls-key (mutual TLS)")
-        return cls(parts.hostname, port or 8883, client_context(ca_file, cert_file, key_file, section="bridge tls"), topic_prefix)
+        return cls(
+            parts.hostname,
+            port or 8883,
+            client_context(ca_file, cert_file, key_file, section="bridge tls"),
+            topic_prefix,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +219,10 @@ class BridgeWorker:
                     self.subscribed.clear()
                     delay = policy.failed()
                     (log.warning if policy.first_failure else log.debug)(
-                        "bridge broker connection failed", client_id=self.client_id, error=type(err).__name__, delay_s=round(delay, 2)
+                        "bridge broker connection failed",
+                        client_id=self.client_id,
+                        error=type(err).__name__,
+                        delay_s=round(delay, 2),
                     )
                     await asyncio.sleep(delay)
         finally:
@@ -281,11 +289,18 @@ class BridgeWorker:
                     self._target_down = True
                     log.warning("bridge target unavailable; retrying", sink=self.sink.name, **err.log_fields())
                 else:
-                    log.debug("bridge target still unavailable", sink=self.sink.name, reason=err.reason, delay_s=round(delay, 2))
+                    log.debug(
+                        "bridge target still unavailable",
+                        sink=self.sink.name,
+                        reason=err.reason,
+                        delay_s=round(delay, 2),
+                    )
                 await asyncio.sleep(delay)
                 continue
-            except Exception as err:  # noqa: BLE001 - a bug in mapping one message must not stop the stream
-                log.error("bridge failed on a message; parked", sink=self.sink.name, error=type(err).__name__, exc_info=err)
+            except Exception as err:
+                log.error(
+                    "bridge failed on a message; parked", sink=self.sink.name, error=type(err).__name__, exc_info=err
+                )
                 await self._park_message(topic, payload, f"internal-error:{type(err).__name__}")
                 return
             break
