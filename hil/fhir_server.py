@@ -113,6 +113,14 @@ class FhirStore:
         with self._lock:
             return len(self.resources.get(resource_type, {}))
 
+    def seed(self, resource: dict[str, Any]) -> str:
+        """Store a resource as an EHR would already hold it (a Patient the bridge refers to); its reference."""
+        with self._lock:
+            ident = str(resource.get("id") or next(self._ids))
+            resource_type = str(resource["resourceType"])
+            self.resources[resource_type][ident] = {**resource, "id": ident}
+            return f"{resource_type}/{ident}"
+
     def get(self, reference: str) -> dict[str, Any] | None:
         resource_type, _, ident = reference.partition("/")
         with self._lock:
