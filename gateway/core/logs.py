@@ -205,7 +205,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     keep_recent_lines()
     root.setLevel(level.upper())
     # Chatty third-party loggers: their protocol traces would include payload bytes at debug.
-    for name in ("amqtt", "transitions", "paho", "aiomqtt", "asyncio", "hpack"):
+    for name in ("amqtt", "transitions", "paho", "aiomqtt", "asyncio", "hpack", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
