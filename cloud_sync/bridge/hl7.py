@@ -145,7 +145,8 @@ def _msh(sender: SenderIdentity, when_ns: int, trigger: str, ctrl: str, profile:
 
 
 def _pid(patient: str | None) -> list[str]:
-    return [_segment("PID", "", "", f"{escape(patient)}^^^^PI")] if patient else []
+    # PID-5 is required: the gateway knows no name, so a pseudo-name (HL7 table 0200 "S", coded for anonymity).
+    return [_segment("PID", "", "", f"{escape(patient)}^^^^PI", "", "^^^^^^S")] if patient else []
 
 
 def _time_of(item: Mapping[str, Any]) -> int:
