@@ -22,6 +22,7 @@ Benchmark = Callable[..., Coroutine[Any, Any, Figures]]
 
 def _registry() -> dict[str, Benchmark]:
     from hil.bench.alarms import bench_alarms  # noqa: PLC0415 - import only what is run
+    from hil.bench.bridge import bench_bridge  # noqa: PLC0415
     from hil.bench.buffer import bench_buffer  # noqa: PLC0415
     from hil.bench.hl7 import bench_hl7  # noqa: PLC0415
     from hil.bench.modbus import bench_modbus  # noqa: PLC0415
@@ -33,6 +34,7 @@ def _registry() -> dict[str, Benchmark]:
     return {
         "alarms": bench_alarms,
         "buffer": bench_buffer,
+        "bridge": bench_bridge,
         "sync": bench_sync,
         "qrs": bench_qrs,
         "pipeline": bench_pipeline,
@@ -62,7 +64,7 @@ class BenchCommand:
     help = "measure this box's capacity (see docs/BENCHMARKS.md)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("name", help="alarms, buffer, sync, qrs, pipeline, modbus, hl7 or soak")
+        parser.add_argument("name", help="alarms, buffer, bridge, sync, qrs, pipeline, modbus, hl7 or soak")
         parser.add_argument("--json", action="store_true", help="print one JSON object of figures")
         parser.add_argument("--record", type=Path, help="WFDB record (path without extension) where the bench uses one")
         parser.add_argument(
@@ -75,6 +77,8 @@ class BenchCommand:
         parser.add_argument("--backlog-s", type=int, default=3600, help="sync bench: seconds of backlog per device")
         parser.add_argument("--minutes", type=float, help="soak bench: how long to run (default 10)")
         parser.add_argument("--dicom-mb", type=int, help="soak bench: size of the large DICOM object (default 300)")
+        parser.add_argument("--gateways", type=int, default=50, help="bridge bench: simulated gateways")
+        parser.add_argument("--workers", type=int, default=2, help="bridge bench: FHIR bridge worker processes")
 
     def run(self, args: argparse.Namespace) -> int:
         return run_benchmark(
@@ -89,6 +93,8 @@ class BenchCommand:
             seconds=args.seconds,
             minutes=args.minutes,
             dicom_mb=args.dicom_mb,
+            gateways=args.gateways,
+            workers=args.workers,
         )
 
 
