@@ -126,12 +126,14 @@ class Parking:
         self.folder = folder
 
     def park(self, record: dict[str, Any]) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Write one record atomically, readable by the bridge's user only (it holds patient data)."""
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         body = json.dumps(record, separators=(",", ":"), sort_keys=True, default=str).encode()
         name = hashlib.sha256(body).hexdigest()[:32]
         path = self.folder / f"{name}.json"
         tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as handle:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
             handle.write(body)
             handle.flush()
             os.fsync(handle.fileno())

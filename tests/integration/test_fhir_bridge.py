@@ -125,7 +125,9 @@ async def test_poison_is_parked_and_the_stream_goes_on(
     written = set(observation_ids(fhir.store))
     assert {f"{gateway}/{e.id}" for e in good[1:]} <= written
     assert f"{gateway}/{bad_unit.id}" not in written
-    parked = [json.loads(p.read_text()) for p in (tmp_path / "park").glob("*.json")]
+    files = list((tmp_path / "park").glob("*.json"))
+    assert all(p.stat().st_mode & 0o077 == 0 for p in files)  # parked payloads hold patient data
+    parked = [json.loads(p.read_text()) for p in files]
     reasons = sorted(p["reason"] for p in parked)
     assert reasons == ["bad-id", "http-400:invalid", "invalid-payload"]
     assert worker.stats.by_reason == {"invalid-payload": 1, "bad-id": 1, "http-400": 1}
