@@ -14,12 +14,9 @@ import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
+from cloud_sync.mqtt import MqttClient, MqttError
 from gateway.core.logs import get_logger
 from gateway.core.model import Lane
 from gateway.core.wire import Batch, InvalidPayload, decode_message
@@ -39,6 +36,8 @@ class ReceiverStats:
 
 
 MAX_CHUNKS = 1 << 20  # an object of more chunks than this is not one the gateway sends
+SESSION_EXPIRY_S = 24 * 3600  # MQTT 5: the broker keeps the receiver's session through a day offline
+MAX_QUEUED_MESSAGES = 100_000  # messages are handled as they come; this only bounds a stalled consumer
 
 
 class ReferenceReceiver:
@@ -52,7 +51,7 @@ class ReferenceReceiver:
         topic_prefix: str = "iomt/v1",
         client_id: str = "reference-receiver",
         tls_context: ssl.SSLContext | None = None,
-        protocol: str = "5",
+        protocol: Literal["5", "3.1.1"] = "5",
     ) -> None:
         self._host = host
         self._protocol = protocol
@@ -77,38 +76,23 @@ class ReferenceReceiver:
     async def run(self) -> None:
         while True:
             try:
-                async with aiomqtt.Client(
-                    self._host, self._port, identifier=self._client_id, clean_session=False, tls_context=self._tls
+                async with MqttClient(
+                    self._host,
+                    self._port,
+                    client_id=self._client_id,
+                    protocol=self._protocol,
+                    clean_start=False,
+                    session_expiry_s=SESSION_EXPIRY_S,
+                    tls_context=self._tls,
+                    max_queued_messages=MAX_QUEUED_MESSAGES,
                 ) as client:
                     await client.subscribe(f"{self._prefix}/+/up/#", qos=1)
                     self.subscribed.set()
                     async for message in client.messages:
-                        self.handle(bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else b"")
-            except aiomqtt.MqttError:
+                        self.handle(message.payload)
+            except MqttError:
                 self.subscribed.clear()
                 await asyncio.sleep(0.5)
-
-    def _client(self) -> aiomqtt.Client:
-        if self._protocol == "5":
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = 24 * 3600
-            return aiomqtt.Client(
-                self._host,
-                self._port,
-                identifier=self._client_id,
-                protocol=aiomqtt.ProtocolVersion.V5,
-                clean_start=False,
-                properties=properties,
-                tls_context=self._tls,
-            )
-        return aiomqtt.Client(
-            self._host,
-            self._port,
-            identifier=self._client_id,
-            protocol=aiomqtt.ProtocolVersion.V311,
-            clean_session=False,
-            tls_context=self._tls,
-        )
 
     def handle(self, payload: bytes) -> None:
         self.stats.messages += 1

@@ -19,12 +19,8 @@ import ssl
 import time
 from enum import StrEnum
 
-import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
 from cloud_sync.config import MqttSection
-from cloud_sync.mqtt import AckingClient, call_keeping_stop, raise_if_stopping
+from cloud_sync.mqtt import REFUSED, MqttClient, MqttError, Will
 from cloud_sync.ratelimit import TokenBucket
 from cloud_sync.tls import peer_certificate, spki_sha256
 from gateway.core.backlog import Backlog, StoredRecord
@@ -40,10 +36,10 @@ MAX_ROWS_PER_MESSAGE = 512
 MQTT_HEADER_BYTES = 8  # fixed header, topic length and packet id of a QoS 1 PUBLISH, roughly
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps the gateway's session through a week-long outage
 OFFLINE_NOTICE_TIMEOUT_S = 2.0
-REFUSED = 0x80
+CALL_TIMEOUT_S = 10.0  # connect, subscribe, disconnect and the small state and health publishes
 
 
-class PinMismatchError(aiomqtt.MqttError):
+class PinMismatchError(MqttError):
     """The broker's certificate chains to the CA but its key is not one of the pinned ones."""
 
 
@@ -78,34 +74,21 @@ def _state_payload(state: str) -> bytes:
 
 
 def mqtt_client(
-    config: MqttSection, client_id: str, tls: ssl.SSLContext | None, will: aiomqtt.Will | None = None
-) -> AckingClient:
+    config: MqttSection, client_id: str, tls: ssl.SSLContext | None, will: Will | None = None
+) -> MqttClient:
     """A client with a persistent session, in the configured protocol version."""
-    if config.protocol == "5":
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = SESSION_EXPIRY_S
-        return AckingClient(
-            config.host,
-            config.port,
-            identifier=client_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
-            properties=properties,
-            keepalive=config.keepalive_s,
-            will=will,
-            tls_context=tls,
-            timeout=10,
-        )
-    return AckingClient(
+    return MqttClient(
         config.host,
         config.port,
-        identifier=client_id,
-        protocol=aiomqtt.ProtocolVersion.V311,
-        clean_session=False,
-        keepalive=config.keepalive_s,
-        will=will,
+        client_id=client_id,
+        protocol=config.protocol,
+        clean_start=False,
+        session_expiry_s=SESSION_EXPIRY_S,  # MQTT 5; under 3.1.1 a session without clean start never expires
+        keepalive_s=config.keepalive_s,
         tls_context=tls,
-        timeout=10,
+        will=will,
+        timeout_s=CALL_TIMEOUT_S,
+        max_inflight=config.inflight_window + 2,  # the data window, the health and the state messages
     )
 
 
@@ -159,32 +142,34 @@ class Uplink:
         while True:
             self.heartbeat = time.monotonic()
             self._set_state(SyncState.CONNECTING)
-            will = aiomqtt.Will(topic, _state_payload("offline"), qos=1, retain=True)
+            will = Will(topic, _state_payload("offline"), qos=1, retain=True)
             failure: BaseException | None = None
             try:
                 async with mqtt_client(self._config, self._client_id, self._tls, will) as client:
                     self._check_pin(client)
-                    client.pending_calls_threshold = self._config.inflight_window + 10
                     ended = self._reconnect.succeeded()
                     if ended:
                         log.info("broker connection restored", host=self._config.host, attempt=ended)
                         self._metrics.reconnects += 1
                     self.last_error = None
                     self._set_state(SyncState.ONLINE)
-                    await call_keeping_stop(client.publish(topic, _state_payload("online"), qos=1, retain=True))
+                    await client.publish(topic, _state_payload("online"), retain=True, timeout_s=CALL_TIMEOUT_S)
                     try:
                         await self._drain(client)
                     except asyncio.CancelledError:
                         # A clean stop: say so, since the broker only sends the will on an unclean one.
-                        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                            async with asyncio.timeout(OFFLINE_NOTICE_TIMEOUT_S):
-                                await client.publish(topic, _state_payload("offline"), qos=1, retain=True)
+                        with contextlib.suppress(MqttError):
+                            await client.publish(
+                                topic, _state_payload("offline"), retain=True, timeout_s=OFFLINE_NOTICE_TIMEOUT_S
+                            )
                         raise
-            except* aiomqtt.MqttError as group:
+            except* MqttError as group:
                 failure = group.exceptions[0]
-            # A stop that met a broker error on its way out (the disconnect timing out, say) is still a stop:
-            # never a reason to reconnect.
-            raise_if_stopping()
+            # A stop that met a broker error on its way out (a task group reports its children's errors rather
+            # than the stop) is still a stop: never a reason to reconnect.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             self._inflight = set()
             self.last_error = type(failure).__name__
             self._set_state(SyncState.OFFLINE)
@@ -210,7 +195,7 @@ class Uplink:
         self._wake_reconnect.set()
         self._stored.set()
 
-    def _check_pin(self, client: AckingClient) -> None:
+    def _check_pin(self, client: MqttClient) -> None:
         """With pins configured, the broker's key must be one of them (on top of CA verification)."""
         tls = self._config.tls
         if tls is None or not tls.pin_sha256:
@@ -222,7 +207,7 @@ class Uplink:
             )
             raise PinMismatchError("broker public key not pinned")
 
-    async def _drain(self, client: AckingClient) -> None:
+    async def _drain(self, client: MqttClient) -> None:
         cursors: dict[Lane, int] = {}
         inflight: set[int] = set()
         self._inflight = inflight
@@ -258,7 +243,7 @@ class Uplink:
 
     async def _publish(
         self,
-        client: AckingClient,
+        client: MqttClient,
         lane: Lane,
         rows: list[StoredRecord],
         inflight: set[int],
@@ -269,8 +254,8 @@ class Uplink:
         topic = uplink_topic(self._config.topic_prefix, self._gateway_id, lane)
         message = encode_message(lane, [row.payload for row in rows])
         try:
-            reason = await call_keeping_stop(client.publish_acked(topic, message, qos=1))
-        except aiomqtt.MqttError:
+            reason = await client.publish(topic, message)
+        except MqttError:
             self._metrics.publish_errors += 1
             raise
         finally:
@@ -295,7 +280,7 @@ class Uplink:
             acked.append(row.seq)
         acked_event.set()
 
-    async def _receive_commands(self, client: AckingClient, queue: asyncio.Queue[tuple[str, bytes]]) -> None:
+    async def _receive_commands(self, client: MqttClient, queue: asyncio.Queue[tuple[str, bytes]]) -> None:
         """Hand downlink commands and configuration to the command service, in arrival order (the persistent
         session keeps what was sent while the gateway was offline; expired ones are rejected there)."""
         topics = {
@@ -303,20 +288,18 @@ class Uplink:
             "config": config_topic(self._config.topic_prefix, self._gateway_id),
         }
         for topic in topics.values():
-            await call_keeping_stop(client.subscribe(topic, qos=1))
+            await client.subscribe(topic, qos=1)
         async for message in client.messages:
-            raise_if_stopping()
-            kind = next((k for k, t in topics.items() if message.topic.matches(t)), None)
+            kind = next((k for k, t in topics.items() if message.matches(t)), None)
             if kind is None:
                 continue
-            payload = message.payload if isinstance(message.payload, bytes) else b""
             try:
-                queue.put_nowait((kind, payload))
+                queue.put_nowait((kind, message.payload))
             except asyncio.QueueFull:
                 self._metrics.commands_dropped += 1
                 log.error("command queue full; command dropped unprocessed", count=self._metrics.commands_dropped)
 
-    async def _publish_health(self, client: AckingClient) -> None:
+    async def _publish_health(self, client: MqttClient) -> None:
         """A retained health summary every `health_interval_s`: counts and ages only, never values."""
         topic = health_topic(self._config.topic_prefix, self._gateway_id)
         while True:
@@ -339,7 +322,7 @@ class Uplink:
                     "quarantined_rows": self._metrics.rows_quarantined,
                 },
             }
-            await call_keeping_stop(client.publish(topic, json.dumps(health).encode(), qos=1, retain=True))
+            await client.publish(topic, json.dumps(health).encode(), retain=True, timeout_s=CALL_TIMEOUT_S)
             await asyncio.sleep(self._config.health_interval_s)
 
     def _note_quarantine(self) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_ml.beats import BeatInput
-from edge_ml.filters import ecg_filter
+from edge_ml.filters import Seconds, ecg_filter
 from edge_ml.qrs import QrsDetector
 
 if TYPE_CHECKING:
@@ -123,8 +123,8 @@ class LeadAnalyzer:
         self.fs = fs
         self._classifier = classifier
         self._conditioning = ecg_filter(fs, mains_hz)
-        self._second = round(fs)
-        self._pending = np.zeros(0)
+        self._seconds = Seconds(fs)
+        self._second = self._seconds.length
         self._index = 0  # samples assessed so far (a multiple of one second)
         self._history = np.zeros(0)  # conditioned signal, ending at self._index
         self._keep = round(HISTORY_S * fs)
@@ -146,14 +146,9 @@ class LeadAnalyzer:
         self._templates: list[_Template] = []
 
     def process(self, samples: npt.ArrayLike) -> list[LeadAssessment]:
-        self._pending = np.concatenate([self._pending, np.asarray(samples, dtype=np.float64)])
-        out = []
-        while len(self._pending) >= self._second:
-            # The detector sees whole seconds, so a restart after lead-off falls on the same sample however
-            # the signal was chunked.
-            window, self._pending = self._pending[: self._second], self._pending[self._second :]
-            out.append(self._step(window))
-        return out
+        # The detector sees whole seconds, so a restart after lead-off falls on the same sample however the
+        # signal was chunked.
+        return [self._step(window) for window in self._seconds.feed(samples)]
 
     def _step(self, window: npt.NDArray[np.float64]) -> LeadAssessment:
         for detection in self._detector.process(window):

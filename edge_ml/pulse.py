@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from edge_ml.filters import Seconds
 from edge_ml.qrs import PulseDetector
 
 FOOT_S = 0.3  # the foot is the minimum this long before the upstroke, the peak the maximum this long after
@@ -63,8 +64,8 @@ class PulseAnalyzer:
         self.fs = fs
         self.pressure = pressure
         self._detector = PulseDetector(fs)
-        self._second = round(fs)
-        self._pending = np.zeros(0)
+        self._seconds = Seconds(fs)
+        self._second = self._seconds.length
         self._history = np.zeros(0)
         self._keep = round(HISTORY_S * fs)
         self._foot = round(FOOT_S * fs)
@@ -75,12 +76,7 @@ class PulseAnalyzer:
         self._amplitudes: deque[float] = deque(maxlen=AMPLITUDES)
 
     def process(self, samples: npt.ArrayLike) -> list[PulseAssessment]:
-        self._pending = np.concatenate([self._pending, np.asarray(samples, dtype=np.float64)])
-        out = []
-        while len(self._pending) >= self._second:
-            window, self._pending = self._pending[: self._second], self._pending[self._second :]
-            out.append(self._step(window))
-        return out
+        return [self._step(window) for window in self._seconds.feed(samples)]
 
     def _step(self, window: npt.NDArray[np.float64]) -> PulseAssessment:
         for detection in self._detector.process(window):

@@ -30,10 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import signal
 from scipy.ndimage import maximum_filter1d
 
-from edge_ml.filters import StreamingFilter
+from edge_ml.filters import StreamingFilter, bandpass, group_delay_samples, lowpass
 
 LEARN_S = 2.0
 THRESHOLD = 0.4  # of the median beat height
@@ -228,11 +227,9 @@ class QrsDetector(_PeakTrain):
 
     def __init__(self, fs: float) -> None:
         super().__init__(fs, refractory_s=0.2, t_wave_s=0.36)
-        sos = signal.butter(2, [5.0, 15.0], btype="bandpass", fs=fs, output="sos")
-        self._bandpass = StreamingFilter(sos)
-        b, a = signal.sos2tf(sos)
-        _, delay = signal.group_delay((b, a), w=[10.0], fs=fs)
-        self._delay = round(float(delay[0]))
+        design = bandpass(5.0, 15.0, fs)
+        self._bandpass = StreamingFilter(design)
+        self._delay = group_delay_samples(design, 10.0, fs)
         self._window = max(1, round(0.15 * fs))
         self._bp = _Ring()
         self._slope = _Ring()
@@ -284,14 +281,13 @@ class PulseDetector(_PeakTrain):
 
     def __init__(self, fs: float) -> None:
         super().__init__(fs, refractory_s=0.25, t_wave_s=0.3)  # the dicrotic wave plays the T wave's part
-        self._lowpass = StreamingFilter(signal.butter(2, min(16.0, 0.45 * fs), fs=fs, output="sos"))
+        design = lowpass(min(16.0, 0.45 * fs), fs)
+        self._lowpass = StreamingFilter(design)
         self._window = max(1, round(0.128 * fs))
         self._rise_tail = np.zeros(self._window)
         self._prev: float | None = None
         self._rise = _Ring()
-        b, a = signal.butter(2, min(16.0, 0.45 * fs), fs=fs)
-        _, delay = signal.group_delay((b, a), w=[2.0], fs=fs)
-        self._delay = round(float(delay[0]))
+        self._delay = group_delay_samples(design, 2.0, fs)
 
     def process(self, samples: npt.ArrayLike) -> list[Detection]:
         x = np.asarray(samples, dtype=np.float64)

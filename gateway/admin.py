@@ -295,7 +295,7 @@ def _version() -> str:
 
 def _library_versions() -> dict[str, str]:
     out = {}
-    for name in ("aiomqtt", "paho-mqtt", "cryptography", "numpy", "structlog", "pydantic", "zstandard"):
+    for name in ("paho-mqtt", "cryptography", "numpy", "structlog", "pydantic", "zstandard"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
     return out

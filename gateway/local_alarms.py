@@ -13,8 +13,7 @@ import json
 import ssl
 import time
 
-import aiomqtt
-
+from cloud_sync.mqtt import MqttClient, MqttError
 from gateway.config import LocalAlarmChannel
 from gateway.core.logs import get_logger
 from gateway.core.model import Alarm
@@ -23,6 +22,7 @@ from gateway.core.reconnect import ReconnectPolicy
 log = get_logger(__name__)
 
 QUEUE = 1000
+PUBLISH_TIMEOUT_S = 10.0
 
 
 class LocalAlarmPublisher:
@@ -54,25 +54,25 @@ class LocalAlarmPublisher:
         unsent: Alarm | None = None  # taken from the queue but not acknowledged when the broker went away
         while True:
             try:
-                protocol = aiomqtt.ProtocolVersion.V5 if self._config.protocol == "5" else aiomqtt.ProtocolVersion.V311
-                async with aiomqtt.Client(
+                async with MqttClient(
                     self._config.host,
                     self._config.port,
-                    protocol=protocol,
-                    identifier=f"iomt-local-alarms-{self._gateway_id}",
+                    client_id=f"iomt-local-alarms-{self._gateway_id}",
+                    protocol=self._config.protocol,
                     username=self._config.username,
                     password=self._password,
                     tls_context=self._tls,
+                    timeout_s=PUBLISH_TIMEOUT_S,
                 ) as client:
                     if reconnect.succeeded():
                         log.info("local alarm broker reachable again", host=self._config.host)
                     while True:
                         alarm = unsent if unsent is not None else await self._queue.get()
                         unsent = alarm
-                        await client.publish(self._topic(alarm), self._payload(alarm), qos=1)
+                        await client.publish(self._topic(alarm), self._payload(alarm), timeout_s=PUBLISH_TIMEOUT_S)
                         unsent = None
                         self.published += 1
-            except aiomqtt.MqttError:
+            except MqttError:
                 delay = reconnect.failed()
                 if reconnect.first_failure:
                     log.warning(

@@ -1,8 +1,8 @@
 """Simulated BLE health peripherals, reachable through the same GattLink interface as real devices.
 
-Each peripheral encodes its characteristics with the Bluetooth SIG formats (the drivers.ble codec modules'
-encoders), so the production driver decodes real bytes.  A `SimBleWorld` holds the peripherals by name; the
-driver's address `sim:NAME` selects one.  Fault injection: `drop_links()` (link lost), `online = False` (out of range),
+Each peripheral encodes its characteristics with the Bluetooth SIG formats (the encoders of the drivers.ble codec
+modules), so the production driver decodes real bytes.  A `SimBleWorld` holds the peripherals by name; the driver's
+address `sim:NAME` selects one.  Fault injection: `drop_links()` (link lost), `online = False` (out of range),
 `silent = True` (connected but quiet), and `garbage_every` (malformed notifications).
 """
 

@@ -51,7 +51,7 @@ async def no_leaks() -> AsyncIterator[None]:
     pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
     for task in pending:
         task.cancel()
-    # The loop's default executor (aiomqtt connects there) belongs to the loop, not to the test.
+    # The loop's default executor (the MQTT client connects there) belongs to the loop, not to the test.
     await asyncio.get_running_loop().shutdown_default_executor()
     assert not pending, f"test leaked tasks: {[t.get_name() for t in pending]}"
     deadline = time.monotonic() + 3.0

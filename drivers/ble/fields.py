@@ -19,9 +19,11 @@ Buffer: TypeAlias = bytes | bytearray | memoryview
 DateTimeTuple: TypeAlias = tuple[int, int, int, int, int, int]
 
 _E = TypeVar("_E", bound=enum.IntEnum)
+_F = TypeVar("_F", bound=enum.IntFlag)
 
 U8: Final = struct.Struct("<B")
 U16: Final = struct.Struct("<H")
+S16: Final = struct.Struct("<h")
 U32: Final = struct.Struct("<I")
 DATE_TIME: Final = struct.Struct("<HBBBBB")  # year, month, day, hours, minutes, seconds
 
@@ -106,13 +108,54 @@ def check_uint(value: int, bits: int, name: str) -> None:
         raise ValueError(f"{name} must be an unsigned {bits}-bit integer")
 
 
-def sfloat_bytes(value: float) -> bytes:
-    return U16.pack(encode_sfloat(value))
+# The SFLOAT's full exponent range: a glucose concentration in kg/L (95 mg/dL is 95e-5 kg/L) needs it.
+SFLOAT_ALL_DECIMALS: Final = 8
+
+
+def sfloat_bytes(value: float, *, max_decimals: int = 3) -> bytes:
+    return U16.pack(encode_sfloat(value, max_decimals=max_decimals))
+
+
+def read_u16(data: bytes, offset: int) -> int:
+    # Callers have checked the length already; this is only the conversion.
+    value: int = U16.unpack_from(data, offset)[0]
+    return value
 
 
 def read_sfloat_at(data: bytes, offset: int) -> float:
     # Callers have checked the length already; this is only the conversion.
-    return decode_sfloat(U16.unpack_from(data, offset)[0])
+    return decode_sfloat(read_u16(data, offset))
+
+
+def read_date_time(data: bytes, offset: int, characteristic: str) -> DateTimeTuple:
+    """A GSS Date Time at `offset` (length already checked); InvalidFrame when a field is out of range."""
+    stamp: DateTimeTuple = DATE_TIME.unpack_from(data, offset)
+    if not date_time_valid(stamp):
+        raise InvalidFrame(f"{characteristic} date time out of range", characteristic=characteristic)
+    return stamp
+
+
+def date_time_bytes(stamp: DateTimeTuple, name: str) -> bytes:
+    if len(stamp) != 6 or not date_time_valid(stamp):
+        raise ValueError(f"{name} must be (year, month, day, hours, minutes, seconds) in range")
+    return DATE_TIME.pack(*stamp)
+
+
+def nibble(value: int, name: str) -> int:
+    check_uint(value, 4, name)
+    return value
+
+
+def decode_feature_bits(buf: Buffer, flags: type[_F], characteristic: str) -> _F:
+    """A feature characteristic: exactly one uint16 bit field."""
+    data = bytes(buf)
+    require_length(data, 2, characteristic)
+    return flags(read_u16(data, 0))
+
+
+def encode_feature_bits(features: int, characteristic: str) -> bytes:
+    check_uint(int(features), 16, characteristic)
+    return U16.pack(int(features))
 
 
 # Optional fields announced by flag bits: (flag bit, size in octets) per field, in wire order.

@@ -1,7 +1,7 @@
 """Device profiles: which characteristics a kind of BLE device exposes, and how its frames become events.
 
 A profile is pure: it maps decoded frames (from the codec modules, one per service: `hrs`, `plxs`, `cgms`,
-`idd_status`, `ids`, `bas`, `pmd`, `measurements`) to domain events and holds no I/O.
+`idd_status`, `ids`, `bas`, `pmd`, `bps`, `hts`, `gls`) to domain events and holds no I/O.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from drivers.ble import bas, cgms, fields, hrs, idd_status, ids, measurements, plxs, pmd
+from drivers.ble import bas, bps, cgms, fields, gls, hrs, hts, idd_status, ids, plxs, pmd
 from gateway.core.model import (
     CONDITIONS_KEY,
     ConnectionState,
@@ -309,13 +309,13 @@ _GLUCOSE_MG_DL_PER_KG_L = 100_000  # 1 kg/L = 10**6 mg per 10 dL
 _GLUCOSE_MOLAR_MASS_G_PER_MOL = 180.156  # C6H12O6
 _GLUCOSE_MG_DL_PER_MOL_L = _GLUCOSE_MOLAR_MASS_G_PER_MOL * 100  # 1 mol/L = 180.156 g/L = 18 015.6 mg/dL
 _GLUCOSE_QUANTITY_BY_SAMPLE: dict[int, str] = {
-    measurements.GlucoseSampleType.CAPILLARY_WHOLE_BLOOD: "MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD",
-    measurements.GlucoseSampleType.CAPILLARY_PLASMA: "MDC_CONC_GLU_CAPILLARY_PLASMA",
-    measurements.GlucoseSampleType.VENOUS_WHOLE_BLOOD: "MDC_CONC_GLU_VENOUS_WHOLEBLOOD",
-    measurements.GlucoseSampleType.VENOUS_PLASMA: "MDC_CONC_GLU_VENOUS_PLASMA",
-    measurements.GlucoseSampleType.ARTERIAL_WHOLE_BLOOD: "MDC_CONC_GLU_ARTERIAL_WHOLEBLOOD",
-    measurements.GlucoseSampleType.ARTERIAL_PLASMA: "MDC_CONC_GLU_ARTERIAL_PLASMA",
-    measurements.GlucoseSampleType.INTERSTITIAL_FLUID: "MDC_CONC_GLU_ISF",
+    gls.GlucoseSampleType.CAPILLARY_WHOLE_BLOOD: "MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD",
+    gls.GlucoseSampleType.CAPILLARY_PLASMA: "MDC_CONC_GLU_CAPILLARY_PLASMA",
+    gls.GlucoseSampleType.VENOUS_WHOLE_BLOOD: "MDC_CONC_GLU_VENOUS_WHOLEBLOOD",
+    gls.GlucoseSampleType.VENOUS_PLASMA: "MDC_CONC_GLU_VENOUS_PLASMA",
+    gls.GlucoseSampleType.ARTERIAL_WHOLE_BLOOD: "MDC_CONC_GLU_ARTERIAL_WHOLEBLOOD",
+    gls.GlucoseSampleType.ARTERIAL_PLASMA: "MDC_CONC_GLU_ARTERIAL_PLASMA",
+    gls.GlucoseSampleType.INTERSTITIAL_FLUID: "MDC_CONC_GLU_ISF",
 }
 
 
@@ -332,10 +332,10 @@ def _record_key(stamp: fields.DateTimeTuple | None, *more: object) -> tuple[obje
 
 def on_blood_pressure(state: ProfileState, data: bytes) -> Sequence[Event]:
     """Blood Pressure Measurement -> systolic, diastolic, mean (mm[Hg], converted from kPa) and pulse rate."""
-    m = measurements.decode_blood_pressure_measurement(data)
+    m = bps.decode_blood_pressure_measurement(data)
 
     def mmhg(value: float) -> float:
-        return value if m.unit is measurements.PressureUnit.MMHG else _converted(value * 1000 / _PA_PER_MMHG)
+        return value if m.unit is bps.PressureUnit.MMHG else _converted(value * 1000 / _PA_PER_MMHG)
 
     key = _record_key(m.timestamp, m.user_id)
     events: list[Event] = [
@@ -350,9 +350,9 @@ def on_blood_pressure(state: ProfileState, data: bytes) -> Sequence[Event]:
 
 def on_temperature(state: ProfileState, data: bytes) -> Sequence[Event]:
     """Temperature Measurement -> body temperature in Cel (converted from Fahrenheit)."""
-    m = measurements.decode_temperature_measurement(data)
+    m = hts.decode_temperature_measurement(data)
     celsius = m.temperature
-    if m.unit is measurements.TemperatureUnit.FAHRENHEIT:
+    if m.unit is hts.TemperatureUnit.FAHRENHEIT:
         celsius = _converted((m.temperature - 32) * 5 / 9)
     return _finite([_obs(state, "MDC_TEMP_BODY", celsius, None, *_record_key(m.timestamp, m.temperature_type))])
 
@@ -365,14 +365,14 @@ def on_glucose(state: ProfileState, data: bytes) -> Sequence[Event]:
     nomenclature table, and alarm limits are written against that unit).  A record without a concentration
     (status only) and a control-solution test (a meter check, not the patient) give no observation.
     """
-    m = measurements.decode_glucose_measurement(data)
+    m = gls.decode_glucose_measurement(data)
     control = (
-        m.sample_type == measurements.GlucoseSampleType.CONTROL_SOLUTION
-        or m.sample_location == measurements.GlucoseSampleLocation.CONTROL_SOLUTION
+        m.sample_type == gls.GlucoseSampleType.CONTROL_SOLUTION
+        or m.sample_location == gls.GlucoseSampleLocation.CONTROL_SOLUTION
     )
     if m.concentration is None or m.sample_type is None or control:
         return []
-    if m.concentration_unit is measurements.GlucoseConcentrationUnit.KG_PER_L:
+    if m.concentration_unit is gls.GlucoseConcentrationUnit.KG_PER_L:
         mg_dl = _converted(m.concentration * _GLUCOSE_MG_DL_PER_KG_L)
     else:
         mg_dl = _converted(m.concentration * _GLUCOSE_MG_DL_PER_MOL_L)
@@ -409,14 +409,12 @@ PROFILES: dict[str, Profile] = {
     ),
     "blood_pressure": Profile(
         "blood_pressure",
-        {measurements.BLOOD_PRESSURE_MEASUREMENT: on_blood_pressure, bas.BATTERY_LEVEL: on_battery},
+        {bps.BLOOD_PRESSURE_MEASUREMENT: on_blood_pressure, bas.BATTERY_LEVEL: on_battery},
     ),
-    "thermometer": Profile(
-        "thermometer", {measurements.TEMPERATURE_MEASUREMENT: on_temperature, bas.BATTERY_LEVEL: on_battery}
-    ),
+    "thermometer": Profile("thermometer", {hts.TEMPERATURE_MEASUREMENT: on_temperature, bas.BATTERY_LEVEL: on_battery}),
     "glucose_meter": Profile(
         "glucose_meter",
-        {measurements.GLUCOSE_MEASUREMENT: on_glucose, bas.BATTERY_LEVEL: on_battery},
+        {gls.GLUCOSE_MEASUREMENT: on_glucose, bas.BATTERY_LEVEL: on_battery},
         features=frozenset({Feature.RECORD_BACKFILL}),
     ),
 }

@@ -249,8 +249,9 @@ class Spool:
 # a documented option; the handler gets `event.dataset_path`), but writes that file in plaintext through
 # tempfile.NamedTemporaryFile.  The spool stands in for that one name in pynetdicom.dimse_messages: the file
 # pynetdicom writes is then a sealed spool file, and the handler reads it back through the spool.  This is the
-# one place the gateway replaces a library's name; the version is pinned (<4) and tests/test_dicom_large.py checks
-# the seam.  Upstream, a factory option for the chunked-receive file would remove it.
+# one place the gateway replaces a library's name; the version is pinned (<4) and
+# tests/integration/test_dicom_large.py checks the seam.  Upstream, a factory option for the chunked-receive file
+# would remove it.
 _RECEIVING: list[Spool] = []
 
 

@@ -231,14 +231,21 @@ class _Store(SqliteStore):
                 "WHERE lane = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (int(lane), after.get(lane, 0), limit - len(out)),
             )
-            for seq, device, key_id, nonce, sealed, items, created_ns in cursor.fetchall():
-                try:
-                    payload = self._open(lane, device, seq, key_id, nonce, sealed)
-                except StorageError as err:
-                    self._quarantine(seq, type(err).__name__)
-                    continue
-                out.append(StoredRecord(seq, lane, device, payload, items, created_ns))
+            for row in cursor.fetchall():
+                if (record := self._record(lane, row)) is not None:
+                    out.append(record)
         return out
+
+    def _record(self, lane: Lane, row: tuple[int, str, str, bytes, bytes, int, int]) -> StoredRecord | None:
+        """A row (seq, device, key_id, nonce, sealed, items, created_ns) opened; None when it could not be
+        opened, in which case it has been quarantined."""
+        seq, device, key_id, nonce, sealed, items, created_ns = row
+        try:
+            payload = self._open(lane, device, seq, key_id, nonce, sealed)
+        except StorageError as err:
+            self._quarantine(seq, type(err).__name__)
+            return None
+        return StoredRecord(seq, lane, device, payload, items, created_ns)
 
     def read_message(self, after: dict[Lane, int], max_bytes: int, max_rows: int) -> list[StoredRecord]:
         """Rows for one uplink message: the highest-priority lane that has rows after its cursor, oldest
@@ -254,17 +261,13 @@ class _Store(SqliteStore):
             ).fetchall()
             out: list[StoredRecord] = []
             total = 0
-            for seq, device, key_id, nonce, sealed, items, created_ns in candidates:
-                size = len(sealed) - TAG_BYTES
+            for row in candidates:
+                size = len(row[4]) - TAG_BYTES  # the sealed payload's length, known without decrypting
                 if out and total + size > max_bytes:
                     break
-                try:
-                    payload = self._open(lane, device, seq, key_id, nonce, sealed)
-                except StorageError as err:
-                    self._quarantine(seq, type(err).__name__)
-                    continue
-                out.append(StoredRecord(seq, lane, device, payload, items, created_ns))
-                total += size
+                if (record := self._record(lane, row)) is not None:
+                    out.append(record)
+                    total += size
             if out:
                 return out
         return []

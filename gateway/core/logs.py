@@ -4,7 +4,7 @@ Redaction is an allowlist: only keys named in SAFE_KEYS keep their values.  Anyt
 a patient identifier, key material, a payload) is replaced by "[redacted]" whatever its name, so a developer
 who logs `value=...` by mistake leaks nothing.  Exceptions are rendered as their type and, for the gateway's
 own errors, their message (which by contract carries no values); a foreign exception's message is dropped
-because libraries put arbitrary data in it.  Standard-library loggers (aiomqtt, amqtt, asyncio) go through
+because libraries put arbitrary data in it.  Standard-library loggers (amqtt, asyncio, paho) go through
 the same chain.
 """
 
@@ -27,7 +27,8 @@ _SAFE_TYPES = (str, int, float, bool, type(None))
 
 # Foreign loggers whose messages are fixed text or format templates without data (checked in their source).
 # Every other library's message text is dropped: asyncio, for one, puts exception messages into its text.
-FOREIGN_TEXT_ALLOWED = frozenset({"aiomqtt", "mqtt"})
+# None today: the MQTT client (cloud_sync.mqtt) logs through structlog and leaves paho's logger off.
+FOREIGN_TEXT_ALLOWED: frozenset[str] = frozenset()
 
 SAFE_KEYS = frozenset(
     {
@@ -205,7 +206,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     keep_recent_lines()
     root.setLevel(level.upper())
     # Chatty third-party loggers: their protocol traces would include payload bytes at debug.
-    for name in ("amqtt", "transitions", "paho", "aiomqtt", "asyncio", "hpack", "httpx", "httpcore"):
+    for name in ("amqtt", "transitions", "paho", "asyncio", "hpack", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 

@@ -38,11 +38,11 @@ import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import aiomqtt
 import tomli_w
 
+from cloud_sync.mqtt import MqttClient, MqttError
 from cloud_sync.receiver import ReferenceReceiver
 from drivers.serial import hl7
 from drivers.serial.framing import MllpFramer, mllp_wrap
@@ -257,13 +257,17 @@ async def _local_alarms(port: int, seen: set[str]) -> None:
     """The ward display: a persistent session on the local alarm channel, so an outage loses nothing."""
     while True:
         try:
-            async with aiomqtt.Client("127.0.0.1", port, identifier="soak-ward-display", clean_session=False) as client:
+            async with MqttClient(
+                "127.0.0.1",
+                port,
+                client_id="soak-ward-display",
+                protocol="3.1.1",  # a session without clean start that never expires
+                clean_start=False,
+            ) as client:
                 await client.subscribe("iomt/local/+/alarms/#", qos=1)
                 async for message in client.messages:
-                    payload = message.payload
-                    if isinstance(payload, bytes | bytearray):
-                        seen.add(str(json.loads(payload)["id"]))
-        except aiomqtt.MqttError:
+                    seen.add(str(json.loads(message.payload)["id"]))
+        except MqttError:
             await asyncio.sleep(0.5)
 
 
@@ -339,7 +343,7 @@ async def _soak(folder: Path, disk: Path | None, duration_s: float, big_mb: int)
         skipped.append("broker_outage: needs Mosquitto (persistent sessions)")
     if disk is None:
         skipped.append("disk_full: needs root (or mount rights) for a small tmpfs")
-    protocol = "5" if broker.name == "mosquitto" else "3.1.1"
+    protocol: Literal["5", "3.1.1"] = "5" if broker.name == "mosquitto" else "3.1.1"
     receiver = ReferenceReceiver("127.0.0.1", broker.port, client_id="soak-receiver", protocol=protocol)
     local_ids: set[str] = set()
     fridge = MedicationFridge(unit_id=1)

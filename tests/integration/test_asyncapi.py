@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import numpy as np
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
+from cloud_sync.mqtt import MqttClient
 from cloud_sync.uplink import _state_payload
 from gateway.core.model import (
     Alarm,
@@ -111,7 +111,7 @@ async def test_state_and_health_as_published_validate(tmp_path: Path, mosquitto:
     async with running_gateway(config) as run:
         await run.wait_until(lambda: run.gateway.metrics.publishes > 3)
         await asyncio.sleep(0.5)
-        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier=f"h-{time.time_ns()}") as client:
+        async with MqttClient("127.0.0.1", mosquitto.port, client_id=f"h-{time.time_ns()}") as client:
             await client.subscribe("iomt/v1/test-gw/health", qos=1)
             async with asyncio.timeout(5):
                 message = await anext(aiter(client.messages))

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import pytest
 
+from cloud_sync.mqtt import MqttClient
 from gateway.config import parse_config
 from gateway.runner import STEPS, pending_path
 from tests.conftest import Mosquitto, config_dict
@@ -42,7 +42,7 @@ async def _online(port: int, started_after: int) -> None:
     """Wait for the gateway's retained state message to say online (published after it connected)."""
     async with (
         asyncio.timeout(30),
-        aiomqtt.Client("127.0.0.1", port, identifier=f"watch-{time.time_ns()}") as client,
+        MqttClient("127.0.0.1", port, client_id=f"watch-{time.time_ns()}") as client,
     ):
         await client.subscribe("iomt/v1/test-gw/state", qos=1)
         async for message in client.messages:

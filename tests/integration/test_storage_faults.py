@@ -17,8 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-
+from cloud_sync.mqtt import MqttClient
 from gateway.buffer import Buffer
 from gateway.config import parse_config
 from gateway.core.backlog import NewRecord
@@ -33,7 +32,7 @@ from tests.support.storage_faults import database_locked, fill, small_filesystem
 async def nurse_station(port: int) -> AsyncIterator[list[dict[str, Any]]]:
     """What a ward display subscribed to the local alarm channel sees, in order."""
     seen: list[dict[str, Any]] = []
-    async with aiomqtt.Client("127.0.0.1", port, identifier=f"nurse-{time.time_ns()}") as client:
+    async with MqttClient("127.0.0.1", port, client_id=f"nurse-{time.time_ns()}") as client:
         await client.subscribe("iomt/local/test-gw/alarms/#", qos=1)
 
         async def listen() -> None:

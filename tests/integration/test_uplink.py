@@ -1,19 +1,15 @@
 """The uplink against a real Mosquitto: a refused publish keeps its row; a clean stop says offline; a stop at
-any moment, even one that lands with the broker's answer to a subscribe, ends the gateway."""
+any moment, even one that lands with the broker's answer to a subscribe, ends the gateway (the client's own
+tests, tests/integration/test_mqtt_client.py, stop single calls at every instant)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
 
-import aiomqtt
-
-from cloud_sync.mqtt import call_keeping_stop
+from cloud_sync.mqtt import MqttClient
 from cloud_sync.uplink import SyncState
 from drivers.registry import Backends
 from gateway.config import parse_config
@@ -59,7 +55,7 @@ async def test_clean_stop_publishes_offline_state(tmp_path: Path, mosquitto: Mos
     async with running_gateway(config) as run:
         await run.wait_until(lambda: run.gateway.metrics.publishes > 2)
         await run.finish()
-    async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier=f"state-{time.time_ns()}") as client:
+    async with MqttClient("127.0.0.1", mosquitto.port, client_id=f"state-{time.time_ns()}") as client:
         await client.subscribe("iomt/v1/test-gw/state", qos=1)
         async with asyncio.timeout(5):
             message = await anext(aiter(client.messages))
@@ -67,33 +63,11 @@ async def test_clean_stop_publishes_offline_state(tmp_path: Path, mosquitto: Mos
     assert json.loads(bytes(message.payload))["state"] == "offline"
 
 
-async def test_a_stop_that_lands_with_the_brokers_answer_is_not_lost() -> None:
-    """aiomqtt waits for each answer with asyncio.wait_for; on Python 3.11 a cancellation that arrives in the same
-    turn of the loop as the answer is dropped, and the caller carries on.  call_keeping_stop raises it."""
-    loop = asyncio.get_running_loop()
-
-    async def stop_as_the_answer_lands(call: Callable[[asyncio.Future[str]], Coroutine[Any, Any, str]]) -> object:
-        answer: asyncio.Future[str] = loop.create_future()
-        task = asyncio.create_task(call(answer))
-        await asyncio.sleep(0)  # the call now waits for the broker
-        task.cancel()  # the stop...
-        answer.set_result("SUBACK")  # ...and the broker's answer, in the same turn
-        try:
-            return await task
-        except asyncio.CancelledError as stopped:
-            return stopped
-
-    plain = await stop_as_the_answer_lands(lambda answer: asyncio.wait_for(answer, timeout=10))
-    kept = await stop_as_the_answer_lands(lambda answer: call_keeping_stop(asyncio.wait_for(answer, timeout=10)))
-    if sys.version_info < (3, 12):
-        assert plain == "SUBACK", "Python 3.11 drops the stop: why the uplink needs call_keeping_stop"
-    assert isinstance(kept, asyncio.CancelledError)
-
-
 async def test_a_stop_at_any_moment_of_the_start_ends_the_gateway(tmp_path: Path, mosquitto: Mosquitto) -> None:
     """The gateway with commands (so the uplink subscribes to its downlink topics) is stopped at successive
-    instants after it comes online, through its subscribes and first publishes: every stop ends it.  Before the
-    fix some of these stops met a SUBACK or PUBACK, the stop was lost and the shutdown waited forever."""
+    instants after it comes online, through its subscribes and first publishes: every stop ends it.  Over aiomqtt
+    (asyncio.wait_for on Python 3.11) some of these stops met a SUBACK or PUBACK, the stop was lost and the
+    shutdown waited forever."""
     issuer = Issuer()
     for attempt in range(40):
         document = config_dict(tmp_path / f"state-{attempt}", mosquitto.port)

@@ -16,7 +16,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from drivers.ble import bas, device_info, measurements
+from drivers.ble import bas, bps, device_info, gls, hts
+from drivers.ble.bps import (
+    BloodPressureFeature,
+    BloodPressureMeasurement,
+    IntermediateCuffPressure,
+    PressureUnit,
+)
 from drivers.ble.device_info import (
     AdjustReason,
     CurrentTime,
@@ -28,9 +34,7 @@ from drivers.ble.device_info import (
     SystemId,
     VendorIdSource,
 )
-from drivers.ble.measurements import (
-    BloodPressureFeature,
-    BloodPressureMeasurement,
+from drivers.ble.gls import (
     CarbohydrateId,
     GlucoseConcentrationUnit,
     GlucoseFeature,
@@ -41,11 +45,11 @@ from drivers.ble.measurements import (
     GlucoseSampleType,
     GlucoseSensorStatus,
     GlucoseTester,
-    IntermediateCuffPressure,
     Meal,
     MedicationId,
     MedicationUnit,
-    PressureUnit,
+)
+from drivers.ble.hts import (
     TemperatureMeasurement,
     TemperatureType,
     TemperatureUnit,
@@ -116,15 +120,15 @@ optional = st.one_of  # readability: optional(st.none(), x)
 
 
 def test_uuids_are_canonical_and_distinct() -> None:
-    assert measurements.BLOOD_PRESSURE_MEASUREMENT == "00002a35-0000-1000-8000-00805f9b34fb"
-    assert measurements.GLUCOSE_MEASUREMENT_CONTEXT == "00002a34-0000-1000-8000-00805f9b34fb"
-    assert measurements.HEALTH_THERMOMETER_SERVICE == "00001809-0000-1000-8000-00805f9b34fb"
+    assert bps.BLOOD_PRESSURE_MEASUREMENT == "00002a35-0000-1000-8000-00805f9b34fb"
+    assert gls.GLUCOSE_MEASUREMENT_CONTEXT == "00002a34-0000-1000-8000-00805f9b34fb"
+    assert hts.HEALTH_THERMOMETER_SERVICE == "00001809-0000-1000-8000-00805f9b34fb"
     assert device_info.CURRENT_TIME == "00002a2b-0000-1000-8000-00805f9b34fb"
     assert device_info.PNP_ID == "00002a50-0000-1000-8000-00805f9b34fb"
     assert device_info.SERIAL_NUMBER == device_info.SERIAL_NUMBER  # one definition, re-exported
     constants = {
         f"{module.__name__}.{name}": value
-        for module in (measurements, device_info)
+        for module in (bps, hts, gls, device_info)
         for name, value in vars(module).items()
         if name.isupper() and isinstance(value, str) and value.count("-") == 4
     }
@@ -156,14 +160,14 @@ ICP = b"\x04" + sf(152, 0) + U16.pack(NAN) + U16.pack(NAN) + sf(70, 0)
 
 
 def test_blood_pressure_measurement_spec_example() -> None:
-    m = measurements.decode_blood_pressure_measurement(BPM_FULL)
+    m = bps.decode_blood_pressure_measurement(BPM_FULL)
     assert m == BloodPressureMeasurement(120.0, 80.0, 93.3, PressureUnit.MMHG, (2024, 5, 1, 8, 30, 0), 72.0, 1, 0x0001)
-    assert measurements.encode_blood_pressure_measurement(m) == BPM_FULL
-    assert_truncations_invalid(measurements.decode_blood_pressure_measurement, BPM_FULL)
-    kpa = measurements.decode_blood_pressure_measurement(BPM_KPA)
+    assert bps.encode_blood_pressure_measurement(m) == BPM_FULL
+    assert_truncations_invalid(bps.decode_blood_pressure_measurement, BPM_FULL)
+    kpa = bps.decode_blood_pressure_measurement(BPM_KPA)
     assert kpa == BloodPressureMeasurement(16.0, 10.7, 12.5, PressureUnit.KPA)
     # The encoder prefers exponent 0 where it is exact (16 rather than 160e-1): same values, other bytes.
-    assert measurements.decode_blood_pressure_measurement(measurements.encode_blood_pressure_measurement(kpa)) == kpa
+    assert bps.decode_blood_pressure_measurement(bps.encode_blood_pressure_measurement(kpa)) == kpa
 
 
 @pytest.mark.parametrize("flags", range(32))
@@ -173,7 +177,7 @@ def test_blood_pressure_every_flag_combination(flags: int) -> None:
     frame += sf(65, 0) if flags & 0x04 else b""
     frame += b"\xff" if flags & 0x08 else b""  # 0xFF: unknown user
     frame += b"\x18\x00" if flags & 0x10 else b""  # pulse rate range bits 3-4 = 0b11
-    m = measurements.decode_blood_pressure_measurement(frame)
+    m = bps.decode_blood_pressure_measurement(frame)
     assert m == BloodPressureMeasurement(
         120.5,
         78.0,
@@ -184,8 +188,8 @@ def test_blood_pressure_every_flag_combination(flags: int) -> None:
         0xFF if flags & 0x08 else None,
         0x0018 if flags & 0x10 else None,
     )
-    assert measurements.encode_blood_pressure_measurement(m) == frame
-    assert_truncations_invalid(measurements.decode_blood_pressure_measurement, frame)
+    assert bps.encode_blood_pressure_measurement(m) == frame
+    assert_truncations_invalid(bps.decode_blood_pressure_measurement, frame)
 
 
 @pytest.mark.parametrize(
@@ -200,7 +204,7 @@ def test_blood_pressure_every_flag_combination(flags: int) -> None:
 )
 def test_blood_pressure_invalid(frame: bytes) -> None:
     with pytest.raises(InvalidFrame):
-        measurements.decode_blood_pressure_measurement(frame)
+        bps.decode_blood_pressure_measurement(frame)
 
 
 @pytest.mark.parametrize(
@@ -208,33 +212,31 @@ def test_blood_pressure_invalid(frame: bytes) -> None:
     [(NAN, math.nan), (NRES, math.nan), (RESERVED, math.nan), (POS_INF, math.inf), (NEG_INF, -math.inf)],
 )
 def test_blood_pressure_special_sfloat_values(raw: int, expected: float) -> None:
-    m = measurements.decode_blood_pressure_measurement(b"\x04" + sf(120, 0) + sf(80, 0) + U16.pack(raw) + U16.pack(raw))
+    m = bps.decode_blood_pressure_measurement(b"\x04" + sf(120, 0) + sf(80, 0) + U16.pack(raw) + U16.pack(raw))
     assert same(m.mean_arterial_pressure, expected)
     assert m.pulse_rate_bpm is not None
     assert same(m.pulse_rate_bpm, expected)
 
 
 def test_intermediate_cuff_pressure() -> None:
-    m = measurements.decode_intermediate_cuff_pressure(ICP)
+    m = bps.decode_intermediate_cuff_pressure(ICP)
     assert m == IntermediateCuffPressure(152.0, PressureUnit.MMHG, None, 70.0)
     # The encoder fills the unused diastolic and MAP with NaN, as the spec requires.
-    assert measurements.encode_intermediate_cuff_pressure(m) == ICP
-    assert_truncations_invalid(measurements.decode_intermediate_cuff_pressure, ICP)
+    assert bps.encode_intermediate_cuff_pressure(m) == ICP
+    assert_truncations_invalid(bps.decode_intermediate_cuff_pressure, ICP)
     # Some cuffs send 0 rather than NaN in the unused fields: nothing of theirs is read.
-    assert (
-        measurements.decode_intermediate_cuff_pressure(b"\x00" + sf(40, 0) + sf(0, 0) * 2).current_cuff_pressure == 40
-    )
+    assert bps.decode_intermediate_cuff_pressure(b"\x00" + sf(40, 0) + sf(0, 0) * 2).current_cuff_pressure == 40
 
 
 def test_blood_pressure_feature() -> None:
-    features = measurements.decode_blood_pressure_feature(b"\x21\x00")  # body movement, multiple bond
+    features = bps.decode_blood_pressure_feature(b"\x21\x00")  # body movement, multiple bond
     assert features == BloodPressureFeature.BODY_MOVEMENT_DETECTION | BloodPressureFeature.MULTIPLE_BOND
     assert BloodPressureFeature.CUFF_FIT_DETECTION not in features
-    assert measurements.decode_blood_pressure_feature(b"\x00\x81") == 0x8100  # bits of a newer spec kept
-    assert measurements.encode_blood_pressure_feature(features) == b"\x21\x00"
+    assert bps.decode_blood_pressure_feature(b"\x00\x81") == 0x8100  # bits of a newer spec kept
+    assert bps.encode_blood_pressure_feature(features) == b"\x21\x00"
     for frame in (b"", b"\x21", b"\x21\x00\x00"):
         with pytest.raises(InvalidFrame):
-            measurements.decode_blood_pressure_feature(frame)
+            bps.decode_blood_pressure_feature(frame)
 
 
 units = st.sampled_from(list(PressureUnit))
@@ -263,24 +265,22 @@ cuff_pressures = st.builds(
 @FAST
 @given(blood_pressures)
 def test_blood_pressure_round_trip(m: BloodPressureMeasurement) -> None:
-    assert measurements.decode_blood_pressure_measurement(measurements.encode_blood_pressure_measurement(m)) == m
+    assert bps.decode_blood_pressure_measurement(bps.encode_blood_pressure_measurement(m)) == m
 
 
 @FAST
 @given(cuff_pressures)
 def test_intermediate_cuff_pressure_round_trip(m: IntermediateCuffPressure) -> None:
-    assert measurements.decode_intermediate_cuff_pressure(measurements.encode_intermediate_cuff_pressure(m)) == m
+    assert bps.decode_intermediate_cuff_pressure(bps.encode_intermediate_cuff_pressure(m)) == m
 
 
 def test_blood_pressure_encoder_rejects_what_the_wire_cannot_carry() -> None:
     with pytest.raises(ValueError, match="user_id"):
-        measurements.encode_blood_pressure_measurement(BloodPressureMeasurement(1, 2, 3, user_id=256))
+        bps.encode_blood_pressure_measurement(BloodPressureMeasurement(1, 2, 3, user_id=256))
     with pytest.raises(ValueError, match="timestamp"):
-        measurements.encode_blood_pressure_measurement(
-            BloodPressureMeasurement(1, 2, 3, timestamp=(2024, 2, 3, 24, 0, 0))
-        )
+        bps.encode_blood_pressure_measurement(BloodPressureMeasurement(1, 2, 3, timestamp=(2024, 2, 3, 24, 0, 0)))
     with pytest.raises(ValueError, match="too large"):
-        measurements.encode_blood_pressure_measurement(BloodPressureMeasurement(1e12, 2, 3))
+        bps.encode_blood_pressure_measurement(BloodPressureMeasurement(1e12, 2, 3))
 
 
 # -------------------------------------------------------------------------------------- health thermometer
@@ -292,18 +292,18 @@ TEMP_FAHRENHEIT = b"\x01" + fl(986, -1)  # 98.6 [degF]
 
 
 def test_temperature_measurement_spec_examples() -> None:
-    m = measurements.decode_temperature_measurement(TEMP_FULL)
+    m = hts.decode_temperature_measurement(TEMP_FULL)
     assert m == TemperatureMeasurement(36.6, TemperatureUnit.CELSIUS, (2024, 2, 29, 7, 15, 0), TemperatureType.EAR)
     assert isinstance(m.temperature_type, TemperatureType)
-    assert measurements.encode_temperature_measurement(m) == TEMP_FULL
-    f = measurements.decode_temperature_measurement(TEMP_FAHRENHEIT)
+    assert hts.encode_temperature_measurement(m) == TEMP_FULL
+    f = hts.decode_temperature_measurement(TEMP_FAHRENHEIT)
     assert f == TemperatureMeasurement(98.6, TemperatureUnit.FAHRENHEIT)
-    assert measurements.encode_temperature_measurement(f) == TEMP_FAHRENHEIT
-    assert measurements.decode_intermediate_temperature(TEMP_FULL) == m
-    assert measurements.encode_intermediate_temperature(m) == TEMP_FULL
+    assert hts.encode_temperature_measurement(f) == TEMP_FAHRENHEIT
+    assert hts.decode_intermediate_temperature(TEMP_FULL) == m
+    assert hts.encode_intermediate_temperature(m) == TEMP_FULL
     for frame in (TEMP_FULL, TEMP_FAHRENHEIT):
-        assert_truncations_invalid(measurements.decode_temperature_measurement, frame)
-        assert_truncations_invalid(measurements.decode_intermediate_temperature, frame)
+        assert_truncations_invalid(hts.decode_temperature_measurement, frame)
+        assert_truncations_invalid(hts.decode_intermediate_temperature, frame)
 
 
 @pytest.mark.parametrize("flags", range(8))
@@ -311,15 +311,15 @@ def test_temperature_every_flag_combination(flags: int) -> None:
     frame = bytes([flags]) + fl(-155, -1)
     frame += date_time(0, 0, 0, 12, 0, 0) if flags & 0x02 else b""  # date unknown
     frame += b"\x0c" if flags & 0x04 else b""  # a type value no published spec defines: kept as int
-    m = measurements.decode_temperature_measurement(frame)
+    m = hts.decode_temperature_measurement(frame)
     assert m == TemperatureMeasurement(
         -15.5,
         TemperatureUnit.FAHRENHEIT if flags & 0x01 else TemperatureUnit.CELSIUS,
         (0, 0, 0, 12, 0, 0) if flags & 0x02 else None,
         12 if flags & 0x04 else None,
     )
-    assert measurements.encode_temperature_measurement(m) == frame
-    assert_truncations_invalid(measurements.decode_temperature_measurement, frame)
+    assert hts.encode_temperature_measurement(m) == frame
+    assert_truncations_invalid(hts.decode_temperature_measurement, frame)
 
 
 @pytest.mark.parametrize(
@@ -327,27 +327,27 @@ def test_temperature_every_flag_combination(flags: int) -> None:
     [(0x007FFFFF, math.nan), (0x00800000, math.nan), (0x007FFFFE, math.inf), (0x00800002, -math.inf)],
 )
 def test_temperature_special_float_values(raw: int, expected: float) -> None:
-    m = measurements.decode_temperature_measurement(b"\x00" + U32.pack(raw))
+    m = hts.decode_temperature_measurement(b"\x00" + U32.pack(raw))
     assert same(m.temperature, expected)
     # The encoder writes the specials back: NaN (NRes collapses to NaN), +INF, -INF.
-    again = measurements.decode_temperature_measurement(measurements.encode_temperature_measurement(m))
+    again = hts.decode_temperature_measurement(hts.encode_temperature_measurement(m))
     assert same(again.temperature, expected)
 
 
 @pytest.mark.parametrize("frame", [b"\x08" + fl(366, -1), b"\x00" + fl(366, -1) + b"\x00", b"\x04" + fl(366, -1)])
 def test_temperature_invalid(frame: bytes) -> None:
     with pytest.raises(InvalidFrame):
-        measurements.decode_temperature_measurement(frame)
+        hts.decode_temperature_measurement(frame)
 
 
 def test_temperature_type() -> None:
-    assert measurements.decode_temperature_type(b"\x02") is TemperatureType.BODY
-    assert measurements.decode_temperature_type(b"\x09") is TemperatureType.TYMPANUM
-    assert measurements.decode_temperature_type(b"\x00") == 0  # reserved, kept
-    assert measurements.encode_temperature_type(TemperatureType.RECTUM) == b"\x07"
+    assert hts.decode_temperature_type(b"\x02") is TemperatureType.BODY
+    assert hts.decode_temperature_type(b"\x09") is TemperatureType.TYMPANUM
+    assert hts.decode_temperature_type(b"\x00") == 0  # reserved, kept
+    assert hts.encode_temperature_type(TemperatureType.RECTUM) == b"\x07"
     for frame in (b"", b"\x01\x01"):
         with pytest.raises(InvalidFrame):
-            measurements.decode_temperature_type(frame)
+            hts.decode_temperature_type(frame)
 
 
 temperatures = st.builds(
@@ -362,8 +362,8 @@ temperatures = st.builds(
 @FAST
 @given(temperatures)
 def test_temperature_round_trip(m: TemperatureMeasurement) -> None:
-    assert measurements.decode_temperature_measurement(measurements.encode_temperature_measurement(m)) == m
-    assert measurements.decode_intermediate_temperature(measurements.encode_intermediate_temperature(m)) == m
+    assert hts.decode_temperature_measurement(hts.encode_temperature_measurement(m)) == m
+    assert hts.decode_intermediate_temperature(hts.encode_intermediate_temperature(m)) == m
 
 
 # ------------------------------------------------------------------------------------------------- glucose
@@ -383,7 +383,7 @@ GLUCOSE_MOL = b"\x06" + b"\x2a\x01" + date_time(2024, 1, 2, 3, 4, 5) + sf(53, -4
 
 
 def test_glucose_measurement_spec_examples() -> None:
-    m = measurements.decode_glucose_measurement(GLUCOSE_FULL)
+    m = gls.decode_glucose_measurement(GLUCOSE_FULL)
     assert m == GlucoseMeasurement(
         7,
         (2024, 1, 2, 3, 4, 5),
@@ -395,9 +395,9 @@ def test_glucose_measurement_spec_examples() -> None:
         GlucoseSensorStatus.DEVICE_BATTERY_LOW,
         context_follows=True,
     )
-    assert measurements.encode_glucose_measurement(m) == GLUCOSE_FULL
-    assert_truncations_invalid(measurements.decode_glucose_measurement, GLUCOSE_FULL)
-    mol = measurements.decode_glucose_measurement(GLUCOSE_MOL)
+    assert gls.encode_glucose_measurement(m) == GLUCOSE_FULL
+    assert_truncations_invalid(gls.decode_glucose_measurement, GLUCOSE_FULL)
+    mol = gls.decode_glucose_measurement(GLUCOSE_MOL)
     assert (mol.sequence_number, mol.concentration, mol.concentration_unit) == (
         298,
         0.0053,
@@ -405,7 +405,7 @@ def test_glucose_measurement_spec_examples() -> None:
     )
     assert (mol.sample_type, mol.sample_location) == (GlucoseSampleType.CAPILLARY_PLASMA, GlucoseSampleLocation.FINGER)
     assert mol.time_offset_min is None and mol.sensor_status is None and not mol.context_follows
-    assert measurements.encode_glucose_measurement(mol) == GLUCOSE_MOL
+    assert gls.encode_glucose_measurement(mol) == GLUCOSE_MOL
 
 
 @pytest.mark.parametrize("flags", range(32))
@@ -414,7 +414,7 @@ def test_glucose_every_flag_combination(flags: int) -> None:
     frame += struct.pack("<h", 1440) if flags & 0x01 else b""
     frame += sf(1, -3) + b"\xf9" if flags & 0x02 else b""  # 1e-3; sample location 15 (n/a), type 9 (ISF)
     frame += b"\x00\x80" if flags & 0x08 else b""  # a status bit no published spec defines: kept
-    m = measurements.decode_glucose_measurement(frame)
+    m = gls.decode_glucose_measurement(frame)
     assert m == GlucoseMeasurement(
         0xFFFF,
         (2025, 6, 30, 23, 0, 59),
@@ -426,8 +426,8 @@ def test_glucose_every_flag_combination(flags: int) -> None:
         0x8000 if flags & 0x08 else None,
         bool(flags & 0x10),
     )
-    assert measurements.encode_glucose_measurement(m) == frame
-    assert_truncations_invalid(measurements.decode_glucose_measurement, frame)
+    assert gls.encode_glucose_measurement(m) == frame
+    assert_truncations_invalid(gls.decode_glucose_measurement, frame)
 
 
 @pytest.mark.parametrize(
@@ -440,26 +440,24 @@ def test_glucose_every_flag_combination(flags: int) -> None:
 )
 def test_glucose_invalid(frame: bytes) -> None:
     with pytest.raises(InvalidFrame):
-        measurements.decode_glucose_measurement(frame)
+        gls.decode_glucose_measurement(frame)
 
 
 @pytest.mark.parametrize(("raw", "expected"), [(NRES, math.nan), (POS_INF, math.inf), (NEG_INF, -math.inf)])
 def test_glucose_special_sfloat_values(raw: int, expected: float) -> None:
-    m = measurements.decode_glucose_measurement(
-        b"\x02\x01\x00" + date_time(2024, 1, 2, 3, 4, 5) + U16.pack(raw) + b"\x11"
-    )
+    m = gls.decode_glucose_measurement(b"\x02\x01\x00" + date_time(2024, 1, 2, 3, 4, 5) + U16.pack(raw) + b"\x11")
     assert same(m.concentration, expected)
 
 
 def test_glucose_encoder_keeps_type_and_location_with_the_concentration() -> None:
     with pytest.raises(ValueError, match="together"):
-        measurements.encode_glucose_measurement(GlucoseMeasurement(1, (2024, 1, 1, 0, 0, 0), concentration=1e-3))
+        gls.encode_glucose_measurement(GlucoseMeasurement(1, (2024, 1, 1, 0, 0, 0), concentration=1e-3))
     with pytest.raises(ValueError, match="sample_type"):
-        measurements.encode_glucose_measurement(
+        gls.encode_glucose_measurement(
             GlucoseMeasurement(1, (2024, 1, 1, 0, 0, 0), None, 1e-3, sample_type=16, sample_location=1)
         )
     with pytest.raises(ValueError, match="time_offset"):
-        measurements.encode_glucose_measurement(GlucoseMeasurement(1, (2024, 1, 1, 0, 0, 0), 40_000))
+        gls.encode_glucose_measurement(GlucoseMeasurement(1, (2024, 1, 1, 0, 0, 0), 40_000))
 
 
 concentrations = optional(
@@ -483,7 +481,7 @@ glucose_measurements = st.builds(
 @FAST
 @given(glucose_measurements)
 def test_glucose_round_trip(m: GlucoseMeasurement) -> None:
-    assert measurements.decode_glucose_measurement(measurements.encode_glucose_measurement(m)) == m
+    assert gls.decode_glucose_measurement(gls.encode_glucose_measurement(m)) == m
 
 
 # Flags 0xFF: every field, medication in litres, extended flags octet present (all reserved, so 0).
@@ -504,7 +502,7 @@ CONTEXT_FULL = (
 
 
 def test_glucose_context_spec_example() -> None:
-    c = measurements.decode_glucose_measurement_context(CONTEXT_FULL)
+    c = gls.decode_glucose_measurement_context(CONTEXT_FULL)
     assert c == GlucoseMeasurementContext(
         7,
         CarbohydrateId.BREAKFAST,
@@ -520,14 +518,14 @@ def test_glucose_context_spec_example() -> None:
         6.5,
         extended_flags=0,
     )
-    assert measurements.encode_glucose_measurement_context(c) == CONTEXT_FULL
-    assert_truncations_invalid(measurements.decode_glucose_measurement_context, CONTEXT_FULL)
+    assert gls.encode_glucose_measurement_context(c) == CONTEXT_FULL
+    assert_truncations_invalid(gls.decode_glucose_measurement_context, CONTEXT_FULL)
 
 
 def test_glucose_context_skips_exactly_the_present_fields() -> None:
     # Flags 0x54: tester-health, medication (kg) and HbA1c; the carbohydrate, meal and exercise fields are absent.
     frame = b"\x54" + b"\x02\x00" + b"\xf2" + b"\x04" + sf(2, -6) + sf(71, -1)
-    c = measurements.decode_glucose_measurement_context(frame)
+    c = gls.decode_glucose_measurement_context(frame)
     assert c == GlucoseMeasurementContext(
         2,
         tester=GlucoseTester.HEALTH_CARE_PROFESSIONAL,
@@ -536,7 +534,7 @@ def test_glucose_context_skips_exactly_the_present_fields() -> None:
         medication=2e-6,
         hba1c_pct=7.1,
     )
-    assert measurements.encode_glucose_measurement_context(c) == frame
+    assert gls.encode_glucose_measurement_context(c) == frame
 
 
 CONTEXT_FIELDS = {
@@ -555,7 +553,7 @@ def test_glucose_context_every_flag_combination(flags: int) -> None:
     for bit in (0x01, 0x02, 0x04, 0x08, 0x10, 0x40):
         if flags & bit:
             frame += (b"\x06" if bit == 0x01 else b"") + CONTEXT_FIELDS[bit]
-    c = measurements.decode_glucose_measurement_context(frame)
+    c = gls.decode_glucose_measurement_context(frame)
     assert c == GlucoseMeasurementContext(
         0x1234,
         CarbohydrateId.SUPPER if flags & 0x01 else None,
@@ -571,19 +569,19 @@ def test_glucose_context_every_flag_combination(flags: int) -> None:
         -1.0 if flags & 0x40 else None,
         0 if flags & 0x80 else None,
     )
-    assert measurements.encode_glucose_measurement_context(c) == frame
-    assert_truncations_invalid(measurements.decode_glucose_measurement_context, frame)
+    assert gls.encode_glucose_measurement_context(c) == frame
+    assert_truncations_invalid(gls.decode_glucose_measurement_context, frame)
 
 
 def test_glucose_context_rejects_set_extended_flags_and_trailing_bytes() -> None:
     with pytest.raises(InvalidFrame, match="reserved"):
-        measurements.decode_glucose_measurement_context(b"\x80\x01\x00\x01")
+        gls.decode_glucose_measurement_context(b"\x80\x01\x00\x01")
     with pytest.raises(InvalidFrame):
-        measurements.decode_glucose_measurement_context(b"\x00\x01\x00\x00")
+        gls.decode_glucose_measurement_context(b"\x00\x01\x00\x00")
     with pytest.raises(ValueError, match="together"):
-        measurements.encode_glucose_measurement_context(GlucoseMeasurementContext(1, tester=1))
+        gls.encode_glucose_measurement_context(GlucoseMeasurementContext(1, tester=1))
     with pytest.raises(ValueError, match="reserved"):
-        measurements.encode_glucose_measurement_context(GlucoseMeasurementContext(1, extended_flags=1))
+        gls.encode_glucose_measurement_context(GlucoseMeasurementContext(1, extended_flags=1))
 
 
 def pair(first: st.SearchStrategy[Any], second: st.SearchStrategy[Any]) -> st.SearchStrategy[tuple[Any, Any]]:
@@ -621,15 +619,15 @@ glucose_contexts = st.builds(
 @FAST
 @given(glucose_contexts)
 def test_glucose_context_round_trip(c: GlucoseMeasurementContext) -> None:
-    assert measurements.decode_glucose_measurement_context(measurements.encode_glucose_measurement_context(c)) == c
+    assert gls.decode_glucose_measurement_context(gls.encode_glucose_measurement_context(c)) == c
 
 
 def test_glucose_feature() -> None:
-    features = measurements.decode_glucose_feature(b"\x01\x04")
+    features = gls.decode_glucose_feature(b"\x01\x04")
     assert features == GlucoseFeature.LOW_BATTERY_DETECTION | GlucoseFeature.MULTIPLE_BOND
-    assert measurements.encode_glucose_feature(features) == b"\x01\x04"
+    assert gls.encode_glucose_feature(features) == b"\x01\x04"
     with pytest.raises(InvalidFrame):
-        measurements.decode_glucose_feature(b"\x01")
+        gls.decode_glucose_feature(b"\x01")
 
 
 # ------------------------------------------------------------------------------------- device information
@@ -683,7 +681,7 @@ def test_device_identity_from_whichever_characteristics_are_present() -> None:
         device_info.SOFTWARE_REVISION: b"2.0.1",
         device_info.PNP_ID: bytes.fromhex("02b80a01000001"),
         device_info.REGULATORY_CERTIFICATION_DATA_LIST: b"\x00\x01",
-        measurements.GLUCOSE_FEATURE: b"\x00\x00",  # not a DIS characteristic: ignored
+        gls.GLUCOSE_FEATURE: b"\x00\x00",  # not a DIS characteristic: ignored
     }
     identity = device_info.decode_device_identity(reads)
     assert identity == DeviceIdentity(
@@ -798,15 +796,15 @@ def test_local_time_information() -> None:
 # --------------------------------------------------------------------------------- never anything but InvalidFrame
 
 DECODERS: dict[str, Callable[[bytes], object]] = {
-    "blood_pressure_measurement": measurements.decode_blood_pressure_measurement,
-    "intermediate_cuff_pressure": measurements.decode_intermediate_cuff_pressure,
-    "blood_pressure_feature": measurements.decode_blood_pressure_feature,
-    "temperature_measurement": measurements.decode_temperature_measurement,
-    "intermediate_temperature": measurements.decode_intermediate_temperature,
-    "temperature_type": measurements.decode_temperature_type,
-    "glucose_measurement": measurements.decode_glucose_measurement,
-    "glucose_measurement_context": measurements.decode_glucose_measurement_context,
-    "glucose_feature": measurements.decode_glucose_feature,
+    "blood_pressure_measurement": bps.decode_blood_pressure_measurement,
+    "intermediate_cuff_pressure": bps.decode_intermediate_cuff_pressure,
+    "blood_pressure_feature": bps.decode_blood_pressure_feature,
+    "temperature_measurement": hts.decode_temperature_measurement,
+    "intermediate_temperature": hts.decode_intermediate_temperature,
+    "temperature_type": hts.decode_temperature_type,
+    "glucose_measurement": gls.decode_glucose_measurement,
+    "glucose_measurement_context": gls.decode_glucose_measurement_context,
+    "glucose_feature": gls.decode_glucose_feature,
     "dis_string": device_info.decode_dis_string,
     "system_id": device_info.decode_system_id,
     "pnp_id": device_info.decode_pnp_id,
@@ -874,7 +872,7 @@ def test_dataclasses_are_frozen_and_slotted() -> None:
 
 def test_errors_carry_no_measured_values() -> None:
     with pytest.raises(InvalidFrame) as excinfo:
-        measurements.decode_blood_pressure_measurement(BPM_FULL + b"\x99")
+        bps.decode_blood_pressure_measurement(BPM_FULL + b"\x99")
     fields = excinfo.value.log_fields()
     assert fields["characteristic"] == "blood_pressure_measurement"
     assert {"length", "expected"} <= set(fields)
@@ -980,9 +978,9 @@ def test_glucose_profile_skips_records_without_a_concentration() -> None:
 
 
 def test_new_profiles_are_registered_and_accepted_by_the_config() -> None:
-    assert PROFILES["blood_pressure"].notify.keys() == {measurements.BLOOD_PRESSURE_MEASUREMENT, bas.BATTERY_LEVEL}
-    assert PROFILES["thermometer"].notify.keys() == {measurements.TEMPERATURE_MEASUREMENT, bas.BATTERY_LEVEL}
-    assert PROFILES["glucose_meter"].notify.keys() == {measurements.GLUCOSE_MEASUREMENT, bas.BATTERY_LEVEL}
+    assert PROFILES["blood_pressure"].notify.keys() == {bps.BLOOD_PRESSURE_MEASUREMENT, bas.BATTERY_LEVEL}
+    assert PROFILES["thermometer"].notify.keys() == {hts.TEMPERATURE_MEASUREMENT, bas.BATTERY_LEVEL}
+    assert PROFILES["glucose_meter"].notify.keys() == {gls.GLUCOSE_MEASUREMENT, bas.BATTERY_LEVEL}
     for name, profile in PROFILES.items():
         assert profile.name == name
     # Every profile the config accepts has an entry, and every entry can be configured.

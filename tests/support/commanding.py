@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cloud_sync.mqtt import MqttClient
 from gateway.commands.envelope import CONFIG_DOMAIN, sign
 from gateway.config import Config, parse_config
 from tests.conftest import config_dict
@@ -86,14 +86,14 @@ class Issuer:
 
 async def publish(port: int, envelope: dict[str, Any] | bytes, gateway: str = "test-gw") -> None:
     payload = envelope if isinstance(envelope, bytes) else json.dumps(envelope).encode()
-    async with aiomqtt.Client("127.0.0.1", port, identifier=f"issuer-{time.time_ns()}") as client:
+    async with MqttClient("127.0.0.1", port, client_id=f"issuer-{time.time_ns()}") as client:
         await client.publish(f"iomt/v1/{gateway}/down/commands", payload, qos=1)
 
 
 async def publish_to(port: int, kind: str, payload: bytes, gateway: str = "test-gw") -> None:
     """Publish raw bytes on a downlink topic: kind "commands" or "config"."""
     topic = "commands" if kind == "commands" else "config"
-    async with aiomqtt.Client("127.0.0.1", port, identifier=f"issuer-{time.time_ns()}") as client:
+    async with MqttClient("127.0.0.1", port, client_id=f"issuer-{time.time_ns()}") as client:
         await client.publish(f"iomt/v1/{gateway}/down/{topic}", payload, qos=1)
 
 
