@@ -30,12 +30,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
 from cloud_sync.bridge.errors import Poison, TargetUnavailable
-from cloud_sync.mqtt import AckingClient, call_keeping_stop
+from cloud_sync.mqtt import REFUSED, Message, MqttClient, MqttError
 from cloud_sync.tls import client_context
 from gateway.core.errors import ConfigError
 from gateway.core.logs import get_logger
@@ -141,18 +137,6 @@ class Parking:
         return path
 
 
-class ManualAckClient(AckingClient):
-    """aiomqtt's client with acknowledgement by hand (paho's manual_ack, under aiomqtt as AckingClient is)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._client.manual_ack_set(True)
-
-    def ack(self, message: aiomqtt.Message) -> None:
-        if message.qos > 0:
-            self._client.ack(message.mid, message.qos)
-
-
 def shared_topics(group: str, prefix: str, lanes: frozenset[Lane]) -> list[str]:
     return [f"$share/{group}/{prefix}/+/up/{lane.topic_name}" for lane in sorted(lanes)]
 
@@ -192,19 +176,18 @@ class BridgeWorker:
         self.subscribed = asyncio.Event()
         self._target_down = False
 
-    def _client(self) -> ManualAckClient:
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = self.session_expiry_s
-        properties.ReceiveMaximum = self.receive_maximum
-        return ManualAckClient(
+    def _client(self) -> MqttClient:
+        return MqttClient(
             self.broker.host,
             self.broker.port,
-            identifier=self.client_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
+            client_id=self.client_id,
+            protocol="5",
             clean_start=False,
-            properties=properties,
+            session_expiry_s=self.session_expiry_s,
+            receive_maximum=self.receive_maximum,
+            manual_ack=True,
             tls_context=self.broker.tls,
-            keepalive=30,
+            keepalive_s=30,
         )
 
     async def run(self) -> None:
@@ -217,7 +200,7 @@ class BridgeWorker:
                         if policy.succeeded():
                             log.info("bridge reconnected", client_id=self.client_id)
                         await self._consume(client)
-                except aiomqtt.MqttError as err:
+                except MqttError as err:
                     self.subscribed.clear()
                     delay = policy.failed()
                     (log.warning if policy.first_failure else log.debug)(
@@ -233,10 +216,10 @@ class BridgeWorker:
                 await reporter
             await self.sink.aclose()
 
-    async def _consume(self, client: ManualAckClient) -> None:
+    async def _consume(self, client: MqttClient) -> None:
         for topic in shared_topics(self.group, self.broker.topic_prefix, self.sink.lanes):
-            granted = await call_keeping_stop(client.subscribe(topic, qos=1))
-            if any(getattr(code, "value", code) >= 0x80 for code in granted):
+            granted = await client.subscribe(topic, qos=1)
+            if any(code >= REFUSED for code in granted):
                 raise ConfigError("the broker refused the bridge's shared subscription", topic=topic)
         self.subscribed.set()
         lanes = ",".join(lane.topic_name for lane in sorted(self.sink.lanes))
@@ -255,10 +238,9 @@ class BridgeWorker:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _handle(self, client: ManualAckClient, message: aiomqtt.Message, slots: asyncio.Semaphore) -> None:
+    async def _handle(self, client: MqttClient, message: Message, slots: asyncio.Semaphore) -> None:
         try:
-            payload = bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else b""
-            await self._process(str(message.topic), payload)
+            await self._process(message.topic, message.payload)
             client.ack(message)
             self.stats.messages += 1
         finally:

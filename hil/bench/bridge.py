@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-
+from cloud_sync.mqtt import REFUSED, MqttClient
 from gateway.core.model import Alarm, AlarmKind, AlarmPriority, AlarmState, Lane, Observation, new_id, now_ns
 from gateway.core.nomenclature import quantity
 from gateway.core.wire import encode_batch, encode_message
@@ -87,12 +86,13 @@ def _traffic(gateway: str) -> tuple[list[tuple[str, bytes]], set[str]]:
     return messages + messages[::RESEND_EVERY], ids
 
 
-async def _publish(port: int, gateway: str, messages: list[tuple[str, bytes]]) -> None:
-    async with aiomqtt.Client(
-        "127.0.0.1", port, identifier=f"bench-{gateway}", protocol=aiomqtt.ProtocolVersion.V5
-    ) as client:
+async def _publish(port: int, gateway: str, messages: list[tuple[str, bytes]]) -> int:
+    """Publish as the uplink does (QoS 1, one at a time); how many the broker refused (PUBACK >= 0x80)."""
+    refused = 0
+    async with MqttClient("127.0.0.1", port, client_id=f"bench-{gateway}") as client:
         for topic, payload in messages:
-            await client.publish(topic, payload, qos=1)
+            refused += await client.publish(topic, payload, qos=1) >= REFUSED
+    return refused
 
 
 def _start_worker(index: int, group: str, broker_port: int, fhir_base: str, folder: Path) -> subprocess.Popen[bytes]:
@@ -142,7 +142,9 @@ async def bench_bridge(gateways: int = GATEWAYS, workers: int = WORKERS, **_: An
             resent = published - sum(len(DEVICES) * MESSAGES_PER_DEVICE + 1 for _ in traffic)
             cpu_before = time.process_time()
             start = time.perf_counter()
-            await asyncio.gather(*(_publish(broker.port, f"gw{g:03d}", m) for g, (m, _) in enumerate(traffic)))
+            refused = await asyncio.gather(
+                *(_publish(broker.port, f"gw{g:03d}", m) for g, (m, _) in enumerate(traffic))
+            )
             publish_s = time.perf_counter() - start
             deadline = time.monotonic() + 120
             while fhir.store.count("Observation") < len(expected) and time.monotonic() < deadline:  # noqa: ASYNC110 - polls the store's count
@@ -177,6 +179,7 @@ async def bench_bridge(gateways: int = GATEWAYS, workers: int = WORKERS, **_: An
             "values": len(expected),
             "messages_published": published,
             "messages_resent": resent,
+            "messages_refused": sum(refused),
             "parked": parked,
             "wall_s": round(wall_s, 2),
             "publish_s": round(publish_s, 2),

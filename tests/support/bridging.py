@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import numpy as np
 from fhir.resources.R4B import get_fhir_model_class
 
 from cloud_sync.bridge.fhir_map import SYSTEM_EVENT
 from cloud_sync.bridge.worker import BridgeWorker
+from cloud_sync.mqtt import REFUSED, MqttClient
 from gateway.core.model import (
     Alarm,
     AlarmKind,
@@ -87,9 +87,9 @@ def topic(gateway: str, lane: Lane, prefix: str = "iomt/v1") -> str:
 
 async def publish(port: int, messages: Sequence[tuple[str, bytes]], *, client_id: str = "test-gw-pub") -> None:
     """Publish (topic, payload) pairs with QoS 1 and wait for each PUBACK, as the uplink does."""
-    async with aiomqtt.Client("127.0.0.1", port, identifier=client_id, protocol=aiomqtt.ProtocolVersion.V5) as client:
+    async with MqttClient("127.0.0.1", port, client_id=client_id) as client:
         for name, payload in messages:
-            await client.publish(name, payload, qos=1)
+            assert await client.publish(name, payload, qos=1) < REFUSED, f"the broker refused a publish to {name}"
 
 
 @contextlib.asynccontextmanager
