@@ -131,6 +131,11 @@ SAFE_KEYS = frozenset(
         "limit",
         "group",
         "channel",
+        # bridges (cloud side): counts and the sink's name
+        "sink",
+        "created",
+        "existing",
+        "parked",
     }
 )
 
@@ -214,7 +219,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     keep_recent_lines()
     root.setLevel(level.upper())
     # Chatty third-party loggers: their protocol traces would include payload bytes at debug.
-    for name in ("amqtt", "transitions", "paho", "asyncio", "hpack"):
+    for name in ("amqtt", "transitions", "paho", "asyncio", "hpack", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 

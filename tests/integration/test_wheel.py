@@ -148,6 +148,7 @@ def test_the_demo_runs_from_the_wheel(installed: dict[str, Any]) -> None:
         ("buffer", "--backlog-mb", "16"),
         ("sync", "--devices", "2", "--backlog-s", "60"),
         ("soak", "--minutes", "0.25", "--dicom-mb", "8"),
+        ("bridge", "--gateways", "3", "--workers", "1"),
     ],
 )
 def test_each_bench_runs_from_the_wheel(installed: dict[str, Any], args: tuple[str, ...]) -> None:
