@@ -187,7 +187,8 @@ class AdminServer:
         snap = await self._gateway.snapshot()
         return [
             {
-                "id": a.id,
+                "id": a.alarm_id,
+                "event_id": a.id,
                 "device": a.device_id,
                 "condition": a.condition,
                 "kind": a.kind.value,
@@ -208,7 +209,7 @@ class AdminServer:
         alarm = self._gateway.set_alarm_state(str(request.get("id", "")), state)
         if alarm is None:
             raise GatewayError("no active alarm with that id; list them with `iomt-gateway alarms`")
-        return {"id": alarm.id, "state": alarm.state.value}
+        return {"id": alarm.alarm_id, "event_id": alarm.id, "state": alarm.state.value}
 
     async def _sync_now(self, _: dict[str, Any]) -> dict[str, Any]:
         state = self._gateway.sync_now()
