@@ -15,6 +15,7 @@ from typing import Any
 from cloud_sync.uplink import Uplink
 from drivers.base import CommandTarget, Driver
 from drivers.registry import Backends, build_driver
+from edge_ml.beats import MODEL_NAME
 from edge_ml.runtime import Model, ModelError, bundled, load_model
 from gateway.admin import AdminServer
 from gateway.alarms import AlarmEngine
@@ -233,7 +234,7 @@ class Gateway:
     def _load_beat_model(self) -> Model | None:
         """The ECG beat model, verified against its manifest; without it the rhythm alarms still run."""
         try:
-            return load_model(bundled("ecg_beat_autoencoder"))
+            return load_model(bundled(MODEL_NAME))
         except ModelError as err:
             log.error("ECG beat model refused; running without it", **err.log_fields())  # no context of our own
             return None

@@ -77,3 +77,11 @@ def test_a_refused_beat_model_leaves_the_rules_in_charge(tmp_path: Path) -> None
     (tmp_path / "m.tflite").write_bytes(b"not a model")
     with pytest.raises(ModelError):
         load_model(tmp_path / "m.json")
+
+
+def test_the_daemon_loads_the_bundled_beat_model(tmp_path: Path) -> None:
+    """The daemon names the model that ships (it once asked for an older name and ran without one, logging an error)."""
+    from gateway.daemon import Gateway  # noqa: PLC0415
+    from tests.conftest import make_config  # noqa: PLC0415
+
+    assert Gateway(make_config(tmp_path / "state", 1883))._load_beat_model() is not None
