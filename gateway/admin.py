@@ -217,7 +217,8 @@ class AdminServer:
             raise GatewayError("the gateway is still starting")
         return {"state": state}
 
-    async def _logs(self, request: dict[str, Any]) -> list[str]:
+    async def _logs(self, request: dict[str, Any]) -> list[dict[str, Any]]:
+        """Recent log records (already redacted), as objects, oldest first."""
         level = str(request.get("level", "debug"))
         text = str(request.get("grep", ""))
         limit = min(int(request.get("limit", 200)), len(RECENT.lines) or 1)
@@ -227,9 +228,11 @@ class AdminServer:
         for line in RECENT.lines:
             with contextlib.suppress(json.JSONDecodeError):
                 record = json.loads(line)
+                if not isinstance(record, dict) or record.get("level", "info") not in order:
+                    continue
                 if order.index(record.get("level", "info")) < floor or (text and text not in line):
                     continue
-                out.append(line)
+                out.append(record)
         return out[-limit:]
 
     async def _buffer_stats(self, _: dict[str, Any]) -> dict[str, Any]:
