@@ -8,7 +8,6 @@ objects), also when the command fails (`{"error": ...}`, the exit code says it f
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import signal
@@ -17,17 +16,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
-from gateway.config import DEFAULT_CONFIG_PATH, load_config
 from gateway.core.errors import BufferKeyError, ConfigError, GatewayError
-from gateway.core.logs import configure_logging, get_logger
-from gateway.preflight import preflight
 from gateway.terminal import console, print_json, row, table
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
-
-log = get_logger("gateway.cli")
 
 SOCKET_ENV = "IOMT_GATEWAY_SOCKET"  # the admin socket, for every admin command (e.g. the demo's)
 COMMANDS_ENTRY_POINTS = "iomt_gateway.commands"
@@ -59,6 +53,8 @@ def plugin_commands() -> dict[str, Command]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from gateway.config import DEFAULT_CONFIG_PATH  # noqa: PLC0415 - a Ctrl-C while it loads is caught by main()
+
     parser = argparse.ArgumentParser(prog="iomt-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -187,7 +183,12 @@ def _fail(message: str, *, as_json: bool, code: int = EXIT_FAILURE) -> int:
 
 
 def cmd_run(config_path: Path, initial_config: Path | None = None, safety_file: Path | None = None) -> int:
+    import asyncio  # noqa: PLC0415 - the command line loads what its command needs: a Ctrl-C while loading is caught
+
     from gateway.commands.ceilings import DEFAULT_SAFETY_FILE, load_ceilings  # noqa: PLC0415
+    from gateway.config import load_config  # noqa: PLC0415 - the command line imports what a command needs
+    from gateway.core.logs import configure_logging, get_logger  # noqa: PLC0415
+    from gateway.preflight import preflight  # noqa: PLC0415
     from gateway.runner import GatewayRunner, recover_pending, seed_config  # noqa: PLC0415 - daemon imports
 
     try:
@@ -203,6 +204,7 @@ def cmd_run(config_path: Path, initial_config: Path | None = None, safety_file: 
         print(f"iomt-gateway: cannot prepare {config_path}: {err.strerror}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(config.logging.level, config.logging.format)
+    log = get_logger("gateway.cli")
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -228,6 +230,9 @@ def cmd_run(config_path: Path, initial_config: Path | None = None, safety_file: 
 
 
 def cmd_config_validate(path: Path, *, check_secrets: bool = True, as_json: bool = False) -> int:
+    from gateway.config import load_config  # noqa: PLC0415 - the command line imports what a command needs
+    from gateway.preflight import preflight  # noqa: PLC0415
+
     try:
         config = load_config(path, check_secrets=check_secrets)
         if check_secrets:
@@ -243,6 +248,7 @@ def cmd_config_validate(path: Path, *, check_secrets: bool = True, as_json: bool
 
 def cmd_keys(command: str, path: Path, config_path: Path | None, *, as_json: bool = False) -> int:
     from gateway.buffer.inspect import key_ids_in_use  # noqa: PLC0415
+    from gateway.config import DEFAULT_CONFIG_PATH, load_config  # noqa: PLC0415
     from gateway.storage.keys import generate_key_file, prune_key_file, rotate_key_file  # noqa: PLC0415
 
     try:
@@ -274,6 +280,7 @@ def cmd_keys(command: str, path: Path, config_path: Path | None, *, as_json: boo
 
 def cmd_buffer_stats(config_path: Path, db: Path | None, *, as_json: bool) -> int:
     from gateway.buffer.inspect import summarize  # noqa: PLC0415
+    from gateway.config import load_config  # noqa: PLC0415 - the command line imports what a command needs
 
     try:
         if db is None:
@@ -305,6 +312,8 @@ def cmd_buffer_stats(config_path: Path, db: Path | None, *, as_json: bool) -> in
 
 def cmd_audit_verify(config_path: Path, *, as_json: bool, expect_head: str | None = None) -> int:
     from gateway.commands.store import AuditProblem, CommandStore  # noqa: PLC0415
+    from gateway.config import load_config  # noqa: PLC0415 - the command line imports what a command needs
+    from gateway.preflight import preflight  # noqa: PLC0415
 
     try:
         config = load_config(config_path)
@@ -368,6 +377,8 @@ def _print_audit(records: int, problems: list[Any], *, as_json: bool) -> None:
 
 def _admin_socket(args: argparse.Namespace) -> Path:
     """--socket, else the socket of an explicit --config, else $IOMT_GATEWAY_SOCKET, else the default config's."""
+    from gateway.config import DEFAULT_CONFIG_PATH, load_config  # noqa: PLC0415
+
     if args.socket is not None:
         return Path(args.socket)
     if args.config is None and os.environ.get(SOCKET_ENV):
@@ -377,6 +388,8 @@ def _admin_socket(args: argparse.Namespace) -> Path:
 
 def cmd_devices_scan(duration_s: float, *, virtual: bool, health_only: bool, as_json: bool) -> int:
     """Listen for BLE advertisements and list the health devices heard, with a progress display."""
+    import asyncio  # noqa: PLC0415
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
 
     from drivers.ble.transport import ble_backend  # noqa: PLC0415
@@ -438,6 +451,7 @@ def cmd_devices_scan(duration_s: float, *, virtual: bool, health_only: bool, as_
 
 def cmd_devices_add(args: argparse.Namespace) -> int:
     from gateway.commissioning import add_device  # noqa: PLC0415
+    from gateway.config import DEFAULT_CONFIG_PATH  # noqa: PLC0415
 
     missing = [
         flag
@@ -466,6 +480,8 @@ def cmd_devices_add(args: argparse.Namespace) -> int:
 
 def cmd_admin(args: argparse.Namespace) -> int:
     """The technician's commands: one request to the running gateway's admin socket each."""
+    import asyncio  # noqa: PLC0415
+
     from gateway import admin  # noqa: PLC0415
 
     try:
@@ -617,7 +633,10 @@ def _write_bundle(result: dict[str, Any], output: Path | None, *, as_json: bool)
 
 
 def cmd_replay(path: Path, *, as_json: bool) -> int:
+    import asyncio  # noqa: PLC0415
+
     from edge_ml.wfdb import WfdbError  # noqa: PLC0415
+    from gateway.core.logs import configure_logging  # noqa: PLC0415
     from gateway.replay import replay  # noqa: PLC0415
 
     configure_logging("warning", "auto")
@@ -640,7 +659,19 @@ def cmd_replay(path: Path, *, as_json: bool) -> int:
     return EXIT_OK if "error" not in result else EXIT_FAILURE
 
 
+EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line; Ctrl-C before a command has taken charge of it (e.g. while loading) ends quietly."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("iomt-gateway: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     plugin = plugin_commands().get(args.command)
     if plugin is not None:
