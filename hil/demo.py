@@ -355,22 +355,23 @@ def render(state: ViewState, *, width: int, height: int) -> Group:
 
 
 async def run_demo(duration_s: float | None, *, as_json: bool, live: bool | None = None) -> dict[str, Any]:
-    # First of all, before anything can be left half-started: Ctrl-C (and SIGTERM) ask for an orderly stop.
-    stop = asyncio.Event()
+    # First of all, before anything can be left half-started: Ctrl-C (and SIGTERM) ask for an orderly stop,
+    # which the demo carries out in its order (devices quiet, then the gateway).
+    requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, requested.set)
     live = (not as_json and sys.stdout.isatty()) if live is None else live
     try:
         with tempfile.TemporaryDirectory(prefix="iomt-demo-") as tmp:
-            return await _run_in(Path(tmp), stop, duration_s, as_json=as_json, live=live)
+            return await _run_in(Path(tmp), requested, duration_s, as_json=as_json, live=live)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
 
 
 async def _run_in(
-    state_dir: Path, stop: asyncio.Event, duration_s: float | None, *, as_json: bool, live: bool
+    state_dir: Path, requested: asyncio.Event, duration_s: float | None, *, as_json: bool, live: bool
 ) -> dict[str, Any]:
     from hil.serial_sim import Hl7Monitor  # noqa: PLC0415
 
@@ -399,6 +400,7 @@ async def _run_in(
             await asyncio.wait_for(receiver.subscribed.wait(), 10)
             world = VirtualRadio.for_devices(config.devices)
             gateway = Gateway(config, Backends({"ble": world.link}))
+            stop = asyncio.Event()  # the gateway's: set once the devices are quiet
             run = DemoRun(config, gateway, world, receiver, [], time.monotonic())
             gateway_task = group.create_task(gateway.run(stop, drain_uplink_s=DRAIN_TIMEOUT_S), name="gateway")
             started = asyncio.ensure_future(gateway.started.wait())
@@ -409,7 +411,8 @@ async def _run_in(
             monitor = Hl7Monitor(interval_s=1.0)
             wired = group.create_task(_wired_devices(hl7_port, fridge, monitor, run.started), name="wired-devices")
             deadline = None if duration_s is None else time.monotonic() + duration_s
-            await _show(run, stop, deadline, live=live, quiet=as_json)
+            await _show(run, requested, deadline, live=live, quiet=as_json)
+            await _settle(run)
             # The devices fall quiet first, so what they sent is final before the gateway stops and drains; they
             # stay connected until it has stopped, so its deliberate stop is not taken for a lost device.
             for peripheral in world.peripherals.values():
@@ -427,6 +430,19 @@ async def _run_in(
         await broker.stop()
         await modbus.stop()
     return summary(run)
+
+
+async def _settle(run: DemoRun, timeout_s: float = 5.0) -> None:
+    """Before a stop, let BLE connections being set up finish (at most `timeout_s`): the virtual radio's stack
+    (bumble) logs errors for a connection cancelled half-way, which a Ctrl-C just after start would show."""
+    parts = run.gateway.parts
+    radio = [d.id for d in run.config.devices if d.address.startswith("virtual:")]
+    deadline = time.monotonic() + timeout_s
+    while parts is not None and time.monotonic() < deadline:
+        links = [parts.pipeline.latest_status.get(device) for device in radio]
+        if all(link is not None and link.connection is ConnectionState.CONNECTED for link in links):
+            return
+        await asyncio.sleep(0.1)
 
 
 async def _show(run: DemoRun, stop: asyncio.Event, deadline: float | None, *, live: bool, quiet: bool) -> None:
