@@ -77,7 +77,9 @@ async def _procedure(work: Coroutine[Any, Any, T]) -> T:
     """Run one bumble GATT procedure to its end even when the caller is cancelled (the caller still stops at
     once).  bumble's GATT client answers its pending-request future without checking whether it was cancelled,
     so a request cancelled while its answer is on the way (a gateway stopping mid-connection) made the loop log
-    an InvalidStateError; a sent request cannot be unsent on a real radio either."""
+    an InvalidStateError; a sent request cannot be unsent on a real radio either.  Used for the procedures of
+    setting up a connection and for reads; writes and subscriptions are awaited directly, since the extra task
+    hop here would let notifications that follow a write's response overtake it."""
     task = asyncio.ensure_future(work)
     try:
         return await asyncio.shield(task)
@@ -236,14 +238,14 @@ class BumbleBleakClient(BaseBleakClient):
     async def write_gatt_char(self, characteristic: BleakGATTCharacteristic, data: SizedBuffer, response: bool) -> None:
         peer = self._require_peer()
         try:
-            await _procedure(peer.write_value(characteristic.obj, bytes(data), with_response=response))
+            await peer.write_value(characteristic.obj, bytes(data), with_response=response)
         except _BUMBLE_ERRORS as err:
             raise BleakError(f"write {characteristic.uuid} failed: {err}") from err
 
     async def write_gatt_descriptor(self, descriptor: BleakGATTDescriptor, data: SizedBuffer) -> None:
         peer = self._require_peer()
         try:
-            await _procedure(peer.write_value(descriptor.obj, bytes(data), with_response=True))
+            await peer.write_value(descriptor.obj, bytes(data), with_response=True)
         except _BUMBLE_ERRORS as err:
             raise BleakError(f"write descriptor {descriptor.uuid} failed: {err}") from err
 
@@ -257,7 +259,7 @@ class BumbleBleakClient(BaseBleakClient):
             callback(bytearray(value))
 
         try:
-            await _procedure(peer.subscribe(proxy, subscriber, prefer_notify=True))
+            await peer.subscribe(proxy, subscriber, prefer_notify=True)
         except _BUMBLE_ERRORS as err:
             raise BleakError(f"subscribe {characteristic.uuid} failed: {err}") from err
         self._subscriptions[characteristic.handle] = subscriber
@@ -266,7 +268,7 @@ class BumbleBleakClient(BaseBleakClient):
         peer = self._require_peer()
         subscriber = self._subscriptions.pop(characteristic.handle, None)
         try:
-            await _procedure(peer.unsubscribe(characteristic.obj, subscriber))
+            await peer.unsubscribe(characteristic.obj, subscriber)
         except _BUMBLE_ERRORS as err:
             raise BleakError(f"unsubscribe {characteristic.uuid} failed: {err}") from err
 
