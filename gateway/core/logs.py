@@ -65,6 +65,7 @@ SAFE_KEYS = frozenset(
         "client_id",
         "quantity",
         "condition",
+        "conditions",  # the names a device reports (door_open, occlusion): the device's state, never the patient's
         "priority",
         "kind",
         "state",
