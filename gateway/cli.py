@@ -704,6 +704,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("iomt-gateway: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as err:
+        # Python wraps an interrupt that lands in some import machinery (a class body's __set_name__ raises
+        # RuntimeError from it): still the user's Ctrl-C, not a crash.
+        if not _caused_by_interrupt(err):
+            raise
+        print("iomt-gateway: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _caused_by_interrupt(err: BaseException) -> bool:
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _main(argv: list[str] | None) -> int:
