@@ -16,6 +16,12 @@ the answer (CPython gh-86296): a stop is never lost.
 Memory is bounded: at most `max_inflight` publishes wait for their PUBACK (fewer if the broker's Receive Maximum
 says so; more wait for a slot), and incoming messages wait in a queue of `max_queued_messages`,
 which drops the oldest when full and counts it.
+
+With `manual_ack=True` a QoS 1/2 message is acknowledged only when the application calls `ack(message)`
+(paho's public `manual_ack` and `Client.ack`): a message taken but never acknowledged stays with a persistent
+session, and the broker delivers it again after the next connect.  Such a client should also set
+`receive_maximum` (MQTT 5): the broker then holds back anything beyond that many unacknowledged messages, so
+the incoming queue never drops one (a dropped message would sit unacknowledged until the next session).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import ssl
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -79,12 +85,13 @@ class Will:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """An incoming PUBLISH."""
+    """An incoming PUBLISH; `mid` is its packet identifier (0 for QoS 0), what `MqttClient.ack` answers."""
 
     topic: str
     payload: bytes
     qos: int
     retain: bool
+    mid: int = field(default=0, compare=False)
 
     def matches(self, topic_filter: str) -> bool:
         """Whether the topic matches a subscription filter (`+` and `#` wildcards)."""
@@ -124,12 +131,18 @@ class MqttClient:
         timeout_s: float = 10.0,
         max_inflight: int = 20,
         max_queued_messages: int = 1000,
+        receive_maximum: int | None = None,
+        manual_ack: bool = False,
     ) -> None:
+        if receive_maximum is not None and (protocol != "5" or not 0 < receive_maximum < 2**16):
+            raise ValueError("receive_maximum is an MQTT 5 property from 1 to 65535")
         self._host = host
         self._port = port
         self._v5 = protocol == "5"
         self._clean_start = clean_start
         self._session_expiry_s = session_expiry_s
+        self._receive_maximum = receive_maximum
+        self._manual_ack = manual_ack
         self._keepalive_s = keepalive_s
         self._timeout_s = timeout_s
         self._paho = paho.Client(
@@ -138,6 +151,7 @@ class MqttClient:
             clean_session=None if self._v5 else clean_start,
             protocol=paho.MQTTv5 if self._v5 else paho.MQTTv311,
             reconnect_on_failure=False,
+            manual_ack=manual_ack,
         )
         self._paho.connect_timeout = timeout_s
         self._paho.max_inflight_messages = max_inflight
@@ -161,6 +175,7 @@ class MqttClient:
         self._subacks: dict[int, asyncio.Future[list[int]]] = {}
         self._incoming: deque[Message] = deque(maxlen=max_queued_messages)
         self._incoming_changed = asyncio.Event()
+        self._unacked: dict[int, Message] = {}  # mid -> message taken with manual_ack and not yet acknowledged
         self.messages_dropped = 0
         self.messages = Messages(self._next_message)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -212,9 +227,12 @@ class MqttClient:
         loop = asyncio.get_running_loop()
         opened: asyncio.Future[None] = loop.create_future()
         properties = None
-        if self._v5 and self._session_expiry_s is not None:
+        if self._v5 and (self._session_expiry_s is not None or self._receive_maximum is not None):
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = self._session_expiry_s
+            if self._session_expiry_s is not None:
+                properties.SessionExpiryInterval = self._session_expiry_s
+            if self._receive_maximum is not None:
+                properties.ReceiveMaximum = self._receive_maximum
 
         def deliver(error: BaseException | None) -> None:
             if opened.cancelled():  # the caller gave up meanwhile: close what the thread opened
@@ -342,6 +360,20 @@ class MqttClient:
         finally:
             del self._subacks[mid]
 
+    def ack(self, message: Message) -> None:
+        """Acknowledge a message this connection delivered (needs `manual_ack=True`); QoS 0 needs nothing.
+
+        Acknowledging twice, or after the connection ended, sends nothing: an unacknowledged message is the
+        session's, and the broker delivers it again on the next connection.
+        """
+        if not self._manual_ack:
+            raise RuntimeError("ack() needs MqttClient(manual_ack=True): paho acknowledges every message itself")
+        if message.qos == 0 or self._unacked.get(message.mid) is not message:
+            return
+        del self._unacked[message.mid]
+        if self._closed_reason is None and self._paho.is_connected():
+            self._paho.ack(message.mid, message.qos)
+
     async def _next_message(self) -> Message:
         while True:
             if self._incoming:
@@ -443,10 +475,15 @@ class MqttClient:
         try:
             topic = message.topic
         except UnicodeDecodeError:  # not a valid topic name: nothing could subscribe to it
+            if self._manual_ack:
+                self._paho.ack(message.mid, message.qos)  # nobody will, and it would hold a slot of the session
             return
         if len(self._incoming) == self._incoming.maxlen:
             self.messages_dropped += 1
             if self.messages_dropped == 1:
                 log.warning("incoming message queue full; dropping the oldest", host=self._host)
-        self._incoming.append(Message(topic, bytes(message.payload), message.qos, bool(message.retain)))
+        received = Message(topic, bytes(message.payload), message.qos, bool(message.retain), message.mid)
+        if self._manual_ack and received.qos > 0:
+            self._unacked[received.mid] = received  # a mid is reused only once acknowledged: at most 65535 here
+        self._incoming.append(received)
         self._incoming_changed.set()

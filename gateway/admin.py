@@ -186,7 +186,8 @@ class AdminServer:
         snap = await self._gateway.snapshot()
         return [
             {
-                "id": a.id,
+                "id": a.alarm_id,
+                "event_id": a.id,
                 "device": a.device_id,
                 "condition": a.condition,
                 "kind": a.kind.value,
@@ -207,7 +208,7 @@ class AdminServer:
         alarm = self._gateway.set_alarm_state(str(request.get("id", "")), state)
         if alarm is None:
             raise GatewayError("no active alarm with that id; list them with `iomt-gateway alarms`")
-        return {"id": alarm.id, "state": alarm.state.value}
+        return {"id": alarm.alarm_id, "event_id": alarm.id, "state": alarm.state.value}
 
     async def _sync_now(self, _: dict[str, Any]) -> dict[str, Any]:
         state = self._gateway.sync_now()
@@ -215,7 +216,8 @@ class AdminServer:
             raise GatewayError("the gateway is still starting")
         return {"state": state}
 
-    async def _logs(self, request: dict[str, Any]) -> list[str]:
+    async def _logs(self, request: dict[str, Any]) -> list[dict[str, Any]]:
+        """Recent log records (already redacted), as objects, oldest first."""
         level = str(request.get("level", "debug"))
         text = str(request.get("grep", ""))
         limit = min(int(request.get("limit", 200)), len(RECENT.lines) or 1)
@@ -225,9 +227,11 @@ class AdminServer:
         for line in RECENT.lines:
             with contextlib.suppress(json.JSONDecodeError):
                 record = json.loads(line)
+                if not isinstance(record, dict) or record.get("level", "info") not in order:
+                    continue
                 if order.index(record.get("level", "info")) < floor or (text and text not in line):
                     continue
-                out.append(line)
+                out.append(record)
         return out[-limit:]
 
     async def _buffer_stats(self, _: dict[str, Any]) -> dict[str, Any]:

@@ -408,6 +408,7 @@ class AlarmEngine:
                 alarm.quantity,
                 alarm.device_time_ns,
                 {**alarm.detail, "escalated_from": alarm.priority.value},
+                alarm.alarm_id,
             )
             self.active[key] = escalated
             self._raised_at[key] = t_gw  # the next step, if still unanswered, after another interval
@@ -415,9 +416,10 @@ class AlarmEngine:
         return out
 
     def set_state(self, alarm_id: str, state: AlarmState) -> Alarm | None:
-        """Acknowledge or silence an active alarm (by the id of its latest event); the new event, or None."""
+        """Acknowledge or silence an active alarm, named by its alarm id (or by its latest event's id, as
+        before alarms had one); the new event, or None."""
         for key, alarm in self.active.items():
-            if alarm.id == alarm_id:
+            if alarm_id in (alarm.alarm_id, alarm.id):
                 updated = Alarm(
                     new_id(),
                     alarm.device_id,
@@ -429,6 +431,7 @@ class AlarmEngine:
                     alarm.quantity,
                     alarm.device_time_ns,
                     alarm.detail,
+                    alarm.alarm_id,
                 )
                 self.active[key] = updated
                 return updated
@@ -447,9 +450,12 @@ class AlarmEngine:
         detail: dict[str, str] | None = None,
         key: str | None = None,
     ) -> Alarm:
-        """A new alarm event; `key` tells apart alarms of one condition on one device (an ECG lead's)."""
-        alarm = Alarm(new_id(), device_id, condition, kind, priority, state, t_gw, q, t_dev, detail or {})
+        """A new alarm event; `key` tells apart alarms of one condition on one device (an ECG lead's).  An event
+        about an alarm already active (its clearing) carries that alarm's id."""
         slot = (device_id, key or condition)
+        before = self.active.get(slot)
+        alarm_id = before.alarm_id if before is not None else ""
+        alarm = Alarm(new_id(), device_id, condition, kind, priority, state, t_gw, q, t_dev, detail or {}, alarm_id)
         if state is AlarmState.ACTIVE:
             self.active[slot] = alarm
             self._raised_at[slot] = t_gw

@@ -1,30 +1,29 @@
 """`iomt-gateway`: the daemon, the demo, and the technician's commands.
 
 Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or start-up input (nothing was started).
+Every command that prints data takes `--json`: then stdout holds one JSON document (an object, or a list of
+objects), also when the command fails (`{"error": ...}`, the exit code says it failed).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import os
 import signal
 import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
-from gateway.config import DEFAULT_CONFIG_PATH, load_config
 from gateway.core.errors import BufferKeyError, ConfigError, GatewayError
-from gateway.core.logs import configure_logging, get_logger
-from gateway.preflight import preflight
+from gateway.terminal import console, print_json, row, table
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
-log = get_logger("gateway.cli")
-
+SOCKET_ENV = "IOMT_GATEWAY_SOCKET"  # the admin socket, for every admin command (e.g. the demo's)
 COMMANDS_ENTRY_POINTS = "iomt_gateway.commands"
 BUILT_IN = frozenset(
     {"run", "config", "keys", "buffer", "replay", "status", "devices", "alarms", "sync", "logs", "diag", "audit"}
@@ -84,6 +83,8 @@ def plugin_commands(only: str | None = None) -> dict[str, Command]:
 
 
 def _parser(plugins: dict[str, Command]) -> argparse.ArgumentParser:
+    from gateway.config import DEFAULT_CONFIG_PATH  # noqa: PLC0415 - a Ctrl-C while it loads is caught by main()
+
     parser = argparse.ArgumentParser(prog="iomt-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -110,6 +111,7 @@ def _parser(plugins: dict[str, Command]) -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True)
     validate = config_sub.add_parser("validate", help="validate a configuration file; exit 0 or 2")
     validate.add_argument("path", type=Path)
+    validate.add_argument("--json", action="store_true")
     validate.add_argument(
         "--no-secrets",
         action="store_true",
@@ -121,10 +123,13 @@ def _parser(plugins: dict[str, Command]) -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     generate = keys_sub.add_parser("generate", help="create a new key file (mode 0600)")
     generate.add_argument("path", type=Path)
+    generate.add_argument("--json", action="store_true")
     rotate = keys_sub.add_parser("rotate", help="add a new active key; old keys stay to read old rows")
     rotate.add_argument("path", type=Path)
+    rotate.add_argument("--json", action="store_true")
     prune = keys_sub.add_parser("prune", help="remove keys that no buffered row needs any more")
     prune.add_argument("path", type=Path)
+    prune.add_argument("--json", action="store_true")
     prune.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="to find the buffer database")
 
     buffer = sub.add_parser("buffer", help="the store-and-forward buffer")
@@ -140,9 +145,13 @@ def _parser(plugins: dict[str, Command]) -> argparse.ArgumentParser:
 
     def admin_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         parser_ = sub.add_parser(name, help=help_text)
-        parser_.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="to find the admin socket")
-        parser_.add_argument("--socket", type=Path, help="the admin socket (instead of --config)")
-        parser_.add_argument("--json", action="store_true")
+        parser_.add_argument(
+            "--config", type=Path, help=f"to find the admin socket (default: ${SOCKET_ENV}, else {DEFAULT_CONFIG_PATH})"
+        )
+        parser_.add_argument(
+            "--socket", type=Path, help=f"the admin socket (instead of --config; or set {SOCKET_ENV}, as the demo says)"
+        )
+        parser_.add_argument("--json", action="store_true", help="one JSON document on stdout, for scripts")
         return parser_
 
     admin_parser("status", "health, uptime, drivers, devices, buffer lanes, sync state, alarms")
@@ -196,13 +205,25 @@ def _requested(argv: list[str]) -> str | None:
     return next((word for word in argv if not word.startswith("-")), None)
 
 
-def _config_failure(err: GatewayError) -> int:
-    print(f"iomt-gateway: config error: {err.message}", file=sys.stderr)
-    return EXIT_CONFIG
+def _config_failure(err: GatewayError, *, as_json: bool = False) -> int:
+    return _fail(f"config error: {err.message}", as_json=as_json, code=EXIT_CONFIG)
+
+
+def _fail(message: str, *, as_json: bool, code: int = EXIT_FAILURE) -> int:
+    """A failure: one line on stderr, and with --json also `{"error": ...}` on stdout; the exit code."""
+    print(f"iomt-gateway: {message}", file=sys.stderr)
+    if as_json:
+        print_json({"error": message})
+    return code
 
 
 def cmd_run(config_path: Path, initial_config: Path | None = None, safety_file: Path | None = None) -> int:
+    import asyncio  # noqa: PLC0415 - the command line loads what its command needs: a Ctrl-C while loading is caught
+
     from gateway.commands.ceilings import DEFAULT_SAFETY_FILE, load_ceilings  # noqa: PLC0415
+    from gateway.config import load_config  # noqa: PLC0415 - the command line imports what a command needs
+    from gateway.core.logs import configure_logging, get_logger  # noqa: PLC0415
+    from gateway.preflight import preflight  # noqa: PLC0415
     from gateway.runner import GatewayRunner, recover_pending, seed_config  # noqa: PLC0415 - daemon imports
 
     try:
@@ -218,6 +239,7 @@ def cmd_run(config_path: Path, initial_config: Path | None = None, safety_file: 
         print(f"iomt-gateway: cannot prepare {config_path}: {err.strerror}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(config.logging.level, config.logging.format)
+    log = get_logger("gateway.cli")
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -242,45 +264,58 @@ def cmd_run(config_path: Path, initial_config: Path | None = None, safety_file: 
     return code
 
 
-def cmd_config_validate(path: Path, *, check_secrets: bool = True) -> int:
+def cmd_config_validate(path: Path, *, check_secrets: bool = True, as_json: bool = False) -> int:
+    from gateway.config import load_config  # noqa: PLC0415 - the command line imports what a command needs
+    from gateway.preflight import preflight  # noqa: PLC0415
+
     try:
         config = load_config(path, check_secrets=check_secrets)
         if check_secrets:
             preflight(config)
     except ConfigError as err:
-        return _config_failure(err)
-    print(f"{path}: ok" + ("" if check_secrets else " (secrets not checked)"))
+        return _config_failure(err, as_json=as_json)
+    if as_json:
+        print_json({"path": str(path), "valid": True, "secrets_checked": check_secrets})
+    else:
+        print(f"{path}: ok" + ("" if check_secrets else " (secrets not checked)"))
     return EXIT_OK
 
 
-def cmd_keys(command: str, path: Path, config_path: Path | None) -> int:
+def cmd_keys(command: str, path: Path, config_path: Path | None, *, as_json: bool = False) -> int:
     from gateway.buffer.inspect import key_ids_in_use  # noqa: PLC0415
+    from gateway.config import DEFAULT_CONFIG_PATH, load_config  # noqa: PLC0415
     from gateway.storage.keys import generate_key_file, prune_key_file, rotate_key_file  # noqa: PLC0415
 
     try:
         if command == "generate":
             generate_key_file(path)
-            print(f"{path}: new key written (mode 0600)")
+            result: dict[str, Any] = {"path": str(path), "generated": True}
+            text = f"{path}: new key written (mode 0600)"
         elif command == "rotate":
             key_id = rotate_key_file(path)
-            print(
+            result = {"path": str(path), "added": key_id}
+            text = (
                 f"{path}: added key {key_id}; it seals new rows after the next restart, older keys still open old rows"
             )
         else:
             config = load_config(config_path or DEFAULT_CONFIG_PATH, check_secrets=False)
             removed = prune_key_file(path, key_ids_in_use(config.state_dir / config.buffer.path))
-            print(f"{path}: removed {', '.join(removed) if removed else 'nothing'} (only keys no stored row uses)")
+            result = {"path": str(path), "removed": list(removed)}
+            text = f"{path}: removed {', '.join(removed) if removed else 'nothing'} (only keys no stored row uses)"
     except FileExistsError:
-        print(f"iomt-gateway: {path} exists; refusing to overwrite a key", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(f"{path} exists; refusing to overwrite a key", as_json=as_json)
     except (ConfigError, GatewayError) as err:
-        print(f"iomt-gateway: {err.message}", file=sys.stderr)
-        return EXIT_CONFIG if isinstance(err, ConfigError) else EXIT_FAILURE
+        return _fail(err.message, as_json=as_json, code=EXIT_CONFIG if isinstance(err, ConfigError) else EXIT_FAILURE)
+    if as_json:
+        print_json(result)
+    else:
+        print(text)
     return EXIT_OK
 
 
 def cmd_buffer_stats(config_path: Path, db: Path | None, *, as_json: bool) -> int:
     from gateway.buffer.inspect import summarize  # noqa: PLC0415
+    from gateway.config import load_config  # noqa: PLC0415 - the command line imports what a command needs
 
     try:
         if db is None:
@@ -288,46 +323,46 @@ def cmd_buffer_stats(config_path: Path, db: Path | None, *, as_json: bool) -> in
             db = config.state_dir / config.buffer.path
         summary = summarize(db)
     except GatewayError as err:
-        print(f"iomt-gateway: {err.message} ({db or config_path}); check --config or --db", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(f"{err.message} ({db or config_path}); check --config or --db", as_json=as_json)
     if as_json:
-        print(json.dumps(summary.as_dict(), indent=2))
+        print_json(summary.as_dict())
         return EXIT_OK
-    from rich.console import Console  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
 
-    table = Table(title=f"buffer {summary.path} (schema v{summary.schema_version})")
-    for column in ("lane", "rows", "items", "bytes", "oldest"):
-        table.add_column(column, justify="left" if column == "lane" else "right")
+    out = console()
+    out.print(Text(f"buffer {summary.path} (schema v{summary.schema_version})", style="bold"))
+    lanes = table("lane", "rows", "items", "bytes", "oldest")
     for lane in summary.lanes:
-        age = "-" if lane.oldest_age_s is None else f"{lane.oldest_age_s:,.0f} s"
-        table.add_row(lane.lane, f"{lane.rows:,}", f"{lane.items:,}", f"{lane.bytes:,}", age)
-    console = Console()
-    console.print(table)
-    console.print(
-        f"file {summary.file_bytes:,} bytes, WAL {summary.wal_bytes:,} bytes, "
-        f"quarantined rows {summary.quarantined_rows}, keys in use {', '.join(summary.key_ids_in_use) or '-'}"
+        age = None if lane.oldest_age_s is None else f"{lane.oldest_age_s:,.0f} s"
+        lanes.add_row(*row(lane.lane, f"{lane.rows:,}", f"{lane.items:,}", f"{lane.bytes:,}", age))
+    out.print(lanes)
+    out.print(
+        Text(
+            f"file {summary.file_bytes:,} bytes, WAL {summary.wal_bytes:,} bytes, "
+            f"quarantined rows {summary.quarantined_rows}, keys in use {', '.join(summary.key_ids_in_use) or '-'}"
+        )
     )
     return EXIT_OK
 
 
 def cmd_audit_verify(config_path: Path, *, as_json: bool, expect_head: str | None = None) -> int:
     from gateway.commands.store import AuditProblem, CommandStore  # noqa: PLC0415
+    from gateway.config import load_config  # noqa: PLC0415 - the command line imports what a command needs
+    from gateway.preflight import preflight  # noqa: PLC0415
 
     try:
         config = load_config(config_path)
         keyring, _ = preflight(config)
         head = _parse_head(expect_head) if expect_head else None
     except ConfigError as err:
-        return _config_failure(err)
+        return _config_failure(err, as_json=as_json)
     path = config.state_dir / "commands.sqlite3"
     if not path.exists():
         if head is not None and head[0] > 0:
             problems = [AuditProblem(None, f"store-missing: the cloud acknowledged record {head[0]}")]
             _print_audit(0, problems, as_json=as_json)
             return EXIT_FAILURE
-        print(f"iomt-gateway: no command store at {path} (commands never enabled?)", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(f"no command store at {path} (commands never enabled?)", as_json=as_json)
     store = CommandStore(path, keyring)
     try:
         problems = store.verify_audit()
@@ -362,15 +397,12 @@ def _parse_head(text: str) -> tuple[int, str]:
 
 def _print_audit(records: int, problems: list[Any], *, as_json: bool) -> None:
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "records": records,
-                    "intact": not problems,
-                    "problems": [{"seq": p.seq, "problem": p.problem} for p in problems],
-                },
-                indent=2,
-            )
+        print_json(
+            {
+                "records": records,
+                "intact": not problems,
+                "problems": [{"seq": p.seq, "problem": p.problem} for p in problems],
+            }
         )
     else:
         for problem in problems:
@@ -379,16 +411,21 @@ def _print_audit(records: int, problems: list[Any], *, as_json: bool) -> None:
 
 
 def _admin_socket(args: argparse.Namespace) -> Path:
+    """--socket, else the socket of an explicit --config, else $IOMT_GATEWAY_SOCKET, else the default config's."""
+    from gateway.config import DEFAULT_CONFIG_PATH, load_config  # noqa: PLC0415
+
     if args.socket is not None:
         return Path(args.socket)
-    return load_config(args.config, check_secrets=False).admin_socket
+    if args.config is None and os.environ.get(SOCKET_ENV):
+        return Path(os.environ[SOCKET_ENV])
+    return load_config(args.config or DEFAULT_CONFIG_PATH, check_secrets=False).admin_socket
 
 
 def cmd_devices_scan(duration_s: float, *, virtual: bool, health_only: bool, as_json: bool) -> int:
     """Listen for BLE advertisements and list the health devices heard, with a progress display."""
-    from rich.console import Console  # noqa: PLC0415
+    import asyncio  # noqa: PLC0415
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
 
     from drivers.ble.transport import ble_backend  # noqa: PLC0415
     from gateway.commissioning import Found, scan  # noqa: PLC0415
@@ -406,7 +443,7 @@ def cmd_devices_scan(duration_s: float, *, virtual: bool, health_only: bool, as_
                 health_only=health_only,
             )
 
-    console = Console(stderr=True)
+    progress_console = console(stderr=True)
     heard: set[str] = set()
     try:
         if as_json:
@@ -417,7 +454,7 @@ def cmd_devices_scan(duration_s: float, *, virtual: bool, health_only: bool, as_
                 BarColumn(),
                 TextColumn("{task.fields[heard]} heard"),
                 TimeRemainingColumn(),
-                console=console,
+                console=progress_console,
                 transient=True,
             ) as progress:
                 task = progress.add_task("scan", total=duration_s, heard=0)
@@ -428,19 +465,18 @@ def cmd_devices_scan(duration_s: float, *, virtual: bool, health_only: bool, as_
 
                 found = asyncio.run(run(on_found, lambda elapsed: progress.update(task, completed=elapsed)))
     except Exception as err:  # noqa: BLE001 - no adapter, no BlueZ, no permission: one clear line, exit 1
-        print(
-            f"iomt-gateway: scan failed ({type(err).__name__}: {err}); is there a Bluetooth adapter and is the "
+        return _fail(
+            f"scan failed ({type(err).__name__}: {err}); is there a Bluetooth adapter and is the "
             "system's Bluetooth service (bluetoothd) running? `--virtual` scans the simulated devices instead",
-            file=sys.stderr,
+            as_json=as_json,
         )
-        return EXIT_FAILURE
     if as_json:
-        print(json.dumps([f.as_dict() for f in found]))
+        print_json([f.as_dict() for f in found])
         return EXIT_OK
-    table = Table("address", "name", "RSSI (dBm)", "profile", "advertisements")
+    heard_table = table("address", "name", "RSSI (dBm)", "profile", "advertisements", ids=("address", "profile"))
     for f in found:
-        table.add_row(f.address, f.name or "", str(f.rssi_dbm), f.profile or "-", str(f.advertisements))
-    Console().print(table)
+        heard_table.add_row(*row(f.address, f.name or "", f.rssi_dbm, f.profile, f.advertisements))
+    console().print(heard_table)
     print(
         f"{len(found)} device(s). Add one: iomt-gateway devices add --id NAME --address ADDRESS --profile PROFILE",
         file=sys.stderr,
@@ -450,6 +486,7 @@ def cmd_devices_scan(duration_s: float, *, virtual: bool, health_only: bool, as_
 
 def cmd_devices_add(args: argparse.Namespace) -> int:
     from gateway.commissioning import add_device  # noqa: PLC0415
+    from gateway.config import DEFAULT_CONFIG_PATH  # noqa: PLC0415
 
     missing = [
         flag
@@ -457,31 +494,39 @@ def cmd_devices_add(args: argparse.Namespace) -> int:
         if not value
     ]
     if missing:
-        print(f"iomt-gateway: devices add needs {', '.join(missing)}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _fail(f"devices add needs {', '.join(missing)}", as_json=args.json, code=EXIT_CONFIG)
+    config_path = args.config or DEFAULT_CONFIG_PATH
     try:
         add_device(
-            args.config, device_id=args.device_id, address=args.address, profile=args.profile, patient=args.patient
+            config_path, device_id=args.device_id, address=args.address, profile=args.profile, patient=args.patient
         )
     except ConfigError as err:
-        return _config_failure(err)
-    print(f"{args.config}: added {args.device_id} ({args.profile} at {args.address}); restart the gateway to use it")
+        return _config_failure(err, as_json=args.json)
+    if args.json:
+        print_json(
+            {"config": str(config_path), "added": args.device_id, "profile": args.profile, "address": args.address}
+        )
+    else:
+        print(
+            f"{config_path}: added {args.device_id} ({args.profile} at {args.address}); restart the gateway to use it"
+        )
     return EXIT_OK
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
     """The technician's commands: one request to the running gateway's admin socket each."""
+    import asyncio  # noqa: PLC0415
+
     from gateway import admin  # noqa: PLC0415
 
     try:
         path = _admin_socket(args)
     except ConfigError as err:
-        return _config_failure(err)
+        return _config_failure(err, as_json=args.json)
     op, extra = args.command, {}
     if args.command == "alarms" and args.action in ("ack", "silence"):
         if not args.alarm_id:
-            print("iomt-gateway: give the alarm id (see `iomt-gateway alarms`)", file=sys.stderr)
-            return EXIT_CONFIG
+            return _fail("give the alarm id (see `iomt-gateway alarms`)", as_json=args.json, code=EXIT_CONFIG)
         op, extra = ("ack_alarm" if args.action == "ack" else "silence_alarm"), {"id": args.alarm_id}
     elif args.command == "sync":
         op = "sync_now"
@@ -491,91 +536,104 @@ def cmd_admin(args: argparse.Namespace) -> int:
         op = "diag"
     try:
         response = asyncio.run(admin.request(path, op, **extra))
-    except FileNotFoundError:
-        print(
-            f"iomt-gateway: no gateway listening at {path}; is the service running? (systemctl status iomt-gateway)",
-            file=sys.stderr,
+    except (FileNotFoundError, ConnectionRefusedError):
+        return _fail(
+            f"no gateway listening at {path}; is the service running? (systemctl status iomt-gateway; "
+            f"a demo prints its socket: set {SOCKET_ENV} or pass --socket)",
+            as_json=args.json,
         )
-        return EXIT_FAILURE
     except PermissionError:
-        print(f"iomt-gateway: not allowed to use {path}; ask to be added to the technicians' group", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(f"not allowed to use {path}; ask to be added to the technicians' group", as_json=args.json)
     if not response.get("ok"):
-        print(f"iomt-gateway: {response.get('error')}; {response.get('hint', '')}", file=sys.stderr)
-        return EXIT_FAILURE
+        hint = response.get("hint", "")
+        return _fail(f"{response.get('error')}" + (f"; {hint}" if hint else ""), as_json=args.json)
     result = response["result"]
+    if args.command == "logs":
+        result = [_log_record(line) for line in result]
     if args.command == "diag":
         return _write_bundle(result, args.output, as_json=args.json)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print_json(result)
         return EXIT_OK
     _print_table(args.command, result)
     return EXIT_OK
 
 
-def _print_table(command: str, result: Any) -> None:
-    from rich.console import Console  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
+def _log_record(line: Any) -> dict[str, Any]:
+    """A log record as an object (gateways before 0.2 answered `logs` with lines of JSON text)."""
+    if isinstance(line, dict):
+        return line
+    try:
+        record = json.loads(line)
+    except (TypeError, json.JSONDecodeError):
+        return {"event": str(line)}
+    return record if isinstance(record, dict) else {"event": str(line)}
 
-    console = Console()
+
+def _print_table(command: str, result: Any) -> None:
+    from rich.text import Text  # noqa: PLC0415
+
+    out = console()
     if command == "status":
         sync = result["sync"]
-        console.print(
-            f"[bold]{result['gateway_id']}[/] {result['version']}  health: {result['health']}  "
-            f"up {result['uptime_s']:.0f} s  sync: {sync['state']}"
-            + (f" ({sync['last_error']})" if sync["last_error"] else "")
-            + f"  alarms: {result['active_alarms']}  backlog: {result['pipeline_backlog']}"
+        out.print(
+            Text.assemble(
+                (result["gateway_id"], "bold"),
+                f" {result['version']}  health: {result['health']}  up {result['uptime_s']:.0f} s  "
+                f"sync: {sync['state']}"
+                + (f" ({sync['last_error']})" if sync["last_error"] else "")
+                + f"  alarms: {result['active_alarms']}  backlog: {result['pipeline_backlog']}",
+            )
         )
-        table = Table("driver", "running", "restarts", "last error")
+        drivers = table("driver", "running", "restarts", "last error", ids=("driver",))
         for name, task in result["drivers"].items():
-            table.add_row(name, "yes" if task["running"] else "no", str(task["restarts"]), task["last_error"] or "")
-        console.print(table)
-        lanes = Table("lane", "rows", "items", "bytes", "oldest (s)")
+            drivers.add_row(*row(name, "yes" if task["running"] else "no", task["restarts"], task["last_error"] or ""))
+        out.print(drivers)
+        lanes = table("lane", "rows", "items", "bytes", "oldest (s)", ids=("lane",))
         for lane, stats in result["buffer"].items():
-            lanes.add_row(
-                lane,
-                str(stats["rows"]),
-                str(stats["items"]),
-                str(stats["bytes"]),
-                "-" if stats["oldest_age_s"] is None else str(stats["oldest_age_s"]),
-            )
-        console.print(lanes)
+            lanes.add_row(*row(lane, stats["rows"], stats["items"], stats["bytes"], stats["oldest_age_s"]))
+        out.print(lanes)
     elif command == "devices":
-        table = Table("device", "profile", "state", "battery %", "last seen (s)", "RSSI", "received", "delivered")
+        devices = table(
+            "device", "profile", "state", "battery %", "last seen (s)", "RSSI", "received", "delivered", ids=("device",)
+        )
         for d in result:
-            table.add_row(
-                d["device"],
-                d["profile"],
-                d["state"],
-                _text(d["battery_pct"]),
-                _text(d["last_seen_s"]),
-                _text(d["rssi_dbm"]),
-                str(d["received"]),
-                str(d["delivered"]),
+            devices.add_row(
+                *row(
+                    d["device"],
+                    d["profile"],
+                    d["state"],
+                    d["battery_pct"],
+                    d["last_seen_s"],
+                    d["rssi_dbm"],
+                    d["received"],
+                    d["delivered"],
+                )
             )
-        console.print(table)
+        out.print(devices)
+    elif command == "alarms" and isinstance(result, dict):  # ack or silence: the alarm, by the id it keeps
+        out.print(Text(f"alarm {result['id']}: {result['state']}"))
     elif command == "alarms":
-        rows = result if isinstance(result, list) else [result]
-        table = Table("id", "device", "condition", "priority", "state", "since (s)")
-        for a in rows:
-            table.add_row(
-                a["id"],
-                a.get("device", ""),
-                a.get("condition", ""),
-                a.get("priority", ""),
-                a["state"],
-                _text(a.get("since_s")),
+        alarms = table("id", "device", "condition", "priority", "state", "since (s)", ids=("id", "device"))
+        for a in result:
+            alarms.add_row(
+                *row(
+                    a["id"],
+                    a.get("device", ""),
+                    a.get("condition", ""),
+                    a.get("priority", ""),
+                    a["state"],
+                    a.get("since_s"),
+                )
             )
-        console.print(table if rows else "no active alarms")
+        out.print(alarms if result else Text("no active alarms"))
     elif command == "logs":
-        for line in result:
-            console.print(line, markup=False, highlight=False)
+        for record in result:
+            out.print(Text(json.dumps(record)), soft_wrap=True)
+    elif command == "sync":
+        out.print(Text(f"sync: {result['state']}; the uplink was woken to send what is buffered now"))
     else:
-        console.print(result)
-
-
-def _text(value: Any) -> str:
-    return "-" if value is None else str(value)
+        out.print(Text(json.dumps(result)))
 
 
 def _write_bundle(result: dict[str, Any], output: Path | None, *, as_json: bool) -> int:
@@ -589,7 +647,7 @@ def _write_bundle(result: dict[str, Any], output: Path | None, *, as_json: bool)
         "versions.json": json.dumps(result["versions"], indent=2),
         "status.json": json.dumps(result["status"], indent=2),
         "devices.json": json.dumps(result["devices"], indent=2),
-        "logs.jsonl": "\n".join(result["logs"]) + "\n",
+        "logs.jsonl": "".join(json.dumps(_log_record(line)) + "\n" for line in result["logs"]),
         "metrics.txt": result["metrics"],
     }
     with tarfile.open(path, "w:gz") as archive:
@@ -600,7 +658,7 @@ def _write_bundle(result: dict[str, Any], output: Path | None, *, as_json: bool)
             archive.addfile(info, io.BytesIO(data))
     path.chmod(0o600)
     if as_json:
-        print(json.dumps({"bundle": str(path), "files": sorted(files)}))
+        print_json({"bundle": str(path), "files": sorted(files)})
     else:
         print(
             f"{path}: support bundle written (configuration without secrets or patient ids, versions, status, "
@@ -610,17 +668,19 @@ def _write_bundle(result: dict[str, Any], output: Path | None, *, as_json: bool)
 
 
 def cmd_replay(path: Path, *, as_json: bool) -> int:
+    import asyncio  # noqa: PLC0415
+
     from edge_ml.wfdb import WfdbError  # noqa: PLC0415
+    from gateway.core.logs import configure_logging  # noqa: PLC0415
     from gateway.replay import replay  # noqa: PLC0415
 
     configure_logging("warning", "auto")
     try:
         result = asyncio.run(replay(path))
     except WfdbError as err:
-        print(f"iomt-gateway: {err.message} ({path}); give the record path without extension", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(f"{err.message} ({path}); give the record path without extension", as_json=as_json)
     if as_json:
-        print(json.dumps(result, indent=2))
+        print_json(result)
     else:
         print(
             f"{result['record']}: {result.get('duration_s')} s, signals "
@@ -634,7 +694,37 @@ def cmd_replay(path: Path, *, as_json: bool) -> int:
     return EXIT_OK if "error" not in result else EXIT_FAILURE
 
 
+EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line; Ctrl-C before a command has taken charge of it (e.g. while loading) ends quietly."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("iomt-gateway: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        # Python wraps an interrupt that lands in some import machinery (a class body's __set_name__ raises
+        # RuntimeError from it): still the user's Ctrl-C, not a crash.
+        if not _caused_by_interrupt(err):
+            raise
+        print("iomt-gateway: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _caused_by_interrupt(err: BaseException) -> bool:
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _main(argv: list[str] | None) -> int:
     words = sys.argv[1:] if argv is None else argv
     requested = _requested(words)
     # A built-in command loads no plugin; a plugin's name loads that one; anything else (help, a typo) lists all.
@@ -648,9 +738,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return cmd_run(args.config, args.initial_config, args.safety_file)
     if args.command == "config":
-        return cmd_config_validate(args.path, check_secrets=not args.no_secrets)
+        return cmd_config_validate(args.path, check_secrets=not args.no_secrets, as_json=args.json)
     if args.command == "keys":
-        return cmd_keys(args.keys_command, args.path, getattr(args, "config", None))
+        return cmd_keys(args.keys_command, args.path, getattr(args, "config", None), as_json=args.json)
     if args.command == "buffer":
         return cmd_buffer_stats(args.config, args.db, as_json=args.json)
     if args.command == "replay":

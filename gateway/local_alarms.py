@@ -89,6 +89,7 @@ class LocalAlarmPublisher:
             {
                 "v": 1,
                 "id": alarm.id,
+                "alarm_id": alarm.alarm_id,
                 "device": alarm.device_id,
                 "condition": alarm.condition,
                 "kind": alarm.kind.value,

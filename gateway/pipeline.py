@@ -112,6 +112,7 @@ class Pipeline:
         self.stored = asyncio.Event()  # set after each commit; the uplink waits on it
         self.alarm_listeners: list[AlarmListener] = []
         self._episode: Eviction | None = None
+        self._eviction_alarm_id = ""  # the buffer_evicting alarm of the current episode: raise and clear share it
         self._rhythm: dict[str, RhythmAnalyzer] = {}  # per device: every ECG lead, pleth and pressure it sends
         # Latest value per (device, quantity), for the local display only; never logged.
         self.latest: dict[tuple[str, str], Observation] = {}
@@ -500,6 +501,7 @@ class Pipeline:
             self._metrics.evicted_rows["total"] += eviction.rows
             if self._episode is None:
                 self._episode = Eviction()
+                self._eviction_alarm_id = new_id()
                 log.warning("buffer over quota: evicting oldest low-priority data", rows=eviction.rows)
                 self._raise_gateway_alarm(AlarmState.ACTIVE, eviction)
             self._episode.rows += eviction.rows
@@ -529,6 +531,7 @@ class Pipeline:
             state,
             now_ns(),
             detail=detail,
+            alarm_id=self._eviction_alarm_id,
         )
         self._announce(alarm)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.core.errors import StorageError
 from gateway.core.logs import get_logger
@@ -56,6 +56,7 @@ class _Episode:
     started_ns: int
     failures: int = 0
     error: str = ""
+    alarm_id: str = field(default_factory=new_id)  # raise and clear name one alarm
 
 
 class StorageHealth:
@@ -89,7 +90,7 @@ class StorageHealth:
             log.debug("buffer commit failed again", attempt=episode.failures, delay_s=round(delay, 2), **fields)
             return None
         log.warning("buffer unavailable: holding events in memory and retrying", delay_s=round(delay, 2), **fields)
-        return self._alarm(AlarmState.ACTIVE, {"error": episode.error, "items": str(held_items)})
+        return self._alarm(AlarmState.ACTIVE, {"error": episode.error, "items": str(held_items)}, episode.alarm_id)
 
     def succeeded(self) -> Alarm | None:
         """A commit succeeded: the clearing alarm if an episode just ended."""
@@ -109,14 +110,14 @@ class StorageHealth:
             "lanes": ",".join(sorted(lane.topic_name for lane in self.shed)),
         }
         self.shed = {}
-        return self._alarm(AlarmState.CLEARED, detail)
+        return self._alarm(AlarmState.CLEARED, detail, episode.alarm_id)
 
     def note_shed(self, lane: Lane, items: int) -> None:
         if not self.shed:
             log.warning("memory bound reached while the buffer is unavailable: shedding low-priority data")
         self.shed[lane] = self.shed.get(lane, 0) + items
 
-    def _alarm(self, state: AlarmState, detail: dict[str, str]) -> Alarm:
+    def _alarm(self, state: AlarmState, detail: dict[str, str], alarm_id: str) -> Alarm:
         return Alarm(
             new_id(),
             self._gateway_id,
@@ -126,6 +127,7 @@ class StorageHealth:
             state,
             now_ns(),
             detail=detail,
+            alarm_id=alarm_id,
         )
 
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from bleak.args import SizedBuffer
 from bleak.assigned_numbers import CharacteristicPropertyName
@@ -69,6 +69,33 @@ def _bumble_device(kwargs: dict[str, Any]) -> Device:
     return device
 
 
+T = TypeVar("T")
+_finishing: set[asyncio.Task[Any]] = set()  # procedures whose caller was cancelled, kept until they end
+
+
+async def _procedure(work: Coroutine[Any, Any, T]) -> T:
+    """Run one bumble GATT procedure to its end even when the caller is cancelled (the caller still stops at
+    once).  bumble's GATT client answers its pending-request future without checking whether it was cancelled,
+    so a request cancelled while its answer is on the way (a gateway stopping mid-connection) made the loop log
+    an InvalidStateError; a sent request cannot be unsent on a real radio either.  Used for the procedures of
+    setting up a connection and for reads; writes and subscriptions are awaited directly, since the extra task
+    hop here would let notifications that follow a write's response overtake it."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            _finishing.add(task)
+            task.add_done_callback(_finished)
+        raise
+
+
+def _finished(task: asyncio.Task[Any]) -> None:
+    _finishing.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: nobody waits for it any more (a timeout, a disconnection)
+
+
 class BumbleBleakClient(BaseBleakClient):
     """`BaseBleakClient` on a bumble central device."""
 
@@ -110,7 +137,7 @@ class BumbleBleakClient(BaseBleakClient):
         connection.on(connection.EVENT_DISCONNECTION, self._on_disconnection)
         try:
             self._peer = Peer(connection)
-            self._mtu = await self._peer.request_mtu(ATT_MTU)
+            self._mtu = await _procedure(self._peer.request_mtu(ATT_MTU))
             if pair:
                 await self.pair()
             self.services = await self._discover(self._peer)
@@ -122,14 +149,14 @@ class BumbleBleakClient(BaseBleakClient):
 
     async def _discover(self, peer: Peer) -> BleakGATTServiceCollection:
         try:
-            await peer.discover_services()
+            await _procedure(peer.discover_services())
             collection = BleakGATTServiceCollection()
             for service_proxy in peer.services:
-                await service_proxy.discover_characteristics()
+                await _procedure(service_proxy.discover_characteristics())
                 service = BleakGATTService(service_proxy, service_proxy.handle, uuid_string(service_proxy.uuid))
                 collection.add_service(service)
                 for char_proxy in service_proxy.characteristics:
-                    await char_proxy.discover_descriptors()
+                    await _procedure(char_proxy.discover_descriptors())
                     properties = [name for flag, name in _PROPERTY_NAMES.items() if char_proxy.properties & flag]
                     characteristic = BleakGATTCharacteristic(
                         char_proxy,
@@ -195,7 +222,7 @@ class BumbleBleakClient(BaseBleakClient):
     ) -> bytearray:
         peer = self._require_peer()
         try:
-            return bytearray(await peer.read_value(characteristic.obj))
+            return bytearray(await _procedure(peer.read_value(characteristic.obj)))
         except _BUMBLE_ERRORS as err:
             raise BleakError(f"read {characteristic.uuid} failed: {err}") from err
 
@@ -204,7 +231,7 @@ class BumbleBleakClient(BaseBleakClient):
     ) -> bytearray:
         peer = self._require_peer()
         try:
-            return bytearray(await peer.read_value(descriptor.obj))
+            return bytearray(await _procedure(peer.read_value(descriptor.obj)))
         except _BUMBLE_ERRORS as err:
             raise BleakError(f"read descriptor {descriptor.uuid} failed: {err}") from err
 

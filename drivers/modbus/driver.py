@@ -325,7 +325,7 @@ class ModbusDeviceDriver:
             detail = {CONDITIONS_KEY: "complete", **{f"priority.{f}": self._priority.get(f, "low") for f in flag_tuple}}
             events.append(link_status(self.device_id, ConnectionState.CONNECTED, errors=flag_tuple, detail=detail))
             if flag_tuple:
-                log.warning("device reports a problem", device_id=self.device_id, errors=",".join(flag_tuple))
+                log.warning("device reports a problem", device_id=self.device_id, conditions=",".join(flag_tuple))
         return events, answered
 
     async def _read(self, client: Any, read: Read) -> Sequence[int] | int | None:

@@ -234,6 +234,11 @@ class SerialDeviceDriver:
             await sink.emit(link_status(self.device_id, ConnectionState.CONNECTED))
             try:
                 await self._pump(reader, writer, sink, slot=admission.slot)
+            except asyncio.CancelledError:
+                # The listener stopping (below) cancels its connections and awaits them.  This task is asyncio's
+                # (start_server's), whose done-callback on Python 3.11 calls task.exception(), which raises for a
+                # cancelled task, so the loop logs an error for every connection still open at a stop: end normally.
+                return
             except TransportError as err:
                 log.warning("HL7 sender disconnected", device_id=self.device_id, reason=err.message)
                 slots.release(admission.slot)

@@ -65,6 +65,7 @@ SAFE_KEYS = frozenset(
         "client_id",
         "quantity",
         "condition",
+        "conditions",  # the names a device reports (door_open, occlusion): the device's state, never the patient's
         "priority",
         "kind",
         "state",
@@ -131,6 +132,11 @@ SAFE_KEYS = frozenset(
         "limit",
         "group",
         "channel",
+        # bridges (cloud side): counts and the sink's name
+        "sink",
+        "created",
+        "existing",
+        "parked",
     }
 )
 
@@ -214,7 +220,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     keep_recent_lines()
     root.setLevel(level.upper())
     # Chatty third-party loggers: their protocol traces would include payload bytes at debug.
-    for name in ("amqtt", "transitions", "paho", "asyncio", "hpack"):
+    for name in ("amqtt", "transitions", "paho", "asyncio", "hpack", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 

@@ -158,7 +158,12 @@ class AlarmState(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Alarm:
-    """An alarm condition raised, updated or cleared by the gateway.  `condition` is a stable machine name."""
+    """One state change of an alarm (raised, escalated, acknowledged, silenced, cleared).
+
+    `id` is this event's own id (receivers de-duplicate by it); `alarm_id` names the alarm itself and stays the
+    same through every state change, from raise to clear (the raising event's id unless given).  `condition`
+    is a stable machine name.
+    """
 
     id: str
     device_id: str
@@ -170,8 +175,13 @@ class Alarm:
     quantity: Quantity | None = None
     device_time_ns: int | None = None
     detail: dict[str, str] = field(default_factory=dict)
+    alarm_id: str = ""
 
     lane = Lane.ALARMS
+
+    def __post_init__(self) -> None:
+        if not self.alarm_id:
+            object.__setattr__(self, "alarm_id", self.id)  # a raise: the alarm is named after its first event
 
 
 class CommandOutcome(enum.StrEnum):

@@ -40,8 +40,22 @@ class Quantity:
         return self.code >> 16
 
     @property
+    def display_unit(self) -> str:
+        """The unit as a person writes it (for screens; the wire carries the UCUM code)."""
+        return display_unit(self.ucum)
+
+    @property
     def term(self) -> int:
         return self.code & 0xFFFF
+
+
+# UCUM codes are for machines (`Cel`, `mm[Hg]`, `[iU]`); a screen shows the unit as a person writes it.
+DISPLAY_UNITS = {"Cel": "°C", "mm[Hg]": "mmHg", "[iU]": "IU", "[iU]/h": "IU/h", "uV": "µV", "Ohm": "Ω", "1": ""}
+
+
+def display_unit(ucum: str) -> str:
+    """How a person writes a UCUM unit: `Cel` is °C, `mm[Hg]` mmHg, `[iU]` IU; others are already readable."""
+    return DISPLAY_UNITS.get(ucum, ucum)
 
 
 def _q(ref: str, partition: int, term: int, ucum: str, display: str, kind: Kind = Kind.NUMERIC) -> Quantity:

@@ -102,6 +102,7 @@ def _item(event: Event) -> dict[str, Any]:
     if isinstance(event, Alarm):
         return {
             "id": event.id,
+            "alarm_id": event.alarm_id,
             "condition": event.condition,
             "kind": event.kind.value,
             "priority": event.priority.value,

@@ -24,6 +24,7 @@ Benchmark = Callable[..., Coroutine[Any, Any, Figures]]
 # name -> (module, function): a bench imports only its own module, so one bench's dependencies never load another.
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "alarms": ("hil.bench.alarms", "bench_alarms"),
+    "bridge": ("hil.bench.bridge", "bench_bridge"),
     "buffer": ("hil.bench.buffer", "bench_buffer"),
     "sync": ("hil.bench.sync", "bench_sync"),
     "qrs": ("hil.bench.qrs", "bench_qrs"),
@@ -60,7 +61,7 @@ class BenchCommand:
     help = "measure this box's capacity (see docs/BENCHMARKS.md)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("name", help="alarms, buffer, sync, qrs, pipeline, modbus, hl7, soak or footprint")
+        parser.add_argument("name", help="alarms, buffer, bridge, sync, qrs, pipeline, modbus, hl7, soak or footprint")
         parser.add_argument("--json", action="store_true", help="print one JSON object of figures")
         parser.add_argument("--record", type=Path, help="WFDB record (path without extension) where the bench uses one")
         parser.add_argument(
@@ -73,6 +74,8 @@ class BenchCommand:
         parser.add_argument("--backlog-s", type=int, default=3600, help="sync bench: seconds of backlog per device")
         parser.add_argument("--minutes", type=float, help="soak bench: how long to run (default 10)")
         parser.add_argument("--dicom-mb", type=int, help="soak bench: size of the large DICOM object (default 300)")
+        parser.add_argument("--gateways", type=int, default=50, help="bridge bench: simulated gateways")
+        parser.add_argument("--workers", type=int, default=2, help="bridge bench: FHIR bridge worker processes")
 
     def run(self, args: argparse.Namespace) -> int:
         return run_benchmark(
@@ -87,6 +90,8 @@ class BenchCommand:
             seconds=args.seconds,
             minutes=args.minutes,
             dicom_mb=args.dicom_mb,
+            gateways=args.gateways,
+            workers=args.workers,
         )
 
 

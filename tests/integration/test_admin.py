@@ -28,12 +28,12 @@ from tests.support.configs import to_toml
 PATIENT = "pt-ZX81Q"
 
 
-def cli(*args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, user: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "gateway", *args]
     if user is not None:
         command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
     return subprocess.run(
-        command, capture_output=True, text=True, check=False, timeout=60, env={**os.environ, "COLUMNS": "200"}
+        command, capture_output=True, text=True, check=False, timeout=60, env={**os.environ, **(env or {})}
     )
 
 
@@ -100,17 +100,26 @@ def test_every_admin_command_in_table_and_json_form(daemon: dict[str, Any]) -> N
     alarms = cli_json("alarms", *sock)
     spo2 = next(a for a in alarms if a["condition"] == "MDC_PULS_OXIM_SAT_O2.low")
     acked = cli_json("alarms", "ack", spo2["id"], *sock)
-    assert acked["state"] == "acknowledged"
-    silenced = cli_json("alarms", "silence", acked["id"], *sock)
-    assert silenced["state"] == "silenced"
+    assert acked["state"] == "acknowledged" and acked["id"] == spo2["id"]  # the alarm keeps its id
+    silenced = cli_json("alarms", "silence", spo2["id"], *sock)  # the id listed before the ack still works
+    assert silenced["state"] == "silenced" and silenced["id"] == spo2["id"]
+    assert spo2["id"] in cli("alarms", "ack", spo2["id"], *sock).stdout
+    relisted = {a["id"]: a for a in cli_json("alarms", *sock)}
+    assert relisted[spo2["id"]]["state"] == "acknowledged"
     missing = cli("alarms", "ack", "no-such-alarm", *sock)
     assert missing.returncode == 1 and "no active alarm" in missing.stderr
-    assert "MDC_PULS_OXIM_SAT_O2.low" in cli("alarms", *sock).stdout
+    # Piped through a narrow terminal's settings, the table still holds every id whole.
+    piped = cli("alarms", *sock, env={"COLUMNS": "60"}).stdout
+    assert "MDC_PULS_OXIM_SAT_O2.low" in piped and spo2["id"] in piped, piped
 
     assert cli_json("sync", "now", *sock)["state"] == "online"
+    synced = cli("sync", "now", *sock).stdout
+    assert synced.startswith("sync: online") and "{" not in synced  # a sentence, not a Python dict
     logs = cli_json("logs", "--grep", "device connected", *sock)
-    assert logs and all("device connected" in line for line in logs)
+    assert logs and all(isinstance(r, dict) and r["event"] == "device connected" for r in logs)
     assert "gateway started" in cli("logs", *sock).stdout
+    # The socket from the environment, as the demo prints it.
+    assert cli("status", "--json", env={"IOMT_GATEWAY_SOCKET": str(daemon["socket"])}).returncode == 0
 
     down = cli("status", "--socket", str(daemon["socket"].parent / "absent.sock"))
     assert down.returncode == 1 and "is the service running" in down.stderr

@@ -94,6 +94,42 @@ def test_json_lane_messages_validate(lane: Lane) -> None:
     validator("JsonMessage").validate(json.loads(message))
 
 
+@pytest.mark.parametrize(
+    ("lane", "schema"),
+    [
+        (Lane.NUMERICS, "NumericItem"),
+        (Lane.DEVICE_STATUS, "StatusItem"),
+        (Lane.ALARMS, "AlarmItem"),
+        (Lane.COMMAND_RESULTS, "CommandResultItem"),
+    ],
+)
+def test_every_field_sent_is_documented(lane: Lane, schema: str) -> None:
+    """A field the gateway adds to an item appears in the contract (the schemas allow unknown fields)."""
+    documented = set(DOC["components"]["schemas"][schema]["properties"])
+    for item in json.loads(encode_batch("gw", "ox", None, lane, _events()[lane]))["items"]:
+        assert set(item) <= documented, set(item) - documented
+
+
+def test_alarm_events_carry_the_alarm_id() -> None:
+    raised = _events()[Lane.ALARMS][0]
+    acked = Alarm(
+        new_id(),
+        "ox",
+        raised.condition,
+        raised.kind,
+        raised.priority,
+        AlarmState.ACKNOWLEDGED,
+        now_ns(),
+        alarm_id=raised.alarm_id,
+    )
+    items = json.loads(encode_batch("gw", "ox", None, Lane.ALARMS, [raised, acked]))["items"]
+    assert [i["alarm_id"] for i in items] == [raised.id, raised.id] and items[0]["id"] != items[1]["id"]
+    for item in items:
+        validator("AlarmItem").validate(item)
+    legacy = {k: v for k, v in items[0].items() if k != "alarm_id"}  # stored before the field existed
+    validator("AlarmItem").validate(legacy)
+
+
 def test_waveform_headers_validate() -> None:
     chunk = WaveformChunk(
         new_id(), "ecg", quantity("MDC_ECG_ELEC_POTL"), np.arange(50, dtype=np.int32), 130.0, 1.0, 0.0, 0, now_ns()

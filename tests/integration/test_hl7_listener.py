@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -212,3 +213,23 @@ async def test_unmapped_observations_cost_only_themselves(tmp_path: Path, mosqui
 
 def _driver(run: Running) -> Any:
     return run.gateway.drivers[DEVICE]
+
+
+async def test_stopping_with_a_monitor_connected_is_quiet(
+    tmp_path: Path, mosquitto: Mosquitto, captured_logs: io.StringIO
+) -> None:
+    """A deliberate stop is no disconnection and no error: the connection's task ends cleanly (Ctrl-C in the demo)."""
+    listen = free_loopback_port()
+    config = _config(tmp_path, mosquitto.port, listen)
+    async with running_gateway(config, receiver_port=mosquitto.port) as run:
+        heard: list[Alarm] = []
+        run.gateway.parts.pipeline.alarm_listeners.append(heard.append)  # type: ignore[union-attr]
+        reader, writer = await _connect(listen)
+        try:
+            assert await _ack(reader, writer, _spo2_message(Hl7Monitor())) == "AA"
+            await run.finish()
+        finally:
+            writer.close()
+    errors = [line for line in captured_logs.getvalue().splitlines() if '"level": "error"' in line]
+    assert errors == []
+    assert [a.condition for a in heard if a.condition == "device_disconnected"] == []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
+import json
 import statistics
 import struct
 import time
@@ -176,7 +178,9 @@ def test_the_shipped_profiles_load() -> None:
 # ------------------------------------------------------------------------------------------------ driver
 
 
-async def test_fridge_values_status_flags_and_exceptions_against_a_pymodbus_server() -> None:
+async def test_fridge_values_status_flags_and_exceptions_against_a_pymodbus_server(
+    captured_logs: io.StringIO,
+) -> None:
     fridge = MedicationFridge(unit_id=7)
     async with ModbusSimServer([fridge]) as server:
         driver = ModbusDeviceDriver(
@@ -201,6 +205,9 @@ async def test_fridge_values_status_flags_and_exceptions_against_a_pymodbus_serv
     # While the status read fails, the door flag reported last is kept (no alarm flapping), next to the exception.
     assert ("door_open", "modbus_exception_illegal_data_address") in errors
     assert errors[-1] == ("door_open",), "the exception clears when the device answers again"
+    # The technician reads which condition it is: condition names are the device's, not the patient's.
+    problems = [json.loads(line) for line in captured_logs.getvalue().splitlines() if "reports a problem" in line]
+    assert problems and problems[0]["conditions"] == "door_open", problems
     assert driver.poll_stats.exceptions > 0 and driver.poll_stats.values == len(
         [e for e in sink.events if isinstance(e, Observation)]
     )

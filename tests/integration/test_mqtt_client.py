@@ -19,6 +19,7 @@ from cloud_sync.mqtt import (
     NO_MATCHING_SUBSCRIBERS,
     REFUSED,
     SUCCESS,
+    Message,
     MqttClient,
     MqttConnectError,
     MqttConnectionLostError,
@@ -256,3 +257,53 @@ async def test_a_window_wider_than_the_brokers_receive_maximum_is_held_back(tmp_
         assert all(code < REFUSED for code in codes)
     finally:
         broker.stop()
+
+
+async def test_an_unacknowledged_message_comes_back_to_the_session_and_an_acknowledged_one_does_not(
+    mosquitto: Mosquitto,
+) -> None:
+    """With manual_ack the PUBACK waits for `ack(message)`: what a persistent session took but did not
+    acknowledge, the broker delivers again after the next connect; what it acknowledged, never."""
+    topic = f"acks/{time.time_ns()}"
+    session: dict[str, Any] = {
+        "client_id": f"acker-{time.time_ns()}",
+        "clean_start": False,
+        "session_expiry_s": 300,
+        "manual_ack": True,
+        "receive_maximum": 10,
+    }
+
+    async def next_message(mqtt: MqttClient) -> tuple[str, bytes]:
+        async with asyncio.timeout(5):
+            message = await anext(mqtt.messages)
+        mqtt.ack(message)
+        return message.topic, message.payload
+
+    async with client(mosquitto, "acks-publisher") as publisher:
+        async with MqttClient("127.0.0.1", mosquitto.port, **session) as reader:
+            assert await reader.subscribe(f"{topic}/#", qos=1) == [1]
+            await publisher.publish(f"{topic}/acked", b"a")
+            await publisher.publish(f"{topic}/kept", b"k")
+            async with asyncio.timeout(5):
+                acked, kept = await anext(reader.messages), await anext(reader.messages)
+            assert (acked.topic, kept.topic, acked.qos, kept.qos) == (f"{topic}/acked", f"{topic}/kept", 1, 1)
+            reader.ack(acked)
+            reader.ack(acked)  # a second ack sends nothing
+        async with MqttClient("127.0.0.1", mosquitto.port, **session) as reader:
+            assert await next_message(reader) == (f"{topic}/kept", b"k")  # no resubscribe: the session's
+            await publisher.publish(f"{topic}/marker", b"m")
+            assert await next_message(reader) == (f"{topic}/marker", b"m")  # "acked" did not come back first
+            reader.ack(kept)  # a message of the previous connection: nothing is sent on this one
+        async with MqttClient("127.0.0.1", mosquitto.port, **session) as reader:
+            await publisher.publish(f"{topic}/marker", b"m2")
+            assert await next_message(reader) == (f"{topic}/marker", b"m2")  # everything before was acknowledged
+            async with MqttClient("127.0.0.1", mosquitto.port, client_id=session["client_id"]):
+                pass  # clean start: the session is discarded
+
+
+async def test_ack_needs_manual_ack_and_receive_maximum_needs_mqtt5(mosquitto: Mosquitto) -> None:
+    async with client(mosquitto, "auto-ack") as mqtt:
+        with pytest.raises(RuntimeError):
+            mqtt.ack(Message("t/x", b"", 1, False, 1))
+    with pytest.raises(ValueError, match="receive_maximum"):
+        MqttClient("127.0.0.1", mosquitto.port, client_id="v311", protocol="3.1.1", receive_maximum=10)

@@ -98,6 +98,8 @@ async def test_disk_filled_by_another_writer_degrades_keeps_local_alarms_and_rec
             assert not run.task.done()
             filler.unlink()
             await _until(lambda: "cleared" in _states(seen, "buffer_unavailable"))
+            episode = [a for a in seen if a["condition"] == "buffer_unavailable"]
+            assert len({a["alarm_id"] for a in episode}) == 1, "raise and clear name one alarm"
             assert run.gateway.metrics.storage_failures > 0
             await _every_alarm_reaches_the_cloud(run, raised)
             assert run.gateway.metrics.shed_items.total() == 0  # the outage fitted in the memory bound

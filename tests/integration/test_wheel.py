@@ -148,6 +148,7 @@ def test_the_demo_runs_from_the_wheel(installed: dict[str, Any]) -> None:
         ("buffer", "--backlog-mb", "16"),
         ("sync", "--devices", "2", "--backlog-s", "60"),
         ("soak", "--minutes", "0.25", "--dicom-mb", "8"),
+        ("bridge", "--gateways", "3", "--workers", "1"),
     ],
 )
 def test_each_bench_runs_from_the_wheel(installed: dict[str, Any], args: tuple[str, ...]) -> None:
@@ -155,6 +156,10 @@ def test_each_bench_runs_from_the_wheel(installed: dict[str, Any], args: tuple[s
     assert result.returncode == 0, result.stderr[-2000:] + result.stdout[-2000:]
     figures = json.loads(result.stdout)
     assert "error" not in figures
+    if args[0] == "pipeline":  # its contract keys, checked here rather than by a second run from the clone
+        assert figures["samples_per_s_per_core"] > 0 and figures["alarm_latency_p99_ms"] is not None
+        assert figures["alarms_measured"] > 50
+        assert figures["ecg_leads"] == 2 and figures["models"] == ["ecg_beat_classifier"]
 
 
 def test_a_bench_without_its_input_fails(installed: dict[str, Any]) -> None:

@@ -128,3 +128,28 @@ def test_a_storage_scp_open_to_any_calling_ae_must_be_deliberate(tmp_path: Path)
         parse_config(data, check_secrets=False)
     data["devices"] = [{**scp, "allow_any_calling_ae": True}]
     assert parse_config(data, check_secrets=False).devices
+
+
+def test_the_shipped_config_has_no_simulated_device() -> None:
+    """A production install has no rig extras: a virtual: or sim: device would stop the daemon at start."""
+    devices = tomllib.loads(CONFIG.read_text("utf-8")).get("devices", [])
+    assert not [d for d in devices if str(d.get("address", "")).startswith(("virtual:", "sim:"))]
+
+
+def test_the_unit_sets_each_key_once_and_points_at_no_missing_file() -> None:
+    section, seen = "", set[str]()
+    # Keys a later line silently overrides (list-valued keys such as LoadCredential= may repeat).
+    single = {"Description", "Documentation", "Type", "ExecStart", "User", "Group", "UMask", "Restart"}
+    single |= {"StateDirectory", "StateDirectoryMode", "RuntimeDirectory", "RuntimeDirectoryMode", "WatchdogSec"}
+    for raw in UNIT.read_text("utf-8").splitlines():
+        line = raw.strip()
+        if line.startswith("["):
+            section, seen = line, set[str]()
+            continue
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key = line.split("=", 1)[0]
+        assert key not in single or key not in seen, f"{section} sets {key}= twice"
+        seen.add(key)
+        if key == "Documentation":
+            assert not line.split("=", 1)[1].startswith("file://"), "pip installs no documentation files"

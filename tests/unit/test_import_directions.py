@@ -13,6 +13,8 @@ still a cycle for the reader.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,3 +118,14 @@ def test_the_rules_see_the_whole_product() -> None:
     assert {layer(m) for m in modules} == set(ALLOWED)
     assert "gateway.daemon" in modules
     assert "drivers.ble" in graph()["hil.ble_sim"] or any(m.startswith("drivers.") for m in graph()["hil.ble_sim"])
+
+
+def test_the_daemon_imports_only_what_its_configuration_uses() -> None:
+    """A gateway without waveform devices, metrics or rigs loads none of their libraries (bench footprint)."""
+    heavy = ("numpy", "scipy", "ai_edge_litert", "pydicom", "pynetdicom", "prometheus_client", "bumble", "amqtt", "hil")
+    code = (
+        "import sys, gateway.cli, gateway.runner, gateway.daemon; "
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

@@ -1,11 +1,13 @@
-"""Limit alarms: condition delay, hysteresis, priorities; technical alarms from device status."""
+"""Limit alarms: condition delay, hysteresis, priorities; technical alarms from device status; one id per alarm."""
 
 from __future__ import annotations
 
 from gateway.alarms import AlarmEngine
 from gateway.config import AlarmsSection, LimitRule
+from gateway.core.errors import StorageError
 from gateway.core.model import AlarmState, ConnectionState, DeviceStatus, Observation, new_id
 from gateway.core.nomenclature import quantity
+from gateway.storage_health import StorageHealth
 
 T0 = 1_800_000_000 * 10**9
 
@@ -108,3 +110,49 @@ def test_a_limit_can_apply_to_one_device_only() -> None:
     assert [a.condition for a in engine.evaluate(lower)] == ["MDC_PULS_OXIM_SAT_O2.low"]
     other = Observation(new_id(), "ox-2", quantity("MDC_PULS_OXIM_SAT_O2"), 87.0, None, T0)
     assert len(engine.evaluate(other)) == 1  # everyone else keeps the general limit
+
+
+def test_an_alarm_keeps_one_id_from_raise_to_clear_while_each_event_has_its_own() -> None:
+    rule = LimitRule(quantity="MDC_PULS_OXIM_SAT_O2", low=90, priority="low")
+    engine = AlarmEngine(AlarmsSection(limits=(rule,), escalate_after_s=60))
+    obs = Observation(new_id(), "ox-1", quantity("MDC_PULS_OXIM_SAT_O2"), 85.0, None, T0)
+    (raised,) = engine.evaluate(obs)
+    assert raised.alarm_id == raised.id  # the alarm is named after its first event
+    (escalated,) = engine.escalate(T0 + 60 * 10**9)
+    acked = engine.set_state(raised.alarm_id, AlarmState.ACKNOWLEDGED)
+    assert acked is not None
+    silenced = engine.set_state(raised.alarm_id, AlarmState.SILENCED)  # the same id again: no race with acks
+    assert silenced is not None
+    obs = Observation(new_id(), "ox-1", quantity("MDC_PULS_OXIM_SAT_O2"), 97.0, None, T0 + 61 * 10**9)
+    (cleared,) = engine.evaluate(obs)
+    events = [raised, escalated, acked, silenced, cleared]
+    assert [e.state.value for e in events] == ["active", "active", "acknowledged", "silenced", "cleared"]
+    assert {e.alarm_id for e in events} == {raised.id}
+    assert len({e.id for e in events}) == len(events)  # the sync API still de-duplicates by event id
+    assert engine.set_state(raised.alarm_id, AlarmState.ACKNOWLEDGED) is None  # cleared: nothing to acknowledge
+    # The next episode of the same condition is another alarm.
+    obs = Observation(new_id(), "ox-1", quantity("MDC_PULS_OXIM_SAT_O2"), 85.0, None, T0 + 62 * 10**9)
+    (again,) = engine.evaluate(obs)
+    assert again.alarm_id != raised.alarm_id
+
+
+def test_technical_alarms_keep_their_id_until_cleared() -> None:
+    engine = AlarmEngine(AlarmsSection(low_battery_pct=15))
+    lost = DeviceStatus(new_id(), "pump-1", ConnectionState.DISCONNECTED, T0, detail={"reason": "link_lost"})
+    (raised,) = engine.evaluate(lost)
+    acked = engine.set_state(raised.id, AlarmState.ACKNOWLEDGED)
+    assert acked is not None and acked.alarm_id == raised.alarm_id
+    back = DeviceStatus(new_id(), "pump-1", ConnectionState.CONNECTED, T0 + 10**9)
+    (cleared,) = engine.evaluate(back)
+    assert cleared.state is AlarmState.CLEARED and cleared.alarm_id == raised.alarm_id
+
+
+def test_a_buffer_outage_raises_and_clears_one_alarm() -> None:
+    health = StorageHealth("gw", clock=lambda: 0.0)
+    raised = health.failed(StorageError("disk full"), 3)
+    assert raised is not None and health.failed(StorageError("disk full"), 4) is None
+    cleared = health.succeeded()
+    assert cleared is not None and cleared.state is AlarmState.CLEARED
+    assert cleared.alarm_id == raised.alarm_id and cleared.id != raised.id
+    again = health.failed(StorageError("disk full"), 1)
+    assert again is not None and again.alarm_id != raised.alarm_id

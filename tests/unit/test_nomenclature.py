@@ -6,7 +6,7 @@ import ast
 import re
 from pathlib import Path
 
-from gateway.core.nomenclature import ALIASES, BY_CODE, BY_REFERENCE, Kind, all_quantities, quantity
+from gateway.core.nomenclature import ALIASES, BY_CODE, BY_REFERENCE, Kind, all_quantities, display_unit, quantity
 
 REPO = Path(__file__).resolve().parents[2]
 REF = re.compile(r"^MDC_[A-Z0-9_]+$")  # a reference id, not a string that merely starts with one
@@ -89,3 +89,11 @@ def test_bedside_monitor_terms_match_public_tables() -> None:
 def test_waveforms_and_numerics_are_distinguished() -> None:
     assert quantity("MDC_ECG_ELEC_POTL").kind is Kind.WAVEFORM
     assert quantity("MDC_PULS_OXIM_SAT_O2").kind is Kind.NUMERIC
+
+
+def test_every_unit_has_a_readable_form() -> None:
+    """Screens show units as people write them: no UCUM brackets (which Rich would also take for markup)."""
+    assert display_unit("Cel") == "°C" and display_unit("mm[Hg]") == "mmHg" and display_unit("[iU]") == "IU"
+    for q in all_quantities():
+        shown = q.display_unit
+        assert "[" not in shown and "]" not in shown and shown != "Cel", (q.reference_id, shown)
