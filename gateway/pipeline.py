@@ -228,18 +228,19 @@ class Pipeline:
                         lost = self._pending_count + len(self._fifo)
                         log.error("buffer refused the last batches at shutdown", items=lost)
                         raise StorageError("events could not be committed before shutdown", items=lost)
-                await self._idle(next_flush)
+                await self._idle(next_flush, next_escalation)
         finally:
             if self._commit is not None:
                 self._commit.cancel()
 
-    async def _idle(self, next_flush: float) -> None:
-        """Wait for the next thing to do: an event, a finished commit, the flush interval or a retry."""
+    async def _idle(self, next_flush: float, next_escalation: float) -> None:
+        """Wait for the next thing to do: an event, a finished commit, the flush interval or a retry; with nothing
+        to commit, only an event or the once-a-second alarm checks (an idle gateway does not tick 5 times a second)."""
         self._wake.clear()
         if self._fifo and (self.health.degraded or self._pending_count < self._pending_cap):
             await asyncio.sleep(0)  # more to take at once; let emitters run first
             return
-        wake_at = next_flush
+        wake_at = next_flush if self._pending or self._commit is not None else max(next_flush, next_escalation)
         if self._commit is None and self._pending:
             wake_at = min(wake_at, self.health.retry_at) if self.health.degraded else wake_at
             if self._closing:
