@@ -60,7 +60,7 @@ from drivers.ble.transport import BleDeviceSection
 from gateway.core.errors import InvalidFrame
 from gateway.core.model import Observation, stable_id
 from gateway.core.nomenclature import quantity
-from tests.support.fuzzing import FAST, Mutation, check_mutations, decodes_or_invalid, mutations
+from tests.support.fuzzing import FAST, CodecBattery
 
 U16 = struct.Struct("<H")
 U32 = struct.Struct("<I")
@@ -831,29 +831,9 @@ VALID_FRAMES: dict[str, bytes] = {
 }
 
 
-def test_valid_frames_decode_and_every_decoder_is_fuzzed() -> None:
-    assert set(VALID_FRAMES) == set(DECODERS)
-    for name, frame in VALID_FRAMES.items():
-        DECODERS[name](frame)
-
-
-@FAST
-@given(st.binary(max_size=64))
-def test_decoders_raise_only_invalid_frame(data: bytes) -> None:
-    for decode in DECODERS.values():
-        decodes_or_invalid(decode, data)
-
-
-@FAST
-@given(mutations)
-def test_decoders_survive_mutations_of_valid_frames(mutation: Mutation) -> None:
-    check_mutations(DECODERS, VALID_FRAMES, mutation)
-
-
-@pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview])
-def test_decoders_accept_bytes_like(wrap: Callable[[bytes], Any]) -> None:
-    for name, frame in VALID_FRAMES.items():
-        assert DECODERS[name](wrap(frame)) == DECODERS[name](frame), name
+class TestDecoders(CodecBattery):
+    decoders = DECODERS
+    valid_frames = VALID_FRAMES
 
 
 def test_dataclasses_are_frozen_and_slotted() -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
-from hypothesis import settings
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.core.errors import InvalidFrame
@@ -40,3 +42,33 @@ def check_mutations(
     """Each valid frame, mutated, still only decodes or raises InvalidFrame."""
     for name, valid in valid_frames.items():
         decodes_or_invalid(decoders[name], mutate(valid, mutation))
+
+
+class CodecBattery:
+    """The checks every codec module's decoders get, written once: subclass it as `TestDecoders` with the
+    module's `decoders` (name -> decode) and `valid_frames` (name -> a valid frame of each)."""
+
+    decoders: ClassVar[Mapping[str, Callable[[Any], object]]]
+    valid_frames: ClassVar[Mapping[str, bytes]]
+
+    def test_valid_frames_decode_and_every_decoder_is_fuzzed(self) -> None:
+        assert set(self.valid_frames) == set(self.decoders)
+        for name, frame in self.valid_frames.items():
+            self.decoders[name](frame)
+
+    @FAST
+    @given(st.binary(max_size=64))
+    def test_decoders_raise_only_invalid_frame(self, data: bytes) -> None:
+        # Every decoder sees every example: one hypothesis run instead of one per decoder keeps the suite fast.
+        for decode in self.decoders.values():
+            decodes_or_invalid(decode, data)
+
+    @FAST
+    @given(mutations)
+    def test_decoders_survive_mutations_of_valid_frames(self, mutation: Mutation) -> None:
+        check_mutations(self.decoders, self.valid_frames, mutation)
+
+    @pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview])
+    def test_decoders_accept_bytes_like(self, wrap: Callable[[bytes], Any]) -> None:
+        for name, frame in self.valid_frames.items():
+            assert self.decoders[name](wrap(frame)) == self.decoders[name](frame), name
