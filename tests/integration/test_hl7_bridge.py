@@ -118,6 +118,8 @@ async def test_pcd01_and_pcd04_are_accepted_once_even_when_resent(
         await wait_until(lambda: len(engine.unique) == 4, what="two ORU^R01 and two ORU^R40")
         await publish(mosquitto.port, sent, client_id=f"{worker.group}-pub")  # a gateway's resend
         await wait_until(lambda: len(engine.received) == 8, what="the resend")
+        # The engine has the last message before the worker has read its ACK and counted it.
+        await wait_until(lambda: worker.stats.written == 8, what="the worker counting the last ACK")
     assert len(engine.unique) == 4  # the same MSH-10 each time: the engine keeps each once
     kinds = sorted(str(hl7.parse(t).segment("MSH")[9]) for t in engine.unique.values())
     assert kinds == ["ORU^R01^ORU_R01"] * 2 + ["ORU^R40^ORU_R40"] * 2
