@@ -44,7 +44,7 @@ class Command(Protocol):
 
 
 # Which optional extra brings what a plugin needs, for the hint when it is missing.
-EXTRA_FOR_PLUGIN = {"demo": "demo", "bench": "demo", "bridge": "bridge"}
+EXTRA_FOR_PLUGIN = {"demo": "demo", "bench": "demo", "bridge": "bridge", "hil": "hil"}
 
 
 class MissingExtra:
