@@ -13,6 +13,7 @@ import hashlib
 import ssl
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -65,6 +66,9 @@ class ReferenceReceiver:
         self.alarms: list[dict[str, Any]] = []
         self.items: dict[str, dict[str, Any]] = {}
         self.keep_items = False
+        # Called with (device, lane topic name, item) for each item the first time it arrives (e.g. a HIL rig's
+        # timeline); a listener must not raise.
+        self.listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
         # Objects (images lane): chunks until complete, then the verified whole; failures by object id.
         self._partial: dict[tuple[str, int], dict[int, bytes]] = {}
         self.objects: dict[str, bytes] = {}
@@ -117,6 +121,8 @@ class ReferenceReceiver:
             # A waveform item may carry several contiguous chunks (events): count events, as the gateway does.
             self.stats.unique[batch.device] += int(item.get("chunks", 1))
             self.stats.by_lane[batch.lane.topic_name] += 1
+            for listener in self.listeners:
+                listener(batch.device, batch.lane.topic_name, item)
             if self.keep_items:
                 self.items[ident] = {
                     "device": batch.device,

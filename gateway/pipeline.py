@@ -405,7 +405,10 @@ class Pipeline:
         self._count_received(alarm)
         self._hold(alarm)
         for listener in self.alarm_listeners:
-            listener(alarm)
+            try:
+                listener(alarm)
+            except Exception:  # a listener's fault must not stop the alarm reaching the buffer
+                log.exception("alarm listener failed", condition=alarm.condition)
         self._pending.setdefault((Lane.ALARMS, alarm.device_id), []).append(alarm)
         self._pending_since.setdefault((Lane.ALARMS, alarm.device_id), time.monotonic())
         self._pending_count += 1

@@ -1,15 +1,87 @@
-"""`iomt-gateway hil run`: being built (issue 19)."""
+"""`iomt-gateway hil run SCENARIO... [--junit FILE] [--json]`: play scenario files, report, exit non-zero on
+any failure (1) or unusable input (2).  Against a gateway on another box: `--admin-socket` and `--broker`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import ssl
 import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scenarios", nargs="+")
+    parser.add_argument("scenarios", nargs="*", type=Path, help="scenario files (YAML; see docs/HIL.md)")
+    parser.add_argument("--junit", type=Path, help="write a JUnit XML report here (one testcase per expectation)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object of results")
+    parser.add_argument("--schema", action="store_true", help="print the scenario format's JSON Schema and exit")
+    remote = parser.add_argument_group("a gateway already running (default: one in this process)")
+    remote.add_argument("--admin-socket", type=Path, help="its admin socket (local alarms, counters)")
+    remote.add_argument("--broker", metavar="HOST:PORT", help="the MQTT broker it syncs to (the sync API)")
+    remote.add_argument("--gateway-id", help="its gateway id (the sync API's topic level)")
+    remote.add_argument("--topic-prefix", default="iomt/v1")
+    remote.add_argument("--ca", type=Path, help="TLS: the broker's CA certificate")
+    remote.add_argument("--cert", type=Path, help="TLS: this rig's client certificate (mutual TLS)")
+    remote.add_argument("--key", type=Path, help="TLS: this rig's client key")
+    remote.add_argument(
+        "--issuer-key", action="append", default=[], metavar="NAME=FILE", help="Ed25519 PEM key the gateway trusts"
+    )
+
+
+def _remote(args: argparse.Namespace) -> object:
+    from hil.runner.cloud import Issuers  # noqa: PLC0415
+    from hil.runner.play import RemoteGateway  # noqa: PLC0415
+    from hil.runner.scenario import ScenarioError  # noqa: PLC0415
+
+    if args.admin_socket is None and args.broker is None:
+        return None
+    if args.admin_socket is None or args.broker is None or args.gateway_id is None:
+        raise ScenarioError("a running gateway needs --admin-socket, --broker and --gateway-id together")
+    host, _, port = args.broker.rpartition(":")
+    if not host or not port.isdigit():
+        raise ScenarioError("--broker must be HOST:PORT")
+    tls = None
+    if args.ca is not None:
+        tls = ssl.create_default_context(cafile=str(args.ca))
+        if args.cert is not None:
+            tls.load_cert_chain(str(args.cert), str(args.key) if args.key else None)
+    keys = {}
+    for item in args.issuer_key:
+        name, _, file = item.partition("=")
+        if not name or not file:
+            raise ScenarioError("--issuer-key must be NAME=FILE")
+        keys[name] = Path(file)
+    return RemoteGateway(
+        args.admin_socket, host, int(port), args.gateway_id, args.topic_prefix, tls, Issuers.from_files(keys)
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    print("iomt-gateway hil run: not built yet", file=sys.stderr)
-    return 2
+    from gateway.core.logs import configure_logging  # noqa: PLC0415
+    from hil.runner.play import play_all  # noqa: PLC0415
+    from hil.runner.report import summary, text, write_junit  # noqa: PLC0415
+    from hil.runner.scenario import ScenarioError, json_schema  # noqa: PLC0415
+
+    if args.schema:
+        print(json.dumps(json_schema(), indent=2))
+        return EXIT_OK
+    if not args.scenarios:
+        print("iomt-gateway hil run: name one or more scenario files (e.g. hil/scenarios/*.yaml)", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging("warning", "auto")
+    try:
+        remote = _remote(args)
+    except (ScenarioError, OSError, ssl.SSLError) as err:
+        print(f"iomt-gateway hil run: {getattr(err, 'message', err)}", file=sys.stderr)
+        return EXIT_USAGE
+    outcomes = asyncio.run(play_all(args.scenarios, remote))  # type: ignore[arg-type]
+    if args.junit is not None:
+        write_junit(outcomes, args.junit)
+    if args.json:
+        print(json.dumps(summary(outcomes), indent=2))
+    else:
+        print(text(outcomes))
+    return EXIT_OK if all(o.passed for o in outcomes) else EXIT_FAILED
