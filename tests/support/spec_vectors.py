@@ -37,12 +37,13 @@ from drivers.ble import (
     racp,
 )
 from drivers.ble import sfloat as sfloat_module
-from drivers.ble.bps import BloodPressureMeasurement, PressureUnit
+from drivers.ble.bps import BloodPressureMeasurement, IntermediateCuffPressure, PressureUnit
 from drivers.ble.cgms import CgmFeature, CgmMeasurement
 from drivers.ble.device_info import PnpId, SystemId, VendorIdSource
 from drivers.ble.gls import (
     CarbohydrateId,
     GlucoseConcentrationUnit,
+    GlucoseFeature,
     GlucoseHealth,
     GlucoseMeasurement,
     GlucoseMeasurementContext,
@@ -352,6 +353,30 @@ _NUMBERS: Final = (
     ),
 )
 
+_DATE_TIME: Final = (
+    SpecVector(
+        "date_time_known",
+        "Date Time (0x2A08), the field inside BPS, HTS, GLS and PLXS",
+        "e2 07 04 11 0f 33 00",
+        fields,
+        fields.read_date_time,
+        (2018, 4, 17, 15, 51, 0),
+        f"{_NORDIC}callback/DateTimeDataCallbackTest.java (today)",
+        MappingProxyType({"offset": 0, "characteristic": "date_time"}),
+    ),
+    SpecVector(
+        "date_time_date_unknown",
+        "Date Time (0x2A08), the field inside BPS, HTS, GLS and PLXS",
+        "00 00 00 00 12 1a 20",
+        fields,
+        fields.read_date_time,
+        (0, 0, 0, 18, 26, 32),
+        f"{_NORDIC}callback/DateTimeDataCallbackTest.java (dateNotKnown)",
+        MappingProxyType({"offset": 0, "characteristic": "date_time"}),
+        note="year, month and day 0 mean 'not known'",
+    ),
+)
+
 # ----------------------------------------------------------------------------------------------------- HRS
 
 _HRS: Final = (
@@ -502,6 +527,35 @@ _BPS: Final = (
         BloodPressureMeasurement(18.9, 11.0, 15.9, PressureUnit.MMHG),
         f"{_NORDIC}callback/bps/BloodPressureMeasurementDataCallbackTest.java (minimal, assertArrayEquals bytes)",
     ),
+    SpecVector(
+        "bps_cuff_mmhg_full",
+        "Intermediate Cuff Pressure (0x2A36)",
+        "1e 04 00 00 00 00 00 00 00 04 11 14 29 3b 3c 00 01 27 00",
+        bps,
+        bps.decode_intermediate_cuff_pressure,
+        IntermediateCuffPressure(4.0, PressureUnit.MMHG, (0, 4, 17, 20, 41, 59), 60.0, 1, 0x0027),
+        f"{_NORDIC}callback/bps/IntermediateCuffPressureDataCallbackTest.java (full, assertArrayEquals bytes)",
+        note="the unused diastolic and MAP fields carry 0 here where GSS asks for NaN; the decoder skips them "
+        "either way, so this sender's slip does not matter",
+    ),
+    SpecVector(
+        "bps_cuff_kpa_pulse_status",
+        "Intermediate Cuff Pressure (0x2A36)",
+        "15 6f f0 00 00 00 00 3c 00 12 00",
+        bps,
+        bps.decode_intermediate_cuff_pressure,
+        IntermediateCuffPressure(11.1, PressureUnit.KPA, None, 60.0, None, 0x0012),
+        f"{_NORDIC}callback/bps/IntermediateCuffPressureDataCallbackTest.java (some, assertArrayEquals bytes)",
+    ),
+    SpecVector(
+        "bps_cuff_minimal",
+        "Intermediate Cuff Pressure (0x2A36)",
+        "00 d7 f0 00 00 00 00",
+        bps,
+        bps.decode_intermediate_cuff_pressure,
+        IntermediateCuffPressure(21.5),
+        f"{_NORDIC}callback/bps/IntermediateCuffPressureDataCallbackTest.java (minimal, assertArrayEquals bytes)",
+    ),
 )
 
 # ----------------------------------------------------------------------------------------------------- HTS
@@ -613,6 +667,20 @@ _GLS: Final = (
         note="Nordic's 123.45 cannot be an SFLOAT (mantissa over 2047), so 1234 x 10^-1; Nordic's reserved "
         "extended flags (0xB3) are left out: this decoder refuses set extended-flag bits by design (gls.py)",
     ),
+    SpecVector(
+        "gls_feature",
+        "Glucose Feature (0x2A51)",
+        "f0 03",
+        gls,
+        gls.decode_glucose_feature,
+        GlucoseFeature.STRIP_TYPE_ERROR_DETECTION
+        | GlucoseFeature.RESULT_HIGH_LOW_DETECTION
+        | GlucoseFeature.TEMPERATURE_HIGH_LOW_DETECTION
+        | GlucoseFeature.READ_INTERRUPT_DETECTION
+        | GlucoseFeature.GENERAL_DEVICE_FAULT
+        | GlucoseFeature.TIME_FAULT,
+        f"{_NORDIC}callback/glucose/GlucoseFeatureDataCallbackTest.java",
+    ),
 )
 
 # ---------------------------------------------------------------------------------------------------- CGMS
@@ -629,7 +697,10 @@ _CGMS: Final = (
         MappingProxyType({"e2e_crc": True}),
         note="annunciation octets in wire order 02 14 FF: the 24-bit field least significant octet first "
         "(session stopped..general fault in bits 0-7, time sync..temperature in 8-15, result/rate warnings in "
-        "16-23), as the SIG's cgm_measurement field definition numbers the bits",
+        "16-23), as the SIG's cgm_measurement field definition numbers the bits.  With all three octets present "
+        "the order cannot be misread; with only some, implementations differ: nrfconnect/sdk-nrf "
+        "subsys/bluetooth/services/cgms/cgms.c sends status, cal/temp, warning as this decoder reads them, while "
+        "Nordic's Android library reads the octet of flag bit 5 as bits 0-7",
     ),
     SpecVector(
         "cgms_small_record",
@@ -1009,6 +1080,7 @@ _PMD: Final = (
 VECTORS: Final[tuple[SpecVector, ...]] = (
     *_CRC,
     *_NUMBERS,
+    *_DATE_TIME,
     *_HRS,
     *_PLXS,
     *_BPS,
