@@ -7,12 +7,16 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.core.errors import InvalidFrame
 
-FAST = settings(max_examples=200, deadline=None, database=None)
+# The battery's tests are methods of a base class that every codec's test class inherits: hypothesis sees one
+# test function run from several classes (executors), which is intended here.
+FAST = settings(
+    max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.differing_executors]
+)
 
 # (byte edits as (index, value), bytes cut from the end, bytes appended)
 Mutation = tuple[list[tuple[int, int]], int, bytes]
