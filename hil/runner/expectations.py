@@ -154,11 +154,15 @@ def _command(title: str, what: CommandExpectation, timeline: Timeline) -> Verdic
     if not final:
         states = " -> ".join(str(e.data.get("outcome")) for e in results) or "no result at all"
         return Verdict(title, False, f"no final outcome (seen: {states})", timeline.around(lo, hi))
-    outcome = final[0]
-    got, reason = outcome.data.get("outcome"), outcome.data.get("reason")
-    late = outcome.t_s > hi
-    if got == what.outcome and (what.reason is None or reason == what.reason) and not late:
-        return Verdict(title, True, f"{got}" + (f" ({reason})" if reason else "") + f" after {outcome.t_s - lo:.1f} s")
-    problem = f"ended {got}" + (f" ({reason})" if reason else "") + f" after {outcome.t_s - lo:.1f} s"
+    # A command may end more than once: outcome-unknown, then settled from the device's history.
+    for outcome in final:
+        got, reason = outcome.data.get("outcome"), outcome.data.get("reason")
+        if got == what.outcome and (what.reason is None or reason == what.reason) and outcome.t_s <= hi:
+            shown = f"{got}" + (f" ({reason})" if reason else "")
+            return Verdict(title, True, f"{shown} after {outcome.t_s - lo:.1f} s")
+    seen = "; ".join(
+        f"{e.data.get('outcome')}" + (f" ({e.data.get('reason')})" if e.data.get("reason") else "") + f" after {e.t_s - lo:.1f} s"
+        for e in final
+    )
     expected = what.outcome + (f" ({what.reason})" if what.reason else "") + f" within {what.within_s:g} s"
-    return Verdict(title, False, f"expected {expected}; {problem}", timeline.around(lo, max(hi, outcome.t_s)))
+    return Verdict(title, False, f"expected {expected}; it ended {seen}", timeline.around(lo, max(hi, final[-1].t_s)))

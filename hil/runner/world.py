@@ -9,7 +9,8 @@ a pymodbus TCP server the gateway polls, the DICOM modality stores images over a
 - ecg_patch: rhythm (sinus, vt, vf, asystole), heart_rate_bpm, lead_off (true: a flat line)
 - pulse_oximeter, nonin_oximeter: spo2_pct, pulse_bpm (pulse_oximeter also ramp_s, default 2)
 - cgm: glucose_mg_dl (with ramp_s, default 3), reading (LO or HI: the sensor's out-of-range readings)
-- insulin_pump: annunciate (an IDS annunciation type, e.g. occlusion_detected), reservoir_iu,
+- insulin_pump: annunciate (an IDS annunciation type, e.g. occlusion_detected), confirm_annunciation (the
+  person at the pump confirms it), reservoir_iu,
   command_fault (drop-after-write, no-answer, drop-before-acting, or null)
 - medication_fridge: door_open
 - dicom_modality: send_images (how many images to store now)
@@ -202,7 +203,7 @@ class Cgm(BleDevice):
 
 
 class InsulinPump(BleDevice):
-    keys = frozenset({"annunciate", "reservoir_iu", "command_fault"})
+    keys = frozenset({"annunciate", "confirm_annunciation", "reservoir_iu", "command_fault"})
     FAULTS = ("drop-after-write", "no-answer", "drop-before-acting", None)
 
     def __init__(self, spec: Device, radio: VirtualRadio) -> None:
@@ -218,6 +219,8 @@ class InsulinPump(BleDevice):
             raise ScenarioError(f"device {self.id}: annunciate must be one of {names}")
         if "reservoir_iu" in values:
             _number(self.id, "reservoir_iu", values["reservoir_iu"], 0, 1000)
+        if "confirm_annunciation" in values:
+            _flag(self.id, "confirm_annunciation", values["confirm_annunciation"])
         if "command_fault" in values and values["command_fault"] not in self.FAULTS:
             raise ScenarioError(f"device {self.id}: command_fault must be one of {self.FAULTS}")
 
@@ -230,6 +233,8 @@ class InsulinPump(BleDevice):
             self.pump.command_fault = values["command_fault"]
         if "annunciate" in values:
             self.pump.annunciate(ids.AnnunciationType[str(values["annunciate"]).upper()])
+        if values.get("confirm_annunciation"):
+            self.pump.confirm_annunciation()
 
 
 class Hl7Monitor(SimulatedDevice):
