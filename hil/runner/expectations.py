@@ -40,7 +40,7 @@ def judge(expectation: Expectation, timeline: Timeline, counts: Counts, end_s: f
     what = expectation.what
     title = expectation.title()
     if isinstance(what, AlarmExpectation):
-        return _alarm(title, what, timeline)
+        return _alarm(title, what, timeline, end_s)
     if isinstance(what, NoAlarmExpectation):
         return _no_alarm(title, what, timeline, end_s)
     if isinstance(what, DeliveredExpectation):
@@ -50,7 +50,7 @@ def judge(expectation: Expectation, timeline: Timeline, counts: Counts, end_s: f
     return _command(title, what, timeline)
 
 
-def _alarm(title: str, what: AlarmExpectation, timeline: Timeline) -> Verdict:
+def _alarm(title: str, what: AlarmExpectation, timeline: Timeline, end_s: float) -> Verdict:
     lo, hi = what.after_s, what.after_s + what.within_s
     source: Source = "gateway" if what.at == "gateway" else "cloud"
     spans = [
@@ -60,12 +60,17 @@ def _alarm(title: str, what: AlarmExpectation, timeline: Timeline) -> Verdict:
         and (what.device is None or s.device == what.device)
         and (what.priority is None or s.priority == what.priority)
     ]
-    hit = next((s for s in spans if s.overlaps(lo, hi)), None)
+    # An alarm still active at the end was seen active up to the end, not beyond it.
+    hit = (
+        next((s for s in spans if s.start_s <= end_s and s.overlaps(lo, min(hi, end_s))), None) if lo <= end_s else None
+    )
     if hit is not None:
         return Verdict(title, True, f"active from {hit.start_s:.1f} s on {hit.device} ({source})")
     seen = ", ".join(f"{s.start_s:.1f}-{'end' if s.end_s is None else f'{s.end_s:.1f}'} s" for s in spans)
     elsewhere = f"; it was active at {seen}" if seen else "; it never went active"
     message = f"{what.condition} was not active on the {source} between {lo:g} and {hi:g} s{elsewhere}"
+    if lo > end_s:
+        message += f" (the scenario ends at {end_s:g} s, before that window)"
     return Verdict(title, False, message, timeline.around(lo, hi))
 
 
@@ -161,7 +166,9 @@ def _command(title: str, what: CommandExpectation, timeline: Timeline) -> Verdic
             shown = f"{got}" + (f" ({reason})" if reason else "")
             return Verdict(title, True, f"{shown} after {outcome.t_s - lo:.1f} s")
     seen = "; ".join(
-        f"{e.data.get('outcome')}" + (f" ({e.data.get('reason')})" if e.data.get("reason") else "") + f" after {e.t_s - lo:.1f} s"
+        f"{e.data.get('outcome')}"
+        + (f" ({e.data.get('reason')})" if e.data.get("reason") else "")
+        + f" after {e.t_s - lo:.1f} s"
         for e in final
     )
     expected = what.outcome + (f" ({what.reason})" if what.reason else "") + f" within {what.within_s:g} s"

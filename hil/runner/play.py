@@ -317,19 +317,29 @@ class Player:
         try:
             async with asyncio.timeout(15):
                 await cloud.receiver.subscribed.wait()
+            # The gateway ran before this rig listened: only what it delivers from now on is this run's to check.
+            ours = {d.id for d in self.scenario.devices}
+            before = await _remote_counts(remote.admin_socket, request)
+            seen_before = dict(cloud.receiver.stats.unique)
             await world.connect()
             await self._timeline(world, cloud)
             for device in world.devices.values():
                 with contextlib.suppress(ScenarioError):
                     device.silence(True)
             await asyncio.sleep(1.0)
-            # Remote: the gateway keeps running; what it counts as delivered (acknowledged by the broker) must be
-            # at the cloud.
-            delivered = await _remote_counts(remote.admin_socket, request)
-            wanted = {d: n for d, n in delivered.items() if d in {x.id for x in self.scenario.devices}}
-            await cloud.receiver.wait_for(wanted, timeout_s=DRAIN_S)
-            delivered = {d: n for d, n in (await _remote_counts(remote.admin_socket, request)).items() if d in wanted}
-            counts = Counts(delivered, dict(cloud.receiver.stats.unique), dict(cloud.receiver.stats.duplicates))
+            # Remote: the gateway keeps running; what it counted as delivered (acknowledged by the broker) since the
+            # start must be at the cloud.
+            after = await _remote_counts(remote.admin_socket, request)
+            delivered = {d: after.get(d, 0) - before.get(d, 0) for d in ours if d in after}
+
+            def at_cloud() -> dict[str, int]:
+                unique = cloud.receiver.stats.unique
+                return {d: unique[d] - seen_before.get(d, 0) for d in delivered}
+
+            deadline = time.monotonic() + DRAIN_S
+            while any(at_cloud()[d] < n for d, n in delivered.items()) and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            counts = Counts(delivered, at_cloud(), dict(cloud.receiver.stats.duplicates))
         finally:
             for task in (receiver, poller):
                 task.cancel()

@@ -82,7 +82,10 @@ class Timeline:
     def around(self, lo: float, hi: float, *, margin_s: float = 5.0, limit: int = 60) -> list[str]:
         """The report's lines from `margin_s` before `lo` to `margin_s` after `hi` (waveform chunks left out,
         at most `limit` lines: the first and the last of them)."""
-        lines = [e.line() for e in self.events if lo - margin_s <= e.t_s <= hi + margin_s and e.kind != "waveform"]
+        shown = [e for e in self.events if e.kind != "waveform"]
+        if shown and lo - margin_s > shown[-1].t_s:  # a window after the end: show how the run ended
+            lo = hi = shown[-1].t_s
+        lines = [e.line() for e in shown if lo - margin_s <= e.t_s <= hi + margin_s]
         if len(lines) > limit:
             half = limit // 2
             lines = [*lines[:half], f"          ... {len(lines) - limit} lines ...", *lines[-half:]]

@@ -59,6 +59,16 @@ def _move(trajectory: Trajectory, level: float, ramp_s: float, now_s: float) -> 
     trajectory.episodes = (Episode(start_s=now_s, duration_s=FAR_FUTURE_S, level=level, ramp_s=ramp_s),)
 
 
+def _host_port(spec: Device, scheme: str) -> tuple[str, int] | None:
+    """HOST:PORT of a device's configured `address` (`scheme`HOST:PORT), or None when it has none."""
+    if spec.address is None:
+        return None
+    host, _, port = spec.address.removeprefix(scheme).rpartition(":")
+    if not spec.address.startswith(scheme) or not host or not port.isdigit():
+        raise ScenarioError(f"device {spec.id}: address must be {scheme}HOST:PORT")
+    return host, int(port)
+
+
 class SimulatedDevice:
     """One simulated device: its gateway config entry, its settings and faults, start and stop."""
 
@@ -244,7 +254,8 @@ class Hl7Monitor(SimulatedDevice):
         from hil.serial_sim import Hl7Monitor as Monitor  # noqa: PLC0415
 
         super().__init__(spec)
-        self.port = free_loopback_port()
+        # The gateway's listener: its configured address (a gateway elsewhere), else a free loopback port.
+        self.host, self.port = _host_port(spec, "listen://") or ("127.0.0.1", free_loopback_port())
         self.monitor = Monitor(interval_s=1.0)
         self._task: asyncio.Task[None] | None = None
 
@@ -263,7 +274,7 @@ class Hl7Monitor(SimulatedDevice):
     async def _dial(self) -> None:
         while True:
             try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                reader, writer = await asyncio.open_connection(self.host, self.port)
             except OSError:
                 await asyncio.sleep(0.2)
                 continue
@@ -351,7 +362,8 @@ class MedicationFridge(SimulatedDevice):
 
         super().__init__(spec)
         self.fridge = Fridge(unit_id=1)
-        self.server = ModbusSimServer([self.fridge], port=free_loopback_port())
+        host, port = _host_port(spec, "tcp://") or ("127.0.0.1", free_loopback_port())
+        self.server = ModbusSimServer([self.fridge], port=port, host=host)
 
     def gateway_entry(self) -> dict[str, Any]:
         return {
