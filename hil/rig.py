@@ -1,4 +1,4 @@
-"""Where a rig's simulators meet the gateway: BLE controllers, serial ports, Modbus and MLLP addresses.
+"""Where a rig's simulators meet the gateway: BLE controllers, serial ports, Modbus, MLLP and DICOM addresses.
 
 One typed description per kind of transport (pydantic models, so scenario files and command lines validate the
 same way) and one async context manager per description that opens it, for the standalone simulators
@@ -66,17 +66,18 @@ __all__ = [
     "validated",
 ]
 
-# bumble's transport schemes (bumble.transport.open_transport); those after the first group need a parameter.
-BLE_TRANSPORT_SCHEMES: frozenset[str] = frozenset(
-    {"pty", "vhci", "hci-socket", "android-emulator", "android-netsim"}
-    | {"usb", "pyusb", "serial", "tcp-client", "tcp-server", "udp", "ws-client", "ws-server", "file", "unix"}
-    | {"unix-client", "unix-server"}
-)
+# bumble's transport schemes (bumble.transport.open_transport), and those that need a parameter after the colon.
 _NEEDS_PARAMETER = frozenset(
     {"usb", "pyusb", "serial", "tcp-client", "tcp-server", "udp", "ws-client", "ws-server", "file", "unix"}
     | {"unix-client", "unix-server"}
 )
-BLE_PROFILES = ("ecg_patch", "pulse_oximeter", "cgm", "insulin_pump")
+BLE_TRANSPORT_SCHEMES: frozenset[str] = _NEEDS_PARAMETER | {
+    "pty",
+    "vhci",
+    "hci-socket",
+    "android-emulator",
+    "android-netsim",
+}
 HCI_START_TIMEOUT_S = 10.0  # a controller that has not answered a reset by then is not a controller
 
 
@@ -190,7 +191,8 @@ async def open_ble_host(
     it the keys live as long as the run, and the gateway's stale bond must be removed (`bluetoothctl remove`).
     `host.hci_lost` completes when the transport is lost (a controller unplugged, its TCP server gone).
     """
-    from bumble.keys import JsonKeyStore  # noqa: PLC0415 - bumble loads with the first BLE host
+    from bumble.core import BaseBumbleError  # noqa: PLC0415 - bumble loads with the first BLE host
+    from bumble.keys import JsonKeyStore  # noqa: PLC0415
     from bumble.transport import open_transport  # noqa: PLC0415
 
     from hil.ble_radio import PeripheralHost  # noqa: PLC0415
@@ -212,10 +214,9 @@ async def open_ble_host(
         try:
             async with asyncio.timeout(HCI_START_TIMEOUT_S):
                 await host.start()
-        except (TimeoutError, OSError, RuntimeError, ValueError) as err:
-            raise TransportError(
-                f"the controller on {spec.spec} did not start: {_reason(err)}", transport=spec.spec
-            ) from err
+        except (TimeoutError, OSError, BaseBumbleError) as err:  # no answer, a broken link, an HCI error status
+            why = f"no answer within {HCI_START_TIMEOUT_S:g} s" if isinstance(err, TimeoutError) else _reason(err)
+            raise TransportError(f"the controller on {spec.spec} did not start: {why}", transport=spec.spec) from err
         try:
             yield host
         finally:
@@ -257,7 +258,7 @@ class ByteStream:
         try:
             self.writer.write(data)
             await self.writer.drain()
-        except (OSError, RuntimeError) as err:  # RuntimeError: asyncio's "handler is closed" on a closed pipe
+        except OSError as err:
             raise TransportError(f"write to {self.where} failed: {_reason(err)}", where=self.where) from err
 
 
@@ -517,13 +518,14 @@ async def serve_modbus(address: ModbusAddress, devices: Sequence[SimModbusDevice
     from hil.modbus_sim import ModbusRtuSimServer, ModbusSimServer  # noqa: PLC0415 - pymodbus loads with a server
 
     if isinstance(address, ModbusTcpAddress):
+        where = f"{address.host}:{address.port}"
+        if address.port:
+            _check_bindable(address.host, address.port, f"cannot serve Modbus TCP on {where}")
         server = ModbusSimServer(devices, port=address.port, host=address.host)
         try:
             await server.start()
-        except OSError as err:
-            raise TransportError(
-                f"cannot serve Modbus TCP on {address.host}:{address.port}: {_reason(err)}", where=address.host
-            ) from err
+        except (OSError, RuntimeError) as err:  # pymodbus: RuntimeError("Could not start listen ...")
+            raise TransportError(f"cannot serve Modbus TCP on {where}: {_reason(err)}", where=where) from err
         try:
             where = f"{address.host}:{server.port}"
             yield ModbusServing(address, devices, where, f"tcp://{_reachable(address.host)}:{server.port}")
@@ -543,13 +545,37 @@ async def serve_modbus(address: ModbusAddress, devices: Sequence[SimModbusDevice
         else:
             path = gateway_path = line.path
             server_line = line
+            _check_openable(path, f"cannot open the Modbus RTU line {path}")
         try:
             await stack.enter_async_context(
                 ModbusRtuSimServer(devices, path, baudrate=server_line.baudrate, parity=server_line.parity)
             )
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, RuntimeError) as err:  # pymodbus: RuntimeError("Could not start listen ...")
             raise TransportError(f"cannot open the Modbus RTU line {path}: {_reason(err)}", where=path) from err
         yield ModbusServing(address, devices, f"{path} {server_line.settings}", f"rtu://{gateway_path}?{query}")
+
+
+def _check_bindable(host: str, port: int, what: str) -> None:
+    """Bind the address once, for the operating system's reason when it cannot be (pymodbus logs it and raises a
+    bare RuntimeError)."""
+    import socket  # noqa: PLC0415
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server does
+            probe.bind(infos[0][4])
+    except OSError as err:
+        raise TransportError(f"{what}: {_reason(err)}", where=f"{host}:{port}") from err
+
+
+def _check_openable(path: str, what: str) -> None:
+    """Open a serial device once, for the operating system's reason when it cannot be (see _check_bindable)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as err:
+        raise TransportError(f"{what}: {_reason(err)}", where=path) from err
+    os.close(fd)
 
 
 def _reachable(host: str) -> str:

@@ -157,8 +157,8 @@ class Hl7Simulator:
         due = loop.time()
         while True:
             if self._in_flight is None:
-                due += self.monitor.interval_s
-                await asyncio.sleep(max(0.0, due - loop.time()))
+                due = max(due + self.monitor.interval_s, loop.time())  # behind after waiting for ACKs: no burst
+                await asyncio.sleep(due - loop.time())
                 if self.monitor.faults.silent:
                     continue
                 self._in_flight, self._tries = self.monitor.next_frame(), 0

@@ -463,6 +463,7 @@ async def test_hil_sim_dicom_sends_generated_objects_that_a_gateway_would_accept
         (["dicom", "--to", "127.0.0.1:{closed}"], 1, "no association with 127.0.0.1"),
         (["nonin", "--port", "/dev/no-such-tty"], 1, "cannot open serial port /dev/no-such-tty"),
         (["modbus", "--listen", "127.0.0.1:http"], 2, "use HOST:PORT"),
+        (["modbus", "--port", "/dev/no-such-tty"], 1, "cannot open the Modbus RTU line /dev/no-such-tty"),
     ],
 )
 async def test_hil_sim_errors_are_one_line_and_an_exit_code(args: list[str], code: int, says: str) -> None:
