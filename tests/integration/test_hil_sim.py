@@ -15,6 +15,7 @@ import contextlib
 import json
 import shutil
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -45,9 +46,18 @@ from hil.ble_sim import SimInsulinPump, SimPulseOximeter
 from hil.bleak_bumble import BumbleBleakClient, BumbleBleakScanner
 from hil.demo import free_loopback_port
 from hil.modbus_sim import MedicationFridge
-from hil.rig import ModbusTcpAddress, SerialPortConfig, open_ble_host, open_serial, parse_modbus_address, serve_modbus
+from hil.rig import (
+    MllpAddress,
+    ModbusTcpAddress,
+    SerialPortConfig,
+    open_ble_host,
+    open_serial,
+    parse_modbus_address,
+    serve_modbus,
+)
 from hil.serial_sim import Faults, NoninOximeter, NullModem
 from hil.standalone.hl7 import Hl7Simulator
+from tests.support.pki import make_pki
 
 SPO2 = "MDC_PULS_OXIM_SAT_O2"
 ART_SYS = "MDC_PRESS_BLD_ART_SYS"
@@ -228,6 +238,27 @@ async def test_serial_simulators_on_ports_opened_by_path_reach_the_gateways_driv
                     await sending
         assert len(sink.values(ART_SYS)) >= 3
         assert monitor.ack_timeouts == 0
+
+
+async def test_hl7_monitor_over_mllp_with_tls_and_a_client_certificate(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    listener_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca))
+    listener_tls.load_cert_chain(pki.server_cert, pki.server_key)
+    listener_tls.verify_mode = ssl.CERT_REQUIRED
+    port = free_loopback_port()
+    address = MllpAddress.parse(f"127.0.0.1:{port}", tls_ca=pki.ca, tls_cert=pki.client_cert, tls_key=pki.client_key)
+    monitor = Hl7Simulator(address, Faults(), interval_s=0.1, ack_timeout_s=2.0, retries=0)
+    sink = Sink()
+    driver = SerialDeviceDriver("mon-tls", f"listen://127.0.0.1:{port}", "hl7_pcd01", ssl_context=listener_tls)
+    async with _driving(driver, sink):
+        sending = asyncio.create_task(monitor.run(lambda _text: None))
+        try:
+            await _until(lambda: monitor.acks["AA"] >= 3, 15, "ACKs over MLLP/TLS")
+        finally:
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sending
+    assert monitor.connections == 1 and len(sink.values(ART_SYS)) >= 3
 
 
 # -- Modbus at real addresses --------------------------------------------------------------------------------------
