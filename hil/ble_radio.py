@@ -26,7 +26,7 @@ from bumble.device import Connection, Device
 from bumble.hci import Address
 from bumble.host import Host
 from bumble.link import LocalLink
-from bumble.transport.common import AsyncPipeSink
+from bumble.transport.common import AsyncPipeSink, TransportSink, TransportSource
 
 from drivers.ble import bas, cgms, device_info, hrs, idd_status, ids, plxs, pmd, racp
 from drivers.ble.bleak_link import BleakGattLink
@@ -88,20 +88,40 @@ def _new_device(link: LocalLink, name: str, address: str) -> Device:
 
 
 class PeripheralHost:
-    """One simulated peripheral as a bumble GATT server that advertises; the peripheral's `PeripheralLink`."""
+    """One simulated peripheral as a bumble GATT server that advertises; the peripheral's `PeripheralLink`.
 
-    def __init__(self, link: LocalLink, peripheral: SimPeripheral, address: str) -> None:
+    The bumble `Device` runs on any controller: a virtual one on a `LocalLink` (`on_link`, the virtual radio's),
+    or whatever an HCI transport reaches (`on_hci`: a USB or UART controller, a controller behind TCP;
+    hil.rig.open_ble_host opens one from a transport spec).  The peripheral advertises and connects from
+    `address`, set as the device's random static address, so a real controller's own address never matters.
+    """
+
+    def __init__(self, device: Device, peripheral: SimPeripheral, address: str) -> None:
         self.peripheral = peripheral
         self.address = address
-        self.device = _new_device(link, peripheral.name, address)
+        self.device = device
         self.characteristics: dict[str, gatt.Characteristic[Any]] = {}
         self._outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=4096)
         self._tasks: list[asyncio.Task[None]] = []
         self._advertising = False
         self.sent: collections.deque[tuple[str, bytes]] = collections.deque(maxlen=100_000)  # what went on air
+        self.values_on_air = 0  # every value sent (`sent` keeps the latest)
+        self.hci_lost: asyncio.Future[None] | None = None  # on an HCI transport: completes when it is lost
         self.device.add_services(self._services())
         self.device.on(self.device.EVENT_CONNECTION, self._on_connection)
         peripheral.links.add(self)
+
+    @classmethod
+    def on_link(cls, link: LocalLink, peripheral: SimPeripheral, address: str) -> PeripheralHost:
+        """On a new virtual controller attached to `link` (the virtual radio)."""
+        return cls(_new_device(link, peripheral.name, address), peripheral, address)
+
+    @classmethod
+    def on_hci(
+        cls, source: TransportSource, sink: TransportSink, peripheral: SimPeripheral, address: str
+    ) -> PeripheralHost:
+        """On the controller at the other end of an HCI transport's source and sink (bumble.transport)."""
+        return cls(Device.with_hci(peripheral.name, Address(address), source, sink), peripheral, address)
 
     def _services(self) -> list[gatt.Service]:
         p = self.peripheral
@@ -175,6 +195,9 @@ class PeripheralHost:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.hci_lost is not None and self.hci_lost.done():
+            self.peripheral.online = False
+            return  # no controller to tell: the transport has gone
         await self.go_offline()
         with contextlib.suppress(Exception):
             await self.device.power_off()
@@ -251,6 +274,7 @@ class PeripheralHost:
             if characteristic is None or not self._subscribed(uuid):
                 continue
             self.sent.append((uuid, data))
+            self.values_on_air += 1
             indicate = bool(characteristic.properties & _P.INDICATE)
             send = self.device.indicate_subscriber if indicate else self.device.notify_subscriber
             for connection in list(self.device.connections.values()):
@@ -288,7 +312,7 @@ class VirtualRadio:
 
     def add(self, peripheral: SimPeripheral) -> PeripheralHost:
         index = len(self.hosts) + 1
-        host = PeripheralHost(self.local_link, peripheral, f"C0:00:00:00:{index >> 8:02X}:{index & 0xFF:02X}")
+        host = PeripheralHost.on_link(self.local_link, peripheral, f"C0:00:00:00:{index >> 8:02X}:{index & 0xFF:02X}")
         self.hosts[peripheral.name] = host
         return host
 

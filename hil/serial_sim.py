@@ -21,6 +21,7 @@ import os
 import tty
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +32,12 @@ from drivers.serial.nonin import FRAMES_PER_PACKET, DataFormat, encode_packet
 from edge_ml.wfdb import WfdbError, physionet_dir, read_annotations, read_record
 
 PACKET_S = FRAMES_PER_PACKET / 75.0  # a Nonin packet: 25 frames at 75 frames/s
+
+
+class ByteWriter(Protocol):
+    """Where a simulator writes: a `PtyPort`, or a serial port or connection opened by hil.rig."""
+
+    async def write(self, data: bytes) -> None: ...
 
 
 class PtyPort:
@@ -104,13 +111,15 @@ def _pleth_source() -> npt.NDArray[np.float64]:
 class NoninOximeter:
     """A Nonin OEM oximeter on a serial line, data format #2 (8-bit pleth) or #7 (16-bit pleth)."""
 
-    port: PtyPort
+    port: ByteWriter
     data_format: DataFormat = DataFormat.DF2
     faults: Faults = field(default_factory=Faults)
     spo2: int = 97
     pulse_rate: int = 72
     sent: list[tuple[int, int, tuple[int, ...]]] = field(default_factory=list)  # intact packets: spo2, pr, pleth
     packets: int = 0
+    intact_packets: int = 0
+    record_sent: bool = True  # False: count only (a standalone rig runs for days)
 
     async def run(self) -> None:
         wave = _pleth_source()
@@ -130,7 +139,9 @@ class NoninOximeter:
             self.packets += 1
             data, intact = self.faults.shape(self.packets, packet, rng)
             if intact:
-                self.sent.append((spo2, self.pulse_rate, pleth))
+                self.intact_packets += 1
+                if self.record_sent:
+                    self.sent.append((spo2, self.pulse_rate, pleth))
             await self.port.write(data)
 
 
@@ -174,6 +185,9 @@ class Hl7Monitor:
     acks: dict[str, str] = field(default_factory=dict)  # control id -> MSA-1
     messages: int = 0
     source: str = ""
+    record_sent: bool = True  # False: keep no per-message record (a standalone rig runs for days)
+    _values: list[tuple[float, float, float, float]] = field(default_factory=list, init=False, repr=False)
+    _rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(11), init=False, repr=False)
 
     def message(self, values: tuple[float, float, float, float]) -> tuple[str, bytes]:
         self.messages += 1
@@ -186,26 +200,30 @@ class Hl7Monitor:
             hl7.OruObservation("MDC_ECG_HEART_RATE", _round(hr), "1.1.2.1"),
         ]
         raw = hl7.build_oru(readings, control_id=control_id, timestamp=datetime.now(UTC))
-        self.sent[control_id] = [(r.reference_id, float(r.value or 0.0)) for r in readings]
+        if self.record_sent:
+            self.sent[control_id] = [(r.reference_id, float(r.value or 0.0)) for r in readings]
         return control_id, raw
+
+    def next_frame(self) -> OutgoingMessage:
+        """The next message, framed in MLLP, and the bytes the faults make of it."""
+        if not self._values:
+            self._values, self.source = _monitor_source()
+        control_id, raw = self.message(self._values[self.messages % len(self._values)])
+        frame = mllp_wrap(raw)
+        data, intact = self.faults.shape(self.messages, frame, self._rng)
+        if not intact:
+            self.sent.pop(control_id, None)
+        return OutgoingMessage(control_id, frame, data, intact)
 
     async def run_on(self, writer_write: asyncio.StreamWriter | PtyPort, reader: asyncio.StreamReader | None) -> None:
         """Send until cancelled; with a TCP connection, ACKs are read as they come back."""
-        values, self.source = _monitor_source()
-        rng = np.random.default_rng(11)
         ack_task = asyncio.create_task(self._read_acks(reader)) if reader is not None else None
         try:
-            index = 0
             while True:
                 await asyncio.sleep(self.interval_s)
                 if self.faults.silent:
                     continue
-                control_id, raw = self.message(values[index % len(values)])
-                index += 1
-                data, intact = self.faults.shape(self.messages, mllp_wrap(raw), rng)
-                if not intact:
-                    self.sent.pop(control_id)
-                await _send(writer_write, data)
+                await _send(writer_write, self.next_frame().data)
         finally:
             if ack_task is not None:
                 ack_task.cancel()
@@ -221,10 +239,29 @@ class Hl7Monitor:
                 self.record_ack(frame)
 
     def record_ack(self, frame: bytes) -> None:
-        segments = {s[:3]: s.split(b"|") for s in frame.split(b"\r") if s}
-        msa = segments.get(b"MSA")
-        if msa is not None and len(msa) > 2:
-            self.acks[msa[2].decode()] = msa[1].decode()
+        answer = parse_ack(frame)
+        if answer is not None:
+            control_id, code = answer
+            self.acks[control_id] = code
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """One ORU^R01 as a monitor sends it: `frame` is the intact MLLP frame, `data` what the faults made of it."""
+
+    control_id: str
+    frame: bytes
+    data: bytes
+    intact: bool
+
+
+def parse_ack(frame: bytes) -> tuple[str, str] | None:
+    """(MSA-2 control id acknowledged, MSA-1 code such as AA) of an HL7 ACK, or None when it is not one."""
+    segments = {s[:3]: s.split(b"|") for s in frame.split(b"\r") if s}
+    msa = segments.get(b"MSA")
+    if msa is None or len(msa) <= 2:
+        return None
+    return msa[2].decode(errors="replace"), msa[1].decode(errors="replace")
 
 
 async def _send(target: asyncio.StreamWriter | PtyPort, data: bytes) -> None:
