@@ -338,7 +338,10 @@ class Player:
 
             deadline = time.monotonic() + DRAIN_S
             while any(at_cloud()[d] < n for d, n in delivered.items()) and time.monotonic() < deadline:
-                await asyncio.sleep(0.2)
+                cloud.receiver.arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):
+                        await cloud.receiver.arrived.wait()
             counts = Counts(delivered, at_cloud(), dict(cloud.receiver.stats.duplicates))
         finally:
             for task in (receiver, poller):

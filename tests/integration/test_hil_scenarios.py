@@ -39,7 +39,8 @@ def hil_run(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[s
 
 
 def cases(report: Path) -> dict[str, ET.Element]:
-    return {case.get("name", ""): case for case in ET.parse(report).getroot().iter("testcase")}
+    root = ET.parse(report).getroot()  # noqa: S314
+    return {case.get("name", ""): case for case in root.iter("testcase")}
 
 
 def test_the_library_covers_what_the_readme_promises() -> None:
@@ -89,7 +90,7 @@ def test_a_broken_expectation_is_a_readable_failing_testcase(tmp_path: Path) -> 
     summary = json.loads(result.stdout)
     assert (summary["passed"], summary["failed"], summary["expectations_failed"]) == (1, 1, 1)
 
-    root = ET.parse(report).getroot()
+    root = ET.parse(report).getroot()  # noqa: S314
     assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("6", "1", "0")
     by_name = cases(report)
     good = by_name["device.door_open on fridge-1 active within 4 s of 3 s (gateway)"]
@@ -116,7 +117,7 @@ def test_a_file_that_is_not_a_scenario_is_an_error_testcase_with_its_reason(tmp_
     report = tmp_path / "report.xml"
     result = hil_run(str(bad), str(unreadable), "--junit", str(report))
     assert result.returncode == 1
-    errors = [case.find("error") for case in ET.parse(report).getroot().iter("testcase")]
+    errors = [case.find("error") for case in ET.parse(report).getroot().iter("testcase")]  # noqa: S314
     messages = [e.get("message") for e in errors if e is not None]
     assert messages == [
         "device fridge-1 (medication_fridge) has no setting 'door_opn' (has: door_open)",
@@ -132,7 +133,8 @@ def test_a_file_that_is_not_a_scenario_is_an_error_testcase_with_its_reason(tmp_
             "expect: Tuple should have at least 1 item",
         ),
         (
-            "name: x\ndescription: d\nduration_s: 5\ndevices: [{id: a, kind: toaster}]\nexpect: [{nothing_lost: true}]\n",
+            "name: x\ndescription: d\nduration_s: 5\ndevices: [{id: a, kind: toaster}]\n"
+            "expect: [{nothing_lost: true}]\n",
             "devices.0.kind: Input should be",
         ),
         (

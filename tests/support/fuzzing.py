@@ -14,9 +14,7 @@ from gateway.core.errors import InvalidFrame
 
 # The battery's tests are methods of a base class that every codec's test class inherits: hypothesis sees one
 # test function run from several classes (executors), which is intended here.
-FAST = settings(
-    max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.differing_executors]
-)
+FAST = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.differing_executors])
 
 # (byte edits as (index, value), bytes cut from the end, bytes appended)
 Mutation = tuple[list[tuple[int, int]], int, bytes]
