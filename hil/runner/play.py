@@ -253,7 +253,8 @@ class Player:
                 trusted = TrustedClock(
                     self.clock, max_error_s=config.clock.max_error_s, skew_s=config.commands.clock_skew_s
                 )
-                self.gateway = gateway = Gateway(config, Backends({"ble": world.radio.link}), clock=trusted)
+                backends = None if world.over_the_air else Backends({"ble": world.radio.link})
+                self.gateway = gateway = Gateway(config, backends, clock=trusted)
                 stop = asyncio.Event()
                 task = asyncio.create_task(gateway.run(stop, drain_uplink_s=DRAIN_S), name="hil-gateway")
                 try:

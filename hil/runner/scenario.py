@@ -38,6 +38,30 @@ DeviceKind = Literal[
 ]
 
 
+class Rig(Model):
+    """Where a simulator runs on real hardware instead of a virtual transport (docs/HIL.md, "Real transports").
+
+    - `ble_transport`: a BLE kind's peripheral on a real HCI controller, in bumble's syntax (`usb:0`,
+      `serial:/dev/ttyACM0,1000000`, `hci-socket:1`, `tcp-client:HOST:PORT`); it advertises from `ble_address`
+      (default: an address derived from the device id).  The in-process gateway then connects over the air
+      with bleak on BlueZ (every BLE device of the scenario must be on a rig, then).
+    - `serial`: the Nonin oximeter's or the HL7 monitor's end of a serial cable (path, baudrate, bytesize,
+      parity, stopbits, rtscts, xonxoff); the device's `address` is the gateway's end.
+    - `modbus`: where the fridge serves: `tcp://HOST:PORT` or `rtu:///dev/ttyUSB1?baudrate=19200&parity=E`.
+    """
+
+    ble_transport: str | None = None
+    ble_address: str | None = None
+    serial: dict[str, Any] | None = None
+    modbus: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Rig:
+        if sum(x is not None for x in (self.ble_transport, self.serial, self.modbus)) != 1:
+            raise ValueError("a rig is exactly one of: ble_transport, serial, modbus")
+        return self
+
+
 class Device(Model):
     """A device the scenario's patient(s) wear or the ward has.  `simulated: false` with an `address`: a real
     device the gateway reaches at that address; the scenario then cannot change its physiology."""
@@ -48,6 +72,26 @@ class Device(Model):
     simulated: bool = True
     address: str | None = None  # the gateway's address of the device (default: the simulator's)
     initial: dict[str, Any] = Field(default_factory=dict)  # settings at start (as a `set` step's)
+    rig: Rig | None = None  # the simulator on real hardware (default: virtual transports)
+
+    @model_validator(mode="after")
+    def _rig_fits(self) -> Device:
+        rig = self.rig
+        if rig is None:
+            return self
+        ble = self.kind in ("ecg_patch", "pulse_oximeter", "cgm", "insulin_pump")
+        fits = (
+            (rig.ble_transport is not None and ble)
+            or (rig.serial is not None and self.kind in ("nonin_oximeter", "hl7_monitor"))
+            or (rig.modbus is not None and self.kind == "medication_fridge")
+        )
+        if not fits:
+            raise ValueError(
+                f"a {self.kind} cannot take that rig (BLE kinds: ble_transport; Nonin and HL7: serial; fridge: modbus)"
+            )
+        if rig.serial is not None and self.address is None:
+            raise ValueError("a device on a serial rig needs its `address`: the gateway's end of the cable")
+        return self
 
 
 class SetStep(Model):

@@ -31,13 +31,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hil.ble_radio import VirtualRadio
+from hil.ble_radio import PeripheralHost, VirtualRadio
 from hil.ble_sim import SimCgm, SimEcgPatch, SimInsulinPump, SimPeripheral, SimPulseOximeter
 from hil.demo import free_loopback_port
 from hil.physiology import RHYTHMS, Episode, Trajectory
 from hil.runner.scenario import Device, ScenarioError
 
 FAR_FUTURE_S = 1e9
+
+
+class _NotOpen:
+    """A serial port not opened yet (a rig's port opens when the simulator starts)."""
+
+    async def write(self, data: bytes) -> None:
+        raise ScenarioError("the serial port is not open yet")
 
 
 def _number(device: str, key: str, value: Any, lo: float, hi: float) -> float:
@@ -77,6 +84,8 @@ class SimulatedDevice:
     def __init__(self, spec: Device) -> None:
         self.spec = spec
         self.id = spec.id
+        self.rig = spec.rig
+        self._stack = contextlib.AsyncExitStack()  # what a rig opened (a controller, a serial port, a server)
 
     def gateway_entry(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -100,6 +109,7 @@ class SimulatedDevice:
 
     async def stop(self) -> None:
         """Stop the simulator (after the gateway)."""
+        await self._stack.aclose()
 
     async def link_loss(self, lost: bool) -> None:
         raise ScenarioError(f"device {self.id} ({self.spec.kind}) cannot lose its link")
@@ -122,14 +132,30 @@ class BleDevice(SimulatedDevice):
         super().__init__(spec)
         self.peripheral = peripheral
         self.radio = radio
-        radio.add(peripheral)
+        self.host: PeripheralHost | None = None
+        if self.rig is None:
+            self.host = radio.add(peripheral)
 
     def gateway_entry(self) -> dict[str, Any]:
-        entry = {"id": self.id, "transport": "ble", "profile": self.spec.kind, "address": f"virtual:{self.id}"}
+        if self.rig is None:
+            address = f"virtual:{self.id}"
+        else:  # over the air: the gateway finds the peripheral by the address it advertises from
+            from hil.rig import random_static_address  # noqa: PLC0415
+
+            address = self.spec.address or (self.rig.ble_address or random_static_address(self.id)).upper()
+        entry = {"id": self.id, "transport": "ble", "profile": self.spec.kind, "address": address}
         return entry | ({"patient": self.spec.patient} if self.spec.patient else {})
 
+    async def start(self) -> None:
+        if self.rig is not None and self.rig.ble_transport is not None:
+            from hil.rig import open_ble_host  # noqa: PLC0415
+
+            self.host = await self._stack.enter_async_context(
+                open_ble_host(self.rig.ble_transport, self.peripheral, address=self.rig.ble_address)
+            )
+
     async def link_loss(self, lost: bool) -> None:
-        host = self.radio.host(self.id)
+        host = self.host or self.radio.host(self.id)
         await (host.go_offline() if lost else host.go_online())
 
     def garbage(self, every: int | None) -> None:
@@ -272,6 +298,13 @@ class Hl7Monitor(SimulatedDevice):
         self._task = asyncio.create_task(self._dial(), name=f"hl7-monitor-{self.id}")
 
     async def _dial(self) -> None:
+        if self.rig is not None and self.rig.serial is not None:  # a serial cable to the gateway
+            from hil.rig import SerialPortConfig, open_serial, validated  # noqa: PLC0415
+
+            line = validated(f"device {self.id}: serial rig", SerialPortConfig, self.rig.serial)
+            async with open_serial(line) as stream:
+                await self.monitor.run_on(stream.writer, stream.reader)
+            return
         while True:
             try:
                 reader, writer = await asyncio.open_connection(self.host, self.port)
@@ -301,6 +334,7 @@ class Hl7Monitor(SimulatedDevice):
 
     async def stop(self) -> None:
         await self.link_loss(True)
+        await super().stop()
 
 
 class NoninOximeter(SimulatedDevice):
@@ -313,12 +347,13 @@ class NoninOximeter(SimulatedDevice):
         from hil.serial_sim import PtyPort  # noqa: PLC0415
 
         super().__init__(spec)
-        self.pty = PtyPort()
-        self.oximeter = Oximeter(self.pty)
+        self.pty = PtyPort() if self.rig is None else None  # on a rig: the real port, opened at start
+        self.oximeter = Oximeter(self.pty) if self.pty is not None else Oximeter(_NotOpen())
         self._task: asyncio.Task[None] | None = None
 
     def gateway_entry(self) -> dict[str, Any]:
-        entry = {"id": self.id, "transport": "serial", "profile": "nonin_df2", "address": self.pty.path}
+        address = self.pty.path if self.pty is not None else self.spec.address
+        entry = {"id": self.id, "transport": "serial", "profile": "nonin_df2", "address": address}
         return entry | ({"patient": self.spec.patient} if self.spec.patient else {})
 
     def check(self, values: dict[str, Any]) -> None:
@@ -333,13 +368,20 @@ class NoninOximeter(SimulatedDevice):
         self.oximeter.pulse_rate = round(values.get("pulse_bpm", self.oximeter.pulse_rate))
 
     async def start(self) -> None:
+        if self.rig is not None and self.rig.serial is not None:
+            from hil.rig import SerialPortConfig, open_serial, validated  # noqa: PLC0415
+
+            line = validated(f"device {self.id}: serial rig", SerialPortConfig, self.rig.serial)
+            self.oximeter.port = await self._stack.enter_async_context(open_serial(line))
         self._task = asyncio.create_task(self.oximeter.run(), name=f"nonin-{self.id}")
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self.pty.close()
+        if self.pty is not None:
+            self.pty.close()
+        await super().stop()
 
     async def link_loss(self, lost: bool) -> None:
         self.oximeter.faults.silent = lost
@@ -362,15 +404,19 @@ class MedicationFridge(SimulatedDevice):
 
         super().__init__(spec)
         self.fridge = Fridge(unit_id=1)
-        host, port = _host_port(spec, "tcp://") or ("127.0.0.1", free_loopback_port())
-        self.server = ModbusSimServer([self.fridge], port=port, host=host)
+        self.server: ModbusSimServer | None = None
+        self.serving_at: str | None = None  # on a rig: the gateway's address of the served unit
+        if self.rig is None:
+            host, port = _host_port(spec, "tcp://") or ("127.0.0.1", free_loopback_port())
+            self.server = ModbusSimServer([self.fridge], port=port, host=host)
 
     def gateway_entry(self) -> dict[str, Any]:
+        address = self.server.address if self.server is not None else (self.spec.address or self.serving_at)
         return {
             "id": self.id,
             "transport": "modbus",
             "profile": "medication_fridge",
-            "address": self.server.address,
+            "address": address,
             "poll_interval_s": 1.0,
         }
 
@@ -386,12 +432,23 @@ class MedicationFridge(SimulatedDevice):
             self.fridge.door_open_at = time.monotonic() if values["door_open"] else None
 
     async def start(self) -> None:
-        await self.server.start()
+        if self.server is not None:
+            await self.server.start()
+            return
+        from hil.rig import parse_modbus_address, serve_modbus  # noqa: PLC0415
+
+        address = parse_modbus_address(self.rig.modbus if self.rig is not None and self.rig.modbus else "")
+        serving = await self._stack.enter_async_context(serve_modbus(address, [self.fridge]))
+        self.serving_at = serving.gateway_address
 
     async def stop(self) -> None:
-        await self.server.stop()
+        if self.server is not None:
+            await self.server.stop()
+        await super().stop()
 
     async def link_loss(self, lost: bool) -> None:
+        if self.server is None:
+            raise ScenarioError(f"device {self.id}: a fridge on a rig cannot lose its link (unplug it by hand)")
         if lost:
             await self.server.stop()
         else:
@@ -442,7 +499,10 @@ class DicomModality(SimulatedDevice):
     async def stop(self) -> None:
         await asyncio.gather(*self._sends, return_exceptions=True)
         self._folder.cleanup()
+        await super().stop()
 
+
+BLE_KINDS = frozenset({"ecg_patch", "pulse_oximeter", "cgm", "insulin_pump"})
 
 BUILDERS: dict[str, Callable[[Device, VirtualRadio], SimulatedDevice]] = {
     "ecg_patch": EcgPatch,
@@ -460,6 +520,11 @@ class World:
     """Every simulated device of a scenario, on one virtual radio and loopback ports."""
 
     def __init__(self, devices: tuple[Device, ...]) -> None:
+        ble = [d for d in devices if d.simulated and d.kind in BLE_KINDS]
+        on_rig = [d for d in ble if d.rig is not None]
+        if on_rig and len(on_rig) != len(ble):
+            raise ScenarioError("BLE devices are all on real controllers (rig) or all on the virtual radio, not mixed")
+        self.over_the_air = bool(on_rig)  # the gateway uses its own BLE stack (bleak on BlueZ)
         self.radio = VirtualRadio()
         self.devices = {spec.id: BUILDERS[spec.kind](spec, self.radio) for spec in devices if spec.simulated}
         for spec in devices:

@@ -244,3 +244,54 @@ expect:
         gateway.terminate()
         await gateway.wait()
     assert os.path.exists(config)
+
+
+async def test_rig_transports_serial_ports_and_an_rtu_line(tmp_path: Path) -> None:
+    """The real-rig mode's serial path, without hardware: the Nonin simulator writes to one end of a null-modem
+    pair of ptys opened by path through pyserial (as /dev/ttyUSB1 would be), the gateway reads the other end; the
+    fridge serves Modbus RTU on a line of its own."""
+    from hil.serial_sim import NullModem  # noqa: PLC0415
+
+    async with NullModem() as cable:
+        scenario = tmp_path / "rig.yaml"
+        scenario.write_text(
+            f"""
+name: serial-rig
+description: A Nonin oximeter on a serial cable and a fridge on an RS-485 line.
+duration_s: 10
+devices:
+  - id: nonin-1
+    kind: nonin_oximeter
+    address: {cable.b.path}
+    rig: {{serial: {{path: {cable.a.path}, baudrate: 9600}}}}
+    initial: {{spo2_pct: 84}}
+  - {{id: fridge-1, kind: medication_fridge, rig: {{modbus: "rtu://pty?baudrate=19200"}}}}
+expect:
+  - alarm: {{condition: MDC_PULS_OXIM_SAT_O2.low, device: nonin-1, within_s: 8}}
+  - delivered: {{device: fridge-1, quantity: MDC_TEMP_ROOM, within_s: 8}}
+  - nothing_lost: true
+"""
+        )
+        result = await asyncio.to_thread(hil_run, str(scenario))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_a_ble_rig_whose_controller_cannot_be_opened_fails_with_the_reason(tmp_path: Path) -> None:
+    scenario = tmp_path / "ble-rig.yaml"
+    port = free_loopback_port()  # nothing listens there: no controller behind the transport
+    scenario.write_text(
+        f"""
+name: ble-rig
+description: A pulse oximeter on a controller served over TCP that is not there.
+duration_s: 5
+devices:
+  - {{id: ox-1, kind: pulse_oximeter, rig: {{ble_transport: "tcp-client:127.0.0.1:{port}"}}}}
+expect: [{{nothing_lost: true}}]
+"""
+    )
+    report = tmp_path / "report.xml"
+    result = hil_run(str(scenario), "--junit", str(report))
+    assert result.returncode == 1
+    error = next(iter(cases(report).values())).find("error")
+    assert error is not None
+    assert f"cannot open the HCI transport tcp-client:127.0.0.1:{port}" in (error.get("message") or "")
