@@ -695,6 +695,7 @@ def cmd_replay(path: Path, *, as_json: bool) -> int:
 
 
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
+EXIT_BROKEN_PIPE = 141  # the shell's code for a writer whose reader closed the pipe (128 + SIGPIPE)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -704,6 +705,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("iomt-gateway: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`... | head`): what it wanted it has; end quietly, as `cat` does (128 + SIGPIPE).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as err:
         # Python wraps an interrupt that lands in some import machinery (a class body's __set_name__ raises
         # RuntimeError from it): still the user's Ctrl-C, not a crash.

@@ -11,10 +11,29 @@ import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+SHIPPED = Path(__file__).resolve().parent.parent / "scenarios"  # the scenario library, installed with the wheel
+
+
+def shipped() -> dict[str, Path]:
+    """The shipped scenarios by name (their files' stems, e.g. ventricular_tachycardia)."""
+    return {path.stem: path for path in sorted(SHIPPED.glob("*.yaml"))}
+
+
+def resolve(names: list[Path]) -> list[Path]:
+    """Files as given; a name that is no file but a shipped scenario's (`ventricular-tachycardia`) is that one."""
+    library = shipped()
+    return [
+        path if path.exists() else library.get(str(path).replace("-", "_").removesuffix(".yaml"), path)
+        for path in names
+    ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scenarios", nargs="*", type=Path, help="scenario files (YAML; see docs/HIL.md)")
+    parser.add_argument(
+        "scenarios", nargs="*", type=Path, help="scenario files (YAML; see docs/HIL.md) or shipped scenarios' names"
+    )
+    parser.add_argument("--all", action="store_true", help="every shipped scenario (`--list` names them)")
+    parser.add_argument("--list", action="store_true", help="list the shipped scenarios and exit")
     parser.add_argument("--junit", type=Path, help="write a JUnit XML report here (one testcase per expectation)")
     parser.add_argument("--json", action="store_true", help="print one JSON object of results")
     parser.add_argument("--schema", action="store_true", help="print the scenario format's JSON Schema and exit")
@@ -68,8 +87,24 @@ def run(args: argparse.Namespace) -> int:
     if args.schema:
         print(json.dumps(json_schema(), indent=2))
         return EXIT_OK
-    if not args.scenarios:
-        print("iomt-gateway hil run: name one or more scenario files (e.g. hil/scenarios/*.yaml)", file=sys.stderr)
+    if args.list:
+        from hil.runner.scenario import ScenarioError, load_scenario  # noqa: PLC0415
+
+        rows = {}
+        for name, path in shipped().items():
+            try:
+                rows[name] = " ".join(load_scenario(path).description.split())
+            except ScenarioError as err:
+                rows[name] = f"(unreadable: {err.message})"
+        if args.json:
+            print(json.dumps({"scenarios": [{"name": n, "description": d} for n, d in rows.items()]}, indent=2))
+        else:
+            for name, description in rows.items():
+                print(f"{name}\n    {description}")
+        return EXIT_OK
+    scenarios = [*resolve(args.scenarios), *(shipped().values() if args.all else ())]
+    if not scenarios:
+        print("iomt-gateway hil run: name scenario files, shipped scenarios (--list) or --all", file=sys.stderr)
         return EXIT_USAGE
     configure_logging("warning", "auto")
     try:
@@ -77,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     except (ScenarioError, OSError, ssl.SSLError) as err:
         print(f"iomt-gateway hil run: {getattr(err, 'message', err)}", file=sys.stderr)
         return EXIT_USAGE
-    outcomes = asyncio.run(play_all(args.scenarios, remote))  # type: ignore[arg-type]
+    outcomes = asyncio.run(play_all(scenarios, remote))  # type: ignore[arg-type]
     if args.junit is not None:
         write_junit(outcomes, args.junit)
     if args.json:
