@@ -308,7 +308,8 @@ class SimInsulinPump(SimPeripheral):
     Commands arrive with E2E-Counter and E2E-CRC and are answered with indications that carry them too.
     `command_fault` injects the failures a real link has: "drop-after-write" (the pump delivers, then the
     link drops before it answers), "no-answer" (it delivers and never answers) and "drop-before-acting" (the
-    write arrives but the pump never acts on it, and the link drops).
+    write arrives but the pump never acts on it, and the link drops); and "refuse": the pump answers that it
+    will not act (Procedure Not Applicable), delivering nothing.
     The pump keeps a history (`history`, IDD History Data): a Reference Time event at power-on and whenever its
     clock is set, Bolus Programmed and Bolus Delivered (parts 1 and 2) for every bolus; the IDD Record Access
     Control Point reports it (records as History Data notifications, then the RACP indication).
@@ -467,6 +468,10 @@ class SimInsulinPump(SimPeripheral):
             )
             return
         self.commands_received.append(command)
+        if self.command_fault == "refuse":  # the pump will not act (e.g. its reservoir is empty): it says so
+            opcode = int.from_bytes(data[:2], "little")
+            self._answer(ids.ResponseCode(opcode, ids.ResponseCodeValue.PROCEDURE_NOT_APPLICABLE))
+            return
         answer: ids.IddResponse
         if isinstance(command, ids.SetBolus):
             bolus_id = self._next_bolus_id

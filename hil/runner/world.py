@@ -11,7 +11,7 @@ a pymodbus TCP server the gateway polls, the DICOM modality stores images over a
 - cgm: glucose_mg_dl (with ramp_s, default 3), reading (LO or HI: the sensor's out-of-range readings)
 - insulin_pump: annunciate (an IDS annunciation type, e.g. occlusion_detected), confirm_annunciation (the
   person at the pump confirms it), reservoir_iu,
-  command_fault (drop-after-write, no-answer, drop-before-acting, or null)
+  command_fault (drop-after-write, no-answer, drop-before-acting, refuse, or null)
 - medication_fridge: door_open
 - dicom_modality: send_images (how many images to store now)
 - hl7_monitor: none (it replays a monitor's numerics)
@@ -240,7 +240,7 @@ class Cgm(BleDevice):
 
 class InsulinPump(BleDevice):
     keys = frozenset({"annunciate", "confirm_annunciation", "reservoir_iu", "command_fault"})
-    FAULTS = ("drop-after-write", "no-answer", "drop-before-acting", None)
+    FAULTS = ("drop-after-write", "no-answer", "drop-before-acting", "refuse", None)
 
     def __init__(self, spec: Device, radio: VirtualRadio) -> None:
         self.pump = SimInsulinPump(spec.id)

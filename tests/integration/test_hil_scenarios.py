@@ -66,7 +66,7 @@ def test_the_library_covers_what_the_readme_promises() -> None:
         "extreme_tachycardia",
     } <= alarms
     outcomes = {(e.command.outcome, e.command.reason) for s in scenarios for e in s.expect if e.command is not None}
-    assert {o for o, _ in outcomes} == {"confirmed", "rejected", "outcome-unknown"}
+    assert {o for o, _ in outcomes} == {"confirmed", "rejected", "failed", "outcome-unknown"}
     faults = {step.fault.kind for s in scenarios for step in s.timeline if step.fault is not None}
     assert faults == {"link_loss", "garbage", "broker_outage", "disk_full", "clock_jump"}
 

@@ -166,3 +166,16 @@ def test_a_bench_without_its_input_fails(installed: dict[str, Any]) -> None:
     result = run(installed, "bench", "alarms", "--json")
     assert result.returncode != 0
     assert "error" in json.loads(result.stdout)
+
+
+def test_the_wheel_ships_the_scenario_library_and_plays_it(installed: dict[str, Any]) -> None:
+    listed = run(installed, "hil", "run", "--list", "--json")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    names = {s["name"] for s in json.loads(listed.stdout)["scenarios"]}
+    assert len(names) >= 15 and "ventricular_tachycardia" in names
+    report = installed["cwd"] / "report.xml"
+    result = run(installed, "hil", "run", "fridge-door", "--junit", str(report), "--json", timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:] + result.stdout[-2000:]
+    summary = json.loads(result.stdout)
+    assert (summary["passed"], summary["failed"]) == (1, 0)
+    assert report.read_text().count("<testcase") == 4
