@@ -9,6 +9,7 @@ import json
 import ssl
 import sys
 from pathlib import Path
+from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SHIPPED = Path(__file__).resolve().parent.parent / "scenarios"  # the scenario library, installed with the wheel
@@ -37,6 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--junit", type=Path, help="write a JUnit XML report here (one testcase per expectation)")
     parser.add_argument("--json", action="store_true", help="print one JSON object of results")
     parser.add_argument("--schema", action="store_true", help="print the scenario format's JSON Schema and exit")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="play N scenarios at once, each in its own process (in-process gateways only)",
+    )
     remote = parser.add_argument_group("a gateway already running (default: one in this process)")
     remote.add_argument("--admin-socket", type=Path, help="its admin socket (local alarms, counters)")
     remote.add_argument("--broker", metavar="HOST:PORT", help="the MQTT broker it syncs to (the sync API)")
@@ -112,6 +120,15 @@ def run(args: argparse.Namespace) -> int:
     except (ScenarioError, OSError, ssl.SSLError) as err:
         print(f"iomt-gateway hil run: {getattr(err, 'message', err)}", file=sys.stderr)
         return EXIT_USAGE
+    if args.jobs > 1:
+        if remote is not None:
+            print(
+                "iomt-gateway hil run: --jobs plays scenarios side by side; against one running gateway they would "
+                "see each other's devices: play them one at a time",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        return _in_parallel(scenarios, args)
     outcomes = asyncio.run(play_all(scenarios, remote))  # type: ignore[arg-type]
     if args.junit is not None:
         write_junit(outcomes, args.junit)
@@ -120,3 +137,94 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(text(outcomes))
     return EXIT_OK if all(o.passed for o in outcomes) else EXIT_FAILED
+
+
+def _in_parallel(scenarios: list[Path], args: argparse.Namespace) -> int:
+    """Each scenario in a process of its own (`hil run FILE`), `args.jobs` at a time; their reports merged."""
+    import subprocess  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+    import xml.etree.ElementTree as ET  # noqa: PLC0415
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="iomt-hil-jobs-") as tmp:
+
+        def play(index: int, path: Path) -> tuple[dict[str, Any], ET.Element]:
+            report = Path(tmp) / f"{index}.xml"
+            child = subprocess.run(  # noqa: S603 - this interpreter, this command, the user's own file names
+                [sys.executable, "-m", "gateway", "hil", "run", str(path), "--json", "--junit", str(report)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            try:
+                summary: dict[str, Any] = json.loads(child.stdout)
+                root = ET.parse(report).getroot()  # noqa: S314 - the report our own child just wrote
+            except (json.JSONDecodeError, OSError, ET.ParseError):
+                why = (child.stderr.strip().splitlines() or ["no output"])[-1][:300]
+                summary = {
+                    "scenarios": [
+                        {
+                            "name": path.stem,
+                            "file": str(path),
+                            "passed": False,
+                            "duration_s": 0,
+                            "error": f"the run's process failed: {why}",
+                            "expectations": [],
+                        }
+                    ]
+                }
+                root = ET.Element("testsuites")
+                suite = ET.SubElement(root, "testsuite", name=path.stem, tests="1", failures="0", errors="1")
+                case = ET.SubElement(suite, "testcase", classname=f"hil.{path.stem}", name="scenario runs")
+                ET.SubElement(case, "error", message=summary["scenarios"][0]["error"])
+            return summary, root
+
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            results = list(pool.map(play, range(len(scenarios)), scenarios))
+    merged = ET.Element("testsuites", name="iomt-gateway hil run")
+    totals = dict.fromkeys(("tests", "failures", "errors", "skipped"), 0)
+    for _, root in results:
+        for suite in root.iter("testsuite"):
+            merged.append(suite)
+            for key in totals:
+                totals[key] += int(suite.get(key, "0"))
+    for key, value in totals.items():
+        merged.set(key, str(value))
+    rows = [row for summary, _ in results for row in summary["scenarios"]]
+    if args.junit is not None:
+        ET.indent(merged)
+        ET.ElementTree(merged).write(args.junit, encoding="utf-8", xml_declaration=True)
+    if args.json:
+        failed = [r for r in rows if not r["passed"]]
+        print(
+            json.dumps(
+                {
+                    "scenarios": rows,
+                    "passed": len(rows) - len(failed),
+                    "failed": len(failed),
+                    "expectations_failed": sum(
+                        1 for r in rows for e in r["expectations"] if not (e["passed"] or e["skipped"])
+                    ),
+                },
+                indent=2,
+            )
+        )
+    else:
+        failures = {
+            (suite.get("name"), case.get("name")): (child.text or "")
+            for suite in merged.iter("testsuite")
+            for case in suite.iter("testcase")
+            for child in case
+            if child.tag in ("failure", "error")
+        }
+        for row in rows:
+            print(f"{'PASS' if row['passed'] else 'FAIL'}  {row['name']}  ({row['duration_s']:.1f} s, {row['file']})")
+            if row["error"]:
+                print(f"      error: {row['error']}")
+            for e in row["expectations"]:
+                mark = "skip" if e["skipped"] else ("ok" if e["passed"] else "FAILED")
+                print(f"      {mark:<6} {e['name']}: {e['message']}")
+                for line in failures.get((row["name"], e["name"]), "").splitlines()[3:][-15:]:
+                    print(f"             {line}")
+        print(f"{sum(1 for r in rows if r['passed'])} of {len(rows)} scenarios passed")
+    return EXIT_OK if all(r["passed"] for r in rows) else EXIT_FAILED
