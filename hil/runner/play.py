@@ -271,7 +271,10 @@ class Player:
                     await asyncio.sleep(1.0)
                 finally:
                     stop.set()
-                    await asyncio.gather(task, return_exceptions=True)
+                    (ended,) = await asyncio.gather(task, return_exceptions=True)
+                if isinstance(ended, BaseException):  # the gateway itself failed: that is the finding, not a detail
+                    self.timeline.add("gateway", "crash", f"the gateway stopped: {type(ended).__name__}: {ended}")
+                    raise ScenarioError(f"the gateway stopped with an error: {type(ended).__name__}: {ended}")
                 accepted = {d.id: gateway.metrics.device(d.id).accepted for d in config.devices}
                 await cloud.receiver.wait_for(accepted, timeout_s=DRAIN_S)
                 counts = Counts(accepted, dict(cloud.receiver.stats.unique), dict(cloud.receiver.stats.duplicates))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from pathlib import Path
 
@@ -151,6 +152,35 @@ async def test_alarm_is_committed_at_once(tmp_path: Path) -> None:
         await pipeline.stored.wait()  # long before the 60 s flush interval
     lanes = {s.lane: s.rows for s in await buffer.stats()}
     assert lanes[Lane.ALARMS] == 1
+    pipeline.close()
+    await task
+    await buffer.close()
+
+
+async def test_a_failing_alarm_listener_is_logged_and_the_alarm_still_stored(
+    tmp_path: Path, captured_logs: io.StringIO
+) -> None:
+    """A listener (the demo's view, a HIL rig's timeline) that raises must not stop the pipeline: found by the
+    scenario runner, whose first listener raised and took the whole gateway down with it."""
+    buffer = await _open(tmp_path)
+    alarms = AlarmEngine(
+        AlarmsSection.model_validate({"limits": [{"quantity": "MDC_PULS_OXIM_SAT_O2", "low": 90, "priority": "high"}]})
+    )
+    pipeline = Pipeline(buffer, alarms, Metrics(), gateway_id="gw", patients={}, flush_interval_s=0.02)
+    heard: list[str] = []
+
+    def broken(_alarm: object) -> None:
+        raise TypeError("a listener's own bug")
+
+    pipeline.alarm_listeners += [broken, lambda alarm: heard.append(alarm.condition)]
+    task = asyncio.create_task(pipeline.run())
+    await pipeline.emit(Observation(new_id(), "ox-1", quantity("MDC_PULS_OXIM_SAT_O2"), 80.0, None, now_ns()))
+    async with asyncio.timeout(5):
+        await pipeline.stored.wait()
+    assert not task.done()
+    assert heard == ["MDC_PULS_OXIM_SAT_O2.low"]  # the listeners after the broken one still hear it
+    assert {s.lane: s.rows for s in await buffer.stats()}[Lane.ALARMS] == 1
+    assert "alarm listener failed" in captured_logs.getvalue()
     pipeline.close()
     await task
     await buffer.close()
