@@ -71,6 +71,7 @@ def test_the_library_covers_what_the_readme_promises() -> None:
     assert faults == {"link_loss", "garbage", "broker_outage", "disk_full", "clock_jump"}
 
 
+@pytest.mark.timeout(600)  # 19 scenarios of 20-35 s each, four at a time, beside the rest of the suite
 def test_the_shipped_library_passes(tmp_path: Path) -> None:
     """The acceptance run, as a rig's CI runs it: every shipped scenario, four at a time, one JUnit report."""
     report = tmp_path / "report.xml"
