@@ -25,6 +25,16 @@ from hil.runner.timeline import Timeline
 TRUSTED = ("ops-1", "ops-2")  # the in-process gateway trusts these; "old" is revoked; "rogue" is unknown to it
 
 
+def newest_audit_head(head: tuple[int, str] | None, result: dict[str, Any]) -> tuple[int, str] | None:
+    """The audit head a command result reports, if newer than `head` (what the cloud acknowledges next)."""
+    detail = result.get("detail") or {}
+    if "audit_seq" in detail:
+        seq = int(detail["audit_seq"])
+        if head is None or seq > head[0]:
+            return (seq, str(detail["audit_hash"]))
+    return head
+
+
 class Issuers:
     """The keys commands are signed with, and the audit head the gateway last reported (what the cloud acks)."""
 
@@ -62,11 +72,7 @@ class Issuers:
         ]
 
     def saw(self, result: dict[str, Any]) -> None:
-        detail = result.get("detail") or {}
-        if "audit_seq" in detail:
-            seq = int(detail["audit_seq"])
-            if self.head is None or seq > self.head[0]:
-                self.head = (seq, str(detail["audit_hash"]))
+        self.head = newest_audit_head(self.head, result)
 
     def envelope(self, step: CommandStep, gateway_id: str) -> dict[str, Any]:
         now = time.time_ns() + round(step.issued_offset_s * 1e9)

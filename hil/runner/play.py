@@ -264,11 +264,7 @@ class Player:
                         gateway.parts.pipeline.alarm_listeners.append(self._local_alarm)
                     await world.connect()
                     await self._timeline(world, cloud)
-                    # The devices fall quiet first, so what they sent is final before the gateway drains and stops.
-                    for device in world.devices.values():
-                        with contextlib.suppress(ScenarioError):
-                            device.silence(True)
-                    await asyncio.sleep(1.0)
+                    await world.quiet()
                 finally:
                     stop.set()
                     (ended,) = await asyncio.gather(task, return_exceptions=True)
@@ -327,10 +323,7 @@ class Player:
             seen_before = dict(cloud.receiver.stats.unique)
             await world.connect()
             await self._timeline(world, cloud)
-            for device in world.devices.values():
-                with contextlib.suppress(ScenarioError):
-                    device.silence(True)
-            await asyncio.sleep(1.0)
+            await world.quiet()
             # Remote: the gateway keeps running; what it counted as delivered (acknowledged by the broker) since the
             # start must be at the cloud.
             after = await _remote_counts(remote.admin_socket, request)

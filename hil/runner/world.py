@@ -540,6 +540,14 @@ class World:
         for device in self.devices.values():
             await device.connect()
 
+    async def quiet(self, settle_s: float = 1.0) -> None:
+        """Every device that can falls silent (and what is on its way arrives), so that what they sent is final
+        before the gateway is judged on it."""
+        for device in self.devices.values():
+            with contextlib.suppress(ScenarioError):
+                device.silence(True)
+        await asyncio.sleep(settle_s)
+
     async def stop(self) -> None:
         for device in self.devices.values():
             with contextlib.suppress(Exception):

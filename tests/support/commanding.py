@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cloud_sync.mqtt import MqttClient
 from gateway.commands.envelope import CONFIG_DOMAIN, sign
 from gateway.config import Config, parse_config
+from hil.runner.cloud import newest_audit_head
 from tests.conftest import config_dict
 from tests.support.harness import Running
 
@@ -37,11 +38,7 @@ class Issuer:
 
     def saw(self, result: dict[str, Any]) -> None:
         """Take note of a command result's audit head, as the cloud does."""
-        detail = result.get("detail") or {}
-        if "audit_seq" in detail:
-            seq = int(detail["audit_seq"])
-            if self.head is None or seq > self.head[0]:
-                self.head = (seq, str(detail["audit_hash"]))
+        self.head = newest_audit_head(self.head, result)
 
     def issuers_config(self) -> list[dict[str, Any]]:
         """ops-1 and ops-2 trusted, old revoked; rogue is not configured at all."""
