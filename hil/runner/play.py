@@ -53,13 +53,17 @@ class RemoteGateway:
 
 @dataclass
 class Outcome:
-    scenario: Scenario
+    scenario: Scenario | None  # None: the file is not a scenario (`error` says why)
     path: Path
     verdicts: list[Verdict]
     duration_s: float
     timeline: Timeline
     error: str | None = None  # the run could not be carried out (the scenario fails as a whole)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.scenario.name if self.scenario is not None else self.path.stem
 
     @property
     def passed(self) -> bool:
@@ -450,13 +454,4 @@ async def play_all(paths: list[Path], remote: RemoteGateway | None = None) -> li
 
 
 def _unreadable(path: Path, message: str) -> Outcome:
-    from hil.runner.scenario import Expectation, NothingLostExpectation, Scenario  # noqa: PLC0415
-
-    placeholder = Scenario.model_construct(
-        name=path.stem,
-        description="",
-        duration_s=0,
-        devices=(),
-        expect=(Expectation.model_construct(nothing_lost=NothingLostExpectation()),),
-    )
-    return Outcome(placeholder, path, [], 0.0, Timeline(), error=message)
+    return Outcome(None, path, [], 0.0, Timeline(), error=message)

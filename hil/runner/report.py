@@ -17,7 +17,7 @@ def junit(outcomes: list[Outcome]) -> ET.ElementTree:
     suites = ET.Element("testsuites", name="iomt-gateway hil run")
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for outcome in outcomes:
-        name = outcome.scenario.name
+        name = outcome.name
         suite = ET.SubElement(suites, "testsuite", name=name, file=str(outcome.path), time=f"{outcome.duration_s:.2f}")
         counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
         if outcome.error is not None:
@@ -56,7 +56,7 @@ def write_junit(outcomes: list[Outcome], path: Path) -> None:
 def summary(outcomes: list[Outcome]) -> dict[str, Any]:
     scenarios = [
         {
-            "name": o.scenario.name,
+            "name": o.name,
             "file": str(o.path),
             "passed": o.passed,
             "duration_s": round(o.duration_s, 2),
@@ -78,7 +78,7 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
 def text(outcomes: list[Outcome]) -> str:
     lines = []
     for o in outcomes:
-        lines.append(f"{'PASS' if o.passed else 'FAIL'}  {o.scenario.name}  ({o.duration_s:.1f} s, {o.path})")
+        lines.append(f"{'PASS' if o.passed else 'FAIL'}  {o.name}  ({o.duration_s:.1f} s, {o.path})")
         if o.error is not None:
             lines.append(f"      error: {o.error}")
         for v in o.verdicts:
