@@ -157,9 +157,10 @@ class LeadAnalyzer:
         self._index += self._second
         conditioned = self._conditioning.process(window)
         self._history = np.concatenate([self._history, conditioned])[-self._keep :]
-        span = float(np.ptp(window))
+        top, bottom = float(window.max()), float(window.min())
+        span = top - bottom
         lead_off = span < FLAT_MV
-        saturated = not lead_off and _clipped(window)
+        saturated = not lead_off and _clipped(window, top, bottom)
         quality = 0.0 if lead_off else _quality(conditioned, span)
         beats = self._measure_ready()
         recent = self._history[-self._spectrum_n :] if len(self._history) >= self._spectrum_n and not lead_off else None
@@ -210,15 +211,17 @@ class LeadAnalyzer:
         shape = normalise_beat(raw)
         qrs = raw[self._before - self._qrs_half : self._before + self._qrs_half + 1]
         width_ms = _qrs_width(qrs) * 1000.0 / self.fs
-        qrs_ptp = float(np.ptp(qrs))
+        qrs_ptp = float(qrs.max() - qrs.min())
         rr_median = _median(self._rr) if len(self._rr) >= 3 else None
         rr_ratio = rr / rr_median if rr is not None and rr_median else 1.0
         unit = _unit(shape[QRS_POINTS])
+        likeness = [float(np.dot(unit, template.unit)) for template in self._templates]
         dominant = self._dominant
-        if dominant is None:
-            correlation, amplitude = 1.0, 1.0
-        else:
-            correlation = float(np.dot(unit, dominant.unit))
+        correlation, amplitude = 1.0, 1.0
+        if dominant is not None:
+            known = [r for t, r in zip(self._templates, likeness, strict=True) if t is dominant]
+            # (the dominant beat can have left the templates, replaced as the least used of them)
+            correlation = known[0] if known else float(np.dot(unit, dominant.unit))
             amplitude = qrs_ptp / dominant.ptp if dominant.ptp > 0 else 1.0
         ventricular = 0.0
         if self._classifier is not None:
@@ -227,18 +230,20 @@ class LeadAnalyzer:
                 BeatInput(shape, template, width_ms, correlation, amplitude, rr_ratio)
             )
         beat = Beat(r_peak, confidence, width_ms, correlation, amplitude, rr_ratio, ventricular)
-        self._learn_template(shape, unit, qrs_ptp)
+        self._learn_template(shape, unit, qrs_ptp, likeness)
         return beat
 
-    def _learn_template(self, shape: npt.NDArray[np.float32], unit: npt.NDArray[np.float64], qrs_ptp: float) -> None:
+    def _learn_template(
+        self, shape: npt.NDArray[np.float32], unit: npt.NDArray[np.float64], qrs_ptp: float, likeness: list[float]
+    ) -> None:
         """Keep the lead's beat morphologies as a few running templates; the dominant one is the most frequent.
 
         A beat joins the template it correlates best with (at least MATCH_CORRELATION), else starts a new one
         (replacing the least used when there are MAX_TEMPLATES).  Counts decay, so the dominant morphology
-        follows the patient: a run of ectopic beats, or a lead moved, changes it only if it lasts."""
+        follows the patient: a run of ectopic beats, or a lead moved, changes it only if it lasts.  `likeness` is
+        the beat's correlation with each template."""
         best, best_r = None, MATCH_CORRELATION
-        for template in self._templates:
-            r = float(np.dot(unit, template.unit))
+        for template, r in zip(self._templates, likeness, strict=True):
             if r >= best_r:
                 best, best_r = template, r
             template.count *= TEMPLATE_DECAY
@@ -256,10 +261,11 @@ class LeadAnalyzer:
             self._dominant = dominant
 
     def _rate(self) -> float | None:
-        recent = [b for b in self._recent if b > self._index - 10 * self.fs]
+        since = self._index - 10 * self.fs
+        recent = list(itertools.takewhile(lambda b: b > since, reversed(self._recent)))  # newest first
         if len(recent) < 3:
             return None
-        return 60.0 * self.fs / _median(b - a for a, b in itertools.pairwise(recent))
+        return 60.0 * self.fs / _median(a - b for a, b in itertools.pairwise(recent))
 
 
 @dataclass(slots=True, eq=False)
@@ -308,9 +314,10 @@ def normalise_beat(window: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
     (the classifier's training uses this very function)."""
     positions, samples = _grid(len(window))
     resampled = np.interp(positions, samples, window)
-    middle = np.partition(resampled, (BEAT_POINTS // 2 - 1, BEAT_POINTS // 2))  # the median, without np.median's cost
+    middle = resampled.copy()
+    middle.partition((BEAT_POINTS // 2 - 1, BEAT_POINTS // 2))  # the median, without np.median's cost
     centred = resampled - 0.5 * (middle[BEAT_POINTS // 2 - 1] + middle[BEAT_POINTS // 2])
-    scale = float(np.max(np.abs(centred))) or 1.0
+    scale = float(np.abs(centred).max()) or 1.0
     shape: npt.NDArray[np.float32] = (centred / scale).astype(np.float32)
     return shape
 
@@ -329,21 +336,21 @@ def _median(values: Iterable[float]) -> float:
     return float(ordered[n // 2]) if n % 2 else 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])
 
 
+_WIDTH_SHARES = np.array([0.1, 0.9])  # the span between these shares of the slope energy is the QRS
+
+
 def _qrs_width(qrs: npt.NDArray[np.float64]) -> int:
     """Samples in the shortest span around the centre holding 80 % of the QRS window's slope energy."""
-    slope = np.abs(np.diff(qrs))
+    slope = np.abs(qrs[1:] - qrs[:-1])
     total = float(slope.sum())
     if total <= 0:
         return 0
-    cumulative = np.cumsum(slope) / total
-    start = int(np.searchsorted(cumulative, 0.1))
-    end = int(np.searchsorted(cumulative, 0.9))
-    return end - start + 1
+    start, end = (slope.cumsum() / total).searchsorted(_WIDTH_SHARES)
+    return int(end - start + 1)
 
 
-def _clipped(window: npt.NDArray[np.float64]) -> bool:
-    """Part of the second sits exactly at its extreme value: an amplifier at a rail."""
-    top, bottom = window.max(), window.min()
+def _clipped(window: npt.NDArray[np.float64], top: float, bottom: float) -> bool:
+    """Part of the second sits exactly at its extreme value (`top` or `bottom`): an amplifier at a rail."""
     at_rail = max(int(np.count_nonzero(window == top)), int(np.count_nonzero(window == bottom)))
     return at_rail >= 0.05 * len(window)
 

@@ -29,6 +29,7 @@ import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +46,8 @@ from edge_ml.alarm_set import (
 from edge_ml.beats import BeatClassifier
 from edge_ml.ecg import Beat, LeadAnalyzer, LeadAssessment
 from edge_ml.pulse import PulseAnalyzer, PulseAssessment
+
+_T = TypeVar("_T")
 
 STALL_S = 4.0  # a signal this far behind the others is left out of the fusion until it catches up
 HISTORY_S = 60.0  # beats and pulses kept per signal
@@ -243,7 +246,7 @@ class RhythmAnalyzer:
     # -- judgement -------------------------------------------------------------------------------------------
     def _coherence(self, lead: _Lead) -> float:
         since = self._second - COHERENCE_S
-        recent = [b for t, b in lead.beats if t >= since]
+        recent = [b for t, b in itertools.takewhile(lambda tb: tb[0] >= since, reversed(lead.beats))]
         if len(recent) < 3:
             return 0.0
         return sum(b.correlation >= 0.8 for b in recent) / len(recent)
@@ -257,14 +260,14 @@ class RhythmAnalyzer:
         """The lead's quality over its last `seconds` is too low to judge a rhythm by."""
         if len(lead.qualities) < seconds:
             return False
-        recent = list(lead.qualities)[-seconds:]
+        recent = _tail(lead.qualities, seconds)
         return sum(recent) / seconds < POOR_QUALITY
 
     def _beating(self, lead: _Lead) -> bool:
         """The lead shows at least two beats like its dominant one in the last four seconds, at a rate no faster
         than 150 /min: no fibrillation there, whatever the spectrum would say (so it need not be computed)."""
         since = self._second - self.settings.vf_s
-        recent = [b for t, b in lead.beats if t >= since]
+        recent = [b for t, b in itertools.takewhile(lambda tb: tb[0] >= since, reversed(lead.beats))]
         like = sum(b.correlation >= 0.8 for b in recent)
         return like >= 2 and like >= 0.7 * len(recent) and len(recent) <= 1 + 2.5 * self.settings.vf_s
 
@@ -273,7 +276,7 @@ class RhythmAnalyzer:
         if a is None or a.flat or a.quality < 0.5:
             return False
         if pulse.pressure:
-            amplitudes = [amp for _, amp in list(pulse.pulses)[-8:]]
+            amplitudes = [amp for _, amp in _tail(pulse.pulses, 8)]
             if a.mean_level < MIN_MAP_MMHG or not amplitudes or float(np.median(amplitudes)) < MIN_PULSE_PRESSURE_MMHG:
                 return False
         return True
@@ -304,10 +307,10 @@ class RhythmAnalyzer:
         )
         rate, source = None, None
         if best is not None:
-            rate = _rate([t for t, _ in best.beats], 8)
+            rate = _rate([t for t, _ in _tail(best.beats, 9)], 8)
             source = best.name
         if rate is None and perfusing:
-            rate = _rate([t for t, _ in perfusing[0].pulses], 8)
+            rate = _rate([t for t, _ in _tail(perfusing[0].pulses, 9)], 8)
             source = perfusing[0].name
 
         vf_leads = [lead for lead in usable if not self._beating(lead) and _fibrillatory(lead.latest)]
@@ -324,12 +327,12 @@ class RhythmAnalyzer:
             usable, key=lambda lead: (coherence[lead.name], lead.latest.quality if lead.latest else 0.0), default=None
         )
         if brady_lead is not None and VENTRICULAR_FIBRILLATION not in present:
-            brady = _run_rate(list(brady_lead.credible), s.brady_beats, end)
+            brady = _run_rate(_tail(brady_lead.credible, s.brady_beats), s.brady_beats, end)
             if brady is not None and brady < s.brady_bpm:
                 faster = [
                     p.name
                     for p in perfusing
-                    if (r := _run_rate([t for t, _ in p.pulses], s.brady_beats, end)) is not None
+                    if (r := _run_rate([t for t, _ in _tail(p.pulses, s.brady_beats)], s.brady_beats, end)) is not None
                     and r >= s.brady_bpm + BRADY_MARGIN_BPM
                 ]
                 if faster and ASYSTOLE not in present:
@@ -341,7 +344,7 @@ class RhythmAnalyzer:
         tachy_rates = [
             (r, lead.name)
             for lead in trusted
-            if (r := _median_rate(list(lead.credible), s.tachy_beats, None)) is not None
+            if (r := _median_rate(_tail(lead.credible, s.tachy_beats), s.tachy_beats, None)) is not None
         ]
         if tachy_rates and not present & {ASYSTOLE, VENTRICULAR_FIBRILLATION}:
             tachy, name = max(tachy_rates)
@@ -349,7 +352,7 @@ class RhythmAnalyzer:
                 slower = [
                     p.name
                     for p in perfusing
-                    if (r := _run_rate([t for t, _ in p.pulses], 8, None)) is not None and r < 0.75 * tachy
+                    if (r := _run_rate([t for t, _ in _tail(p.pulses, 8)], 8, None)) is not None and r < 0.75 * tachy
                 ]
                 if slower:
                     vetoed.add(EXTREME_TACHYCARDIA)
@@ -389,7 +392,7 @@ class RhythmAnalyzer:
         """The last vt_beats fused beats, if they are fast, regular and wide enough and judged ventricular on the
         weighed evidence of the leads that saw them: the leads that saw them, else None."""
         s = self.settings
-        clusters = list(self._clusters)[-s.vt_beats :]
+        clusters = _tail(self._clusters, s.vt_beats)
         if len(clusters) < s.vt_beats:
             return None
         lo, hi = clusters[0].time_s, clusters[-1].time_s
@@ -416,6 +419,15 @@ class RhythmAnalyzer:
         if evidence < (s.vt_evidence_with_pulse if unchanged else s.vt_evidence):
             return None
         return ",".join(sorted({name for c in clusters for name in c.beats}))
+
+
+def _tail(items: deque[_T], n: int) -> list[_T]:
+    """The last `n` items, oldest first, without copying the whole deque."""
+    if n >= len(items):
+        return list(items)
+    out = list(itertools.islice(reversed(items), n))
+    out.reverse()
+    return out
 
 
 def _second_of(channel: _Lead | _Pulse) -> int:
