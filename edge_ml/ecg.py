@@ -92,9 +92,36 @@ class LeadAssessment:
     beats: tuple[Beat, ...]  # beats whose whole window arrived during this second
     recent: npt.NDArray[np.float64] | None  # the last four seconds of conditioned signal (None before four)
     restart_index: int  # the first sample of the current run (after the last lead-off)
-    heart_rate_bpm: float | None = None  # median of the last ten seconds' RR
-    sdnn_ms: float | None = None  # heart-rate variability over the last five minutes of beats
-    rmssd_ms: float | None = None
+    peaks: tuple[int, ...] = ()  # the lead's latest R peaks, oldest first (the rate's source)
+    rr_ms: tuple[float, ...] | None = None  # the last five minutes of RR intervals (HRV's source), once enough
+
+    @property
+    def heart_rate_bpm(self) -> float | None:
+        """Median of the last ten seconds' RR."""
+        since = self.end_index - 10 * self.sample_rate_hz
+        recent = list(itertools.takewhile(lambda b: b > since, reversed(self.peaks)))  # newest first
+        if len(recent) < 3:
+            return None
+        return 60.0 * self.sample_rate_hz / _median(a - b for a, b in itertools.pairwise(recent))
+
+    @property
+    def sdnn_ms(self) -> float | None:
+        """Heart-rate variability over the last five minutes of beats (recomputed every HRV_EVERY_S)."""
+        return self._hrv[0]
+
+    @property
+    def rmssd_ms(self) -> float | None:
+        return self._hrv[1]
+
+    @property
+    def _hrv(self) -> tuple[float | None, float | None]:
+        if self.rr_ms is None:
+            return None, None
+        cached: tuple[float, float] | None = self.__dict__.get("_hrv_cache")
+        if cached is None:
+            cached = hrv(self.rr_ms)
+            object.__setattr__(self, "_hrv_cache", cached)
+        return cached
 
     @property
     def spectrum(self) -> Spectrum | None:
@@ -141,7 +168,7 @@ class LeadAnalyzer:
         self._rr: deque[int] = deque(maxlen=9)
         self._rr_ms: deque[float] = deque(maxlen=HRV_BEATS)
         self._recent: deque[int] = deque(maxlen=40)
-        self._hrv: tuple[float | None, float | None] = (None, None)
+        self._hrv_source: tuple[float, ...] | None = None  # HRV is computed from it when asked
         self._dominant: _Template | None = None  # the lead's dominant beat, once it has one
         self._templates: list[_Template] = []
 
@@ -174,8 +201,8 @@ class LeadAnalyzer:
             tuple(beats),
             recent,
             self._detector_start,
-            self._rate(),
-            *self._hrv,
+            tuple(self._recent),
+            self._hrv_source,
         )
         if lead_off:
             # The signal that comes back after a lead-off (and the jump to it) says nothing about the
@@ -204,7 +231,7 @@ class LeadAnalyzer:
             raw = self._history[lo - history_start : hi - history_start]
             beats.append(self._describe(r_peak, confidence, raw, rr))
         if len(self._rr_ms) >= HRV_MIN_BEATS and self._index % (HRV_EVERY_S * self._second) == 0:
-            self._hrv = hrv(self._rr_ms)  # five minutes of beats change little in a few seconds
+            self._hrv_source = tuple(self._rr_ms)  # five minutes of beats change little in a few seconds
         return beats
 
     def _describe(self, r_peak: int, confidence: float, raw: npt.NDArray[np.float64], rr: int | None) -> Beat:
@@ -259,13 +286,6 @@ class LeadAnalyzer:
         dominant = max(self._templates, key=lambda t: t.count)
         if dominant.count >= TEMPLATE_BEATS / 2:
             self._dominant = dominant
-
-    def _rate(self) -> float | None:
-        since = self._index - 10 * self.fs
-        recent = list(itertools.takewhile(lambda b: b > since, reversed(self._recent)))  # newest first
-        if len(recent) < 3:
-            return None
-        return 60.0 * self.fs / _median(a - b for a, b in itertools.pairwise(recent))
 
 
 @dataclass(slots=True, eq=False)

@@ -267,7 +267,7 @@ class QrsDetector(_PeakTrain):
         lo = index - self._window
         slope = self._slope.window(lo, index + 1)
         band = self._bp.window(lo, index + 1)
-        r_peak = max(lo, self._bp.start) + int(np.argmax(np.abs(band))) - self._delay
+        r_peak = max(lo, self._bp.start) + int(np.abs(band).argmax()) - self._delay
         return r_peak, float(slope.max()) if len(slope) else 0.0
 
 
@@ -311,6 +311,9 @@ class PulseDetector(_PeakTrain):
         return steepest - self._delay, float(rises.max())
 
 
+_ONE_MORE = np.zeros(1)
+
+
 def _dominant_peaks(feature: npt.NDArray[np.float64], lo: int, hi: int, reach: int) -> npt.NDArray[np.intp]:
     """Offsets from `lo` of the samples in [lo, hi) that are positive, above the sample before, and the largest
     within +/- `reach` (the caller keeps `reach` samples of context on each side).
@@ -328,7 +331,7 @@ def _dominant_peaks(feature: npt.NDArray[np.float64], lo: int, hi: int, reach: i
     bounds[1::2] = centres + reach + 1
     # reduceat's segment i runs from bounds[i] to bounds[i + 1]; the even ones are the windows (a last bound equal
     # to the length is out of its range, hence one sample more).
-    widest = np.maximum.reduceat(np.append(feature, 0.0), bounds)[0::2]
+    widest = np.maximum.reduceat(np.concatenate((feature, _ONE_MORE)), bounds)[0::2]
     peaks: npt.NDArray[np.intp] = offsets[values[offsets] == widest]
     return peaks
 

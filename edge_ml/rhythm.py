@@ -246,10 +246,13 @@ class RhythmAnalyzer:
     # -- judgement -------------------------------------------------------------------------------------------
     def _coherence(self, lead: _Lead) -> float:
         since = self._second - COHERENCE_S
-        recent = [b for t, b in itertools.takewhile(lambda tb: tb[0] >= since, reversed(lead.beats))]
-        if len(recent) < 3:
-            return 0.0
-        return sum(b.correlation >= 0.8 for b in recent) / len(recent)
+        count = like = 0
+        for t, b in reversed(lead.beats):
+            if t < since:
+                break
+            count += 1
+            like += b.correlation >= 0.8
+        return like / count if count >= 3 else 0.0
 
     def _pulse_within(self, pulses: list[_Pulse], seconds: float) -> bool:
         """One of these pulse waves had a pulse in the last `seconds`."""
@@ -267,9 +270,13 @@ class RhythmAnalyzer:
         """The lead shows at least two beats like its dominant one in the last four seconds, at a rate no faster
         than 150 /min: no fibrillation there, whatever the spectrum would say (so it need not be computed)."""
         since = self._second - self.settings.vf_s
-        recent = [b for t, b in itertools.takewhile(lambda tb: tb[0] >= since, reversed(lead.beats))]
-        like = sum(b.correlation >= 0.8 for b in recent)
-        return like >= 2 and like >= 0.7 * len(recent) and len(recent) <= 1 + 2.5 * self.settings.vf_s
+        count = like = 0
+        for t, b in reversed(lead.beats):
+            if t < since:
+                break
+            count += 1
+            like += b.correlation >= 0.8
+        return like >= 2 and like >= 0.7 * count and count <= 1 + 2.5 * self.settings.vf_s
 
     def _perfusing(self, pulse: _Pulse) -> bool:
         a = pulse.latest
