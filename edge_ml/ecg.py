@@ -344,7 +344,7 @@ def normalise_beat(window: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
 
 def _unit(x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
     """`x` centred and scaled to unit norm (zeros for a constant), so Pearson's r of two is their dot product."""
-    centred = x.astype(np.float64) - float(x.sum()) / len(x)
+    centred = np.asarray(x, dtype=np.float64) - float(x.sum()) / len(x)
     norm = math.sqrt(float(np.dot(centred, centred)))
     return centred / norm if norm > 0 else np.zeros(len(x))
 

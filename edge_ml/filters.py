@@ -108,8 +108,8 @@ class _Plan:
     impulse_t: npt.NDArray[np.float64]  # (block, block): input -> output within a block, transposed
     free_t: npt.NDArray[np.float64]  # (order, block): state at a block's start -> its output, transposed
     drive_t: npt.NDArray[np.float64]  # (block, order): a block's input -> the state at its end, transposed
-    start_states: npt.NDArray[np.float64]  # ((blocks + 1) * order, order): initial state -> each block's start
-    carried: npt.NDArray[np.float64]  # ((blocks + 1) * order, blocks * order): block drives -> each block's start
+    # ((blocks + 1) * order, (blocks + 1) * order): the initial state and each block's drive -> each block's start
+    evolution: npt.NDArray[np.float64]
     rest_transition: npt.NDArray[np.float64]  # A ** rest
 
     @classmethod
@@ -129,13 +129,12 @@ class _Plan:
         step_powers = [np.eye(n)]  # (A^block)^k, k = 0 .. blocks
         for _ in range(blocks):
             step_powers.append(powers[block] @ step_powers[-1])
-        carried = np.zeros(((blocks + 1) * n, blocks * n))
-        for k in range(1, blocks + 1):
-            for j in range(k):
-                carried[k * n : (k + 1) * n, j * n : (j + 1) * n] = step_powers[k - 1 - j]
-        return cls(
-            blocks, block, rest, impulse.T.copy(), free.T.copy(), drive, np.vstack(step_powers), carried, powers[rest]
-        )
+        evolution = np.zeros(((blocks + 1) * n, (blocks + 1) * n))
+        for k in range(blocks + 1):
+            evolution[k * n : (k + 1) * n, :n] = step_powers[k]  # the initial state, k blocks on
+            for j in range(k):  # block j's drive, k - 1 - j blocks on
+                evolution[k * n : (k + 1) * n, (j + 1) * n : (j + 2) * n] = step_powers[k - 1 - j]
+        return cls(blocks, block, rest, impulse.T.copy(), free.T.copy(), drive, evolution, powers[rest])
 
     def run(
         self, x: npt.NDArray[np.float64], state: npt.NDArray[np.float64]
@@ -145,7 +144,7 @@ class _Plan:
         full = self.blocks * self.block
         blocks = x[:full].reshape(self.blocks, self.block)
         drives = blocks @ self.drive_t  # (blocks, order): each block's input carried to its end
-        starts = (self.start_states @ state + self.carried @ drives.ravel()).reshape(self.blocks + 1, n)
+        starts = (self.evolution @ np.concatenate((state, drives.ravel()))).reshape(self.blocks + 1, n)
         out = blocks @ self.impulse_t
         out += starts[: self.blocks] @ self.free_t
         y = out.ravel()

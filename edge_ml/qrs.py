@@ -84,7 +84,6 @@ class _PeakTrain:
         self._noise_h: deque[float] = deque(maxlen=HISTORY)
         self._rr: deque[float] = deque(maxlen=HISTORY)
         self._level = 0.0
-        self._noise = 0.0
         self._rr_median = 0.0
         self._last: _Candidate | None = None
         self._since_last: list[_Candidate] = []
@@ -97,7 +96,7 @@ class _PeakTrain:
     @property
     def noise_level(self) -> float:
         """Median feature height of the recent candidates that were not beats."""
-        return self._noise
+        return _median(self._noise_h) if self._noise_h else 0.0
 
     def _fiducial(self, index: int) -> tuple[int, float]:
         """(fiducial sample, slope) of the candidate whose feature peaks at `index`."""
@@ -155,8 +154,8 @@ class _PeakTrain:
         return found
 
     def _update_levels(self) -> None:
+        """The beat level and the median RR, from the recent beats (the decisions need no noise level)."""
         self._level = _median(self._beat_h) if self._beat_h else 0.0
-        self._noise = _median(self._noise_h) if self._noise_h else 0.0
         self._rr_median = _median(self._rr) if self._rr else 0.0
 
     def _classify(self, candidate: _Candidate) -> list[Detection]:
@@ -165,7 +164,6 @@ class _PeakTrain:
         if candidate.height > THRESHOLD * self._level and not t_wave:
             return [self._accept(candidate, searched_back=False)]
         self._noise_h.append(candidate.height)
-        self._update_levels()
         self._since_last.append(candidate)
         return []
 
@@ -245,8 +243,9 @@ class QrsDetector(_PeakTrain):
         self._diff_tail = padded[-4:]
         magnitude = np.abs(deriv)
         padded_abs = np.concatenate([self._abs_tail, magnitude])
-        csum = np.cumsum(padded_abs)
-        csum = np.concatenate([[0.0], csum])
+        csum = np.empty(len(padded_abs) + 1)
+        csum[0] = 0.0
+        padded_abs.cumsum(out=csum[1:])
         feature = (csum[self._window :] - csum[: -self._window]) / self._window
         self._abs_tail = padded_abs[len(padded_abs) - (self._window - 1) :]
         self._bp.extend(bp)
