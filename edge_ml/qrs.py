@@ -267,7 +267,7 @@ class QrsDetector(_PeakTrain):
         slope = self._slope.window(lo, index + 1)
         band = self._bp.window(lo, index + 1)
         r_peak = max(lo, self._bp.start) + int(np.abs(band).argmax()) - self._delay
-        return r_peak, float(slope.max()) if len(slope) else 0.0
+        return r_peak, float(np.maximum.reduce(slope)) if len(slope) else 0.0
 
 
 class PulseDetector(_PeakTrain):
@@ -310,9 +310,6 @@ class PulseDetector(_PeakTrain):
         return steepest - self._delay, float(rises.max())
 
 
-_ONE_MORE = np.zeros(1)
-
-
 def _dominant_peaks(feature: npt.NDArray[np.float64], lo: int, hi: int, reach: int) -> npt.NDArray[np.intp]:
     """Offsets from `lo` of the samples in [lo, hi) that are positive, above the sample before, and the largest
     within +/- `reach` (the caller keeps `reach` samples of context on each side).
@@ -321,16 +318,15 @@ def _dominant_peaks(feature: npt.NDArray[np.float64], lo: int, hi: int, reach: i
     peaks as a running maximum over the whole chunk, for a fraction of its work."""
     values = feature[lo:hi]
     rising = (values > feature[lo - 1 : hi - 1]) & (values >= feature[lo + 1 : hi + 1]) & (values > 0)
-    offsets = np.flatnonzero(rising)
+    offsets = rising.nonzero()[0]
     if not len(offsets):
         return offsets
-    centres = offsets + lo
-    bounds = np.empty(2 * len(centres), dtype=np.intp)
-    bounds[0::2] = centres - reach
-    bounds[1::2] = centres + reach + 1
-    # reduceat's segment i runs from bounds[i] to bounds[i + 1]; the even ones are the windows (a last bound equal
-    # to the length is out of its range, hence one sample more).
-    widest = np.maximum.reduceat(np.concatenate((feature, _ONE_MORE)), bounds)[0::2]
+    bounds = (offsets[:, np.newaxis] + np.array([lo - reach, lo + reach + 1])).ravel()  # [start, end) of each window
+    # reduceat's segment i runs from bounds[i] to bounds[i + 1] (the last to the array's end): the even segments are
+    # the windows.  A last window ending at the array's end is given as running to the end.
+    if bounds[-1] == len(feature):
+        bounds = bounds[:-1]
+    widest = np.maximum.reduceat(feature, bounds)[0::2]
     peaks: npt.NDArray[np.intp] = offsets[values[offsets] == widest]
     return peaks
 

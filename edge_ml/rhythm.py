@@ -94,6 +94,10 @@ class _Lead:
     queue: deque[LeadAssessment] = field(default_factory=deque)
     beats: deque[tuple[float, Beat]] = field(default_factory=deque)  # (time s, beat)
     credible: deque[float] = field(default_factory=deque)  # times of the beats that are QRS complexes
+    # The beats of the last COHERENCE_S, as (time, like the dominant beat), and how many are alike: kept as they
+    # come and go, not recounted each second.
+    recent: deque[tuple[float, bool]] = field(default_factory=deque)
+    recent_alike: int = 0
     last_credible_s: float = 0.0
     latest: LeadAssessment | None = None
     qualities: deque[float] = field(default_factory=lambda: deque(maxlen=POOR_WINDOW))
@@ -206,6 +210,9 @@ class RhythmAnalyzer:
         for beat in a.beats:
             t = lead.offset_s + beat.index / a.sample_rate_hz
             lead.beats.append((t, beat))
+            alike = beat.correlation >= 0.8
+            lead.recent.append((t, alike))
+            lead.recent_alike += alike
             self._cluster(lead.name, t, beat)
             if _credible(beat):
                 lead.last_credible_s = max(lead.last_credible_s, t)
@@ -246,13 +253,10 @@ class RhythmAnalyzer:
     # -- judgement -------------------------------------------------------------------------------------------
     def _coherence(self, lead: _Lead) -> float:
         since = self._second - COHERENCE_S
-        count = like = 0
-        for t, b in reversed(lead.beats):
-            if t < since:
-                break
-            count += 1
-            like += b.correlation >= 0.8
-        return like / count if count >= 3 else 0.0
+        recent = lead.recent
+        while recent and recent[0][0] < since:
+            lead.recent_alike -= recent.popleft()[1]
+        return lead.recent_alike / len(recent) if len(recent) >= 3 else 0.0
 
     def _pulse_within(self, pulses: list[_Pulse], seconds: float) -> bool:
         """One of these pulse waves had a pulse in the last `seconds`."""
