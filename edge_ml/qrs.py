@@ -39,6 +39,9 @@ SEARCH_BACK_RR = 1.5  # median RR intervals without a beat before searching back
 LOST_S = 2.5  # no beat for this long: search back over everything since the last beat
 RELEARN_S = 8.0  # no beat for this long: the levels are stale, learn them anew
 HISTORY = 8  # beats (and noise peaks, and RR intervals) the levels are medians of
+# A candidate's feature must exceed this share of the signal's magnitude: below it is the filters' rounding (a flat
+# or Nyquist-only signal), which no threshold relative to earlier "beats" would otherwise tell from a pulse.
+NUMERICAL_FLOOR = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,7 @@ class _PeakTrain:
         self._rr_median = 0.0
         self._last: _Candidate | None = None
         self._since_last: list[_Candidate] = []
+        self._floor = 0.0
 
     @property
     def beat_level(self) -> float:
@@ -102,7 +106,10 @@ class _PeakTrain:
         """(fiducial sample, slope) of the candidate whose feature peaks at `index`."""
         raise NotImplementedError
 
-    def _push(self, feature: npt.NDArray[np.float64]) -> list[Detection]:
+    def _push(self, feature: npt.NDArray[np.float64], scale: float) -> list[Detection]:
+        """Decide what `feature` (the chunk's) settles; `scale` is the chunk's largest magnitude: a feature that
+        small next to it is the filters' rounding, not a beat."""
+        self._floor = NUMERICAL_FLOOR * scale
         self._feature.extend(feature)
         self._seen += len(feature)
         found = self._decide()
@@ -121,7 +128,7 @@ class _PeakTrain:
             feature = np.concatenate([np.zeros(offset0), feature])
         found: list[Detection] = []
         values = feature[start - lo : end - lo]
-        for offset in _dominant_peaks(feature, start - lo, end - lo, self._refractory):
+        for offset in _dominant_peaks(feature, start - lo, end - lo, self._refractory, self._floor):
             index = start + int(offset)
             fiducial, slope = self._fiducial(index)
             candidate = _Candidate(index, float(values[offset]), slope, fiducial)
@@ -250,7 +257,7 @@ class QrsDetector(_PeakTrain):
         self._abs_tail = padded_abs[len(padded_abs) - (self._window - 1) :]
         self._bp.extend(bp)
         self._slope.extend(magnitude)
-        found = self._push(feature)
+        found = self._push(feature, float(np.maximum.reduce(np.abs(x))))
         keep = self._decided - self._refractory - self._window - 8
         self._bp.trim(keep)
         self._slope.trim(keep)
@@ -298,7 +305,7 @@ class PulseDetector(_PeakTrain):
         feature = csum[self._window + 1 :] - csum[1 : -self._window]
         self._rise_tail = padded[-self._window :]
         self._rise.extend(rises)
-        found = self._push(feature)
+        found = self._push(feature, float(np.maximum.reduce(np.abs(x))))
         self._rise.trim(self._decided - self._refractory - self._window - 8)
         return found
 
@@ -310,14 +317,16 @@ class PulseDetector(_PeakTrain):
         return steepest - self._delay, float(rises.max())
 
 
-def _dominant_peaks(feature: npt.NDArray[np.float64], lo: int, hi: int, reach: int) -> npt.NDArray[np.intp]:
-    """Offsets from `lo` of the samples in [lo, hi) that are positive, above the sample before, and the largest
+def _dominant_peaks(
+    feature: npt.NDArray[np.float64], lo: int, hi: int, reach: int, floor: float = 0.0
+) -> npt.NDArray[np.intp]:
+    """Offsets from `lo` of the samples in [lo, hi) that are above `floor`, above the sample before, and the largest
     within +/- `reach` (the caller keeps `reach` samples of context on each side).
 
     Local maxima first (a handful a second), then each one's window maximum in a single reduceat: the same
     peaks as a running maximum over the whole chunk, for a fraction of its work."""
     values = feature[lo:hi]
-    rising = (values > feature[lo - 1 : hi - 1]) & (values >= feature[lo + 1 : hi + 1]) & (values > 0)
+    rising = (values > feature[lo - 1 : hi - 1]) & (values >= feature[lo + 1 : hi + 1]) & (values > floor)
     offsets = rising.nonzero()[0]
     if not len(offsets):
         return offsets

@@ -66,3 +66,19 @@ def test_dominant_peaks_are_those_of_a_running_maximum() -> None:
         values = feature[lo:hi]
         expected = np.flatnonzero((values == peak[lo:hi]) & (values > feature[lo - 1 : hi - 1]) & (values > 0))
         assert np.array_equal(_dominant_peaks(feature, lo, hi, reach), expected)
+
+
+@pytest.mark.parametrize("level", [0.0, 1e-3, 80.0, -312.5, 4096.0])
+def test_a_flat_signal_stays_flat_to_the_last_bit(level: float) -> None:
+    """A disconnected line or a lead at a rail: a settled filter's output does not move at all (no rounding
+    jitter for a detector to take for beats), however long it lasts and however it is chunked."""
+    from edge_ml.qrs import PulseDetector, QrsDetector  # noqa: PLC0415
+
+    for design in (filters.lowpass(16.0, 250.0), filters.bandpass(5.0, 15.0, 250.0)):
+        streaming = filters.StreamingFilter(design)
+        streaming.settle(level)
+        y = np.concatenate([streaming.process(np.full(n, level)) for n in (250, 250, 37, 1, 5000)])
+        assert np.ptp(y) == 0.0
+    flat = np.full(250, level)
+    for detector in (QrsDetector(250.0), PulseDetector(250.0)):
+        assert [d for _ in range(60) for d in detector.process(flat)] == []
