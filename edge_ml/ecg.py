@@ -70,6 +70,7 @@ class Beat:
     amplitude_ratio: float  # peak-to-peak of the QRS over the template's
     rr_ratio: float  # RR before this beat over the recent median RR (below 1: premature)
     ventricular: float  # probability that the beat is ventricular (edge_ml.beats)
+    dominant_mv: float = 0.0  # peak-to-peak of the lead's dominant beat's QRS, which amplitude_ratio is relative to
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +250,7 @@ class LeadAnalyzer:
         likeness = [float(np.dot(unit, template.unit)) for template in self._templates]
         dominant = self._dominant
         correlation, amplitude = 1.0, 1.0
+        dominant_mv = dominant.ptp if dominant is not None else 0.0
         if dominant is not None:
             known = [r for t, r in zip(self._templates, likeness, strict=True) if t is dominant]
             # (the dominant beat can have left the templates, replaced as the least used of them)
@@ -260,7 +262,7 @@ class LeadAnalyzer:
             ventricular = self._classifier.probability(
                 BeatInput(shape, template, width_ms, correlation, amplitude, rr_ratio)
             )
-        beat = Beat(r_peak, confidence, width_ms, correlation, amplitude, rr_ratio, ventricular)
+        beat = Beat(r_peak, confidence, width_ms, correlation, amplitude, rr_ratio, ventricular, dominant_mv)
         self._learn_template(shape, unit, qrs_ptp, likeness)
         return beat
 

@@ -12,8 +12,9 @@ The rules follow IEC 60601-2-27 and the PhysioNet/CinC Challenge 2015 definition
   a trusted lead, unless a perfusing pulse wave says the lead is counting twice (its rate is under three
   quarters of the lead's).
 - `ventricular_tachycardia`: 5 consecutive beats judged ventricular (the beat classifier, weighed across the
-  leads that saw each beat) at over 100 /min, regular enough and wide enough.  A pulse wave that stays
-  unchanged through the run demands stronger evidence.
+  leads that saw each beat) at over 100 /min, regular enough and wide enough; a beat that is the lead's dominant
+  beat again in every lead counts for nothing.  A pulse wave that stays unchanged through the run demands
+  stronger evidence.
 - `ventricular_fibrillation`: a fibrillatory, flutter or oscillatory ECG (no energy above 15 Hz where QRS
   complexes put theirs, a dominant frequency of 2-9 Hz, low kurtosis) in every usable lead for 4 s, with no
   perfusing pulse.
@@ -44,7 +45,7 @@ from edge_ml.alarm_set import (
     RhythmSettings,
 )
 from edge_ml.beats import BeatClassifier
-from edge_ml.ecg import Beat, LeadAnalyzer, LeadAssessment
+from edge_ml.ecg import LOW_MV, MATCH_CORRELATION, Beat, LeadAnalyzer, LeadAssessment
 from edge_ml.pulse import PulseAnalyzer, PulseAssessment
 
 _T = TypeVar("_T")
@@ -55,7 +56,12 @@ COHERENCE_S = 30.0  # a lead's coherence is judged over this much of its recent 
 COHERENT = 0.6  # a lead is coherent when this fraction of its recent beats match its dominant beat
 CREDIBLE_CORRELATION = 0.6  # a beat this like the dominant one is a QRS, not a P wave or noise
 CREDIBLE_AMPLITUDE = 0.8  # ... and so is one unlike it but nearly its size (a pacing spike or P wave is smaller)
-NOISE_AMPLITUDE = 3.0  # a "beat" over three times the dominant one is movement, not a QRS
+NOISE_AMPLITUDE = 3.0  # a "beat" over three times the dominant one is movement, not a QRS ...
+QRS_MV = LOW_MV  # ... when the dominant one is QRS-sized: smaller, it was learnt from noise (a lead at standstill)
+# A beat this like its lead's dominant beat in shape (the template-matching correlation) and in size (the rule
+# classifier's normal range) is that beat; a fused beat like it in every lead that saw it is no ventricular evidence.
+LIKE_DOMINANT_CORRELATION = MATCH_CORRELATION
+LIKE_DOMINANT_SIZE = (0.7, 1.4)
 CLUSTER_S = 0.1  # beats of different leads within this are one beat
 VT_IRREGULARITY = 0.35  # coefficient of variation of the run's intervals
 VT_LEAD_COHERENCE = 0.5  # leads less coherent than this weigh a fifth in the VT evidence
@@ -416,6 +422,9 @@ class RhythmAnalyzer:
         weights = {name: 1.0 if c >= VT_LEAD_COHERENCE else 0.2 for name, c in coherence.items()}
         scores = []
         for cluster in clusters:
+            if all(_like_dominant(beat) for beat in cluster.beats.values()):
+                scores.append(0.0)  # the patient's usual beat in every lead, whatever the classifier says
+                continue
             num = den = 0.0
             for name, beat in cluster.beats.items():
                 w = weights.get(name, 0.0)
@@ -447,17 +456,29 @@ def _second_of(channel: _Lead | _Pulse) -> int:
     return round(channel.offset_s + a.end_index / a.sample_rate_hz)
 
 
+def _not_movement(beat: Beat) -> bool:
+    """Not three times the dominant beat, or the dominant beat is no QRS (after a standstill the lead's "dominant
+    beat" is noise, and the first real complexes are many times its size)."""
+    return beat.amplitude_ratio <= NOISE_AMPLITUDE or beat.dominant_mv < QRS_MV
+
+
 def _qrs_like(beat: Beat) -> bool:
-    """Sized and shaped like a QRS complex at all: under three times the dominant beat, and with its slope energy
-    not spread evenly over the whole +/- 150 ms window the way noise spreads it."""
-    return beat.amplitude_ratio <= NOISE_AMPLITUDE and beat.width_ms < NOISE_WIDTH_MS
+    """Sized and shaped like a QRS complex at all: not movement by its size, and with its slope energy not spread
+    evenly over the whole +/- 150 ms window the way noise spreads it."""
+    return _not_movement(beat) and beat.width_ms < NOISE_WIDTH_MS
 
 
 def _credible(beat: Beat) -> bool:
-    """A QRS rather than a P wave or noise: like the dominant beat, or at least half its size (not three times)."""
-    return beat.amplitude_ratio <= NOISE_AMPLITUDE and (
+    """A QRS rather than a P wave or noise: like the dominant beat, or at least 0.8 of its size; not movement."""
+    return _not_movement(beat) and (
         beat.correlation >= CREDIBLE_CORRELATION or beat.amplitude_ratio >= CREDIBLE_AMPLITUDE
     )
+
+
+def _like_dominant(beat: Beat) -> bool:
+    """The lead's dominant beat again, in shape and in size."""
+    low, high = LIKE_DOMINANT_SIZE
+    return beat.correlation >= LIKE_DOMINANT_CORRELATION and low <= beat.amplitude_ratio <= high
 
 
 def _rate(times: list[float], beats: int) -> float | None:
