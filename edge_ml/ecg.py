@@ -28,8 +28,8 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_ml.beats import BeatInput
-from edge_ml.filters import Seconds, ecg_filter
-from edge_ml.qrs import QrsDetector
+from edge_ml.filters import FilterBank, Seconds, ecg_conditioning
+from edge_ml.qrs import QrsDetector, qrs_band
 
 if TYPE_CHECKING:
     from edge_ml.beats import BeatClassifier
@@ -53,6 +53,7 @@ TEMPLATE_ALPHA = 0.05  # weight of each new beat in its template
 TEMPLATE_DECAY = 0.99  # per beat: a template's count halves over about 70 beats without a match
 MATCH_CORRELATION = 0.9  # a beat this similar to a template belongs to it
 MAX_TEMPLATES = 4
+QRS_BAND = 1  # the lead's filter bank: 0 the conditioning, 1 the QRS detector's band
 
 # Reductions as the ufuncs themselves: ndarray.sum/max/min go through a Python wrapper each (about a microsecond,
 # and a lead makes dozens of them a second); the results are the same.
@@ -154,7 +155,8 @@ class LeadAnalyzer:
     def __init__(self, fs: float, classifier: BeatClassifier | None = None, mains_hz: float = 50.0) -> None:
         self.fs = fs
         self._classifier = classifier
-        self._conditioning = ecg_filter(fs, mains_hz)
+        # The conditioning (0.5-40 Hz and the mains notch) and the QRS detector's band in one pass over each second.
+        self._filters = FilterBank([ecg_conditioning(fs, mains_hz), qrs_band(fs)])
         self._seconds = Seconds(fs)
         self._second = self._seconds.length
         self._index = 0  # samples assessed so far (a multiple of one second)
@@ -166,7 +168,8 @@ class LeadAnalyzer:
         self._restart()
 
     def _restart(self) -> None:
-        self._detector = QrsDetector(self.fs)
+        self._detector = QrsDetector(self.fs, band_by_caller=True)
+        self._settle_band = True  # the detector's band starts settled to its first sample
         self._detector_start = self._index
         self._waiting: list[tuple[int, float]] = []  # (R peak, confidence) until their windows complete
         self._last_beat: int | None = None
@@ -183,11 +186,14 @@ class LeadAnalyzer:
         return [self._step(window) for window in self._seconds.feed(samples)]
 
     def _step(self, window: npt.NDArray[np.float64]) -> LeadAssessment:
-        for detection in self._detector.process(window):
+        if self._settle_band:
+            self._filters.settle(QRS_BAND, float(window[0]))
+            self._settle_band = False
+        conditioned, band = self._filters.process(window)
+        for detection in self._detector.process(window, band):
             self._waiting.append((self._detector_start + detection.index, detection.confidence))
             self._last_beat = self._detector_start + detection.index
         self._index += self._second
-        conditioned = self._conditioning.process(window)
         self._history = np.concatenate([self._history, conditioned])[-self._keep :]
         top, bottom = float(_max(window)), float(_min(window))
         span = top - bottom

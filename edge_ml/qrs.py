@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from edge_ml.filters import StreamingFilter, bandpass, group_delay_samples, lowpass
+from edge_ml.filters import Coefficients, StreamingFilter, bandpass, group_delay_samples, lowpass
 
 LEARN_S = 2.0
 THRESHOLD = 0.4  # of the median beat height
@@ -222,13 +222,21 @@ class _PeakTrain:
         return Detection(candidate.fiducial, candidate.height, confidence, searched_back, candidate.slope)
 
 
-class QrsDetector(_PeakTrain):
-    """QRS complexes of one ECG lead.  `process(samples)` returns the beats decided in that call."""
+def qrs_band(fs: float) -> Coefficients:
+    """The QRS detector's band-pass (5-15 Hz), for a caller that filters the lead once for several purposes."""
+    return bandpass(5.0, 15.0, fs)
 
-    def __init__(self, fs: float) -> None:
+
+class QrsDetector(_PeakTrain):
+    """QRS complexes of one ECG lead.  `process(samples)` returns the beats decided in that call.
+
+    With `band_by_caller`, the caller passes each chunk through `qrs_band` itself (with the lead's other filters,
+    `FilterBank`), settled to the first sample the detector sees, and hands it to `process` with the samples."""
+
+    def __init__(self, fs: float, *, band_by_caller: bool = False) -> None:
         super().__init__(fs, refractory_s=0.2, t_wave_s=0.36)
-        design = bandpass(5.0, 15.0, fs)
-        self._bandpass = StreamingFilter(design)
+        design = qrs_band(fs)
+        self._bandpass = None if band_by_caller else StreamingFilter(design)
         self._delay = group_delay_samples(design, 10.0, fs)
         self._window = max(1, round(0.15 * fs))
         self._bp = _Ring()
@@ -237,14 +245,20 @@ class QrsDetector(_PeakTrain):
         self._abs_tail = np.zeros(self._window - 1)
         self._last_input: float | None = None
 
-    def process(self, samples: npt.ArrayLike) -> list[Detection]:
+    def process(self, samples: npt.ArrayLike, band: npt.NDArray[np.float64] | None = None) -> list[Detection]:
+        """The beats decided with these samples; `band` is them through `qrs_band`, when the caller filters."""
         x = np.asarray(samples, dtype=np.float64)
         if x.size == 0:
             return []
-        if self._last_input is None:
-            self._bandpass.settle(float(x[0]))  # no step response from the first sample's offset
+        if self._bandpass is not None:
+            if self._last_input is None:
+                self._bandpass.settle(float(x[0]))  # no step response from the first sample's offset
+            bp = self._bandpass.process(x)
+        elif band is None:
+            raise ValueError("this detector's caller filters its input: pass the band-passed samples")
+        else:
+            bp = band
         self._last_input = float(x[-1])
-        bp = self._bandpass.process(x)
         padded = np.concatenate([self._diff_tail, bp])
         deriv = (2 * padded[4:] + padded[3:-1] - padded[1:-3] - 2 * padded[:-4]) / 8.0
         self._diff_tail = padded[-4:]
@@ -267,6 +281,8 @@ class QrsDetector(_PeakTrain):
         """End of the record: decide the last candidates by holding the last sample a little longer."""
         if self._last_input is None:
             return []
+        if self._bandpass is None:
+            raise ValueError("finish() needs a detector that filters its own input")
         return self.process(np.full(self._refractory + self._window, self._last_input))
 
     def _fiducial(self, index: int) -> tuple[int, float]:

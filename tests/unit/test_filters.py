@@ -82,3 +82,18 @@ def test_a_flat_signal_stays_flat_to_the_last_bit(level: float) -> None:
     flat = np.full(250, level)
     for detector in (QrsDetector(250.0), PulseDetector(250.0)):
         assert [d for _ in range(60) for d in detector.process(flat)] == []
+
+
+def test_a_bank_gives_each_filter_its_own_output_and_settling() -> None:
+    fs = 360.0
+    x = np.random.default_rng(5).standard_normal(round(10 * fs)) + 2.0
+    designs = [filters.ecg_conditioning(fs, 50.0), filters.bandpass(5.0, 15.0, fs)]
+    bank = filters.FilterBank(designs)
+    bank.settle(1, float(x[0]))  # the second alone starts settled
+    alone = [filters.StreamingFilter(d) for d in designs]
+    alone[1].settle(float(x[0]))
+    step = round(fs)
+    rows = np.concatenate([bank.process(x[i : i + step]) for i in range(0, len(x), step)], axis=1)
+    for row, single in zip(rows, alone, strict=True):
+        expected = np.concatenate([single.process(x[i : i + step]) for i in range(0, len(x), step)])
+        assert np.abs(row - expected).max() <= 1e-9 * np.abs(expected).max()
