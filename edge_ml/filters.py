@@ -207,7 +207,7 @@ class _Plan:
         blocks = x[:full].reshape(self.blocks, self.block)
         drives = blocks @ self.drive_t  # (blocks, order): each block's input carried to its end
         starts = (self.evolution @ np.concatenate((state, drives.ravel()))).reshape(self.blocks + 1, n)
-        out = np.hstack((blocks, starts[: self.blocks])) @ self.response_t  # (blocks, outputs * block)
+        out = np.concatenate((blocks, starts[: self.blocks]), axis=1) @ self.response_t  # (blocks, outputs * block)
         y = out.reshape(self.blocks, m, self.block).transpose(1, 0, 2).reshape(m, full)
         last = starts[self.blocks]
         if not self.rest:
