@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 Coefficients = npt.NDArray[np.float64]  # second-order sections, one row (b0, b1, b2, 1, a1, a2) each, as scipy's sos
 MAX_CHUNK = 4096  # longer inputs are filtered this many samples at a time (the matrices stay small)
+MAX_PLANS = 16  # chunk lengths a design keeps matrices for (the analysis uses one: a second of signal)
 
 
 class StreamingFilter:
@@ -110,6 +111,8 @@ class _Design:
     def plan(self, length: int) -> _Plan:
         plan = self.plans.get(length)
         if plan is None:
+            if len(self.plans) >= MAX_PLANS:  # a caller with ever-changing chunk sizes: forget the oldest
+                del self.plans[next(iter(self.plans))]
             plan = self.plans[length] = _Plan.build(self, length)
         return plan
 

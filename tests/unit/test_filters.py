@@ -97,3 +97,18 @@ def test_a_bank_gives_each_filter_its_own_output_and_settling() -> None:
     for row, single in zip(rows, alone, strict=True):
         expected = np.concatenate([single.process(x[i : i + step]) for i in range(0, len(x), step)])
         assert np.abs(row - expected).max() <= 1e-9 * np.abs(expected).max()
+
+
+def test_chunks_of_every_size_keep_a_bounded_number_of_plans() -> None:
+    design = filters.bandpass(5.0, 15.0, 250.0)
+    streaming = filters.StreamingFilter(design)
+    x = np.random.default_rng(2).standard_normal(5000)
+    lo, sizes = 0, iter(range(1, 200))
+    parts = []
+    while lo < len(x):
+        n = next(sizes)
+        parts.append(streaming.process(x[lo : lo + n]))
+        lo += n
+    expected = scipy.signal.sosfilt(np.array(design), x)
+    assert np.abs(np.concatenate(parts) - expected).max() <= 1e-9 * np.abs(expected).max()
+    assert len(filters._design((np.ascontiguousarray(design).tobytes(),)).plans) <= filters.MAX_PLANS
