@@ -28,8 +28,8 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_ml.beats import BeatInput
-from edge_ml.filters import Seconds, ecg_filter
-from edge_ml.qrs import QrsDetector
+from edge_ml.filters import FilterBank, Seconds, ecg_conditioning
+from edge_ml.qrs import QrsDetector, qrs_band
 
 if TYPE_CHECKING:
     from edge_ml.beats import BeatClassifier
@@ -53,6 +53,11 @@ TEMPLATE_ALPHA = 0.05  # weight of each new beat in its template
 TEMPLATE_DECAY = 0.99  # per beat: a template's count halves over about 70 beats without a match
 MATCH_CORRELATION = 0.9  # a beat this similar to a template belongs to it
 MAX_TEMPLATES = 4
+QRS_BAND = 1  # the lead's filter bank: 0 the conditioning, 1 the QRS detector's band
+
+# Reductions as the ufuncs themselves: ndarray.sum/max/min go through a Python wrapper each (about a microsecond,
+# and a lead makes dozens of them a second); the results are the same.
+_sum, _max, _min = np.add.reduce, np.maximum.reduce, np.minimum.reduce
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +71,7 @@ class Beat:
     amplitude_ratio: float  # peak-to-peak of the QRS over the template's
     rr_ratio: float  # RR before this beat over the recent median RR (below 1: premature)
     ventricular: float  # probability that the beat is ventricular (edge_ml.beats)
+    dominant_mv: float = 0.0  # peak-to-peak of the lead's dominant beat's QRS, which amplitude_ratio is relative to
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +98,36 @@ class LeadAssessment:
     beats: tuple[Beat, ...]  # beats whose whole window arrived during this second
     recent: npt.NDArray[np.float64] | None  # the last four seconds of conditioned signal (None before four)
     restart_index: int  # the first sample of the current run (after the last lead-off)
-    heart_rate_bpm: float | None = None  # median of the last ten seconds' RR
-    sdnn_ms: float | None = None  # heart-rate variability over the last five minutes of beats
-    rmssd_ms: float | None = None
+    peaks: tuple[int, ...] = ()  # the lead's latest R peaks, oldest first (the rate's source)
+    rr_ms: tuple[float, ...] | None = None  # the last five minutes of RR intervals (HRV's source), once enough
+
+    @property
+    def heart_rate_bpm(self) -> float | None:
+        """Median of the last ten seconds' RR."""
+        since = self.end_index - 10 * self.sample_rate_hz
+        recent = list(itertools.takewhile(lambda b: b > since, reversed(self.peaks)))  # newest first
+        if len(recent) < 3:
+            return None
+        return 60.0 * self.sample_rate_hz / _median(a - b for a, b in itertools.pairwise(recent))
+
+    @property
+    def sdnn_ms(self) -> float | None:
+        """Heart-rate variability over the last five minutes of beats (recomputed every HRV_EVERY_S)."""
+        return self._hrv[0]
+
+    @property
+    def rmssd_ms(self) -> float | None:
+        return self._hrv[1]
+
+    @property
+    def _hrv(self) -> tuple[float | None, float | None]:
+        if self.rr_ms is None:
+            return None, None
+        cached: tuple[float, float] | None = self.__dict__.get("_hrv_cache")
+        if cached is None:
+            cached = hrv(self.rr_ms)
+            object.__setattr__(self, "_hrv_cache", cached)
+        return cached
 
     @property
     def spectrum(self) -> Spectrum | None:
@@ -122,7 +155,8 @@ class LeadAnalyzer:
     def __init__(self, fs: float, classifier: BeatClassifier | None = None, mains_hz: float = 50.0) -> None:
         self.fs = fs
         self._classifier = classifier
-        self._conditioning = ecg_filter(fs, mains_hz)
+        # The conditioning (0.5-40 Hz and the mains notch) and the QRS detector's band in one pass over each second.
+        self._filters = FilterBank([ecg_conditioning(fs, mains_hz), qrs_band(fs)])
         self._seconds = Seconds(fs)
         self._second = self._seconds.length
         self._index = 0  # samples assessed so far (a multiple of one second)
@@ -134,14 +168,15 @@ class LeadAnalyzer:
         self._restart()
 
     def _restart(self) -> None:
-        self._detector = QrsDetector(self.fs)
+        self._detector = QrsDetector(self.fs, band_by_caller=True)
+        self._settle_band = True  # the detector's band starts settled to its first sample
         self._detector_start = self._index
         self._waiting: list[tuple[int, float]] = []  # (R peak, confidence) until their windows complete
         self._last_beat: int | None = None
         self._rr: deque[int] = deque(maxlen=9)
         self._rr_ms: deque[float] = deque(maxlen=HRV_BEATS)
         self._recent: deque[int] = deque(maxlen=40)
-        self._hrv: tuple[float | None, float | None] = (None, None)
+        self._hrv_source: tuple[float, ...] | None = None  # HRV is computed from it when asked
         self._dominant: _Template | None = None  # the lead's dominant beat, once it has one
         self._templates: list[_Template] = []
 
@@ -151,15 +186,19 @@ class LeadAnalyzer:
         return [self._step(window) for window in self._seconds.feed(samples)]
 
     def _step(self, window: npt.NDArray[np.float64]) -> LeadAssessment:
-        for detection in self._detector.process(window):
+        if self._settle_band:
+            self._filters.settle(QRS_BAND, float(window[0]))
+            self._settle_band = False
+        conditioned, band = self._filters.process(window)
+        for detection in self._detector.process(window, band):
             self._waiting.append((self._detector_start + detection.index, detection.confidence))
             self._last_beat = self._detector_start + detection.index
         self._index += self._second
-        conditioned = self._conditioning.process(window)
         self._history = np.concatenate([self._history, conditioned])[-self._keep :]
-        span = float(np.ptp(window))
+        top, bottom = float(_max(window)), float(_min(window))
+        span = top - bottom
         lead_off = span < FLAT_MV
-        saturated = not lead_off and _clipped(window)
+        saturated = not lead_off and _clipped(window, top, bottom)
         quality = 0.0 if lead_off else _quality(conditioned, span)
         beats = self._measure_ready()
         recent = self._history[-self._spectrum_n :] if len(self._history) >= self._spectrum_n and not lead_off else None
@@ -173,8 +212,8 @@ class LeadAnalyzer:
             tuple(beats),
             recent,
             self._detector_start,
-            self._rate(),
-            *self._hrv,
+            tuple(self._recent),
+            self._hrv_source,
         )
         if lead_off:
             # The signal that comes back after a lead-off (and the jump to it) says nothing about the
@@ -203,22 +242,25 @@ class LeadAnalyzer:
             raw = self._history[lo - history_start : hi - history_start]
             beats.append(self._describe(r_peak, confidence, raw, rr))
         if len(self._rr_ms) >= HRV_MIN_BEATS and self._index % (HRV_EVERY_S * self._second) == 0:
-            self._hrv = hrv(self._rr_ms)  # five minutes of beats change little in a few seconds
+            self._hrv_source = tuple(self._rr_ms)  # five minutes of beats change little in a few seconds
         return beats
 
     def _describe(self, r_peak: int, confidence: float, raw: npt.NDArray[np.float64], rr: int | None) -> Beat:
         shape = normalise_beat(raw)
         qrs = raw[self._before - self._qrs_half : self._before + self._qrs_half + 1]
         width_ms = _qrs_width(qrs) * 1000.0 / self.fs
-        qrs_ptp = float(np.ptp(qrs))
+        qrs_ptp = float(_max(qrs) - _min(qrs))
         rr_median = _median(self._rr) if len(self._rr) >= 3 else None
         rr_ratio = rr / rr_median if rr is not None and rr_median else 1.0
         unit = _unit(shape[QRS_POINTS])
+        likeness = [float(np.dot(unit, template.unit)) for template in self._templates]
         dominant = self._dominant
-        if dominant is None:
-            correlation, amplitude = 1.0, 1.0
-        else:
-            correlation = float(np.dot(unit, dominant.unit))
+        correlation, amplitude = 1.0, 1.0
+        dominant_mv = dominant.ptp if dominant is not None else 0.0
+        if dominant is not None:
+            known = [r for t, r in zip(self._templates, likeness, strict=True) if t is dominant]
+            # (the dominant beat can have left the templates, replaced as the least used of them)
+            correlation = known[0] if known else float(np.dot(unit, dominant.unit))
             amplitude = qrs_ptp / dominant.ptp if dominant.ptp > 0 else 1.0
         ventricular = 0.0
         if self._classifier is not None:
@@ -226,19 +268,21 @@ class LeadAnalyzer:
             ventricular = self._classifier.probability(
                 BeatInput(shape, template, width_ms, correlation, amplitude, rr_ratio)
             )
-        beat = Beat(r_peak, confidence, width_ms, correlation, amplitude, rr_ratio, ventricular)
-        self._learn_template(shape, unit, qrs_ptp)
+        beat = Beat(r_peak, confidence, width_ms, correlation, amplitude, rr_ratio, ventricular, dominant_mv)
+        self._learn_template(shape, unit, qrs_ptp, likeness)
         return beat
 
-    def _learn_template(self, shape: npt.NDArray[np.float32], unit: npt.NDArray[np.float64], qrs_ptp: float) -> None:
+    def _learn_template(
+        self, shape: npt.NDArray[np.float32], unit: npt.NDArray[np.float64], qrs_ptp: float, likeness: list[float]
+    ) -> None:
         """Keep the lead's beat morphologies as a few running templates; the dominant one is the most frequent.
 
         A beat joins the template it correlates best with (at least MATCH_CORRELATION), else starts a new one
         (replacing the least used when there are MAX_TEMPLATES).  Counts decay, so the dominant morphology
-        follows the patient: a run of ectopic beats, or a lead moved, changes it only if it lasts."""
+        follows the patient: a run of ectopic beats, or a lead moved, changes it only if it lasts.  `likeness` is
+        the beat's correlation with each template."""
         best, best_r = None, MATCH_CORRELATION
-        for template in self._templates:
-            r = float(np.dot(unit, template.unit))
+        for template, r in zip(self._templates, likeness, strict=True):
             if r >= best_r:
                 best, best_r = template, r
             template.count *= TEMPLATE_DECAY
@@ -254,12 +298,6 @@ class LeadAnalyzer:
         dominant = max(self._templates, key=lambda t: t.count)
         if dominant.count >= TEMPLATE_BEATS / 2:
             self._dominant = dominant
-
-    def _rate(self) -> float | None:
-        recent = [b for b in self._recent if b > self._index - 10 * self.fs]
-        if len(recent) < 3:
-            return None
-        return 60.0 * self.fs / _median(b - a for a, b in itertools.pairwise(recent))
 
 
 @dataclass(slots=True, eq=False)
@@ -308,16 +346,17 @@ def normalise_beat(window: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
     (the classifier's training uses this very function)."""
     positions, samples = _grid(len(window))
     resampled = np.interp(positions, samples, window)
-    middle = np.partition(resampled, (BEAT_POINTS // 2 - 1, BEAT_POINTS // 2))  # the median, without np.median's cost
+    middle = resampled.copy()
+    middle.partition((BEAT_POINTS // 2 - 1, BEAT_POINTS // 2))  # the median, without np.median's cost
     centred = resampled - 0.5 * (middle[BEAT_POINTS // 2 - 1] + middle[BEAT_POINTS // 2])
-    scale = float(np.max(np.abs(centred))) or 1.0
+    scale = float(_max(np.abs(centred))) or 1.0
     shape: npt.NDArray[np.float32] = (centred / scale).astype(np.float32)
     return shape
 
 
 def _unit(x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
     """`x` centred and scaled to unit norm (zeros for a constant), so Pearson's r of two is their dot product."""
-    centred = x.astype(np.float64) - float(x.sum()) / len(x)
+    centred = np.asarray(x, dtype=np.float64) - float(_sum(x)) / len(x)
     norm = math.sqrt(float(np.dot(centred, centred)))
     return centred / norm if norm > 0 else np.zeros(len(x))
 
@@ -329,21 +368,21 @@ def _median(values: Iterable[float]) -> float:
     return float(ordered[n // 2]) if n % 2 else 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])
 
 
+_WIDTH_SHARES = np.array([0.1, 0.9])  # the span between these shares of the slope energy is the QRS
+
+
 def _qrs_width(qrs: npt.NDArray[np.float64]) -> int:
     """Samples in the shortest span around the centre holding 80 % of the QRS window's slope energy."""
-    slope = np.abs(np.diff(qrs))
-    total = float(slope.sum())
+    slope = np.abs(qrs[1:] - qrs[:-1])
+    total = float(_sum(slope))
     if total <= 0:
         return 0
-    cumulative = np.cumsum(slope) / total
-    start = int(np.searchsorted(cumulative, 0.1))
-    end = int(np.searchsorted(cumulative, 0.9))
-    return end - start + 1
+    start, end = (slope.cumsum() / total).searchsorted(_WIDTH_SHARES)
+    return int(end - start + 1)
 
 
-def _clipped(window: npt.NDArray[np.float64]) -> bool:
-    """Part of the second sits exactly at its extreme value: an amplifier at a rail."""
-    top, bottom = window.max(), window.min()
+def _clipped(window: npt.NDArray[np.float64], top: float, bottom: float) -> bool:
+    """Part of the second sits exactly at its extreme value (`top` or `bottom`): an amplifier at a rail."""
     at_rail = max(int(np.count_nonzero(window == top)), int(np.count_nonzero(window == bottom)))
     return at_rail >= 0.05 * len(window)
 
@@ -357,10 +396,10 @@ def _quality(window: npt.NDArray[np.float64], span: float) -> float:
         return 0.0
     if span < LOW_MV:
         return 0.5
-    centred = window - float(window.sum()) / len(window)
+    centred = window - float(_sum(window)) / len(window)
     squared = centred * centred
     n = len(window)
-    variance = float(squared.sum()) / n or 1e-12
+    variance = float(_sum(squared)) / n or 1e-12
     kurtosis = float(np.dot(squared, squared)) / n / (variance * variance)
     return float(max(0.0, min(1.0, (kurtosis - 3.0) / 3.0)))
 

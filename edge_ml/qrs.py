@@ -26,22 +26,12 @@ Detections are sample indices counted from the first sample the detector saw.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 import numpy.typing as npt
 
-from edge_ml.filters import StreamingFilter, bandpass, group_delay_samples, lowpass
-
-
-@cache
-def _maximum_filter1d() -> Callable[..., npt.NDArray[np.float64]]:
-    from scipy.ndimage import maximum_filter1d  # noqa: PLC0415 - imported with the first detector, not the module
-
-    return maximum_filter1d  # type: ignore[no-any-return]
-
+from edge_ml.filters import Coefficients, StreamingFilter, bandpass, group_delay_samples, lowpass
 
 LEARN_S = 2.0
 THRESHOLD = 0.4  # of the median beat height
@@ -49,6 +39,9 @@ SEARCH_BACK_RR = 1.5  # median RR intervals without a beat before searching back
 LOST_S = 2.5  # no beat for this long: search back over everything since the last beat
 RELEARN_S = 8.0  # no beat for this long: the levels are stale, learn them anew
 HISTORY = 8  # beats (and noise peaks, and RR intervals) the levels are medians of
+# A candidate's feature must exceed this share of the signal's magnitude: below it is the filters' rounding (a flat
+# or Nyquist-only signal), which no threshold relative to earlier "beats" would otherwise tell from a pulse.
+NUMERICAL_FLOOR = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +87,10 @@ class _PeakTrain:
         self._noise_h: deque[float] = deque(maxlen=HISTORY)
         self._rr: deque[float] = deque(maxlen=HISTORY)
         self._level = 0.0
-        self._noise = 0.0
         self._rr_median = 0.0
         self._last: _Candidate | None = None
         self._since_last: list[_Candidate] = []
+        self._floor = 0.0
 
     @property
     def beat_level(self) -> float:
@@ -107,13 +100,16 @@ class _PeakTrain:
     @property
     def noise_level(self) -> float:
         """Median feature height of the recent candidates that were not beats."""
-        return self._noise
+        return _median(self._noise_h) if self._noise_h else 0.0
 
     def _fiducial(self, index: int) -> tuple[int, float]:
         """(fiducial sample, slope) of the candidate whose feature peaks at `index`."""
         raise NotImplementedError
 
-    def _push(self, feature: npt.NDArray[np.float64]) -> list[Detection]:
+    def _push(self, feature: npt.NDArray[np.float64], scale: float) -> list[Detection]:
+        """Decide what `feature` (the chunk's) settles; `scale` is the chunk's largest magnitude: a feature that
+        small next to it is the filters' rounding, not a beat."""
+        self._floor = NUMERICAL_FLOOR * scale
         self._feature.extend(feature)
         self._seen += len(feature)
         found = self._decide()
@@ -130,13 +126,9 @@ class _PeakTrain:
         offset0 = max(lo, self._feature.start) - lo  # the ring starts at 0: pad the first window's left edge
         if offset0:
             feature = np.concatenate([np.zeros(offset0), feature])
-        peak = _maximum_filter1d()(feature, size=2 * self._refractory + 1, mode="nearest")
-        inner = slice(start - lo, end - lo)
-        values = feature[inner]
-        left = feature[start - lo - 1 : end - lo - 1]
-        is_peak = (values == peak[inner]) & (values > left) & (values > 0)
         found: list[Detection] = []
-        for offset in np.flatnonzero(is_peak):
+        values = feature[start - lo : end - lo]
+        for offset in _dominant_peaks(feature, start - lo, end - lo, self._refractory, self._floor):
             index = start + int(offset)
             fiducial, slope = self._fiducial(index)
             candidate = _Candidate(index, float(values[offset]), slope, fiducial)
@@ -169,8 +161,8 @@ class _PeakTrain:
         return found
 
     def _update_levels(self) -> None:
+        """The beat level and the median RR, from the recent beats (the decisions need no noise level)."""
         self._level = _median(self._beat_h) if self._beat_h else 0.0
-        self._noise = _median(self._noise_h) if self._noise_h else 0.0
         self._rr_median = _median(self._rr) if self._rr else 0.0
 
     def _classify(self, candidate: _Candidate) -> list[Detection]:
@@ -179,7 +171,6 @@ class _PeakTrain:
         if candidate.height > THRESHOLD * self._level and not t_wave:
             return [self._accept(candidate, searched_back=False)]
         self._noise_h.append(candidate.height)
-        self._update_levels()
         self._since_last.append(candidate)
         return []
 
@@ -231,13 +222,21 @@ class _PeakTrain:
         return Detection(candidate.fiducial, candidate.height, confidence, searched_back, candidate.slope)
 
 
-class QrsDetector(_PeakTrain):
-    """QRS complexes of one ECG lead.  `process(samples)` returns the beats decided in that call."""
+def qrs_band(fs: float) -> Coefficients:
+    """The QRS detector's band-pass (5-15 Hz), for a caller that filters the lead once for several purposes."""
+    return bandpass(5.0, 15.0, fs)
 
-    def __init__(self, fs: float) -> None:
+
+class QrsDetector(_PeakTrain):
+    """QRS complexes of one ECG lead.  `process(samples)` returns the beats decided in that call.
+
+    With `band_by_caller`, the caller passes each chunk through `qrs_band` itself (with the lead's other filters,
+    `FilterBank`), settled to the first sample the detector sees, and hands it to `process` with the samples."""
+
+    def __init__(self, fs: float, *, band_by_caller: bool = False) -> None:
         super().__init__(fs, refractory_s=0.2, t_wave_s=0.36)
-        design = bandpass(5.0, 15.0, fs)
-        self._bandpass = StreamingFilter(design)
+        design = qrs_band(fs)
+        self._bandpass = None if band_by_caller else StreamingFilter(design)
         self._delay = group_delay_samples(design, 10.0, fs)
         self._window = max(1, round(0.15 * fs))
         self._bp = _Ring()
@@ -246,26 +245,33 @@ class QrsDetector(_PeakTrain):
         self._abs_tail = np.zeros(self._window - 1)
         self._last_input: float | None = None
 
-    def process(self, samples: npt.ArrayLike) -> list[Detection]:
+    def process(self, samples: npt.ArrayLike, band: npt.NDArray[np.float64] | None = None) -> list[Detection]:
+        """The beats decided with these samples; `band` is them through `qrs_band`, when the caller filters."""
         x = np.asarray(samples, dtype=np.float64)
         if x.size == 0:
             return []
-        if self._last_input is None:
-            self._bandpass.settle(float(x[0]))  # no step response from the first sample's offset
+        if self._bandpass is not None:
+            if self._last_input is None:
+                self._bandpass.settle(float(x[0]))  # no step response from the first sample's offset
+            bp = self._bandpass.process(x)
+        elif band is None:
+            raise ValueError("this detector's caller filters its input: pass the band-passed samples")
+        else:
+            bp = band
         self._last_input = float(x[-1])
-        bp = self._bandpass.process(x)
         padded = np.concatenate([self._diff_tail, bp])
         deriv = (2 * padded[4:] + padded[3:-1] - padded[1:-3] - 2 * padded[:-4]) / 8.0
         self._diff_tail = padded[-4:]
         magnitude = np.abs(deriv)
         padded_abs = np.concatenate([self._abs_tail, magnitude])
-        csum = np.cumsum(padded_abs)
-        csum = np.concatenate([[0.0], csum])
+        csum = np.empty(len(padded_abs) + 1)
+        csum[0] = 0.0
+        padded_abs.cumsum(out=csum[1:])
         feature = (csum[self._window :] - csum[: -self._window]) / self._window
         self._abs_tail = padded_abs[len(padded_abs) - (self._window - 1) :]
         self._bp.extend(bp)
         self._slope.extend(magnitude)
-        found = self._push(feature)
+        found = self._push(feature, float(np.maximum.reduce(np.abs(x))))
         keep = self._decided - self._refractory - self._window - 8
         self._bp.trim(keep)
         self._slope.trim(keep)
@@ -275,14 +281,16 @@ class QrsDetector(_PeakTrain):
         """End of the record: decide the last candidates by holding the last sample a little longer."""
         if self._last_input is None:
             return []
+        if self._bandpass is None:
+            raise ValueError("finish() needs a detector that filters its own input")
         return self.process(np.full(self._refractory + self._window, self._last_input))
 
     def _fiducial(self, index: int) -> tuple[int, float]:
         lo = index - self._window
         slope = self._slope.window(lo, index + 1)
         band = self._bp.window(lo, index + 1)
-        r_peak = max(lo, self._bp.start) + int(np.argmax(np.abs(band))) - self._delay
-        return r_peak, float(slope.max()) if len(slope) else 0.0
+        r_peak = max(lo, self._bp.start) + int(np.abs(band).argmax()) - self._delay
+        return r_peak, float(np.maximum.reduce(slope)) if len(slope) else 0.0
 
 
 class PulseDetector(_PeakTrain):
@@ -313,7 +321,7 @@ class PulseDetector(_PeakTrain):
         feature = csum[self._window + 1 :] - csum[1 : -self._window]
         self._rise_tail = padded[-self._window :]
         self._rise.extend(rises)
-        found = self._push(feature)
+        found = self._push(feature, float(np.maximum.reduce(np.abs(x))))
         self._rise.trim(self._decided - self._refractory - self._window - 8)
         return found
 
@@ -323,6 +331,29 @@ class PulseDetector(_PeakTrain):
             return index, 0.0
         steepest = max(index - self._window, self._rise.start) + int(np.argmax(rises))
         return steepest - self._delay, float(rises.max())
+
+
+def _dominant_peaks(
+    feature: npt.NDArray[np.float64], lo: int, hi: int, reach: int, floor: float = 0.0
+) -> npt.NDArray[np.intp]:
+    """Offsets from `lo` of the samples in [lo, hi) that are above `floor`, above the sample before, and the largest
+    within +/- `reach` (the caller keeps `reach` samples of context on each side).
+
+    Local maxima first (a handful a second), then each one's window maximum in a single reduceat: the same
+    peaks as a running maximum over the whole chunk, for a fraction of its work."""
+    values = feature[lo:hi]
+    rising = (values > feature[lo - 1 : hi - 1]) & (values >= feature[lo + 1 : hi + 1]) & (values > floor)
+    offsets = rising.nonzero()[0]
+    if not len(offsets):
+        return offsets
+    bounds = (offsets[:, np.newaxis] + np.array([lo - reach, lo + reach + 1])).ravel()  # [start, end) of each window
+    # reduceat's segment i runs from bounds[i] to bounds[i + 1] (the last to the array's end): the even segments are
+    # the windows.  A last window ending at the array's end is given as running to the end.
+    if bounds[-1] == len(feature):
+        bounds = bounds[:-1]
+    widest = np.maximum.reduceat(feature, bounds)[0::2]
+    peaks: npt.NDArray[np.intp] = offsets[values[offsets] == widest]
+    return peaks
 
 
 class _Ring:

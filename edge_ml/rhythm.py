@@ -12,8 +12,9 @@ The rules follow IEC 60601-2-27 and the PhysioNet/CinC Challenge 2015 definition
   a trusted lead, unless a perfusing pulse wave says the lead is counting twice (its rate is under three
   quarters of the lead's).
 - `ventricular_tachycardia`: 5 consecutive beats judged ventricular (the beat classifier, weighed across the
-  leads that saw each beat) at over 100 /min, regular enough and wide enough.  A pulse wave that stays
-  unchanged through the run demands stronger evidence.
+  leads that saw each beat) at over 100 /min, regular enough and wide enough; a beat that is the lead's dominant
+  beat again in every lead counts for nothing.  A pulse wave that stays unchanged through the run demands
+  stronger evidence.
 - `ventricular_fibrillation`: a fibrillatory, flutter or oscillatory ECG (no energy above 15 Hz where QRS
   complexes put theirs, a dominant frequency of 2-9 Hz, low kurtosis) in every usable lead for 4 s, with no
   perfusing pulse.
@@ -29,6 +30,7 @@ import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -43,8 +45,10 @@ from edge_ml.alarm_set import (
     RhythmSettings,
 )
 from edge_ml.beats import BeatClassifier
-from edge_ml.ecg import Beat, LeadAnalyzer, LeadAssessment
+from edge_ml.ecg import LOW_MV, MATCH_CORRELATION, Beat, LeadAnalyzer, LeadAssessment
 from edge_ml.pulse import PulseAnalyzer, PulseAssessment
+
+_T = TypeVar("_T")
 
 STALL_S = 4.0  # a signal this far behind the others is left out of the fusion until it catches up
 HISTORY_S = 60.0  # beats and pulses kept per signal
@@ -52,7 +56,12 @@ COHERENCE_S = 30.0  # a lead's coherence is judged over this much of its recent 
 COHERENT = 0.6  # a lead is coherent when this fraction of its recent beats match its dominant beat
 CREDIBLE_CORRELATION = 0.6  # a beat this like the dominant one is a QRS, not a P wave or noise
 CREDIBLE_AMPLITUDE = 0.8  # ... and so is one unlike it but nearly its size (a pacing spike or P wave is smaller)
-NOISE_AMPLITUDE = 3.0  # a "beat" over three times the dominant one is movement, not a QRS
+NOISE_AMPLITUDE = 3.0  # a "beat" over three times the dominant one is movement, not a QRS ...
+QRS_MV = LOW_MV  # ... when the dominant one is QRS-sized: smaller, it was learnt from noise (a lead at standstill)
+# A beat this like its lead's dominant beat in shape (the template-matching correlation) and in size (the rule
+# classifier's normal range) is that beat; a fused beat like it in every lead that saw it is no ventricular evidence.
+LIKE_DOMINANT_CORRELATION = MATCH_CORRELATION
+LIKE_DOMINANT_SIZE = (0.7, 1.4)
 CLUSTER_S = 0.1  # beats of different leads within this are one beat
 VT_IRREGULARITY = 0.35  # coefficient of variation of the run's intervals
 VT_LEAD_COHERENCE = 0.5  # leads less coherent than this weigh a fifth in the VT evidence
@@ -91,6 +100,10 @@ class _Lead:
     queue: deque[LeadAssessment] = field(default_factory=deque)
     beats: deque[tuple[float, Beat]] = field(default_factory=deque)  # (time s, beat)
     credible: deque[float] = field(default_factory=deque)  # times of the beats that are QRS complexes
+    # The beats of the last COHERENCE_S, as (time, like the dominant beat), and how many are alike: kept as they
+    # come and go, not recounted each second.
+    recent: deque[tuple[float, bool]] = field(default_factory=deque)
+    recent_alike: int = 0
     last_credible_s: float = 0.0
     latest: LeadAssessment | None = None
     qualities: deque[float] = field(default_factory=lambda: deque(maxlen=POOR_WINDOW))
@@ -203,6 +216,9 @@ class RhythmAnalyzer:
         for beat in a.beats:
             t = lead.offset_s + beat.index / a.sample_rate_hz
             lead.beats.append((t, beat))
+            alike = beat.correlation >= 0.8
+            lead.recent.append((t, alike))
+            lead.recent_alike += alike
             self._cluster(lead.name, t, beat)
             if _credible(beat):
                 lead.last_credible_s = max(lead.last_credible_s, t)
@@ -243,10 +259,10 @@ class RhythmAnalyzer:
     # -- judgement -------------------------------------------------------------------------------------------
     def _coherence(self, lead: _Lead) -> float:
         since = self._second - COHERENCE_S
-        recent = [b for t, b in lead.beats if t >= since]
-        if len(recent) < 3:
-            return 0.0
-        return sum(b.correlation >= 0.8 for b in recent) / len(recent)
+        recent = lead.recent
+        while recent and recent[0][0] < since:
+            lead.recent_alike -= recent.popleft()[1]
+        return lead.recent_alike / len(recent) if len(recent) >= 3 else 0.0
 
     def _pulse_within(self, pulses: list[_Pulse], seconds: float) -> bool:
         """One of these pulse waves had a pulse in the last `seconds`."""
@@ -257,23 +273,27 @@ class RhythmAnalyzer:
         """The lead's quality over its last `seconds` is too low to judge a rhythm by."""
         if len(lead.qualities) < seconds:
             return False
-        recent = list(lead.qualities)[-seconds:]
+        recent = _tail(lead.qualities, seconds)
         return sum(recent) / seconds < POOR_QUALITY
 
     def _beating(self, lead: _Lead) -> bool:
         """The lead shows at least two beats like its dominant one in the last four seconds, at a rate no faster
         than 150 /min: no fibrillation there, whatever the spectrum would say (so it need not be computed)."""
         since = self._second - self.settings.vf_s
-        recent = [b for t, b in lead.beats if t >= since]
-        like = sum(b.correlation >= 0.8 for b in recent)
-        return like >= 2 and like >= 0.7 * len(recent) and len(recent) <= 1 + 2.5 * self.settings.vf_s
+        count = like = 0
+        for t, b in reversed(lead.beats):
+            if t < since:
+                break
+            count += 1
+            like += b.correlation >= 0.8
+        return like >= 2 and like >= 0.7 * count and count <= 1 + 2.5 * self.settings.vf_s
 
     def _perfusing(self, pulse: _Pulse) -> bool:
         a = pulse.latest
         if a is None or a.flat or a.quality < 0.5:
             return False
         if pulse.pressure:
-            amplitudes = [amp for _, amp in list(pulse.pulses)[-8:]]
+            amplitudes = [amp for _, amp in _tail(pulse.pulses, 8)]
             if a.mean_level < MIN_MAP_MMHG or not amplitudes or float(np.median(amplitudes)) < MIN_PULSE_PRESSURE_MMHG:
                 return False
         return True
@@ -304,10 +324,10 @@ class RhythmAnalyzer:
         )
         rate, source = None, None
         if best is not None:
-            rate = _rate([t for t, _ in best.beats], 8)
+            rate = _rate([t for t, _ in _tail(best.beats, 9)], 8)
             source = best.name
         if rate is None and perfusing:
-            rate = _rate([t for t, _ in perfusing[0].pulses], 8)
+            rate = _rate([t for t, _ in _tail(perfusing[0].pulses, 9)], 8)
             source = perfusing[0].name
 
         vf_leads = [lead for lead in usable if not self._beating(lead) and _fibrillatory(lead.latest)]
@@ -324,12 +344,12 @@ class RhythmAnalyzer:
             usable, key=lambda lead: (coherence[lead.name], lead.latest.quality if lead.latest else 0.0), default=None
         )
         if brady_lead is not None and VENTRICULAR_FIBRILLATION not in present:
-            brady = _run_rate(list(brady_lead.credible), s.brady_beats, end)
+            brady = _run_rate(_tail(brady_lead.credible, s.brady_beats), s.brady_beats, end)
             if brady is not None and brady < s.brady_bpm:
                 faster = [
                     p.name
                     for p in perfusing
-                    if (r := _run_rate([t for t, _ in p.pulses], s.brady_beats, end)) is not None
+                    if (r := _run_rate([t for t, _ in _tail(p.pulses, s.brady_beats)], s.brady_beats, end)) is not None
                     and r >= s.brady_bpm + BRADY_MARGIN_BPM
                 ]
                 if faster and ASYSTOLE not in present:
@@ -341,7 +361,7 @@ class RhythmAnalyzer:
         tachy_rates = [
             (r, lead.name)
             for lead in trusted
-            if (r := _median_rate(list(lead.credible), s.tachy_beats, None)) is not None
+            if (r := _median_rate(_tail(lead.credible, s.tachy_beats), s.tachy_beats, None)) is not None
         ]
         if tachy_rates and not present & {ASYSTOLE, VENTRICULAR_FIBRILLATION}:
             tachy, name = max(tachy_rates)
@@ -349,7 +369,7 @@ class RhythmAnalyzer:
                 slower = [
                     p.name
                     for p in perfusing
-                    if (r := _run_rate([t for t, _ in p.pulses], 8, None)) is not None and r < 0.75 * tachy
+                    if (r := _run_rate([t for t, _ in _tail(p.pulses, 8)], 8, None)) is not None and r < 0.75 * tachy
                 ]
                 if slower:
                     vetoed.add(EXTREME_TACHYCARDIA)
@@ -389,7 +409,7 @@ class RhythmAnalyzer:
         """The last vt_beats fused beats, if they are fast, regular and wide enough and judged ventricular on the
         weighed evidence of the leads that saw them: the leads that saw them, else None."""
         s = self.settings
-        clusters = list(self._clusters)[-s.vt_beats :]
+        clusters = _tail(self._clusters, s.vt_beats)
         if len(clusters) < s.vt_beats:
             return None
         lo, hi = clusters[0].time_s, clusters[-1].time_s
@@ -402,6 +422,9 @@ class RhythmAnalyzer:
         weights = {name: 1.0 if c >= VT_LEAD_COHERENCE else 0.2 for name, c in coherence.items()}
         scores = []
         for cluster in clusters:
+            if all(_like_dominant(beat) for beat in cluster.beats.values()):
+                scores.append(0.0)  # the patient's usual beat in every lead, whatever the classifier says
+                continue
             num = den = 0.0
             for name, beat in cluster.beats.items():
                 w = weights.get(name, 0.0)
@@ -418,23 +441,44 @@ class RhythmAnalyzer:
         return ",".join(sorted({name for c in clusters for name in c.beats}))
 
 
+def _tail(items: deque[_T], n: int) -> list[_T]:
+    """The last `n` items, oldest first, without copying the whole deque."""
+    if n >= len(items):
+        return list(items)
+    out = list(itertools.islice(reversed(items), n))
+    out.reverse()
+    return out
+
+
 def _second_of(channel: _Lead | _Pulse) -> int:
     """The patient-timeline second the channel's next queued assessment ends."""
     a = channel.queue[0]
     return round(channel.offset_s + a.end_index / a.sample_rate_hz)
 
 
+def _not_movement(beat: Beat) -> bool:
+    """Not three times the dominant beat, or the dominant beat is no QRS (after a standstill the lead's "dominant
+    beat" is noise, and the first real complexes are many times its size)."""
+    return beat.amplitude_ratio <= NOISE_AMPLITUDE or beat.dominant_mv < QRS_MV
+
+
 def _qrs_like(beat: Beat) -> bool:
-    """Sized and shaped like a QRS complex at all: under three times the dominant beat, and with its slope energy
-    not spread evenly over the whole +/- 150 ms window the way noise spreads it."""
-    return beat.amplitude_ratio <= NOISE_AMPLITUDE and beat.width_ms < NOISE_WIDTH_MS
+    """Sized and shaped like a QRS complex at all: not movement by its size, and with its slope energy not spread
+    evenly over the whole +/- 150 ms window the way noise spreads it."""
+    return _not_movement(beat) and beat.width_ms < NOISE_WIDTH_MS
 
 
 def _credible(beat: Beat) -> bool:
-    """A QRS rather than a P wave or noise: like the dominant beat, or at least half its size (not three times)."""
-    return beat.amplitude_ratio <= NOISE_AMPLITUDE and (
+    """A QRS rather than a P wave or noise: like the dominant beat, or at least 0.8 of its size; not movement."""
+    return _not_movement(beat) and (
         beat.correlation >= CREDIBLE_CORRELATION or beat.amplitude_ratio >= CREDIBLE_AMPLITUDE
     )
+
+
+def _like_dominant(beat: Beat) -> bool:
+    """The lead's dominant beat again, in shape and in size."""
+    low, high = LIKE_DOMINANT_SIZE
+    return beat.correlation >= LIKE_DOMINANT_CORRELATION and low <= beat.amplitude_ratio <= high
 
 
 def _rate(times: list[float], beats: int) -> float | None:

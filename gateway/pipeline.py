@@ -240,7 +240,14 @@ class Pipeline:
         if self._fifo and (self.health.degraded or self._pending_count < self._pending_cap):
             await asyncio.sleep(0)  # more to take at once; let emitters run first
             return
-        wake_at = next_flush if self._pending or self._commit is not None else max(next_flush, next_escalation)
+        if self._commit is not None:
+            # The commit's end wakes the loop (its done callback); a flush that fell due meanwhile waits for it, so
+            # the loop must not wake for it (a past flush time was a zero timeout: a busy loop beside the commit).
+            wake_at = next_escalation
+        elif self._pending:
+            wake_at = next_flush
+        else:
+            wake_at = max(next_flush, next_escalation)
         if self._commit is None and self._pending:
             wake_at = min(wake_at, self.health.retry_at) if self.health.degraded else wake_at
             if self._closing:

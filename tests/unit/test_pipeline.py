@@ -240,3 +240,30 @@ async def test_while_the_buffer_refuses_alarms_keep_flowing_and_memory_stays_bou
     assert sum(1 for item in stored if "condition" in item) == 3  # every alarm, none shed
     assert metrics.device("ox-1").accepted + metrics.shed_items["numerics"] == 2002  # 2001 values, 1 alarm
     await buffer.close()
+
+
+async def test_the_loop_waits_for_a_slow_commit_instead_of_spinning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    buffer = await _open(tmp_path)
+    buffer.commit_delay_s = 0.3  # fifteen flush intervals: each flush falls due while the commit is in flight
+    pipeline = _pipeline(buffer, Metrics())
+    turns = 0
+    idle = Pipeline._idle
+
+    async def counted(self: Pipeline, next_flush: float, next_escalation: float) -> None:
+        nonlocal turns
+        turns += 1
+        await idle(self, next_flush, next_escalation)
+
+    monkeypatch.setattr(Pipeline, "_idle", counted)
+    task = asyncio.create_task(pipeline.run())
+    await pipeline.emit(_obs(0))
+    async with asyncio.timeout(5):
+        await pipeline.stored.wait()
+    turns_to_commit = turns
+    pipeline.close()
+    await task
+    await buffer.close()
+    # An event, a flush, the commit's end and the odd once-a-second check: a handful of turns, not a busy loop.
+    assert turns_to_commit < 10

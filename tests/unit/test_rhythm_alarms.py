@@ -254,6 +254,43 @@ def test_without_a_model_the_rules_still_find_ventricular_tachycardia() -> None:
     assert raised(events, "ventricular_tachycardia")
 
 
+class _EveryBeatVentricular:
+    """A classifier that is wrong about the patient's usual beats: it calls every beat ventricular."""
+
+    def probability(self, beat: object) -> float:
+        del beat
+        return 1.0
+
+
+def test_a_fast_run_of_the_patients_usual_beats_is_no_ventricular_tachycardia() -> None:
+    """A patient whose usual complexes are wide (a bundle branch block, say) speeds up to 130 /min: every beat is
+    the lead's dominant beat in shape and size in every lead, so a classifier that calls them ventricular does
+    not make a ventricular tachycardia of them."""
+
+    def script(second: int, ecg: SyntheticEcg) -> None:
+        if second == 0:
+            ecg.rhythm = "vt"  # wide complexes from the start: they are this patient's usual beat
+        if second == 60:
+            ecg.heart_rate_bpm = 130.0
+
+    events = Patient().run(90, script, classifier=_EveryBeatVentricular())
+    assert not raised(events, "ventricular_tachycardia")
+
+
+def test_complexes_many_times_a_dominant_beat_smaller_than_any_qrs_are_beats_not_movement() -> None:
+    """A lead that showed only tiny deflections for a minute (as noise does during a standstill) has learnt them as
+    its dominant beat; the full-sized complexes of a ventricular tachycardia that follows are tens of times that
+    size, which is not movement when the dominant beat is smaller than any QRS: the tachycardia is raised."""
+
+    def tiny(lead: int, second: int, x: np.ndarray) -> np.ndarray:
+        del lead
+        return x * 0.03 if 20 <= second < 90 else x
+
+    events = Patient().run(110, becomes("vt", 90, 160.0), lead_override=tiny)
+    vt = raised(events, "ventricular_tachycardia")
+    assert vt and 90 < vt[0] <= 100, vt
+
+
 def test_the_classifier_tells_ventricular_from_normal_beats() -> None:
     ecg = SyntheticEcg(FS, 75.0, seed=2)
     analyser = LeadAnalyzer(FS, CLASSIFIER)
