@@ -87,7 +87,8 @@ class PulseAnalyzer:
         flat = float(np.ptp(self._history)) <= 1e-9 * max(1.0, float(np.abs(self._history).max()))
         pulses = self._measure_ready()
         recent = [p for p in self._recent if p > self._index - 10 * self.fs]
-        rate = 60.0 * self.fs / float(np.median(np.diff(recent))) if len(recent) >= 3 else None
+        interval = float(np.median(np.diff(recent))) if len(recent) >= 3 else 0.0
+        rate = 60.0 * self.fs / interval if interval > 0 else None  # pulses on one sample give no rate
         if rate is not None and not MIN_RATE_BPM <= rate <= MAX_RATE_BPM:
             rate = None
         mean_level = float(self._history.mean())
