@@ -156,6 +156,8 @@ class ModbusSimServer:
     async def start(self) -> None:
         if not self.port:
             self.port = _free_port(self.host)
+        for device in self.devices:
+            device._released.clear()  # started again after a stop: the units answer again
         units = [d.sim_device() for d in self.devices]
         self._server = ModbusTcpServer(units, address=(self.host, self.port))
         await self._server.serve_forever(background=True)

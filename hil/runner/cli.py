@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import ssl
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +88,16 @@ def _remote(args: argparse.Namespace) -> object:
     )
 
 
+def _written(write: Callable[[], None], path: Path) -> bool:
+    """Write the report; a full disk or a refused path is said in one line (the results are printed first)."""
+    try:
+        write()
+    except OSError as err:
+        print(f"iomt-gateway hil run: cannot write the report to {path}: {err.strerror}", file=sys.stderr)
+        return False
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     from gateway.core.logs import configure_logging  # noqa: PLC0415
     from hil.runner.play import play_all  # noqa: PLC0415
@@ -107,9 +119,19 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"scenarios": [{"name": n, "description": d} for n, d in rows.items()]}, indent=2))
         else:
+            import shutil  # noqa: PLC0415
+            import textwrap  # noqa: PLC0415
+
+            width = max(40, shutil.get_terminal_size().columns - 1)
             for name, description in rows.items():
-                print(f"{name}\n    {description}")
+                print(name)
+                print(textwrap.fill(description, width, initial_indent="    ", subsequent_indent="    "))
         return EXIT_OK
+    if args.junit is not None and not os.access(args.junit.resolve().parent, os.W_OK):
+        print(
+            f"iomt-gateway hil run: cannot write the report to {args.junit}: no such writable folder", file=sys.stderr
+        )
+        return EXIT_USAGE  # said before the scenarios play, not after minutes of them
     scenarios = [*resolve(args.scenarios), *(shipped().values() if args.all else ())]
     if not scenarios:
         print("iomt-gateway hil run: name scenario files, shipped scenarios (--list) or --all", file=sys.stderr)
@@ -130,12 +152,12 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         return _in_parallel(scenarios, args)
     outcomes = asyncio.run(play_all(scenarios, remote))  # type: ignore[arg-type]
-    if args.junit is not None:
-        write_junit(outcomes, args.junit)
     if args.json:
         print(json.dumps(summary(outcomes), indent=2))
     else:
         print(text(outcomes))
+    if args.junit is not None and not _written(lambda: write_junit(outcomes, args.junit), args.junit):
+        return EXIT_FAILED  # the rig's CI would read no report: not a pass
     return EXIT_OK if all(o.passed for o in outcomes) else EXIT_FAILED
 
 
@@ -191,9 +213,6 @@ def _in_parallel(scenarios: list[Path], args: argparse.Namespace) -> int:
     for key, value in totals.items():
         merged.set(key, str(value))
     rows = [row for summary, _ in results for row in summary["scenarios"]]
-    if args.junit is not None:
-        ET.indent(merged)
-        ET.ElementTree(merged).write(args.junit, encoding="utf-8", xml_declaration=True)
     if args.json:
         failed = [r for r in rows if not r["passed"]]
         print(
@@ -227,4 +246,10 @@ def _in_parallel(scenarios: list[Path], args: argparse.Namespace) -> int:
                 for line in failures.get((row["name"], e["name"]), "").splitlines()[3:][-15:]:
                     print(f"             {line}")
         print(f"{sum(1 for r in rows if r['passed'])} of {len(rows)} scenarios passed")
+    ET.indent(merged)
+    report = ET.ElementTree(merged)
+    if args.junit is not None and not _written(
+        lambda: report.write(args.junit, encoding="utf-8", xml_declaration=True), args.junit
+    ):
+        return EXIT_FAILED  # the rig's CI would read no report: not a pass
     return EXIT_OK if all(r["passed"] for r in rows) else EXIT_FAILED

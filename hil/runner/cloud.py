@@ -127,6 +127,19 @@ class Cloud:
         )
         self.receiver.listeners.append(self._arrived)
 
+    async def listening(self, timeout_s: float = 15.0) -> None:
+        """Until the receiver's subscription is in place; a broker that never takes it is the run's error."""
+        import asyncio  # noqa: PLC0415
+
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.receiver.subscribed.wait()
+        except TimeoutError:
+            raise ScenarioError(
+                f"the broker at {self.host}:{self.port} did not take the test cloud's subscription within "
+                f"{timeout_s:g} s (is it running, and may this rig connect?)"
+            ) from None
+
     def _arrived(self, device: str, lane: str, item: dict[str, Any]) -> None:
         add = self.timeline.add
         if lane == "alarms":

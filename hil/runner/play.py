@@ -251,8 +251,7 @@ class Player:
             )
             receiver = asyncio.create_task(cloud.receiver.run(), name="hil-cloud")
             try:
-                async with asyncio.timeout(15):
-                    await cloud.receiver.subscribed.wait()
+                await cloud.listening()
                 self.clock = SimulatedClock()
                 trusted = TrustedClock(
                     self.clock, max_error_s=config.clock.max_error_s, skew_s=config.commands.clock_skew_s
@@ -262,8 +261,11 @@ class Player:
                 stop = asyncio.Event()
                 task = asyncio.create_task(gateway.run(stop, drain_uplink_s=DRAIN_S), name="hil-gateway")
                 try:
-                    async with asyncio.timeout(20):
-                        await gateway.started.wait()
+                    try:
+                        async with asyncio.timeout(20):
+                            await gateway.started.wait()
+                    except TimeoutError:
+                        raise ScenarioError("the gateway did not start within 20 s") from None
                     if gateway.parts is not None:
                         gateway.parts.pipeline.alarm_listeners.append(self._local_alarm)
                     await world.connect()
@@ -319,8 +321,7 @@ class Player:
         receiver = asyncio.create_task(cloud.receiver.run(), name="hil-cloud")
         poller = asyncio.create_task(self._poll_alarms(remote.admin_socket), name="hil-admin")
         try:
-            async with asyncio.timeout(15):
-                await cloud.receiver.subscribed.wait()
+            await cloud.listening()
             # The gateway ran before this rig listened: only what it delivers from now on is this run's to check.
             ours = {d.id for d in self.scenario.devices}
             before = await _remote_counts(remote.admin_socket, request)

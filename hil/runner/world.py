@@ -452,7 +452,6 @@ class MedicationFridge(SimulatedDevice):
         if lost:
             await self.server.stop()
         else:
-            self.fridge._released.clear()  # the same unit serves again on the same port
             await self.server.start()
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -244,7 +243,6 @@ expect:
     finally:
         gateway.terminate()
         await gateway.wait()
-    assert os.path.exists(config)
 
 
 async def test_rig_transports_serial_ports_and_an_rtu_line(tmp_path: Path) -> None:
@@ -296,3 +294,41 @@ expect: [{{nothing_lost: true}}]
     error = next(iter(cases(report).values())).find("error")
     assert error is not None
     assert f"cannot open the HCI transport tcp-client:127.0.0.1:{port}" in (error.get("message") or "")
+
+
+def test_a_broker_that_is_down_is_named_in_the_error(tmp_path: Path) -> None:
+    port = free_loopback_port()  # nothing listens: the broker is down
+    report = tmp_path / "report.xml"
+    result = hil_run(
+        "fridge-door",
+        "--admin-socket",
+        str(tmp_path / "none.sock"),
+        "--broker",
+        f"127.0.0.1:{port}",
+        "--gateway-id",
+        "gw",
+        "--junit",
+        str(report),
+    )
+    assert result.returncode == 1
+    error = next(iter(cases(report).values())).find("error")
+    assert error is not None
+    assert error.get("message") == (
+        f"the broker at 127.0.0.1:{port} did not take the test cloud's subscription within 15 s "
+        "(is it running, and may this rig connect?)"
+    )
+
+
+def test_a_report_that_cannot_be_written_is_said_in_one_line(tmp_path: Path) -> None:
+    missing = hil_run(str(BROKEN), "--junit", str(tmp_path / "no" / "such" / "report.xml"))
+    assert missing.returncode == 2  # before anything plays
+    assert missing.stderr.strip().splitlines() == [
+        f"iomt-gateway hil run: cannot write the report to {tmp_path / 'no' / 'such' / 'report.xml'}: "
+        "no such writable folder"
+    ]
+    full = hil_run(str(tmp_path / "not-there.yaml"), "--junit", "/dev/full")  # a full disk
+    assert full.returncode == 1
+    assert "FAIL  not-there" in full.stdout  # the results are printed all the same
+    assert full.stderr.strip().splitlines()[-1] == (
+        "iomt-gateway hil run: cannot write the report to /dev/full: No space left on device"
+    )
