@@ -47,16 +47,22 @@ class BeatClassifier(Protocol):
 def beat_features(beat: BeatInput) -> npt.NDArray[np.float32]:
     """The model's input vector (training builds it with this very function); before the lead has a dominant
     beat, the shape is its own template."""
-    template = beat.template if beat.template is not None else beat.shape.astype(np.float64)
     out = np.empty(FEATURES, dtype=np.float32)
-    out[:64] = beat.shape - template  # only how the beat differs from the patient's own: absolute shapes vary by lead
+    _fill_features(beat, out)
+    return out
+
+
+def _fill_features(beat: BeatInput, out: npt.NDArray[np.float32]) -> None:
+    if beat.template is None:
+        out[:64] = 0.0  # the shape less itself
+    else:
+        out[:64] = beat.shape - beat.template  # only how the beat differs from the patient's own: shapes vary by lead
     out[64:] = (
         min(beat.width_ms, 300.0) / 100.0,
         beat.correlation,
         math.log(max(beat.amplitude_ratio, 1e-3)),
         min(beat.rr_ratio, 3.0),
     )
-    return out
 
 
 class ModelBeatClassifier:
@@ -64,9 +70,11 @@ class ModelBeatClassifier:
 
     def __init__(self, model: Model) -> None:
         self.model = model
+        self._input = np.empty(model.manifest.inputs[0].shape, dtype=np.float32)  # reused: one beat at a time
 
     def probability(self, beat: BeatInput) -> float:
-        return float(self.model.run(beat_features(beat)).ravel()[0])
+        _fill_features(beat, self._input.reshape(FEATURES))
+        return float(self.model.run(self._input).ravel()[0])
 
 
 class RuleBeatClassifier:

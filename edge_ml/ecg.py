@@ -179,6 +179,7 @@ class LeadAnalyzer:
         self._hrv_source: tuple[float, ...] | None = None  # HRV is computed from it when asked
         self._dominant: _Template | None = None  # the lead's dominant beat, once it has one
         self._templates: list[_Template] = []
+        self._units = np.zeros((0, QRS_POINTS.stop - QRS_POINTS.start))  # each template's unit QRS, a row each
 
     def process(self, samples: npt.ArrayLike) -> list[LeadAssessment]:
         # The detector sees whole seconds, so a restart after lead-off falls on the same sample however the
@@ -190,12 +191,12 @@ class LeadAnalyzer:
             self._filters.settle(QRS_BAND, float(window[0]))
             self._settle_band = False
         conditioned, band = self._filters.process(window)
-        for detection in self._detector.process(window, band):
+        top, bottom = float(_max(window)), float(_min(window))
+        for detection in self._detector.process(window, band, max(top, -bottom)):
             self._waiting.append((self._detector_start + detection.index, detection.confidence))
             self._last_beat = self._detector_start + detection.index
         self._index += self._second
         self._history = np.concatenate([self._history, conditioned])[-self._keep :]
-        top, bottom = float(_max(window)), float(_min(window))
         span = top - bottom
         lead_off = span < FLAT_MV
         saturated = not lead_off and _clipped(window, top, bottom)
@@ -253,14 +254,15 @@ class LeadAnalyzer:
         rr_median = _median(self._rr) if len(self._rr) >= 3 else None
         rr_ratio = rr / rr_median if rr is not None and rr_median else 1.0
         unit = _unit(shape[QRS_POINTS])
-        likeness = [float(np.dot(unit, template.unit)) for template in self._templates]
+        # The correlation with every template in one product (their unit QRSs are kept as the rows of a matrix).
+        likeness: list[float] = (self._units @ unit).tolist() if self._templates else []
         dominant = self._dominant
         correlation, amplitude = 1.0, 1.0
         dominant_mv = dominant.ptp if dominant is not None else 0.0
         if dominant is not None:
-            known = [r for t, r in zip(self._templates, likeness, strict=True) if t is dominant]
             # (the dominant beat can have left the templates, replaced as the least used of them)
-            correlation = known[0] if known else float(np.dot(unit, dominant.unit))
+            at = next((i for i, t in enumerate(self._templates) if t is dominant), None)
+            correlation = likeness[at] if at is not None else float(np.dot(unit, dominant.unit))
             amplitude = qrs_ptp / dominant.ptp if dominant.ptp > 0 else 1.0
         ventricular = 0.0
         if self._classifier is not None:
@@ -281,18 +283,19 @@ class LeadAnalyzer:
         (replacing the least used when there are MAX_TEMPLATES).  Counts decay, so the dominant morphology
         follows the patient: a run of ectopic beats, or a lead moved, changes it only if it lasts.  `likeness` is
         the beat's correlation with each template."""
-        best, best_r = None, MATCH_CORRELATION
-        for template, r in zip(self._templates, likeness, strict=True):
+        best, best_at, best_r = None, 0, MATCH_CORRELATION
+        for at, (template, r) in enumerate(zip(self._templates, likeness, strict=True)):
             if r >= best_r:
-                best, best_r = template, r
+                best, best_at, best_r = template, at, r
             template.count *= TEMPLATE_DECAY
         if best is None:
             if len(self._templates) >= MAX_TEMPLATES:
                 self._templates.remove(min(self._templates, key=lambda t: t.count))
             self._templates.append(_Template(shape.astype(np.float64), unit, qrs_ptp, 1.0))
+            self._units = np.array([t.unit for t in self._templates])
         else:
             best.shape += TEMPLATE_ALPHA * (shape - best.shape)
-            best.unit = _unit(best.shape[QRS_POINTS])
+            best.unit = self._units[best_at] = _unit(best.shape[QRS_POINTS])
             best.ptp += TEMPLATE_ALPHA * (qrs_ptp - best.ptp)
             best.count += 1.0
         dominant = max(self._templates, key=lambda t: t.count)
@@ -346,18 +349,24 @@ def normalise_beat(window: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
     (the classifier's training uses this very function)."""
     positions, samples = _grid(len(window))
     resampled = np.interp(positions, samples, window)
-    middle = resampled.copy()
-    middle.partition((BEAT_POINTS // 2 - 1, BEAT_POINTS // 2))  # the median, without np.median's cost
-    centred = resampled - 0.5 * (middle[BEAT_POINTS // 2 - 1] + middle[BEAT_POINTS // 2])
-    scale = float(_max(np.abs(centred))) or 1.0
-    shape: npt.NDArray[np.float32] = (centred / scale).astype(np.float32)
+    # One partial sort gives the median and the extremes (the largest swing from the median is at one of them).
+    ordered = resampled.copy()
+    ordered.partition(_ORDER_POINTS)
+    median = 0.5 * (float(ordered[BEAT_POINTS // 2 - 1]) + float(ordered[BEAT_POINTS // 2]))
+    scale = max(float(ordered[BEAT_POINTS - 1]) - median, median - float(ordered[0])) or 1.0
+    shape: npt.NDArray[np.float32] = ((resampled - median) / scale).astype(np.float32)
     return shape
 
 
+_ORDER_POINTS = np.array([0, BEAT_POINTS // 2 - 1, BEAT_POINTS // 2, BEAT_POINTS - 1])
+_CENTRING = np.eye(QRS_POINTS.stop - QRS_POINTS.start) - 1.0 / (QRS_POINTS.stop - QRS_POINTS.start)
+
+
 def _unit(x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
-    """`x` centred and scaled to unit norm (zeros for a constant), so Pearson's r of two is their dot product."""
-    centred = np.asarray(x, dtype=np.float64) - float(_sum(x)) / len(x)
-    norm = math.sqrt(float(np.dot(centred, centred)))
+    """A beat's QRS (`QRS_POINTS` of a shape) centred and scaled to unit norm (zeros for a constant), so Pearson's
+    r of two is their dot product.  Centring is one product with the centring matrix."""
+    centred: npt.NDArray[np.float64] = _CENTRING @ x
+    norm = math.sqrt(float(centred @ centred))
     return centred / norm if norm > 0 else np.zeros(len(x))
 
 
@@ -368,16 +377,14 @@ def _median(values: Iterable[float]) -> float:
     return float(ordered[n // 2]) if n % 2 else 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])
 
 
-_WIDTH_SHARES = np.array([0.1, 0.9])  # the span between these shares of the slope energy is the QRS
-
-
 def _qrs_width(qrs: npt.NDArray[np.float64]) -> int:
-    """Samples in the shortest span around the centre holding 80 % of the QRS window's slope energy."""
-    slope = np.abs(qrs[1:] - qrs[:-1])
-    total = float(_sum(slope))
+    """Samples in the shortest span around the centre holding 80 % of the QRS window's slope energy (from 10 %
+    to 90 % of it)."""
+    energy = np.abs(qrs[1:] - qrs[:-1]).cumsum()
+    total = float(energy[-1]) if len(energy) else 0.0
     if total <= 0:
         return 0
-    start, end = (slope.cumsum() / total).searchsorted(_WIDTH_SHARES)
+    start, end = energy.searchsorted((0.1 * total, 0.9 * total))
     return int(end - start + 1)
 
 

@@ -239,14 +239,19 @@ class QrsDetector(_PeakTrain):
         self._bandpass = None if band_by_caller else StreamingFilter(design)
         self._delay = group_delay_samples(design, 10.0, fs)
         self._window = max(1, round(0.15 * fs))
+        # (2 x[n] + x[n-1] - x[n-3] - 2 x[n-4]) / 8 as a convolution kernel, over the window's length too
+        self._derivative = np.array([2.0, 1.0, 0.0, -1.0, -2.0]) / (8.0 * self._window)
         self._bp = _Ring()
         self._slope = _Ring()
         self._diff_tail = np.zeros(4)
         self._abs_tail = np.zeros(self._window - 1)
         self._last_input: float | None = None
 
-    def process(self, samples: npt.ArrayLike, band: npt.NDArray[np.float64] | None = None) -> list[Detection]:
-        """The beats decided with these samples; `band` is them through `qrs_band`, when the caller filters."""
+    def process(
+        self, samples: npt.ArrayLike, band: npt.NDArray[np.float64] | None = None, scale: float | None = None
+    ) -> list[Detection]:
+        """The beats decided with these samples; `band` is them through `qrs_band`, when the caller filters, and
+        `scale` their largest magnitude, when the caller knows it."""
         x = np.asarray(samples, dtype=np.float64)
         if x.size == 0:
             return []
@@ -259,19 +264,19 @@ class QrsDetector(_PeakTrain):
         else:
             bp = band
         self._last_input = float(x[-1])
-        padded = np.concatenate([self._diff_tail, bp])
-        deriv = (2 * padded[4:] + padded[3:-1] - padded[1:-3] - 2 * padded[:-4]) / 8.0
+        padded = np.concatenate((self._diff_tail, bp))
+        # The five-point derivative's magnitude, already divided by the integration window's length.
+        magnitude = np.abs(np.convolve(padded, self._derivative, "valid"))
         self._diff_tail = padded[-4:]
-        magnitude = np.abs(deriv)
-        padded_abs = np.concatenate([self._abs_tail, magnitude])
+        padded_abs = np.concatenate((self._abs_tail, magnitude))
         csum = np.empty(len(padded_abs) + 1)
         csum[0] = 0.0
         padded_abs.cumsum(out=csum[1:])
-        feature = (csum[self._window :] - csum[: -self._window]) / self._window
+        feature = csum[self._window :] - csum[: -self._window]  # the moving-window integral (a mean)
         self._abs_tail = padded_abs[len(padded_abs) - (self._window - 1) :]
         self._bp.extend(bp)
         self._slope.extend(magnitude)
-        found = self._push(feature, float(np.maximum.reduce(np.abs(x))))
+        found = self._push(feature, float(np.maximum.reduce(np.abs(x))) if scale is None else scale)
         keep = self._decided - self._refractory - self._window - 8
         self._bp.trim(keep)
         self._slope.trim(keep)

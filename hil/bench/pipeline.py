@@ -1,7 +1,8 @@
 """The pipeline benchmark: ECG samples per CPU-second through the whole edge path, and local alarm latency.
 
 Eight simulated bedside monitors stream both leads of MIT-BIH record 100 (each from another offset; a
-synthetic two-lead ECG when the record is absent) in one-second chunks through the production pipeline:
+synthetic two-lead ECG when the record is absent) in one-second chunks through the production pipeline, 10 s
+of warm-up and then 600 s timed:
 alarm rules, the rhythm analysis of every lead (filters, QRS detection, beat templates, the beat classifier
 on every beat, spectra, quality, all arrhythmia rules), batching, AES-GCM and SQLite.
 `samples_per_s_per_core` divides the samples by the process's CPU time (not wall time).
@@ -37,6 +38,7 @@ from hil.physiology import SyntheticEcg
 
 MONITORS = 8
 SECONDS = 600
+WARMUP_S = 10  # streamed before the clock starts
 LATENCY_MONITORS = 50  # streaming in real time during the latency phase
 LATENCY_S = 10
 TARGETS = {"samples_per_s_per_core": (">=", 1_000_000), "alarm_latency_p99_ms": ("<=", 50)}
@@ -90,20 +92,30 @@ async def bench_pipeline(record: Path | None = None, **_: Any) -> dict[str, Any]
                 await pipeline.emit(Observation(new_id(), device, q_spo2, 80.0, None, now_ns()))
                 await asyncio.sleep(0.05)
 
-        # 1. Throughput: as fast as the pipeline takes it.
+        # 1. Throughput: as fast as the pipeline takes it, after a warm-up (the first waveform imports the signal
+        # stack and builds the filters' matrices: a start-up cost, not the capacity).
         step = round(fs)
-        samples = 0
+        signals = [(np.ascontiguousarray(data, dtype=np.int32), gain, baseline) for data, gain, baseline in leads]
+
+        async def stream(seconds: range) -> int:
+            sent = 0
+            for second in seconds:
+                for m in range(MONITORS):
+                    lo = (m * len(adc) // MONITORS + second * step) % (len(adc) - step)
+                    t = (second + 1) * 10**9
+                    for q, (data, gain, baseline) in zip(lead_quantities, signals, strict=True):
+                        chunk = data[lo : lo + step]  # a device's decoded samples (a view: the record is read once)
+                        await pipeline.emit(
+                            WaveformChunk(new_id(), f"monitor-{m}", q, chunk, fs, gain, baseline, None, t)
+                        )
+                        sent += step
+            while pipeline.backlog:  # noqa: ASYNC110 - polls a counter the pipeline does not signal
+                await asyncio.sleep(0.01)
+            return sent
+
+        await stream(range(WARMUP_S))
         cpu_start, wall_start = time.process_time(), time.perf_counter()
-        for second in range(SECONDS):
-            for m in range(MONITORS):
-                lo = (m * len(adc) // MONITORS + second * step) % (len(adc) - step)
-                t = (second + 1) * 10**9
-                for q, (data, gain, baseline) in zip(lead_quantities, leads, strict=True):
-                    chunk = np.ascontiguousarray(data[lo : lo + step], dtype=np.int32)
-                    await pipeline.emit(WaveformChunk(new_id(), f"monitor-{m}", q, chunk, fs, gain, baseline, None, t))
-                    samples += step
-        while pipeline.backlog:  # noqa: ASYNC110 - polls a counter the pipeline does not signal
-            await asyncio.sleep(0.01)
+        samples = await stream(range(WARMUP_S, WARMUP_S + SECONDS))
         cpu, wall = time.process_time() - cpu_start, time.perf_counter() - wall_start
 
         # 2. Latency: a ward's worth of monitors streaming in real time, and a desaturation every 50 ms.
