@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -184,25 +184,41 @@ class LeadAnalyzer:
     def process(self, samples: npt.ArrayLike) -> list[LeadAssessment]:
         # The detector sees whole seconds, so a restart after lead-off falls on the same sample however the
         # signal was chunked.
-        return [self._step(window) for window in self._seconds.feed(samples)]
+        return [analyse([self], [window])[0] for window in self._seconds.feed(samples)]
 
-    def _step(self, window: npt.NDArray[np.float64]) -> LeadAssessment:
-        if self._settle_band:
-            self._filters.settle(QRS_BAND, float(window[0]))
-            self._settle_band = False
-        conditioned, band = self._filters.process(window)
-        top, bottom = float(_max(window)), float(_min(window))
-        for detection in self._detector.process(window, band, max(top, -bottom)):
+    def seconds(self, samples: npt.ArrayLike) -> list[npt.NDArray[np.float64]]:
+        """The whole seconds these samples complete, for `analyse` (a caller that analyses leads together)."""
+        return self._seconds.feed(samples)
+
+    @property
+    def batch_key(self) -> tuple[float, int]:
+        """Leads with the same key can be analysed together (the same filters and windows)."""
+        return self.fs, id(self._filters._design)
+
+    # -- one second, after the signal stages (`analyse` runs those for many leads at once) -----------------------
+    def _decide(
+        self,
+        window: npt.NDArray[np.float64],
+        band: npt.NDArray[np.float64],
+        magnitude: npt.NDArray[np.float64],
+        feature: npt.NDArray[np.float64],
+        conditioned: npt.NDArray[np.float64],
+        scale: float,
+    ) -> list[_Pending]:
+        """Detections and the history for this second; the beats whose windows are now complete, to describe."""
+        for detection in self._detector.take(window, band, magnitude, feature, scale):
             self._waiting.append((self._detector_start + detection.index, detection.confidence))
             self._last_beat = self._detector_start + detection.index
         self._index += self._second
-        self._history = np.concatenate([self._history, conditioned])[-self._keep :]
-        span = top - bottom
-        lead_off = span < FLAT_MV
-        saturated = not lead_off and _clipped(window, top, bottom)
-        quality = 0.0 if lead_off else _quality(conditioned, span)
-        beats = self._measure_ready()
-        recent = self._history[-self._spectrum_n :] if len(self._history) >= self._spectrum_n and not lead_off else None
+        self._history = np.concatenate((self._history, conditioned))[-self._keep :]
+        return self._ready()
+
+    def _assess(
+        self, lead_off: bool, saturated: bool, quality: float, beats: list[Beat]
+    ) -> LeadAssessment:
+        recent = (
+            self._history[-self._spectrum_n :] if len(self._history) >= self._spectrum_n and not lead_off else None
+        )
         assessment = LeadAssessment(
             self._index,
             self.fs,
@@ -223,14 +239,14 @@ class LeadAnalyzer:
         return assessment
 
     # -- beats -----------------------------------------------------------------------------------------------
-    def _measure_ready(self) -> list[Beat]:
-        """Measure the beats whose window [R - 0.25 s, R + 0.45 s] is now complete."""
+    def _ready(self) -> list[_Pending]:
+        """The beats whose window [R - 0.25 s, R + 0.45 s] is now complete (their RR noted), to describe."""
         ready = [(r, c) for r, c in self._waiting if r + self._after <= self._index]
         if not ready:
             return []
         self._waiting = [(r, c) for r, c in self._waiting if r + self._after > self._index]
         history_start = self._index - len(self._history)
-        beats = []
+        pending = []
         for r_peak, confidence in ready:
             lo, hi = r_peak - self._before, r_peak + self._after
             rr = r_peak - self._recent[-1] if self._recent else None
@@ -240,20 +256,25 @@ class LeadAnalyzer:
                 self._rr_ms.append(rr * 1000.0 / self.fs)
             if lo < history_start:
                 continue  # the window began before the history (the first beat of a run)
+            rr_median = _median(self._rr) if len(self._rr) >= 3 else None
+            rr_ratio = rr / rr_median if rr is not None and rr_median else 1.0
             raw = self._history[lo - history_start : hi - history_start]
-            beats.append(self._describe(r_peak, confidence, raw, rr))
+            pending.append(_Pending(self, r_peak, confidence, raw, rr_ratio))
         if len(self._rr_ms) >= HRV_MIN_BEATS and self._index % (HRV_EVERY_S * self._second) == 0:
             self._hrv_source = tuple(self._rr_ms)  # five minutes of beats change little in a few seconds
-        return beats
+        return pending
 
-    def _describe(self, r_peak: int, confidence: float, raw: npt.NDArray[np.float64], rr: int | None) -> Beat:
-        shape = normalise_beat(raw)
-        qrs = raw[self._before - self._qrs_half : self._before + self._qrs_half + 1]
-        width_ms = _qrs_width(qrs) * 1000.0 / self.fs
-        qrs_ptp = float(_max(qrs) - _min(qrs))
-        rr_median = _median(self._rr) if len(self._rr) >= 3 else None
-        rr_ratio = rr / rr_median if rr is not None and rr_median else 1.0
-        unit = _unit(shape[QRS_POINTS])
+    def _describe(
+        self,
+        r_peak: int,
+        confidence: float,
+        rr_ratio: float,
+        shape: npt.NDArray[np.float32],
+        width_ms: float,
+        qrs_ptp: float,
+        unit: npt.NDArray[np.float64],
+    ) -> Beat:
+        """A beat against the lead's templates, from its shape measures (`_measure`, made for many beats at once)."""
         # The correlation with every template in one product (their unit QRSs are kept as the rows of a matrix).
         likeness: list[float] = (self._units @ unit).tolist() if self._templates else []
         dominant = self._dominant
@@ -295,7 +316,7 @@ class LeadAnalyzer:
             self._units = np.array([t.unit for t in self._templates])
         else:
             best.shape += TEMPLATE_ALPHA * (shape - best.shape)
-            best.unit = self._units[best_at] = _unit(best.shape[QRS_POINTS])
+            best.unit = self._units[best_at] = _units(best.shape[np.newaxis, QRS_POINTS])[0]
             best.ptp += TEMPLATE_ALPHA * (qrs_ptp - best.ptp)
             best.count += 1.0
         dominant = max(self._templates, key=lambda t: t.count)
@@ -339,35 +360,117 @@ def _hann(n: int) -> npt.NDArray[np.float64]:
     return np.hanning(n)
 
 
+# -- many leads at once ------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A beat whose window is complete, waiting to be described (with the other leads' beats of this second)."""
+
+    lead: LeadAnalyzer
+    r_peak: int
+    confidence: float
+    raw: npt.NDArray[np.float64]  # the conditioned window [R - 0.25 s, R + 0.45 s]
+    rr_ratio: float  # RR before this beat over the median RR then
+
+
+def analyse(leads: Sequence[LeadAnalyzer], windows: Sequence[npt.NDArray[np.float64]]) -> list[LeadAssessment]:
+    """One second of each lead (`windows[i]` the next second of `leads[i]`, leads of one `batch_key`), analysed
+    together: each signal stage (filters, the detector's feature, quality, and the shape measures of the beats)
+    runs once for all the leads, the decisions lead by lead.  A lead's assessment is the same, to the last bit,
+    whichever leads it was analysed with: every stage computes each lead's rows alone (per-row reductions, a
+    product per lead), so analysing a ward's leads together costs a fraction of analysing them apart and changes
+    nothing."""
+    for lead, window in zip(leads, windows, strict=True):
+        if lead._settle_band:
+            lead._filters.settle(QRS_BAND, float(window[0]))
+            lead._settle_band = False
+    x = np.array(windows) if len(leads) > 1 else windows[0][np.newaxis]  # (leads, samples)
+    filtered = FilterBank.process_many([lead._filters for lead in leads], x)  # (leads, filters, samples)
+    conditioned, band = filtered[:, 0], filtered[:, QRS_BAND]
+    magnitude, feature = QrsDetector.features([lead._detector for lead in leads], band)
+    tops, bottoms = _max(x, axis=1), _min(x, axis=1)
+    at_rail = np.maximum(
+        np.count_nonzero(x == tops[:, np.newaxis], axis=1), np.count_nonzero(x == bottoms[:, np.newaxis], axis=1)
+    ).tolist()
+    kurtosis = _kurtosis(conditioned)
+    tops_, bottoms_ = tops.tolist(), bottoms.tolist()
+    pending: list[_Pending] = []
+    for i, lead in enumerate(leads):
+        pending += lead._decide(x[i], band[i], magnitude[i], feature[i], conditioned[i], max(tops_[i], -bottoms_[i]))
+    beats = _measure(pending)
+    out = []
+    for i, lead in enumerate(leads):
+        span = tops_[i] - bottoms_[i]
+        lead_off = span < FLAT_MV
+        saturated = not lead_off and at_rail[i] >= 0.05 * x.shape[1]
+        quality = 0.0 if lead_off else _quality(kurtosis[i], span)
+        out.append(lead._assess(lead_off, saturated, quality, beats.get(lead, [])))
+    return out
+
+
+def _measure(pending: list[_Pending]) -> dict[LeadAnalyzer, list[Beat]]:
+    """Describe the beats (each lead's in order): their shape measures for all at once, then each against its
+    lead's templates."""
+    if not pending:
+        return {}
+    lead = pending[0].lead
+    raws = np.array([p.raw for p in pending]) if len(pending) > 1 else pending[0].raw[np.newaxis]
+    shapes = normalise_beats(raws)
+    qrs = raws[:, lead._before - lead._qrs_half : lead._before + lead._qrs_half + 1]
+    widths_ms = (_qrs_widths(qrs) * 1000.0 / lead.fs).tolist()
+    ptps = (_max(qrs, axis=1) - _min(qrs, axis=1)).tolist()
+    units = _units(shapes[:, QRS_POINTS])
+    beats: dict[LeadAnalyzer, list[Beat]] = {}
+    for k, p in enumerate(pending):
+        beat = p.lead._describe(p.r_peak, p.confidence, p.rr_ratio, shapes[k], widths_ms[k], ptps[k], units[k])
+        beats.setdefault(p.lead, []).append(beat)
+    return beats
+
+
 @lru_cache(maxsize=8)
-def _grid(length: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    return np.linspace(0.0, length - 1.0, BEAT_POINTS), np.arange(length, dtype=np.float64)
+def _resampling(length: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+    """Linear interpolation of a window of `length` samples at BEAT_POINTS evenly spaced points: the sample at or
+    before each point, the one after, and the fraction of the way (np.interp's arithmetic, to the last bit)."""
+    positions = np.linspace(0.0, length - 1.0, BEAT_POINTS)
+    before = np.minimum(np.floor(positions).astype(np.intp), length - 1)
+    return before, np.minimum(before + 1, length - 1), positions - before
+
+
+def normalise_beats(windows: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+    """Beats' shapes, a row each: each window linearly resampled to 64 points, minus its median, over its largest
+    swing (the classifier's training uses this very function)."""
+    before, after, fraction = _resampling(windows.shape[1])
+    low = windows[:, before]
+    resampled = (windows[:, after] - low) * fraction + low
+    # One partial sort gives the median and the extremes (the largest swing from the median is at one of them).
+    ordered = resampled.copy()
+    ordered.partition(_ORDER_POINTS, axis=1)
+    median = 0.5 * (ordered[:, BEAT_POINTS // 2 - 1] + ordered[:, BEAT_POINTS // 2])
+    scale = np.maximum(ordered[:, BEAT_POINTS - 1] - median, median - ordered[:, 0])
+    scale[scale == 0] = 1.0
+    centred = (resampled - median[:, np.newaxis]) / scale[:, np.newaxis]
+    shapes: npt.NDArray[np.float32] = centred.astype(np.float32, order="C")  # (the indexing above gives columns)
+    return shapes
 
 
 def normalise_beat(window: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
-    """A beat's shape: the window linearly resampled to 64 points, minus its median, over its largest swing
-    (the classifier's training uses this very function)."""
-    positions, samples = _grid(len(window))
-    resampled = np.interp(positions, samples, window)
-    # One partial sort gives the median and the extremes (the largest swing from the median is at one of them).
-    ordered = resampled.copy()
-    ordered.partition(_ORDER_POINTS)
-    median = 0.5 * (float(ordered[BEAT_POINTS // 2 - 1]) + float(ordered[BEAT_POINTS // 2]))
-    scale = max(float(ordered[BEAT_POINTS - 1]) - median, median - float(ordered[0])) or 1.0
-    shape: npt.NDArray[np.float32] = ((resampled - median) / scale).astype(np.float32)
-    return shape
+    """One beat's shape (`normalise_beats`)."""
+    return normalise_beats(np.asarray(window, dtype=np.float64)[np.newaxis])[0]
 
 
 _ORDER_POINTS = np.array([0, BEAT_POINTS // 2 - 1, BEAT_POINTS // 2, BEAT_POINTS - 1])
-_CENTRING = np.eye(QRS_POINTS.stop - QRS_POINTS.start) - 1.0 / (QRS_POINTS.stop - QRS_POINTS.start)
 
 
-def _unit(x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
-    """A beat's QRS (`QRS_POINTS` of a shape) centred and scaled to unit norm (zeros for a constant), so Pearson's
-    r of two is their dot product.  Centring is one product with the centring matrix."""
-    centred: npt.NDArray[np.float64] = _CENTRING @ x
-    norm = math.sqrt(float(centred @ centred))
-    return centred / norm if norm > 0 else np.zeros(len(x))
+def _units(x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
+    """Rows (beats' QRSs, `QRS_POINTS` of their shapes) centred and scaled to unit norm (zeros for a constant),
+    so Pearson's r of two is their dot product."""
+    # (Reductions along the rows of a C-ordered array: a row's result does not depend on the other rows.  Over a
+    # strided or casting view numpy may order the additions otherwise.)
+    rows = np.ascontiguousarray(x, dtype=np.float64)
+    centred = rows - (_sum(rows, axis=1) / rows.shape[1])[:, np.newaxis]
+    norm = np.sqrt(_sum(centred * centred, axis=1))
+    norm[norm == 0] = np.inf  # a constant row stays zeros
+    units: npt.NDArray[np.float64] = centred / norm[:, np.newaxis]
+    return units
 
 
 def _median(values: Iterable[float]) -> float:
@@ -377,37 +480,35 @@ def _median(values: Iterable[float]) -> float:
     return float(ordered[n // 2]) if n % 2 else 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])
 
 
-def _qrs_width(qrs: npt.NDArray[np.float64]) -> int:
-    """Samples in the shortest span around the centre holding 80 % of the QRS window's slope energy (from 10 %
-    to 90 % of it)."""
-    energy = np.abs(qrs[1:] - qrs[:-1]).cumsum()
-    total = float(energy[-1]) if len(energy) else 0.0
-    if total <= 0:
-        return 0
-    start, end = energy.searchsorted((0.1 * total, 0.9 * total))
-    return int(end - start + 1)
+def _qrs_widths(qrs: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """Samples in the shortest span around the centre holding 80 % of each QRS window's slope energy (from 10 %
+    to 90 % of it), a row each."""
+    energy = np.cumsum(np.abs(qrs[:, 1:] - qrs[:, :-1]), axis=1)
+    total = energy[:, -1:]
+    start = np.count_nonzero(energy < 0.1 * total, axis=1)
+    end = np.count_nonzero(energy < 0.9 * total, axis=1)
+    widths: npt.NDArray[np.int64] = np.where(total[:, 0] > 0, end - start + 1, 0)
+    return widths
 
 
-def _clipped(window: npt.NDArray[np.float64], top: float, bottom: float) -> bool:
-    """Part of the second sits exactly at its extreme value (`top` or `bottom`): an amplifier at a rail."""
-    at_rail = max(int(np.count_nonzero(window == top)), int(np.count_nonzero(window == bottom)))
-    return at_rail >= 0.05 * len(window)
+def _kurtosis(conditioned: npt.NDArray[np.float64]) -> list[float]:
+    """Each row's kurtosis (about 3 for Gaussian noise, well above 5 for an ECG with a QRS in it)."""
+    n = conditioned.shape[1]
+    centred = conditioned - (_sum(conditioned, axis=1) / n)[:, np.newaxis]
+    squared = centred * centred
+    variance = _sum(squared, axis=1) / n
+    variance[variance == 0] = 1e-12
+    kurtosis: list[float] = (_sum(squared * squared, axis=1) / n / (variance * variance)).tolist()
+    return kurtosis
 
 
-def _quality(window: npt.NDArray[np.float64], span: float) -> float:
-    """0..1 from the conditioned signal: a clean ECG is sharply peaked (its QRS complexes), noise is not.
-
-    The measure is the window's kurtosis: about 3 for Gaussian noise, well above 5 for an ECG with a QRS in
-    it.  Saturation scores 0; a very quiet signal (no QRS to judge by) scores 0.5."""
+def _quality(kurtosis: float, span: float) -> float:
+    """0..1 from the conditioned signal's kurtosis: a clean ECG is sharply peaked (its QRS complexes), noise is
+    not.  Saturation scores 0; a very quiet signal (no QRS to judge by) scores 0.5."""
     if span > HIGH_MV:
         return 0.0
     if span < LOW_MV:
         return 0.5
-    centred = window - float(_sum(window)) / len(window)
-    squared = centred * centred
-    n = len(window)
-    variance = float(_sum(squared)) / n or 1e-12
-    kurtosis = float(np.dot(squared, squared)) / n / (variance * variance)
     return float(max(0.0, min(1.0, (kurtosis - 3.0) / 3.0)))
 
 

@@ -45,7 +45,10 @@ class StreamingFilter:
 
 class FilterBank:
     """Several filters of one input, run as one: the signal's conditioning and its QRS band, say, for a tenth of
-    the work of running them apart.  `process` returns one row per filter."""
+    the work of running them apart.  `process` returns one row per filter.
+
+    `process_many` runs the banks of several signals (of one design) together: each signal's output is the same,
+    to the last bit, as its own bank's `process` would give (every product is made per signal, by the same call)."""
 
     def __init__(self, designs: Sequence[Coefficients]) -> None:
         self._design = _design(tuple(np.ascontiguousarray(d, dtype=np.float64).tobytes() for d in designs))
@@ -54,29 +57,45 @@ class FilterBank:
     def settle(self, member: int, level: float) -> None:
         """Start filter `member` as if the input had been `level` for ever (its state alone)."""
         states = self._design.member_states[member]
+        self._state = self._state.copy()  # (it can be a row of a batch's result)
         self._state[states] = self._design.step_state[states] * level
 
     def process(self, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
         samples = np.asarray(x, dtype=np.float64)
-        if len(samples) <= MAX_CHUNK:
-            return self._run(samples)
-        parts = [self._run(samples[lo : lo + MAX_CHUNK]) for lo in range(0, len(samples), MAX_CHUNK)]
-        return np.concatenate(parts, axis=1)
-
-    def _run(self, samples: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """Filter the chunk's deviation from its first sample, from the state's deviation from that level's steady
-        state, then add the level's steady output back: a flat signal at its steady state gives a flat output to
-        the last bit (as a sample-by-sample recursion does), not the rounding jitter of the block products, and a
-        large offset costs no precision."""
-        design = self._design
-        if not len(samples):
-            return np.zeros((design.outputs, 0))
-        level = float(samples[0])
-        steady = design.step_state * level
-        y, state = design.plan(len(samples)).run(samples - level, self._state - steady)
-        self._state = state + steady
-        y += design.step_output * level
+        y: npt.NDArray[np.float64] = self.process_many([self], samples[np.newaxis])[0]
         return y
+
+    @staticmethod
+    def process_many(banks: Sequence[FilterBank], x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """(signals, filters, samples): row i of `x` through `banks[i]`; the banks share one design."""
+        design = banks[0]._design
+        if any(bank._design is not design for bank in banks):
+            raise ValueError("banks of different designs cannot run together")
+        samples = np.asarray(x, dtype=np.float64)
+        if samples.shape[1] <= MAX_CHUNK:
+            return _run(banks, samples)
+        parts = [_run(banks, samples[:, lo : lo + MAX_CHUNK]) for lo in range(0, samples.shape[1], MAX_CHUNK)]
+        return np.concatenate(parts, axis=2)
+
+
+def _run(banks: Sequence[FilterBank], samples: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Filter each signal's deviation from its first sample, from its state's deviation from that level's steady
+    state, then add the level's steady output back: a flat signal at its steady state gives a flat output to the
+    last bit (as a sample-by-sample recursion does), not the rounding jitter of the block products, and a large
+    offset costs no precision."""
+    design = banks[0]._design
+    count, length = samples.shape
+    if not length:
+        return np.zeros((count, design.outputs, 0))
+    level = samples[:, :1]  # (signals, 1)
+    steady = level * design.step_state
+    states = np.array([bank._state for bank in banks]) if count > 1 else banks[0]._state[np.newaxis]
+    y, after = design.plan(length).run(samples - level, states - steady)
+    after += steady
+    for bank, state in zip(banks, after, strict=True):
+        bank._state = state
+    y += design.step_output * level[:, :, np.newaxis]
+    return y
 
 
 @dataclass(eq=False)
@@ -204,21 +223,29 @@ class _Plan:
     def run(
         self, x: npt.NDArray[np.float64], state: npt.NDArray[np.float64]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """(outputs, one row each, and the state after) of `x` from `state`."""
-        n, m = len(state), self.outputs
+        """(outputs, (signals, filters, samples), and the states after) of each row of `x` from its row of
+        `state`.  Every product is a stack of per-signal products (numpy's matmul makes each by its own BLAS
+        call), so a signal's output does not depend on the others it is run with."""
+        count, n = state.shape
+        m = self.outputs
         full = self.blocks * self.block
-        blocks = x[:full].reshape(self.blocks, self.block)
-        drives = blocks @ self.drive_t  # (blocks, order): each block's input carried to its end
-        starts = (self.evolution @ np.concatenate((state, drives.ravel()))).reshape(self.blocks + 1, n)
-        out = np.concatenate((blocks, starts[: self.blocks]), axis=1) @ self.response_t  # (blocks, outputs * block)
-        y = out.reshape(self.blocks, m, self.block).transpose(1, 0, 2).reshape(m, full)
-        last = starts[self.blocks]
+        blocks = x[:, :full].reshape(count, self.blocks, self.block)
+        drives = blocks @ self.drive_t  # (signals, blocks, order): each block's input carried to its end
+        initial = np.concatenate((state, drives.reshape(count, self.blocks * n)), axis=1)
+        starts = (self.evolution @ initial[:, :, np.newaxis]).reshape(count, self.blocks + 1, n)
+        # (signals, blocks, outputs * block)
+        out = np.concatenate((blocks, starts[:, : self.blocks]), axis=2) @ self.response_t
+        y = out.reshape(count, self.blocks, m, self.block).transpose(0, 2, 1, 3).reshape(count, m, full)
+        last = starts[:, self.blocks]
         if not self.rest:
             return y, last
-        tail = x[full:]
-        tail_out = (np.concatenate((tail, last)) @ self.rest_response_t).reshape(m, self.rest)
-        after = self.rest_transition @ last + tail @ self.drive_t[self.block - self.rest :]
-        return np.concatenate([y, tail_out], axis=1), after
+        tail = x[:, full:]
+        tail_out = (np.concatenate((tail, last), axis=1)[:, np.newaxis] @ self.rest_response_t).reshape(
+            count, m, self.rest
+        )
+        after = (self.rest_transition @ last[:, :, np.newaxis])[:, :, 0]
+        after += (tail[:, np.newaxis] @ self.drive_t[self.block - self.rest :])[:, 0]
+        return np.concatenate([y, tail_out], axis=2), after
 
 
 def _block_length(length: int) -> int:

@@ -26,6 +26,7 @@ Detections are sample indices counted from the first sample the detector saw.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -239,8 +240,6 @@ class QrsDetector(_PeakTrain):
         self._bandpass = None if band_by_caller else StreamingFilter(design)
         self._delay = group_delay_samples(design, 10.0, fs)
         self._window = max(1, round(0.15 * fs))
-        # (2 x[n] + x[n-1] - x[n-3] - 2 x[n-4]) / 8 as a convolution kernel, over the window's length too
-        self._derivative = np.array([2.0, 1.0, 0.0, -1.0, -2.0]) / (8.0 * self._window)
         self._bp = _Ring()
         self._slope = _Ring()
         self._diff_tail = np.zeros(4)
@@ -263,20 +262,44 @@ class QrsDetector(_PeakTrain):
             raise ValueError("this detector's caller filters its input: pass the band-passed samples")
         else:
             bp = band
-        self._last_input = float(x[-1])
-        padded = np.concatenate((self._diff_tail, bp))
-        # The five-point derivative's magnitude, already divided by the integration window's length.
-        magnitude = np.abs(np.convolve(padded, self._derivative, "valid"))
-        self._diff_tail = padded[-4:]
-        padded_abs = np.concatenate((self._abs_tail, magnitude))
-        csum = np.empty(len(padded_abs) + 1)
-        csum[0] = 0.0
-        padded_abs.cumsum(out=csum[1:])
-        feature = csum[self._window :] - csum[: -self._window]  # the moving-window integral (a mean)
-        self._abs_tail = padded_abs[len(padded_abs) - (self._window - 1) :]
-        self._bp.extend(bp)
+        magnitude, feature = QrsDetector.features([self], bp[np.newaxis])
+        return self.take(x, bp, magnitude[0], feature[0], scale)
+
+    @staticmethod
+    def features(
+        detectors: Sequence[QrsDetector], band: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """(slope magnitude, feature) of each row of `band` (each detector's band-passed chunk), computed for all
+        the rows at once; a row's result is the same as its detector alone would compute.  Hand each to `take`."""
+        window = detectors[0]._window
+        tails = np.array([d._diff_tail for d in detectors]) if len(detectors) > 1 else detectors[0]._diff_tail[None]
+        padded = np.concatenate((tails, band), axis=1)
+        # The five-point derivative (2 x[n] + x[n-1] - x[n-3] - 2 x[n-4]) / 8, over the window's length too.
+        magnitude = np.abs((2.0 * (padded[:, 4:] - padded[:, :-4]) + (padded[:, 3:-1] - padded[:, 1:-3])) / (8 * window))
+        tails = np.array([d._abs_tail for d in detectors]) if len(detectors) > 1 else detectors[0]._abs_tail[None]
+        padded_abs = np.concatenate((tails, magnitude), axis=1)
+        csum = np.empty((len(detectors), padded_abs.shape[1] + 1))
+        csum[:, 0] = 0.0
+        np.cumsum(padded_abs, axis=1, out=csum[:, 1:])
+        feature = csum[:, window:] - csum[:, :-window]  # the moving-window integral (a mean)
+        for i, detector in enumerate(detectors):
+            detector._diff_tail = padded[i, -4:]
+            detector._abs_tail = padded_abs[i, padded_abs.shape[1] - (window - 1) :]
+        return magnitude, feature
+
+    def take(
+        self,
+        samples: npt.NDArray[np.float64],
+        band: npt.NDArray[np.float64],
+        magnitude: npt.NDArray[np.float64],
+        feature: npt.NDArray[np.float64],
+        scale: float | None = None,
+    ) -> list[Detection]:
+        """Decide what a chunk (`samples`, its `band`, and their `features`) settles."""
+        self._last_input = float(samples[-1])
+        self._bp.extend(band)
         self._slope.extend(magnitude)
-        found = self._push(feature, float(np.maximum.reduce(np.abs(x))) if scale is None else scale)
+        found = self._push(feature, float(np.maximum.reduce(np.abs(samples))) if scale is None else scale)
         keep = self._decided - self._refractory - self._window - 8
         self._bp.trim(keep)
         self._slope.trim(keep)

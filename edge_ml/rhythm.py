@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -45,7 +46,7 @@ from edge_ml.alarm_set import (
     RhythmSettings,
 )
 from edge_ml.beats import BeatClassifier
-from edge_ml.ecg import LOW_MV, MATCH_CORRELATION, Beat, LeadAnalyzer, LeadAssessment
+from edge_ml.ecg import LOW_MV, MATCH_CORRELATION, Beat, LeadAnalyzer, LeadAssessment, analyse
 from edge_ml.pulse import PulseAnalyzer, PulseAssessment
 
 _T = TypeVar("_T")
@@ -98,6 +99,7 @@ class _Lead:
     analyzer: LeadAnalyzer
     offset_s: float
     queue: deque[LeadAssessment] = field(default_factory=deque)
+    staged: deque[npt.NDArray[np.float64]] = field(default_factory=deque)  # seconds not yet analysed
     beats: deque[tuple[float, Beat]] = field(default_factory=deque)  # (time s, beat)
     credible: deque[float] = field(default_factory=deque)  # times of the beats that are QRS complexes
     # The beats of the last COHERENCE_S, as (time, like the dominant beat), and how many are alike: kept as they
@@ -157,6 +159,16 @@ class RhythmAnalyzer:
         `start_s` is when the samples began, on a clock shared by the signals (seconds): a signal that starts
         later, or restarts, is placed on the patient's timeline by it.  Without it, a new signal starts now.
         """
+        self.stage(channel, kind, fs, samples, start_s)
+        analyse_staged([self])
+        return self.fuse()
+
+    def stage(
+        self, channel: str, kind: ChannelKind, fs: float, samples: npt.ArrayLike, start_s: float | None = None
+    ) -> None:
+        """`feed` in three steps, for a caller with many patients: stage each signal's samples here (an ECG lead's
+        seconds wait to be analysed), analyse what every analyser staged together (`analyse_staged`), then
+        `fuse` each."""
         if self._t0 is None:
             self._t0 = start_s if start_s is not None else 0.0
         offset = float(round(start_s - self._t0)) if start_s is not None else float(self._second)
@@ -165,13 +177,21 @@ class RhythmAnalyzer:
             if lead is None or lead.analyzer.fs != fs:
                 analyzer = LeadAnalyzer(fs, self._classifier, self._mains_hz)
                 lead = self._leads[channel] = _Lead(channel, analyzer, offset)
-            lead.queue.extend(lead.analyzer.process(samples))
+            lead.staged.extend(lead.analyzer.seconds(samples))
         else:
             pulse = self._pulses.get(channel)
             if pulse is None or pulse.analyzer.fs != fs:
                 pressure = kind is ChannelKind.ABP
                 pulse = self._pulses[channel] = _Pulse(channel, PulseAnalyzer(fs, pressure=pressure), offset, pressure)
             pulse.queue.extend(pulse.analyzer.process(samples))
+
+    def staged(self, channel: str) -> bool:
+        """This ECG lead has a second staged and not yet analysed."""
+        lead = self._leads.get(channel)
+        return lead is not None and bool(lead.staged)
+
+    def fuse(self) -> list[RhythmAssessment]:
+        """The seconds that every signal has now covered (after `analyse_staged`)."""
         return self._fuse_ready()
 
     def _fuse_ready(self) -> list[RhythmAssessment]:
@@ -439,6 +459,22 @@ class RhythmAnalyzer:
         if evidence < (s.vt_evidence_with_pulse if unchanged else s.vt_evidence):
             return None
         return ",".join(sorted({name for c in clusters for name in c.beats}))
+
+
+def analyse_staged(analysers: Iterable[RhythmAnalyzer]) -> None:
+    """Analyse the ECG seconds staged in these analysers: one second of every lead at a time, the leads of one
+    sampling rate together (`edge_ml.ecg.analyse`: a lead's results do not depend on the leads it is analysed
+    with, only the cost does)."""
+    leads = [lead for analyser in analysers for lead in analyser._leads.values() if lead.staged]
+    while leads:
+        groups: dict[tuple[float, int], list[_Lead]] = {}
+        for lead in leads:
+            groups.setdefault(lead.analyzer.batch_key, []).append(lead)
+        for group in groups.values():
+            windows = [lead.staged.popleft() for lead in group]
+            for lead, assessment in zip(group, analyse([lead.analyzer for lead in group], windows), strict=True):
+                lead.queue.append(assessment)
+        leads = [lead for lead in leads if lead.staged]
 
 
 def _tail(items: deque[_T], n: int) -> list[_T]:
