@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from edge_ml.beats import BeatInput
 from edge_ml.filters import FilterBank, Seconds, ecg_conditioning
-from edge_ml.qrs import QrsDetector, qrs_band
+from edge_ml.qrs import Detection, QrsDetector, dominant_peaks_many, qrs_band
 
 if TYPE_CHECKING:
     from edge_ml.beats import BeatClassifier
@@ -197,16 +197,10 @@ class LeadAnalyzer:
 
     # -- one second, after the signal stages (`analyse` runs those for many leads at once) -----------------------
     def _decide(
-        self,
-        window: npt.NDArray[np.float64],
-        band: npt.NDArray[np.float64],
-        magnitude: npt.NDArray[np.float64],
-        feature: npt.NDArray[np.float64],
-        conditioned: npt.NDArray[np.float64],
-        scale: float,
+        self, detections: list[Detection], conditioned: npt.NDArray[np.float64]
     ) -> list[_Pending]:
-        """Detections and the history for this second; the beats whose windows are now complete, to describe."""
-        for detection in self._detector.take(window, band, magnitude, feature, scale):
+        """This second's detections and history; the beats whose windows are now complete, to describe."""
+        for detection in detections:
             self._waiting.append((self._detector_start + detection.index, detection.confidence))
             self._last_beat = self._detector_start + detection.index
         self._index += self._second
@@ -316,7 +310,7 @@ class LeadAnalyzer:
             self._units = np.array([t.unit for t in self._templates])
         else:
             best.shape += TEMPLATE_ALPHA * (shape - best.shape)
-            best.unit = self._units[best_at] = _units(best.shape[np.newaxis, QRS_POINTS])[0]
+            best.unit = self._units[best_at] = _unit(best.shape[QRS_POINTS])
             best.ptp += TEMPLATE_ALPHA * (qrs_ptp - best.ptp)
             best.count += 1.0
         dominant = max(self._templates, key=lambda t: t.count)
@@ -393,9 +387,15 @@ def analyse(leads: Sequence[LeadAnalyzer], windows: Sequence[npt.NDArray[np.floa
     ).tolist()
     kurtosis = _kurtosis(conditioned)
     tops_, bottoms_ = tops.tolist(), bottoms.tolist()
+    detectors = [lead._detector for lead in leads]
+    decidable = [
+        detector.extend(x[i], band[i], magnitude[i], feature[i], max(tops_[i], -bottoms_[i]))
+        for i, detector in enumerate(detectors)
+    ]
+    peaks = dominant_peaks_many(decidable)
     pending: list[_Pending] = []
     for i, lead in enumerate(leads):
-        pending += lead._decide(x[i], band[i], magnitude[i], feature[i], conditioned[i], max(tops_[i], -bottoms_[i]))
+        pending += lead._decide(detectors[i].decide(decidable[i], peaks[i]), conditioned[i])
     beats = _measure(pending)
     out = []
     for i, lead in enumerate(leads):
@@ -471,6 +471,14 @@ def _units(x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
     norm[norm == 0] = np.inf  # a constant row stays zeros
     units: npt.NDArray[np.float64] = centred / norm[:, np.newaxis]
     return units
+
+
+def _unit(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """One template's QRS centred and scaled to unit norm (`_units` for one row, without the batch's steps)."""
+    centred = x - float(_sum(x)) / len(x)
+    norm = math.sqrt(float(centred @ centred))
+    unit: npt.NDArray[np.float64] = centred / norm if norm > 0 else np.zeros(len(x))
+    return unit
 
 
 def _median(values: Iterable[float]) -> float:

@@ -64,6 +64,22 @@ class _Candidate:
     fiducial: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """The feature a detector can now decide: [start, end), with `reach` samples of context each side from `lo`."""
+
+    feature: npt.NDArray[np.float64]  # from lo to end + reach
+    start: int
+    end: int
+    lo: int
+    reach: int
+    floor: float
+
+    @property
+    def peak_args(self) -> tuple[npt.NDArray[np.float64], int, int, int, float]:
+        return self.feature, self.start - self.lo, self.end - self.lo, self.reach, self.floor
+
+
 def _median(values: deque[float]) -> float:
     ordered = sorted(values)
     n = len(ordered)
@@ -110,27 +126,35 @@ class _PeakTrain:
     def _push(self, feature: npt.NDArray[np.float64], scale: float) -> list[Detection]:
         """Decide what `feature` (the chunk's) settles; `scale` is the chunk's largest magnitude: a feature that
         small next to it is the filters' rounding, not a beat."""
+        window = self._extend(feature, scale)
+        return self._decide(window, _dominant_peaks(*window.peak_args) if window is not None else None)
+
+    def _extend(self, feature: npt.NDArray[np.float64], scale: float) -> _Window | None:
+        """Add a chunk's feature; the window of it that can now be decided (None: nothing yet), whose candidates
+        `_dominant_peaks` finds (for many detectors at once, `dominant_peaks_many`)."""
         self._floor = NUMERICAL_FLOOR * scale
         self._feature.extend(feature)
         self._seen += len(feature)
-        found = self._decide()
-        self._feature.trim(self._decided - self._refractory - 1)
-        return found
-
-    def _decide(self) -> list[Detection]:
         end = self._seen - self._refractory
         start = max(self._decided, 1)
         if end <= start:
-            return []
+            return None
         lo = start - self._refractory
-        feature = self._feature.window(lo, end + self._refractory)
+        values = self._feature.window(lo, end + self._refractory)
         offset0 = max(lo, self._feature.start) - lo  # the ring starts at 0: pad the first window's left edge
         if offset0:
-            feature = np.concatenate([np.zeros(offset0), feature])
+            values = np.concatenate([np.zeros(offset0), values])
+        return _Window(values, start, end, lo, self._refractory, self._floor)
+
+    def _decide(self, window: _Window | None, peaks: npt.NDArray[np.intp] | None) -> list[Detection]:
+        """Decide the window's candidates (`peaks`, offsets from its start)."""
+        if window is None or peaks is None:
+            return []
+        start, end = window.start, window.end
         found: list[Detection] = []
-        values = feature[start - lo : end - lo]
-        for offset in _dominant_peaks(feature, start - lo, end - lo, self._refractory, self._floor):
-            index = start + int(offset)
+        values = window.feature[start - window.lo : end - window.lo]
+        for offset in peaks.tolist():
+            index = start + offset
             fiducial, slope = self._fiducial(index)
             candidate = _Candidate(index, float(values[offset]), slope, fiducial)
             if self._learning is not None:
@@ -145,6 +169,7 @@ class _PeakTrain:
         if self._learning is None:
             found += self._search_back(end)
         self._decided = end
+        self._feature.trim(self._decided - self._refractory - 1)
         return found
 
     def _end_learning(self) -> list[Detection]:
@@ -296,10 +321,26 @@ class QrsDetector(_PeakTrain):
         scale: float | None = None,
     ) -> list[Detection]:
         """Decide what a chunk (`samples`, its `band`, and their `features`) settles."""
+        window = self.extend(samples, band, magnitude, feature, scale)
+        return self.decide(window, _dominant_peaks(*window.peak_args) if window is not None else None)
+
+    def extend(
+        self,
+        samples: npt.NDArray[np.float64],
+        band: npt.NDArray[np.float64],
+        magnitude: npt.NDArray[np.float64],
+        feature: npt.NDArray[np.float64],
+        scale: float | None = None,
+    ) -> _Window | None:
+        """`take` in two steps, for a caller that finds many detectors' candidates at once (`dominant_peaks_many`):
+        add the chunk, then `decide` the window this returns with its peaks."""
         self._last_input = float(samples[-1])
         self._bp.extend(band)
         self._slope.extend(magnitude)
-        found = self._push(feature, float(np.maximum.reduce(np.abs(samples))) if scale is None else scale)
+        return self._extend(feature, float(np.maximum.reduce(np.abs(samples))) if scale is None else scale)
+
+    def decide(self, window: _Window | None, peaks: npt.NDArray[np.intp] | None) -> list[Detection]:
+        found = self._decide(window, peaks)
         keep = self._decided - self._refractory - self._window - 8
         self._bp.trim(keep)
         self._slope.trim(keep)
@@ -382,6 +423,42 @@ def _dominant_peaks(
     widest = np.maximum.reduceat(feature, bounds)[0::2]
     peaks: npt.NDArray[np.intp] = offsets[values[offsets] == widest]
     return peaks
+
+
+def dominant_peaks_many(windows: list[_Window | None]) -> list[npt.NDArray[np.intp] | None]:
+    """`_dominant_peaks` of many detectors' windows: those of one shape and reach in one pass (the same peaks)."""
+    out: list[npt.NDArray[np.intp] | None] = [None] * len(windows)
+    shapes: dict[tuple[int, int, int, int], list[int]] = {}
+    for i, w in enumerate(windows):
+        if w is not None:
+            shapes.setdefault((len(w.feature), w.start - w.lo, w.end - w.lo, w.reach), []).append(i)
+    for (width, lo, hi, reach), members in shapes.items():
+        if len(members) == 1:
+            w = windows[members[0]]
+            assert w is not None
+            out[members[0]] = _dominant_peaks(*w.peak_args)
+            continue
+        feature = np.array([windows[i].feature for i in members])  # type: ignore[union-attr]
+        floors = np.array([windows[i].floor for i in members])  # type: ignore[union-attr]
+        values = feature[:, lo:hi]
+        rising = (values > feature[:, lo - 1 : hi - 1]) & (values >= feature[:, lo + 1 : hi + 1])
+        rising &= values > floors[:, np.newaxis]
+        rows, offsets = rising.nonzero()
+        if not len(offsets):
+            for i in members:
+                out[i] = offsets
+            continue
+        flat = rows * width + offsets + lo  # each candidate's place in the flattened windows
+        bounds = (flat[:, np.newaxis] + np.array([-reach, reach + 1])).ravel()  # [start, end) of each one's reach
+        if bounds[-1] == feature.size:
+            bounds = bounds[:-1]
+        widest = np.maximum.reduceat(feature.ravel(), bounds)[0::2]
+        dominant = feature.ravel()[flat] == widest
+        rows, offsets = rows[dominant], offsets[dominant]
+        cuts = np.searchsorted(rows, np.arange(len(members) + 1))
+        for k, i in enumerate(members):
+            out[i] = offsets[cuts[k] : cuts[k + 1]]
+    return out
 
 
 class _Ring:
