@@ -196,9 +196,7 @@ class LeadAnalyzer:
         return self.fs, id(self._filters._design)
 
     # -- one second, after the signal stages (`analyse` runs those for many leads at once) -----------------------
-    def _decide(
-        self, detections: list[Detection], conditioned: npt.NDArray[np.float64]
-    ) -> list[_Pending]:
+    def _decide(self, detections: list[Detection], conditioned: npt.NDArray[np.float64]) -> list[_Pending]:
         """This second's detections and history; the beats whose windows are now complete, to describe."""
         for detection in detections:
             self._waiting.append((self._detector_start + detection.index, detection.confidence))
@@ -207,12 +205,8 @@ class LeadAnalyzer:
         self._history = np.concatenate((self._history, conditioned))[-self._keep :]
         return self._ready()
 
-    def _assess(
-        self, lead_off: bool, saturated: bool, quality: float, beats: list[Beat]
-    ) -> LeadAssessment:
-        recent = (
-            self._history[-self._spectrum_n :] if len(self._history) >= self._spectrum_n and not lead_off else None
-        )
+    def _assess(self, lead_off: bool, saturated: bool, quality: float, beats: list[Beat]) -> LeadAssessment:
+        recent = self._history[-self._spectrum_n :] if len(self._history) >= self._spectrum_n and not lead_off else None
         assessment = LeadAssessment(
             self._index,
             self.fs,
@@ -454,7 +448,8 @@ def normalise_beats(windows: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]
 
 def normalise_beat(window: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
     """One beat's shape (`normalise_beats`)."""
-    return normalise_beats(np.asarray(window, dtype=np.float64)[np.newaxis])[0]
+    shape: npt.NDArray[np.float32] = normalise_beats(np.asarray(window, dtype=np.float64)[np.newaxis])[0]
+    return shape
 
 
 _ORDER_POINTS = np.array([0, BEAT_POINTS // 2 - 1, BEAT_POINTS // 2, BEAT_POINTS - 1])

@@ -300,7 +300,8 @@ class QrsDetector(_PeakTrain):
         tails = np.array([d._diff_tail for d in detectors]) if len(detectors) > 1 else detectors[0]._diff_tail[None]
         padded = np.concatenate((tails, band), axis=1)
         # The five-point derivative (2 x[n] + x[n-1] - x[n-3] - 2 x[n-4]) / 8, over the window's length too.
-        magnitude = np.abs((2.0 * (padded[:, 4:] - padded[:, :-4]) + (padded[:, 3:-1] - padded[:, 1:-3])) / (8 * window))
+        derivative = 2.0 * (padded[:, 4:] - padded[:, :-4]) + (padded[:, 3:-1] - padded[:, 1:-3])
+        magnitude = np.abs(derivative / (8 * window))
         tails = np.array([d._abs_tail for d in detectors]) if len(detectors) > 1 else detectors[0]._abs_tail[None]
         padded_abs = np.concatenate((tails, magnitude), axis=1)
         csum = np.empty((len(detectors), padded_abs.shape[1] + 1))
@@ -428,24 +429,23 @@ def _dominant_peaks(
 def dominant_peaks_many(windows: list[_Window | None]) -> list[npt.NDArray[np.intp] | None]:
     """`_dominant_peaks` of many detectors' windows: those of one shape and reach in one pass (the same peaks)."""
     out: list[npt.NDArray[np.intp] | None] = [None] * len(windows)
-    shapes: dict[tuple[int, int, int, int], list[int]] = {}
+    shapes: dict[tuple[int, int, int, int], list[tuple[int, _Window]]] = {}
     for i, w in enumerate(windows):
         if w is not None:
-            shapes.setdefault((len(w.feature), w.start - w.lo, w.end - w.lo, w.reach), []).append(i)
+            shapes.setdefault((len(w.feature), w.start - w.lo, w.end - w.lo, w.reach), []).append((i, w))
     for (width, lo, hi, reach), members in shapes.items():
         if len(members) == 1:
-            w = windows[members[0]]
-            assert w is not None
-            out[members[0]] = _dominant_peaks(*w.peak_args)
+            i, w = members[0]
+            out[i] = _dominant_peaks(*w.peak_args)
             continue
-        feature = np.array([windows[i].feature for i in members])  # type: ignore[union-attr]
-        floors = np.array([windows[i].floor for i in members])  # type: ignore[union-attr]
+        feature = np.array([w.feature for _, w in members])
+        floors = np.array([w.floor for _, w in members])
         values = feature[:, lo:hi]
         rising = (values > feature[:, lo - 1 : hi - 1]) & (values >= feature[:, lo + 1 : hi + 1])
         rising &= values > floors[:, np.newaxis]
         rows, offsets = rising.nonzero()
         if not len(offsets):
-            for i in members:
+            for i, _ in members:
                 out[i] = offsets
             continue
         flat = rows * width + offsets + lo  # each candidate's place in the flattened windows
@@ -456,7 +456,7 @@ def dominant_peaks_many(windows: list[_Window | None]) -> list[npt.NDArray[np.in
         dominant = feature.ravel()[flat] == widest
         rows, offsets = rows[dominant], offsets[dominant]
         cuts = np.searchsorted(rows, np.arange(len(members) + 1))
-        for k, i in enumerate(members):
+        for k, (i, _) in enumerate(members):
             out[i] = offsets[cuts[k] : cuts[k + 1]]
     return out
 
