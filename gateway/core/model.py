@@ -105,7 +105,9 @@ class WaveformChunk:
     def physical(self) -> npt.NDArray[np.float64]:
         import numpy as np  # noqa: PLC0415 - numpy only where a waveform passes (a lean daemon)
 
-        return (self.samples.astype(np.float64) - self.offset) * self.gain
+        values: npt.NDArray[np.float64] = np.subtract(self.samples, self.offset, dtype=np.float64)  # in float64
+        values *= self.gain
+        return values
 
 
 class ConnectionState(enum.StrEnum):

@@ -187,7 +187,7 @@ def _encode_waveforms(doc: dict[str, Any], events: Sequence[Event]) -> bytes:
         if len(samples):
             deltas[0] = samples[0]
             np.subtract(samples[1:], samples[:-1], out=deltas[1:])
-        fits16 = len(samples) == 0 or (deltas.min() >= -32768 and deltas.max() <= 32767)
+        fits16 = len(samples) == 0 or (np.minimum.reduce(deltas) >= -32768 and np.maximum.reduce(deltas) <= 32767)
         parts.append(deltas.astype("<i2" if fits16 else "<i4").tobytes())
         # A run's id is its first chunk's: the stored payload is re-sent byte for byte, so the id is stable.
         items.append(
