@@ -270,8 +270,10 @@ class LeadAnalyzer:
         dominant_mv = dominant.ptp if dominant is not None else 0.0
         if dominant is not None:
             # (the dominant beat can have left the templates, replaced as the least used of them)
-            at = next((i for i, t in enumerate(self._templates) if t is dominant), None)
-            correlation = likeness[at] if at is not None else float(np.dot(unit, dominant.unit))
+            try:
+                correlation = likeness[self._templates.index(dominant)]  # (templates compare by identity)
+            except ValueError:
+                correlation = float(np.dot(unit, dominant.unit))
             amplitude = qrs_ptp / dominant.ptp if dominant.ptp > 0 else 1.0
         ventricular = 0.0
         if self._classifier is not None:
@@ -349,7 +351,7 @@ def _hann(n: int) -> npt.NDArray[np.float64]:
 
 
 # -- many leads at once ------------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Pending:
     """A beat whose window is complete, waiting to be described (with the other leads' beats of this second)."""
 

@@ -64,7 +64,7 @@ class _Candidate:
     fiducial: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Window:
     """The feature a detector can now decide: [start, end), with `reach` samples of context each side from `lo`."""
 

@@ -203,10 +203,10 @@ class RhythmAnalyzer:
             for c in channels:  # a second already fused (a signal that joined late): too late to count
                 while c.queue and _second_of(c) < nxt:
                     c.queue.popleft()
-            ready = [c for c in channels if c.queue]
+            ready = [(c, _second_of(c)) for c in channels if c.queue]  # each with the second its next one ends
             if not ready:
                 return out
-            newest = max(_second_of(c) + len(c.queue) - 1 for c in ready)
+            newest = max(second + len(c.queue) - 1 for c, second in ready)
             waiting = [c for c in channels if not c.queue and c.offset_s < nxt]
             if waiting:
                 if newest - nxt < STALL_S:
@@ -215,11 +215,12 @@ class RhythmAnalyzer:
                     self._leads.pop(c.name, None)
                     self._pulses.pop(c.name, None)
                 continue
-            if all(_second_of(c) > nxt for c in ready):
-                self._second = min(_second_of(c) for c in ready) - 1  # a gap with no signal at all
+            first = min(second for _, second in ready)
+            if first > nxt:
+                self._second = first - 1  # a gap with no signal at all
                 continue
             self._second = nxt
-            present = [c for c in ready if _second_of(c) == nxt]
+            present = [c for c, second in ready if second == nxt]
             for c in present:
                 if isinstance(c, _Lead):
                     self._take_lead(c, c.queue.popleft())

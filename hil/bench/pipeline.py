@@ -103,10 +103,11 @@ async def bench_pipeline(record: Path | None = None, **_: Any) -> dict[str, Any]
                 for m in range(MONITORS):
                     lo = (m * len(adc) // MONITORS + second * step) % (len(adc) - step)
                     t = (second + 1) * 10**9
+                    t_dev = second * 10**9  # the chunk's first sample on the monitor's clock (as bench buffer's)
                     for q, (data, gain, baseline) in zip(lead_quantities, signals, strict=True):
                         chunk = data[lo : lo + step]  # a device's decoded samples (a view: the record is read once)
                         await pipeline.emit(
-                            WaveformChunk(new_id(), f"monitor-{m}", q, chunk, fs, gain, baseline, None, t)
+                            WaveformChunk(new_id(), f"monitor-{m}", q, chunk, fs, gain, baseline, t_dev, t)
                         )
                         sent += step
             while pipeline.backlog:  # noqa: ASYNC110 - polls a counter the pipeline does not signal
