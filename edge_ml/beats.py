@@ -13,13 +13,14 @@ dominant one, or one that looks nothing like it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from edge_ml.runtime import Model
+from edge_ml.runtime import ROWS, Model
 
 FEATURES = 68  # shape minus template (64) + width, correlation, log amplitude ratio, RR ratio
 MODEL_NAME = "ecg_beat_classifier"
@@ -44,6 +45,15 @@ class BeatClassifier(Protocol):
     def probability(self, beat: BeatInput) -> float: ...
 
 
+def probabilities(classifier: BeatClassifier, beats: Sequence[BeatInput]) -> list[float]:
+    """The probabilities of many beats: in one call when the classifier can (`ModelBeatClassifier`)."""
+    many = getattr(classifier, "probabilities", None)
+    if many is not None:
+        result: list[float] = many(beats)
+        return result
+    return [classifier.probability(beat) for beat in beats]
+
+
 def beat_features(beat: BeatInput) -> npt.NDArray[np.float32]:
     """The model's input vector (training builds it with this very function); before the lead has a dominant
     beat, the shape is its own template."""
@@ -66,15 +76,24 @@ def _fill_features(beat: BeatInput, out: npt.NDArray[np.float32]) -> None:
 
 
 class ModelBeatClassifier:
-    """The LiteRT beat classifier."""
+    """The LiteRT beat classifier.  Beats are judged `ROWS` at a time, by one call of the model on a batch of
+    rows (a single beat too: each beat's probability is then the same however many were judged with it)."""
 
     def __init__(self, model: Model) -> None:
         self.model = model
-        self._input = np.empty(model.manifest.inputs[0].shape, dtype=np.float32)  # reused: one beat at a time
+        self._rows = np.zeros((ROWS, FEATURES), dtype=np.float32)  # reused: the batch's input
 
     def probability(self, beat: BeatInput) -> float:
-        _fill_features(beat, self._input.reshape(FEATURES))
-        return float(self.model.run(self._input).ravel()[0])
+        return self.probabilities([beat])[0]
+
+    def probabilities(self, beats: Sequence[BeatInput]) -> list[float]:
+        out: list[float] = []
+        for lo in range(0, len(beats), ROWS):
+            part = beats[lo : lo + ROWS]
+            for row, beat in zip(self._rows, part, strict=False):
+                _fill_features(beat, row)
+            out += self.model.run_rows(self._rows)[: len(part), 0].tolist()
+        return out
 
 
 class RuleBeatClassifier:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from edge_ml.beats import BeatInput
+from edge_ml.beats import BeatInput, probabilities
 from edge_ml.filters import FilterBank, Seconds, ecg_conditioning
 from edge_ml.qrs import Detection, QrsDetector, dominant_peaks_many, qrs_band
 
@@ -252,38 +252,29 @@ class LeadAnalyzer:
             self._hrv_source = tuple(self._rr_ms)  # five minutes of beats change little in a few seconds
         return pending
 
-    def _describe(
+    def _compare(
         self,
-        r_peak: int,
-        confidence: float,
         rr_ratio: float,
         shape: npt.NDArray[np.float32],
         width_ms: float,
         qrs_ptp: float,
         unit: npt.NDArray[np.float64],
-    ) -> Beat:
-        """A beat against the lead's templates, from its shape measures (`_measure`, made for many beats at once)."""
+    ) -> tuple[BeatInput, list[float], float]:
+        """A beat against the lead's templates, from its shape measures (`_measure` makes them for many beats at
+        once): what the classifier judges it by, its correlation with each template, and the dominant beat's size."""
         # The correlation with every template in one product (their unit QRSs are kept as the rows of a matrix).
         likeness: list[float] = (self._units @ unit).tolist() if self._templates else []
         dominant = self._dominant
         correlation, amplitude = 1.0, 1.0
         dominant_mv = dominant.ptp if dominant is not None else 0.0
         if dominant is not None:
-            # (the dominant beat can have left the templates, replaced as the least used of them)
             try:
                 correlation = likeness[self._templates.index(dominant)]  # (templates compare by identity)
-            except ValueError:
+            except ValueError:  # the dominant beat left the templates, replaced as the least used of them
                 correlation = float(np.dot(unit, dominant.unit))
             amplitude = qrs_ptp / dominant.ptp if dominant.ptp > 0 else 1.0
-        ventricular = 0.0
-        if self._classifier is not None:
-            template = dominant.shape if dominant is not None else None
-            ventricular = self._classifier.probability(
-                BeatInput(shape, template, width_ms, correlation, amplitude, rr_ratio)
-            )
-        beat = Beat(r_peak, confidence, width_ms, correlation, amplitude, rr_ratio, ventricular, dominant_mv)
-        self._learn_template(shape, unit, qrs_ptp, likeness)
-        return beat
+        template = dominant.shape if dominant is not None else None
+        return BeatInput(shape, template, width_ms, correlation, amplitude, rr_ratio), likeness, dominant_mv
 
     def _learn_template(
         self, shape: npt.NDArray[np.float32], unit: npt.NDArray[np.float64], qrs_ptp: float, likeness: list[float]
@@ -415,10 +406,46 @@ def _measure(pending: list[_Pending]) -> dict[LeadAnalyzer, list[Beat]]:
     widths_ms = (_qrs_widths(qrs) * 1000.0 / lead.fs).tolist()
     ptps = (_max(qrs, axis=1) - _min(qrs, axis=1)).tolist()
     units = _units(shapes[:, QRS_POINTS])
-    beats: dict[LeadAnalyzer, list[Beat]] = {}
+    # In waves: the first beat of every lead, then the second of those that have two, ...; a lead's beats in
+    # order (each learns from the one before), each wave's judged by the classifier in one call.
+    waves: list[list[int]] = []
+    seen: dict[LeadAnalyzer, int] = {}
     for k, p in enumerate(pending):
-        beat = p.lead._describe(p.r_peak, p.confidence, p.rr_ratio, shapes[k], widths_ms[k], ptps[k], units[k])
-        beats.setdefault(p.lead, []).append(beat)
+        nth = seen.get(p.lead, 0)
+        seen[p.lead] = nth + 1
+        if nth == len(waves):
+            waves.append([])
+        waves[nth].append(k)
+    beats: dict[LeadAnalyzer, list[Beat]] = {}
+    for wave in waves:
+        compared = [
+            pending[k].lead._compare(pending[k].rr_ratio, shapes[k], widths_ms[k], ptps[k], units[k]) for k in wave
+        ]
+        ventricular = [0.0] * len(wave)
+        judges: dict[int, tuple[BeatClassifier, list[int]]] = {}
+        for i, k in enumerate(wave):
+            classifier = pending[k].lead._classifier
+            if classifier is not None:
+                judges.setdefault(id(classifier), (classifier, []))[1].append(i)
+        for classifier, members in judges.values():
+            for i, probability in zip(
+                members, probabilities(classifier, [compared[i][0] for i in members]), strict=True
+            ):
+                ventricular[i] = probability
+        for i, k in enumerate(wave):
+            p, (judged, likeness, dominant_mv) = pending[k], compared[i]
+            beat = Beat(
+                p.r_peak,
+                p.confidence,
+                judged.width_ms,
+                judged.correlation,
+                judged.amplitude_ratio,
+                judged.rr_ratio,
+                ventricular[i],
+                dominant_mv,
+            )
+            p.lead._learn_template(shapes[k], units[k], ptps[k], likeness)
+            beats.setdefault(p.lead, []).append(beat)
     return beats
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from edge_ml import filters
-from edge_ml.beats import MODEL_NAME, ModelBeatClassifier
+from edge_ml.beats import MODEL_NAME, BeatInput, ModelBeatClassifier, beat_features
 from edge_ml.ecg import LeadAnalyzer, LeadAssessment, analyse
 from edge_ml.qrs import _dominant_peaks, _Window, dominant_peaks_many
 from edge_ml.runtime import bundled, load_model
@@ -158,3 +158,22 @@ async def test_the_pipeline_raises_the_same_alarms_whether_leads_come_together_o
     apart = await _rhythm_alarms(tmp_path, burst=False)
     assert together == apart
     assert {condition for _, condition, _ in together} >= {"ventricular_tachycardia", "ventricular_fibrillation"}
+
+
+def test_the_classifier_judges_a_beat_alike_alone_or_in_a_batch() -> None:
+    """Beats are judged ROWS at a time by one LiteRT call; each beat's probability is what the model gives for
+    that beat alone (its manifest's one-row input), to the last bit, whatever the other rows hold."""
+    rng = np.random.default_rng(11)
+
+    def beat() -> BeatInput:
+        shape = rng.normal(0, 0.3, 64).astype(np.float32)
+        template = None if rng.random() < 0.2 else rng.normal(0, 0.3, 64)
+        return BeatInput(
+            shape, template, rng.uniform(60, 200), rng.uniform(0, 1), rng.uniform(0.3, 3), rng.uniform(0.5, 2)
+        )
+
+    beats = [beat() for _ in range(40)]
+    alone = [float(CLASSIFIER.model.run(beat_features(b).reshape(1, -1))[0, 0]) for b in beats]
+    assert CLASSIFIER.probabilities(beats) == alone  # three calls: 16, 16 and 8 rows
+    assert [CLASSIFIER.probability(b) for b in beats] == alone
+    assert CLASSIFIER.probabilities(beats[::-1]) == alone[::-1]
