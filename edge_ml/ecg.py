@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from edge_ml.beats import BeatInput, probabilities
 from edge_ml.filters import FilterBank, Seconds, ecg_conditioning
-from edge_ml.qrs import Detection, QrsDetector, dominant_peaks_many, qrs_band
+from edge_ml.qrs import Detection, QrsDetector, dominant_peaks_many, fiducials_many, qrs_band
 
 if TYPE_CHECKING:
     from edge_ml.beats import BeatClassifier
@@ -380,9 +380,10 @@ def analyse(leads: Sequence[LeadAnalyzer], windows: Sequence[npt.NDArray[np.floa
         for i, detector in enumerate(detectors)
     ]
     peaks = dominant_peaks_many(decidable)
+    fiducials = fiducials_many(detectors, decidable, peaks)
     pending: list[_Pending] = []
     for i, lead in enumerate(leads):
-        pending += lead._decide(detectors[i].decide(decidable[i], peaks[i]), conditioned[i])
+        pending += lead._decide(detectors[i].decide(decidable[i], peaks[i], fiducials[i]), conditioned[i])
     beats = _measure(pending)
     out = []
     for i, lead in enumerate(leads):

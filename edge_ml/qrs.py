@@ -146,16 +146,21 @@ class _PeakTrain:
             values = np.concatenate([np.zeros(offset0), values])
         return _Window(values, start, end, lo, self._refractory, self._floor)
 
-    def _decide(self, window: _Window | None, peaks: npt.NDArray[np.intp] | None) -> list[Detection]:
-        """Decide the window's candidates (`peaks`, offsets from its start)."""
+    def _decide(
+        self,
+        window: _Window | None,
+        peaks: npt.NDArray[np.intp] | None,
+        fiducials: list[tuple[int, float]] | None = None,
+    ) -> list[Detection]:
+        """Decide the window's candidates (`peaks`, offsets from its start; their `fiducials` when known)."""
         if window is None or peaks is None:
             return []
         start, end = window.start, window.end
         found: list[Detection] = []
         values = window.feature[start - window.lo : end - window.lo]
-        for offset in peaks.tolist():
+        for n, offset in enumerate(peaks.tolist()):
             index = start + offset
-            fiducial, slope = self._fiducial(index)
+            fiducial, slope = fiducials[n] if fiducials is not None else self._fiducial(index)
             candidate = _Candidate(index, float(values[offset]), slope, fiducial)
             if self._learning is not None:
                 self._learning.append(candidate)
@@ -340,8 +345,13 @@ class QrsDetector(_PeakTrain):
         self._slope.extend(magnitude)
         return self._extend(feature, float(np.maximum.reduce(np.abs(samples))) if scale is None else scale)
 
-    def decide(self, window: _Window | None, peaks: npt.NDArray[np.intp] | None) -> list[Detection]:
-        found = self._decide(window, peaks)
+    def decide(
+        self,
+        window: _Window | None,
+        peaks: npt.NDArray[np.intp] | None,
+        fiducials: list[tuple[int, float]] | None = None,
+    ) -> list[Detection]:
+        found = self._decide(window, peaks, fiducials)
         keep = self._decided - self._refractory - self._window - 8
         self._bp.trim(keep)
         self._slope.trim(keep)
@@ -458,6 +468,37 @@ def dominant_peaks_many(windows: list[_Window | None]) -> list[npt.NDArray[np.in
         cuts = np.searchsorted(rows, np.arange(len(members) + 1))
         for k, (i, _) in enumerate(members):
             out[i] = offsets[cuts[k] : cuts[k + 1]]
+    return out
+
+
+def fiducials_many(
+    detectors: Sequence[QrsDetector], windows: list[_Window | None], peaks: list[npt.NDArray[np.intp] | None]
+) -> list[list[tuple[int, float]] | None]:
+    """Each candidate's (R peak, steepest slope), as `QrsDetector._fiducial` finds them, for many detectors (of
+    one window length) at once."""
+    out: list[list[tuple[int, float]] | None] = [None] * len(detectors)
+    bands: list[npt.NDArray[np.float64]] = []
+    slopes: list[npt.NDArray[np.float64]] = []
+    places: list[tuple[list[tuple[int, float]], int, int]] = []  # (the detector's list, where, window start - delay)
+    for i, (detector, window, found) in enumerate(zip(detectors, windows, peaks, strict=True)):
+        if window is None or found is None:
+            continue
+        fiducials = out[i] = []
+        for offset in found.tolist():
+            index = window.start + offset
+            lo = index - detector._window
+            if lo < detector._bp.start:  # the window reaches before the signal kept: alone
+                fiducials.append(detector._fiducial(index))
+                continue
+            fiducials.append((0, 0.0))
+            bands.append(detector._bp.window(lo, index + 1))
+            slopes.append(detector._slope.window(lo, index + 1))
+            places.append((fiducials, len(fiducials) - 1, lo - detector._delay))
+    if places:
+        at = np.abs(np.array(bands)).argmax(axis=1).tolist()
+        steepest = np.maximum.reduce(np.array(slopes), axis=1).tolist()
+        for (fiducials, n, base), a, slope in zip(places, at, steepest, strict=True):
+            fiducials[n] = (base + a, slope)
     return out
 
 
