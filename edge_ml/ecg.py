@@ -278,31 +278,33 @@ class LeadAnalyzer:
 
     def _learn_template(
         self, shape: npt.NDArray[np.float32], unit: npt.NDArray[np.float64], qrs_ptp: float, likeness: list[float]
-    ) -> None:
+    ) -> tuple[_Template, int] | None:
         """Keep the lead's beat morphologies as a few running templates; the dominant one is the most frequent.
 
         A beat joins the template it correlates best with (at least MATCH_CORRELATION), else starts a new one
         (replacing the least used when there are MAX_TEMPLATES).  Counts decay, so the dominant morphology
         follows the patient: a run of ectopic beats, or a lead moved, changes it only if it lasts.  `likeness` is
-        the beat's correlation with each template."""
+        the beat's correlation with each template.  Returns the template the beat joined (and its place), whose
+        shape the caller moves towards the beat's (`_learn_shapes`, for many leads' beats at once)."""
         best, best_at, best_r = None, 0, MATCH_CORRELATION
         for at, (template, r) in enumerate(zip(self._templates, likeness, strict=True)):
             if r >= best_r:
                 best, best_at, best_r = template, at, r
             template.count *= TEMPLATE_DECAY
+        joined = None
         if best is None:
             if len(self._templates) >= MAX_TEMPLATES:
                 self._templates.remove(min(self._templates, key=lambda t: t.count))
             self._templates.append(_Template(shape.astype(np.float64), unit, qrs_ptp, 1.0))
             self._units = np.array([t.unit for t in self._templates])
         else:
-            best.shape += TEMPLATE_ALPHA * (shape - best.shape)
-            best.unit = self._units[best_at] = _unit(best.shape[QRS_POINTS])
             best.ptp += TEMPLATE_ALPHA * (qrs_ptp - best.ptp)
             best.count += 1.0
+            joined = best, best_at
         dominant = max(self._templates, key=lambda t: t.count)
         if dominant.count >= TEMPLATE_BEATS / 2:
             self._dominant = dominant
+        return joined
 
 
 @dataclass(slots=True, eq=False)
@@ -418,6 +420,7 @@ def _measure(pending: list[_Pending]) -> dict[LeadAnalyzer, list[Beat]]:
             waves.append([])
         waves[nth].append(k)
     beats: dict[LeadAnalyzer, list[Beat]] = {}
+    joined: list[tuple[LeadAnalyzer, _Template, int, npt.NDArray[np.float32]]] = []
     for wave in waves:
         compared = [
             pending[k].lead._compare(pending[k].rr_ratio, shapes[k], widths_ms[k], ptps[k], units[k]) for k in wave
@@ -445,9 +448,26 @@ def _measure(pending: list[_Pending]) -> dict[LeadAnalyzer, list[Beat]]:
                 ventricular[i],
                 dominant_mv,
             )
-            p.lead._learn_template(shapes[k], units[k], ptps[k], likeness)
+            template = p.lead._learn_template(shapes[k], units[k], ptps[k], likeness)
+            if template is not None:
+                joined.append((p.lead, *template, shapes[k]))
             beats.setdefault(p.lead, []).append(beat)
+        _learn_shapes(joined)
+        joined.clear()
     return beats
+
+
+def _learn_shapes(joined: list[tuple[LeadAnalyzer, _Template, int, npt.NDArray[np.float32]]]) -> None:
+    """Move each template a step towards the beat that joined it (a wave's, every lead's at once), and renew its
+    unit QRS."""
+    if not joined:
+        return
+    old = np.array([template.shape for _, template, _, _ in joined])
+    shapes = old + TEMPLATE_ALPHA * (np.array([shape for _, _, _, shape in joined]) - old)
+    units = _units(shapes[:, QRS_POINTS])
+    for k, (lead, template, at, _) in enumerate(joined):
+        template.shape = shapes[k]
+        template.unit = lead._units[at] = units[k]
 
 
 @lru_cache(maxsize=8)
@@ -496,14 +516,6 @@ def _units(x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
     norm[norm == 0] = np.inf  # a constant row stays zeros
     units: npt.NDArray[np.float64] = centred / norm[:, np.newaxis]
     return units
-
-
-def _unit(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """One template's QRS centred and scaled to unit norm (`_units` for one row, without the batch's steps)."""
-    centred = x - float(_sum(x)) / len(x)
-    norm = math.sqrt(float(centred @ centred))
-    unit: npt.NDArray[np.float64] = centred / norm if norm > 0 else np.zeros(len(x))
-    return unit
 
 
 def _median(values: Iterable[float]) -> float:
