@@ -109,6 +109,8 @@ class _Lead:
     last_credible_s: float = 0.0
     latest: LeadAssessment | None = None
     qualities: deque[float] = field(default_factory=lambda: deque(maxlen=POOR_WINDOW))
+    tachy_key: tuple[float | None, int, int] | None = None  # the credible beats tachy_rate is of
+    tachy_rate: float | None = None
 
 
 @dataclass
@@ -297,6 +299,15 @@ class RhythmAnalyzer:
         recent = _tail(lead.qualities, seconds)
         return sum(recent) / seconds < POOR_QUALITY
 
+    def _tachy_rate(self, lead: _Lead) -> float | None:
+        """The rate from the median interval of the lead's last tachy_beats credible beats; computed again only
+        when those beats change (a new one came, or one of fewer than tachy_beats aged out)."""
+        beats = self.settings.tachy_beats
+        key = (lead.credible[-1] if lead.credible else None, min(len(lead.credible), beats), beats)
+        if key != lead.tachy_key:
+            lead.tachy_key, lead.tachy_rate = key, _median_rate(_tail(lead.credible, beats), beats, None)
+        return lead.tachy_rate
+
     def _beating(self, lead: _Lead) -> bool:
         """The lead shows at least two beats like its dominant one in the last four seconds, at a rate no faster
         than 150 /min: no fibrillation there, whatever the spectrum would say (so it need not be computed)."""
@@ -379,11 +390,7 @@ class RhythmAnalyzer:
                     present.add(EXTREME_BRADYCARDIA)
                     evidence[EXTREME_BRADYCARDIA] = brady_lead.name
 
-        tachy_rates = [
-            (r, lead.name)
-            for lead in trusted
-            if (r := _median_rate(_tail(lead.credible, s.tachy_beats), s.tachy_beats, None)) is not None
-        ]
+        tachy_rates = [(r, lead.name) for lead in trusted if (r := self._tachy_rate(lead)) is not None]
         if tachy_rates and not present & {ASYSTOLE, VENTRICULAR_FIBRILLATION}:
             tachy, name = max(tachy_rates)
             if tachy > s.tachy_bpm:

@@ -348,7 +348,7 @@ class Pipeline:
             self._analyse_staged()
         values = chunk.physical()
         if kind is ChannelKind.ECG and chunk.unit == "uV":
-            values = values / 1000.0  # the analysis works in millivolts
+            values /= 1000.0  # the analysis works in millivolts (physical() gives a new array)
         start_s = (chunk.gateway_time_ns - chunk.duration_ns) / 1e9  # the chunk ends when it arrived
         analyser.stage(chunk.quantity.reference_id, kind, chunk.sample_rate_hz, values, start_s)
         self._staged[chunk.device_id] = chunk.gateway_time_ns
