@@ -268,10 +268,9 @@ class LeadAnalyzer:
         correlation, amplitude = 1.0, 1.0
         dominant_mv = dominant.ptp if dominant is not None else 0.0
         if dominant is not None:
-            try:
-                correlation = likeness[self._templates.index(dominant)]  # (templates compare by identity)
-            except ValueError:  # the dominant beat left the templates, replaced as the least used of them
-                correlation = float(np.dot(unit, dominant.unit))
+            at = next((i for i, template in enumerate(self._templates) if template is dominant), None)
+            # (the dominant beat can have left the templates, replaced as the least used of them)
+            correlation = likeness[at] if at is not None else float(np.dot(unit, dominant.unit))
             amplitude = qrs_ptp / dominant.ptp if dominant.ptp > 0 else 1.0
         template = dominant.shape if dominant is not None else None
         return BeatInput(shape, template, width_ms, correlation, amplitude, rr_ratio), likeness, dominant_mv
@@ -295,7 +294,7 @@ class LeadAnalyzer:
         if best is None:
             if len(self._templates) >= MAX_TEMPLATES:
                 self._templates.remove(min(self._templates, key=lambda t: t.count))
-            self._templates.append(_Template(shape.astype(np.float64), unit, qrs_ptp, 1.0))
+            self._templates.append(_Template(shape.astype(np.float64), unit.copy(), qrs_ptp, 1.0))
             self._units = np.array([t.unit for t in self._templates])
         else:
             best.ptp += TEMPLATE_ALPHA * (qrs_ptp - best.ptp)
@@ -466,8 +465,9 @@ def _learn_shapes(joined: list[tuple[LeadAnalyzer, _Template, int, npt.NDArray[n
     shapes = old + TEMPLATE_ALPHA * (np.array([shape for _, _, _, shape in joined]) - old)
     units = _units(shapes[:, QRS_POINTS])
     for k, (lead, template, at, _) in enumerate(joined):
-        template.shape = shapes[k]
-        template.unit = lead._units[at] = units[k]
+        # (copies: a row kept would keep the whole wave's array alive as long as the template lives)
+        template.shape = shapes[k].copy()
+        template.unit = lead._units[at] = units[k].copy()
 
 
 @lru_cache(maxsize=8)

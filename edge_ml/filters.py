@@ -57,7 +57,6 @@ class FilterBank:
     def settle(self, member: int, level: float) -> None:
         """Start filter `member` as if the input had been `level` for ever (its state alone)."""
         states = self._design.member_states[member]
-        self._state = self._state.copy()  # (it can be a row of a batch's result)
         self._state[states] = self._design.step_state[states] * level
 
     def process(self, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -93,7 +92,7 @@ def _run(banks: Sequence[FilterBank], samples: npt.NDArray[np.float64]) -> npt.N
     y, after = design.plan(length).run(samples - level, states - steady)
     after += steady
     for bank, state in zip(banks, after, strict=True):
-        bank._state = state
+        bank._state = state.copy()  # (a view would keep the whole batch's states alive)
     y += design.step_output * level[:, :, np.newaxis]
     return y
 

@@ -53,7 +53,7 @@ class Detection:
     height: float  # feature height at the candidate
     confidence: float  # height over the running beat level (about 1 for a typical beat)
     searched_back: bool  # found by search-back or re-learning, below the normal threshold
-    slope: float  # steepest feature slope in the window before the candidate
+    slope: float  # steepest slope in the window before the candidate (QRS: |derivative| over the 150 ms window)
 
 
 @dataclass(slots=True)
@@ -313,9 +313,9 @@ class QrsDetector(_PeakTrain):
         csum[:, 0] = 0.0
         np.cumsum(padded_abs, axis=1, out=csum[:, 1:])
         feature = csum[:, window:] - csum[:, :-window]  # the moving-window integral (a mean)
-        for i, detector in enumerate(detectors):
-            detector._diff_tail = padded[i, -4:]
-            detector._abs_tail = padded_abs[i, padded_abs.shape[1] - (window - 1) :]
+        for i, detector in enumerate(detectors):  # (copies: a view would keep the whole batch's arrays alive)
+            detector._diff_tail = padded[i, -4:].copy()
+            detector._abs_tail = padded_abs[i, padded_abs.shape[1] - (window - 1) :].copy()
         return magnitude, feature
 
     def take(

@@ -91,6 +91,8 @@ class RhythmAssessment:
     poor_signal: frozenset[str]  # leads whose quality is too low to judge a rhythm by
     quality: dict[str, float]  # per channel, 0..1
     pulsing: frozenset[str]  # pulse waves with a perfusing pulse in the last two seconds
+    # When the signal that completed this second arrived (the caller's clock, as given to `stage`), if it said.
+    arrived_ns: int | None = None
 
 
 @dataclass
@@ -99,7 +101,8 @@ class _Lead:
     analyzer: LeadAnalyzer
     offset_s: float
     queue: deque[LeadAssessment] = field(default_factory=deque)
-    staged: deque[npt.NDArray[np.float64]] = field(default_factory=deque)  # seconds not yet analysed
+    arrived: deque[int | None] = field(default_factory=deque)  # when each queued second arrived
+    staged: deque[tuple[npt.NDArray[np.float64], int | None]] = field(default_factory=deque)  # not yet analysed
     beats: deque[tuple[float, Beat]] = field(default_factory=deque)  # (time s, beat)
     credible: deque[float] = field(default_factory=deque)  # times of the beats that are QRS complexes
     # The beats of the last COHERENCE_S, as (time, like the dominant beat), and how many are alike: kept as they
@@ -120,6 +123,7 @@ class _Pulse:
     offset_s: float
     pressure: bool
     queue: deque[PulseAssessment] = field(default_factory=deque)
+    arrived: deque[int | None] = field(default_factory=deque)
     pulses: deque[tuple[float, float]] = field(default_factory=deque)  # (time s, amplitude)
     last_pulse_s: float | None = None
     latest: PulseAssessment | None = None
@@ -166,11 +170,18 @@ class RhythmAnalyzer:
         return self.fuse()
 
     def stage(
-        self, channel: str, kind: ChannelKind, fs: float, samples: npt.ArrayLike, start_s: float | None = None
+        self,
+        channel: str,
+        kind: ChannelKind,
+        fs: float,
+        samples: npt.ArrayLike,
+        start_s: float | None = None,
+        arrived_ns: int | None = None,
     ) -> None:
         """`feed` in three steps, for a caller with many patients: stage each signal's samples here (an ECG lead's
         seconds wait to be analysed), analyse what every analyser staged together (`analyse_staged`), then
-        `fuse` each."""
+        `fuse` each.  `arrived_ns` is when the samples arrived: each second judged carries the time its last
+        signal arrived (`RhythmAssessment.arrived_ns`), however late it is judged."""
         if self._t0 is None:
             self._t0 = start_s if start_s is not None else 0.0
         offset = float(round(start_s - self._t0)) if start_s is not None else float(self._second)
@@ -179,13 +190,16 @@ class RhythmAnalyzer:
             if lead is None or lead.analyzer.fs != fs:
                 analyzer = LeadAnalyzer(fs, self._classifier, self._mains_hz)
                 lead = self._leads[channel] = _Lead(channel, analyzer, offset)
-            lead.staged.extend(lead.analyzer.seconds(samples))
+            # (a copy of a second handed over whole: the caller may reuse its array before it is analysed)
+            lead.staged.extend((np.array(w), arrived_ns) for w in lead.analyzer.seconds(samples))
         else:
             pulse = self._pulses.get(channel)
             if pulse is None or pulse.analyzer.fs != fs:
                 pressure = kind is ChannelKind.ABP
                 pulse = self._pulses[channel] = _Pulse(channel, PulseAnalyzer(fs, pressure=pressure), offset, pressure)
-            pulse.queue.extend(pulse.analyzer.process(samples))
+            assessments = pulse.analyzer.process(samples)
+            pulse.queue.extend(assessments)
+            pulse.arrived.extend([arrived_ns] * len(assessments))
 
     def staged(self, channel: str) -> bool:
         """This ECG lead has a second staged and not yet analysed."""
@@ -193,7 +207,9 @@ class RhythmAnalyzer:
         return lead is not None and bool(lead.staged)
 
     def fuse(self) -> list[RhythmAssessment]:
-        """The seconds that every signal has now covered (after `analyse_staged`)."""
+        """The seconds that every signal has now covered (what is staged is analysed first, if it was not)."""
+        if any(lead.staged for lead in self._leads.values()):
+            analyse_staged([self])
         return self._fuse_ready()
 
     def _fuse_ready(self) -> list[RhythmAssessment]:
@@ -205,6 +221,7 @@ class RhythmAnalyzer:
             for c in channels:  # a second already fused (a signal that joined late): too late to count
                 while c.queue and _second_of(c) < nxt:
                     c.queue.popleft()
+                    c.arrived.popleft()
             ready = [(c, _second_of(c)) for c in channels if c.queue]  # each with the second its next one ends
             if not ready:
                 return out
@@ -223,12 +240,13 @@ class RhythmAnalyzer:
                 continue
             self._second = nxt
             present = [c for c, second in ready if second == nxt]
+            arrived = [t for c in present if (t := c.arrived.popleft()) is not None]
             for c in present:
                 if isinstance(c, _Lead):
                     self._take_lead(c, c.queue.popleft())
                 else:
                     self._take_pulse(c, c.queue.popleft())
-            out.append(self._judge())
+            out.append(self._judge(max(arrived, default=None)))
 
     # -- per-signal bookkeeping ------------------------------------------------------------------------------
     def _take_lead(self, lead: _Lead, a: LeadAssessment) -> None:
@@ -330,7 +348,7 @@ class RhythmAnalyzer:
                 return False
         return True
 
-    def _judge(self) -> RhythmAssessment:
+    def _judge(self, arrived_ns: int | None) -> RhythmAssessment:
         s = self.settings
         end = float(self._second)
         present: set[str] = set()
@@ -431,6 +449,7 @@ class RhythmAnalyzer:
             poor,
             quality,
             pulsing,
+            arrived_ns,
         )
 
     def _ventricular_run(self, coherence: dict[str, float], perfusing: list[_Pulse]) -> str | None:
@@ -479,9 +498,11 @@ def analyse_staged(analysers: Iterable[RhythmAnalyzer]) -> None:
         for lead in leads:
             groups.setdefault(lead.analyzer.batch_key, []).append(lead)
         for group in groups.values():
-            windows = [lead.staged.popleft() for lead in group]
-            for lead, assessment in zip(group, analyse([lead.analyzer for lead in group], windows), strict=True):
+            staged = [lead.staged.popleft() for lead in group]
+            assessments = analyse([lead.analyzer for lead in group], [window for window, _ in staged])
+            for lead, assessment, (_, arrived) in zip(group, assessments, staged, strict=True):
                 lead.queue.append(assessment)
+                lead.arrived.append(arrived)
         leads = [lead for lead in leads if lead.staged]
 
 

@@ -92,7 +92,7 @@ class Model:
     _input_index: int
     _output_index: int
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
-    runs: int = 0
+    runs: int = 0  # calls of the model (a `run_rows` call judges up to ROWS rows)
     content: bytes = b""  # the verified model file, for the interpreter that runs rows (`run_rows`)
     _rows_interpreter: Any = None
 

@@ -350,27 +350,34 @@ class Pipeline:
         if kind is ChannelKind.ECG and chunk.unit == "uV":
             values /= 1000.0  # the analysis works in millivolts (physical() gives a new array)
         start_s = (chunk.gateway_time_ns - chunk.duration_ns) / 1e9  # the chunk ends when it arrived
-        analyser.stage(chunk.quantity.reference_id, kind, chunk.sample_rate_hz, values, start_s)
+        analyser.stage(chunk.quantity.reference_id, kind, chunk.sample_rate_hz, values, start_s, chunk.gateway_time_ns)
         self._staged[chunk.device_id] = chunk.gateway_time_ns
 
     def _analyse_staged(self) -> None:
         """Analyse the staged seconds of every device, then judge each device's complete seconds and raise what
-        they show (timed by the device's latest chunk, as each second is judged when its last signal arrives)."""
+        they show: all devices' seconds in the order their last signal arrived, each timed by that arrival, as
+        if each had been judged the moment it was complete (a pulse on one device vetoes another's asystole
+        just as it would have)."""
         if not self._staged:
             return
         from edge_ml.rhythm import analyse_staged  # noqa: PLC0415 - the signal stack only where rhythm is analysed
 
         staged, self._staged = self._staged, {}
         analyse_staged(self._rhythm[device] for device in staged)
-        for device, gateway_time_ns in staged.items():
-            for rhythm in self._rhythm[device].fuse():
-                if rhythm.pulsing:
-                    self._alarms.note_pulse(device, gateway_time_ns)
-                raised = self._alarms.evaluate_rhythm(device, rhythm, gateway_time_ns)
-                for alarm in raised:
-                    self._raise(alarm)
-                if raised:
-                    self._urgent = True
+        judged = [
+            (rhythm.arrived_ns if rhythm.arrived_ns is not None else latest, n, device, rhythm)
+            for device, latest in staged.items()
+            for n, rhythm in enumerate(self._rhythm[device].fuse())
+        ]
+        judged.sort(key=lambda j: j[0])  # (stable: a device's seconds, and devices of one arrival, keep their order)
+        for gateway_time_ns, _, device, rhythm in judged:
+            if rhythm.pulsing:
+                self._alarms.note_pulse(device, gateway_time_ns)
+            raised = self._alarms.evaluate_rhythm(device, rhythm, gateway_time_ns)
+            for alarm in raised:
+                self._raise(alarm)
+            if raised:
+                self._urgent = True
 
     def _add(self, event: Event) -> None:
         if isinstance(event, Observation) and not self._plausible(event):
