@@ -80,6 +80,7 @@ class ModelBeatClassifier:
     rows (a single beat too: each beat's probability is then the same however many were judged with it)."""
 
     def __init__(self, model: Model) -> None:
+        model.prepare_rows()  # ModelError now, not at the first beat, if the model cannot take a batch
         self.model = model
         self._rows = np.zeros((ROWS, FEATURES), dtype=np.float32)  # reused: the batch's input
 

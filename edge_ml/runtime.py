@@ -113,12 +113,7 @@ class Model:
         """Run a model of one input row (shape (1, n)) on `ROWS` rows at once: `x` is (ROWS, n), the result has
         one row of output per row of input.  One LiteRT call for a batch of beats; a row's result is the same
         whatever the other rows hold (the same call, the same shape, every time: rows are computed alike)."""
-        interpreter = self._rows_interpreter
-        if interpreter is None:
-            interpreter = _interpreter_class()(model_content=self.content)
-            interpreter.resize_tensor_input(self._input_index, [ROWS, *self.manifest.inputs[0].shape[1:]])
-            interpreter.allocate_tensors()
-            self._rows_interpreter = interpreter
+        interpreter = self._rows_interpreter or self.prepare_rows()
         start = time.perf_counter()
         interpreter.set_tensor(self._input_index, x)
         interpreter.invoke()
@@ -126,6 +121,24 @@ class Model:
         self.latencies_ms.append((time.perf_counter() - start) * 1000)
         self.runs += 1
         return out
+
+    def prepare_rows(self) -> Any:
+        """Build the interpreter `run_rows` uses (ModelError if the model cannot take ROWS rows, e.g. a batch size
+        baked into it): a caller that will run rows asks at start-up, not at the first beat."""
+        if self._rows_interpreter is None:
+            try:
+                interpreter = _interpreter_class()(model_content=self.content)
+                interpreter.resize_tensor_input(self._input_index, [ROWS, *self.manifest.inputs[0].shape[1:]])
+                interpreter.allocate_tensors()
+            except (ValueError, RuntimeError) as err:
+                raise ModelError(
+                    f"the model cannot run {ROWS} rows at once", model=self.manifest.name, error=type(err).__name__
+                ) from None
+            out = interpreter.get_output_details()[0]["shape"]
+            if tuple(out) != (ROWS, *self.manifest.outputs[0].shape[1:]):
+                raise ModelError(f"the model gives no row of output per row of {ROWS}", model=self.manifest.name)
+            self._rows_interpreter = interpreter
+        return self._rows_interpreter
 
     def latency_ms(self, percentile: float) -> float | None:
         return float(np.percentile(self.latencies_ms, percentile)) if self.latencies_ms else None

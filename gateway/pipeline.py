@@ -322,12 +322,18 @@ class Pipeline:
 
     def _beat_classifier(self) -> BeatClassifier:
         from edge_ml.beats import ModelBeatClassifier, RuleBeatClassifier  # noqa: PLC0415 - numpy with the first rhythm
+        from edge_ml.runtime import ModelError  # noqa: PLC0415
 
         if self._classifier is None:
             loader, self._load_beat_model = self._load_beat_model, None
             if loader is not None:
                 self.beat_model = loader()
-            self._classifier = ModelBeatClassifier(self.beat_model) if self.beat_model else RuleBeatClassifier()
+            self._classifier = RuleBeatClassifier()
+            if self.beat_model is not None:
+                try:
+                    self._classifier = ModelBeatClassifier(self.beat_model)
+                except ModelError as err:
+                    log.error("beat model refused; the rules classify beats", **err.log_fields())
         return self._classifier
 
     def _stage_rhythm(self, chunk: WaveformChunk, kind: ChannelKind) -> None:

@@ -95,3 +95,35 @@ def test_the_daemon_loads_the_shipped_beat_classifier(tmp_path: Path) -> None:
     model = Gateway(config)._load_beat_model()
     assert model is not None
     assert model.manifest.name == MODEL_NAME
+
+
+def test_a_beat_model_that_cannot_judge_a_batch_is_refused_at_start_and_the_rules_take_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The classifier judges beats ROWS at a time; a model that cannot take a batch (a batch size baked into it)
+    is found out when the classifier is made, not at the first beat, and the pipeline falls back to the rules."""
+    from edge_ml.beats import ModelBeatClassifier, RuleBeatClassifier  # noqa: PLC0415
+    from edge_ml.runtime import Model  # noqa: PLC0415
+    from gateway.alarms import AlarmEngine  # noqa: PLC0415
+    from gateway.config import AlarmsSection  # noqa: PLC0415
+    from gateway.core.stats import Metrics  # noqa: PLC0415
+    from gateway.pipeline import Pipeline  # noqa: PLC0415
+
+    model = load_model(bundled(MODEL_NAME))
+    assert isinstance(ModelBeatClassifier(model), ModelBeatClassifier)
+
+    def refuse(self: Model) -> None:
+        raise ModelError("the model cannot run 16 rows at once", model=self.manifest.name)
+
+    monkeypatch.setattr(Model, "prepare_rows", refuse)
+    with pytest.raises(ModelError):
+        ModelBeatClassifier(load_model(bundled(MODEL_NAME)))
+    pipeline = Pipeline(
+        None,  # type: ignore[arg-type]  # the classifier is chosen before anything is stored
+        AlarmEngine(AlarmsSection()),
+        Metrics(),
+        gateway_id="gw",
+        patients={},
+        beat_model=load_model(bundled(MODEL_NAME)),
+    )
+    assert isinstance(pipeline._beat_classifier(), RuleBeatClassifier)
