@@ -496,12 +496,6 @@ def normalise_beats(windows: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]
     return shapes
 
 
-def normalise_beat(window: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
-    """One beat's shape (`normalise_beats`)."""
-    shape: npt.NDArray[np.float32] = normalise_beats(np.asarray(window, dtype=np.float64)[np.newaxis])[0]
-    return shape
-
-
 _ORDER_POINTS = np.array([0, BEAT_POINTS // 2 - 1, BEAT_POINTS // 2, BEAT_POINTS - 1])
 
 

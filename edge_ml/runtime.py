@@ -144,14 +144,6 @@ class Model:
         return float(np.percentile(self.latencies_ms, percentile)) if self.latencies_ms else None
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_model(manifest_path: Path) -> Model:
     """Verify the model file against its manifest, then load it; ModelError says what is wrong."""
     manifest = Manifest.read(manifest_path)
