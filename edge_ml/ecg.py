@@ -331,10 +331,7 @@ def spectrum(x: npt.NDArray[np.float64], fs: float) -> Spectrum:
     total = float(power.sum()) or 1e-12
     high = band(40.0, fs / 2) / total if fs > 80 else 0.0
     sharp = band(15.0, 40.0) / (band(1.0, 40.0) or 1e-12)
-    squared = x * x
-    variance = float(squared.sum()) / len(x) or 1e-12
-    kurtosis = float(np.dot(squared, squared)) / len(x) / (variance * variance)
-    return Spectrum(dominant, concentration, sharp, high, kurtosis)
+    return Spectrum(dominant, concentration, sharp, high, _kurtosis(x[np.newaxis])[0])
 
 
 @lru_cache(maxsize=16)

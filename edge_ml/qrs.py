@@ -262,7 +262,8 @@ class QrsDetector(_PeakTrain):
     """QRS complexes of one ECG lead.  `process(samples)` returns the beats decided in that call.
 
     With `band_by_caller`, the caller passes each chunk through `qrs_band` itself (with the lead's other filters,
-    `FilterBank`), settled to the first sample the detector sees, and hands it to `process` with the samples."""
+    `FilterBank`), settled to the first sample the detector sees, and drives the detector with `features`,
+    `extend` and `decide` (as `edge_ml.ecg.analyse` does for many leads at once)."""
 
     def __init__(self, fs: float, *, band_by_caller: bool = False) -> None:
         super().__init__(fs, refractory_s=0.2, t_wave_s=0.36)
@@ -276,31 +277,26 @@ class QrsDetector(_PeakTrain):
         self._abs_tail = np.zeros(self._window - 1)
         self._last_input: float | None = None
 
-    def process(
-        self, samples: npt.ArrayLike, band: npt.NDArray[np.float64] | None = None, scale: float | None = None
-    ) -> list[Detection]:
-        """The beats decided with these samples; `band` is them through `qrs_band`, when the caller filters, and
-        `scale` their largest magnitude, when the caller knows it."""
+    def process(self, samples: npt.ArrayLike) -> list[Detection]:
+        """The beats decided with these samples (a detector that filters its own input)."""
         x = np.asarray(samples, dtype=np.float64)
         if x.size == 0:
             return []
-        if self._bandpass is not None:
-            if self._last_input is None:
-                self._bandpass.settle(float(x[0]))  # no step response from the first sample's offset
-            bp = self._bandpass.process(x)
-        elif band is None:
-            raise ValueError("this detector's caller filters its input: pass the band-passed samples")
-        else:
-            bp = band
+        if self._bandpass is None:
+            raise ValueError("this detector's caller filters its input: use features, extend and decide")
+        if self._last_input is None:
+            self._bandpass.settle(float(x[0]))  # no step response from the first sample's offset
+        bp = self._bandpass.process(x)
         magnitude, feature = QrsDetector.features([self], bp[np.newaxis])
-        return self.take(x, bp, magnitude[0], feature[0], scale)
+        window = self.extend(x, bp, magnitude[0], feature[0])
+        return self.decide(window, _dominant_peaks(*window.peak_args) if window is not None else None)
 
     @staticmethod
     def features(
         detectors: Sequence[QrsDetector], band: npt.NDArray[np.float64]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """(slope magnitude, feature) of each row of `band` (each detector's band-passed chunk), computed for all
-        the rows at once; a row's result is the same as its detector alone would compute.  Hand each to `take`."""
+        the rows at once; a row's result is the same as its detector alone would compute.  Hand each to `extend`."""
         window = detectors[0]._window
         tails = np.array([d._diff_tail for d in detectors]) if len(detectors) > 1 else detectors[0]._diff_tail[None]
         padded = np.concatenate((tails, band), axis=1)
@@ -318,18 +314,6 @@ class QrsDetector(_PeakTrain):
             detector._abs_tail = padded_abs[i, padded_abs.shape[1] - (window - 1) :].copy()
         return magnitude, feature
 
-    def take(
-        self,
-        samples: npt.NDArray[np.float64],
-        band: npt.NDArray[np.float64],
-        magnitude: npt.NDArray[np.float64],
-        feature: npt.NDArray[np.float64],
-        scale: float | None = None,
-    ) -> list[Detection]:
-        """Decide what a chunk (`samples`, its `band`, and their `features`) settles."""
-        window = self.extend(samples, band, magnitude, feature, scale)
-        return self.decide(window, _dominant_peaks(*window.peak_args) if window is not None else None)
-
     def extend(
         self,
         samples: npt.NDArray[np.float64],
@@ -338,8 +322,8 @@ class QrsDetector(_PeakTrain):
         feature: npt.NDArray[np.float64],
         scale: float | None = None,
     ) -> _Window | None:
-        """`take` in two steps, for a caller that finds many detectors' candidates at once (`dominant_peaks_many`):
-        add the chunk, then `decide` the window this returns with its peaks."""
+        """Add a chunk (`samples`, its `band`, and their `features`); `decide` the window this returns with its
+        peaks (`_dominant_peaks`, or `dominant_peaks_many` for many detectors at once)."""
         self._last_input = float(samples[-1])
         self._bp.extend(band)
         self._slope.extend(magnitude)
