@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import importlib
 import json
+import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,12 @@ def run_benchmark(name: str, *, as_json: bool, **options: Any) -> int:
     if name not in BENCHMARKS:
         print(f"iomt-gateway: no benchmark {name!r}; choose from {', '.join(sorted(BENCHMARKS))}")  # noqa: T201
         return 2
-    figures: Figures = asyncio.run(_load(name)(**options))
+    try:
+        figures: Figures = asyncio.run(_load(name)(**options))
+    except OSError as err:  # the bench's folder missing, unwritable or full ($IOMT_BENCH_DIR or the temp folder)
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"iomt-gateway: bench {name}: {err.strerror or err}{where}", file=sys.stderr)  # noqa: T201
+        return 1
     failed = "error" in figures
     if as_json:
         print(json.dumps(figures, indent=2))  # noqa: T201

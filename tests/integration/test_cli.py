@@ -145,3 +145,15 @@ def test_tables_on_a_terminal_fit_its_width_and_keep_identifiers_whole() -> None
         assert all(len(line) <= width for line in text.splitlines()), text
         assert alarm_id in text and "bedside-monitor-1" in text and "…" not in text
         assert "[bold]x[/]" in text, "dynamic text is never read as markup"
+
+
+def test_a_bench_whose_folder_is_missing_or_full_says_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A technician's bench on a box whose state disk is full (or $IOMT_BENCH_DIR mistyped) got a traceback: an
+    OSError while the bench sets up is one line naming the place, and exit 1."""
+    monkeypatch.setenv("IOMT_BENCH_DIR", str(tmp_path / "no-such-folder"))
+    assert main(["bench", "pipeline", "--json"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("iomt-gateway: bench pipeline: ") and "no-such-folder" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
